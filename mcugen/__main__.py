@@ -1,0 +1,5 @@
+"""`python -m mcugen` entry point."""
+
+from mcugen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""The one error hierarchy: every user-facing failure is an McugenError (exit code 2)."""
+
+
+class McugenError(Exception):
+    """A problem with the user's input or environment, reported as one line, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class ModelError(McugenError):
+    """The model file is malformed or violates an invariant (bad index, shape, scale...)."""
+
+
+class UnsupportedError(McugenError):
+    """The model is valid TFLite but uses something mcugen cannot generate."""
+
+
+class ToolError(McugenError):
+    """An external tool (compiler, emulator, oracle) is missing or failed."""
+
+
+class LimitError(McugenError):
+    """The plan does not fit the target's RAM or flash."""
+
+
+class OutputError(McugenError):
+    """The output folder cannot be written safely."""

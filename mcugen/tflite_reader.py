@@ -1,0 +1,435 @@
+"""Reader: translates a .tflite flatbuffer into the typed IR, validating every index it uses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from mcugen.errors import ModelError
+from mcugen.ir import (
+    Activation,
+    Conv2DAttrs,
+    DepthwiseConv2DAttrs,
+    DType,
+    ElementwiseAttrs,
+    FullyConnectedAttrs,
+    Graph,
+    MeanAttrs,
+    NoAttrs,
+    Operator,
+    OpType,
+    PadAttrs,
+    Padding,
+    Pool2DAttrs,
+    Quant,
+    SoftmaxAttrs,
+    Tensor,
+    TransposeAttrs,
+)
+
+MAX_RANK = 6
+MAX_ELEMENTS = 2**31 - 1  # the generated C indexes with int32 arithmetic
+MAX_FILE_BYTES = 2**31
+
+_TENSOR_TYPES = {
+    0: DType.FLOAT32,
+    2: DType.INT32,
+    3: DType.UINT8,
+    4: DType.INT64,
+    6: DType.BOOL,
+    7: DType.INT16,
+    9: DType.INT8,
+}
+_TENSOR_TYPE_NAMES = {
+    1: "float16",
+    5: "string",
+    8: "complex64",
+    10: "float64",
+    11: "complex128",
+    12: "uint64",
+    13: "resource",
+    14: "variant",
+    15: "uint32",
+    16: "uint16",
+    17: "int4",
+    18: "bfloat16",
+}
+_ACTIVATIONS = {0: Activation.NONE, 1: Activation.RELU, 2: Activation.RELU_N1_TO_1, 3: Activation.RELU6}
+_PADDINGS = {0: Padding.SAME, 1: Padding.VALID}
+
+
+class UnknownOp:
+    """An operator the IR has no OpType for; kept so the support check can name it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def builtin_op_names() -> dict[int, str]:
+    import tflite
+
+    return {
+        v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)
+    }
+
+
+def read_tflite(path: str | Path) -> Graph:
+    """Read and validate a .tflite file; raise ModelError (one line) on anything malformed."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise ModelError(f"{p}: is a directory, expected a .tflite file") from None
+    except OSError as e:
+        raise ModelError(f"{p}: cannot read ({e.strerror})") from None
+    return read_tflite_bytes(raw, name=p.stem, where=str(p))
+
+
+def read_tflite_bytes(raw: bytes, name: str = "model", where: str = "model") -> Graph:
+    if len(raw) < 8 or raw[4:8] != b"TFL3":
+        raise ModelError(f"{where}: not a TFLite flatbuffer (missing 'TFL3' identifier); expected a .tflite file")
+    if len(raw) > MAX_FILE_BYTES:
+        raise ModelError(f"{where}: file of {len(raw)} bytes exceeds the 2 GiB flatbuffer limit")
+    try:
+        return _Reader(raw, name, where).read()
+    except ModelError:
+        raise
+    except Exception as e:  # flatbuffers raises anything on corrupt offsets
+        raise ModelError(
+            f"{where}: corrupt TFLite flatbuffer ({type(e).__name__} while parsing); the file is truncated or damaged"
+        ) from None
+
+
+class _Reader:
+    def __init__(self, raw: bytes, name: str, where: str):
+        import tflite
+
+        self.tfl = tflite
+        self.raw = raw
+        self.buf = bytearray(raw)
+        self.name = name
+        self.where = where
+        self.model = tflite.Model.GetRootAsModel(self.buf, 0)
+        self.op_names = builtin_op_names()
+
+    def fail(self, msg: str) -> ModelError:
+        return ModelError(f"{self.where}: {msg}")
+
+    def read(self) -> Graph:
+        m = self.model
+        if m.SubgraphsLength() < 1:
+            raise self.fail("the model has no subgraph")
+        sg = m.Subgraphs(0)
+        n_tensors = sg.TensorsLength()
+        n_buffers = m.BuffersLength()
+        tensors = [self.read_tensor(sg.Tensors(i), i, n_buffers) for i in range(n_tensors)]
+        inputs = self.index_list(sg.InputsAsNumpy() if sg.InputsLength() else [], n_tensors, "graph input")
+        outputs = self.index_list(sg.OutputsAsNumpy() if sg.OutputsLength() else [], n_tensors, "graph output")
+        if not inputs:
+            raise self.fail("the model has no inputs")
+        if not outputs:
+            raise self.fail("the model has no outputs")
+        operators = [self.read_operator(sg.Operators(i), i, tensors) for i in range(sg.OperatorsLength())]
+        desc = m.Description()
+        graph = Graph(
+            name=self.name,
+            tensors=tensors,
+            operators=operators,
+            inputs=inputs,
+            outputs=outputs,
+            description=desc.decode("utf-8", "replace") if desc else "",
+        )
+        self.check_dataflow(graph)
+        return graph
+
+    def index_list(self, values, n: int, what: str) -> list[int]:
+        out = []
+        for v in values:
+            v = int(v)
+            if v < 0 or v >= n:
+                raise self.fail(f"{what} refers to tensor {v}, but the model has {n} tensors")
+            out.append(v)
+        return out
+
+    # ---- tensors --------------------------------------------------------------------
+
+    def read_tensor(self, t, index: int, n_buffers: int) -> Tensor:
+        raw_name = t.Name()
+        name = raw_name.decode("utf-8", "replace") if raw_name else f"tensor_{index}"
+        label = f"tensor {index} ('{_short(name)}')"
+        ttype = t.Type()
+        if ttype not in _TENSOR_TYPES:
+            tname = _TENSOR_TYPE_NAMES.get(ttype, f"type code {ttype}")
+            dtype = DType.OTHER
+            other_type = tname
+        else:
+            dtype = _TENSOR_TYPES[ttype]
+            other_type = None
+        shape = tuple(int(d) for d in (t.ShapeAsNumpy() if t.ShapeLength() else []))
+        if len(shape) > MAX_RANK:
+            raise self.fail(f"{label} has rank {len(shape)}; at most {MAX_RANK} is supported")
+        # Like TFLite Micro, the static `shape` is what counts; a shape_signature of -1 (a
+        # dynamic batch) is accepted where `shape` itself gives the size.
+        if any(d < 0 for d in shape):
+            raise self.fail(
+                f"{label} has a dynamic shape {list(shape)}; only static shapes are supported (fix the batch size before converting)"
+            )
+        if any(d <= 0 for d in shape):
+            raise self.fail(f"{label} has shape {list(shape)}; every dimension must be positive")
+        n = 1
+        for d in shape:
+            n *= d
+            if n > MAX_ELEMENTS:
+                raise self.fail(f"{label} has shape {list(shape)}: more than 2^31-1 elements")
+        if n * dtype.itemsize > MAX_ELEMENTS:
+            raise self.fail(f"{label} has {n * dtype.itemsize} bytes: more than 2^31-1")
+        quant = self.read_quant(t.Quantization(), label, shape)
+        if t.Sparsity() is not None:
+            raise self.fail(f"{label} is sparse; sparse tensors are not supported")
+        data = None
+        b = t.Buffer()
+        if b < 0 or b >= max(n_buffers, 1):
+            raise self.fail(f"{label} refers to buffer {b}, but the model has {n_buffers} buffers")
+        if b > 0:
+            data = self.read_buffer(b, label, shape, dtype, other_type)
+        tensor = Tensor(
+            index=index, name=name, shape=shape, dtype=dtype, quant=quant, data=data, is_variable=bool(t.IsVariable())
+        )
+        tensor.other_type = other_type  # type: ignore[attr-defined]
+        return tensor
+
+    def read_buffer(self, b: int, label: str, shape, dtype: DType, other_type) -> Optional[np.ndarray]:
+        buf = self.model.Buffers(b)
+        offset, size = buf.Offset(), buf.Size()
+        if offset > 1:
+            if offset + size > len(self.raw):
+                raise self.fail(f"{label}: buffer {b} lies beyond the end of the file")
+            blob = self.raw[offset : offset + size]
+        elif buf.DataLength() > 0:
+            blob = buf.DataAsNumpy().tobytes()
+        else:
+            return None
+        if other_type is not None:
+            return np.frombuffer(blob, dtype=np.uint8).copy()
+        n = 1
+        for d in shape:
+            n *= d
+        need = n * dtype.itemsize
+        if len(blob) != need:
+            raise self.fail(
+                f"{label}: buffer {b} holds {len(blob)} bytes but shape {list(shape)} of {dtype.value} needs {need}"
+            )
+        return np.frombuffer(blob, dtype=dtype.numpy.newbyteorder("<")).astype(dtype.numpy).reshape(shape)
+
+    def read_quant(self, q, label: str, shape) -> Optional[Quant]:
+        if q is None or q.ScaleLength() == 0:
+            return None
+        scale = q.ScaleAsNumpy().astype(np.float32)
+        zp = q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(scale.size, np.int64)
+        axis = int(q.QuantizedDimension())
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            bad = scale[~(np.isfinite(scale) & (scale > 0))][0]
+            raise self.fail(f"{label} has quantization scale {bad}; scales must be finite and positive")
+        if zp.size not in (1, scale.size):
+            raise self.fail(f"{label} has {scale.size} scales but {zp.size} zero points")
+        if zp.size == 1 and scale.size > 1:
+            zp = np.repeat(zp, scale.size)
+        if scale.size > 1:
+            rank = len(shape)
+            if rank == 1 and scale.size == shape[0]:
+                # Accept what TFLite Micro accepts: a rank-1 per-channel tensor (e.g. a depthwise
+                # bias) may carry the filter's quantized_dimension (person_detect.tflite has 3).
+                axis = 0
+            elif axis < 0 or axis >= rank:
+                raise self.fail(f"{label} has quantized_dimension {axis} but rank {rank}")
+            if shape[axis] != scale.size:
+                raise self.fail(
+                    f"{label} has {scale.size} scales on axis {axis} of size {shape[axis]}; they must match"
+                )
+        else:
+            axis = 0
+        return Quant(scale=scale, zero_point=zp, axis=axis)
+
+    # ---- operators ------------------------------------------------------------------
+
+    def read_operator(self, o, index: int, tensors: list[Tensor]) -> Operator:
+        m = self.model
+        oc_index = o.OpcodeIndex()
+        if oc_index < 0 or oc_index >= m.OperatorCodesLength():
+            raise self.fail(f"operator {index} refers to opcode {oc_index}, but the model has {m.OperatorCodesLength()}")
+        oc = m.OperatorCodes(oc_index)
+        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+        opname = self.op_names.get(code, f"BUILTIN_{code}")
+        if opname == "CUSTOM":
+            cc = oc.CustomCode()
+            opname = f"CUSTOM({cc.decode('utf-8', 'replace') if cc else '?'})"
+        n = len(tensors)
+        ins = [int(v) for v in (o.InputsAsNumpy() if o.InputsLength() else [])]
+        outs = [int(v) for v in (o.OutputsAsNumpy() if o.OutputsLength() else [])]
+        for v in ins:
+            if v < -1 or v >= n:
+                raise self.fail(f"operator {index} ({opname}) input refers to tensor {v}, but the model has {n} tensors")
+        for v in outs:
+            if v < 0 or v >= n:
+                raise self.fail(f"operator {index} ({opname}) output refers to tensor {v}, but the model has {n} tensors")
+        try:
+            optype = OpType(opname)
+        except ValueError:
+            op = Operator(index=index, op=None, inputs=ins, outputs=outs)  # type: ignore[arg-type]
+            op.unknown_name = opname  # type: ignore[attr-defined]
+            return op
+        attrs = self.read_attrs(o, optype, index, ins, tensors)
+        return Operator(index=index, op=optype, inputs=ins, outputs=outs, attrs=attrs)
+
+    def _options(self, o, cls):
+        table = o.BuiltinOptions()
+        if table is None:
+            return None
+        opts = cls()
+        opts.Init(table.Bytes, table.Pos)
+        return opts
+
+    def read_attrs(self, o, optype: OpType, index: int, ins: list[int], tensors: list[Tensor]):
+        tfl = self.tfl
+        label = f"operator {index} ({optype.value})"
+
+        def act(code):
+            return _ACTIVATIONS.get(int(code), Activation.OTHER)
+
+        def pad(code):
+            if int(code) not in _PADDINGS:
+                raise self.fail(f"{label} has unknown padding code {code}")
+            return _PADDINGS[int(code)]
+
+        def positive(v, what):
+            v = int(v)
+            if v <= 0:
+                raise self.fail(f"{label} has {what} {v}; it must be positive")
+            return v
+
+        if optype is OpType.CONV_2D:
+            opt = self._options(o, tfl.Conv2DOptions)
+            if opt is None:
+                raise self.fail(f"{label} has no options")
+            return Conv2DAttrs(
+                stride_h=positive(opt.StrideH(), "stride_h"),
+                stride_w=positive(opt.StrideW(), "stride_w"),
+                dilation_h=positive(opt.DilationHFactor(), "dilation_h"),
+                dilation_w=positive(opt.DilationWFactor(), "dilation_w"),
+                padding=pad(opt.Padding()),
+                activation=act(opt.FusedActivationFunction()),
+            )
+        if optype is OpType.DEPTHWISE_CONV_2D:
+            opt = self._options(o, tfl.DepthwiseConv2DOptions)
+            if opt is None:
+                raise self.fail(f"{label} has no options")
+            return DepthwiseConv2DAttrs(
+                stride_h=positive(opt.StrideH(), "stride_h"),
+                stride_w=positive(opt.StrideW(), "stride_w"),
+                dilation_h=positive(opt.DilationHFactor(), "dilation_h"),
+                dilation_w=positive(opt.DilationWFactor(), "dilation_w"),
+                padding=pad(opt.Padding()),
+                activation=act(opt.FusedActivationFunction()),
+                depth_multiplier=int(opt.DepthMultiplier()),
+            )
+        if optype is OpType.FULLY_CONNECTED:
+            opt = self._options(o, tfl.FullyConnectedOptions)
+            if opt is None:
+                return FullyConnectedAttrs(activation=Activation.NONE, keep_num_dims=False)
+            if int(opt.WeightsFormat()) != 0:
+                raise self.fail(f"{label} uses shuffled weights; only the DEFAULT weights format is supported")
+            return FullyConnectedAttrs(activation=act(opt.FusedActivationFunction()), keep_num_dims=bool(opt.KeepNumDims()))
+        if optype in (OpType.ADD, OpType.MUL):
+            cls = tfl.AddOptions if optype is OpType.ADD else tfl.MulOptions
+            opt = self._options(o, cls)
+            return ElementwiseAttrs(activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE)
+        if optype in (OpType.AVERAGE_POOL_2D, OpType.MAX_POOL_2D):
+            opt = self._options(o, tfl.Pool2DOptions)
+            if opt is None:
+                raise self.fail(f"{label} has no options")
+            return Pool2DAttrs(
+                filter_h=positive(opt.FilterHeight(), "filter_height"),
+                filter_w=positive(opt.FilterWidth(), "filter_width"),
+                stride_h=positive(opt.StrideH(), "stride_h"),
+                stride_w=positive(opt.StrideW(), "stride_w"),
+                padding=pad(opt.Padding()),
+                activation=act(opt.FusedActivationFunction()),
+            )
+        if optype is OpType.SOFTMAX:
+            opt = self._options(o, tfl.SoftmaxOptions)
+            beta = float(opt.Beta()) if opt else 1.0
+            if not math.isfinite(beta) or beta <= 0:
+                raise self.fail(f"{label} has beta {beta}; it must be finite and positive")
+            return SoftmaxAttrs(beta=beta)
+        if optype is OpType.MEAN:
+            opt = self._options(o, tfl.ReducerOptions)
+            axes_t = self.const_input(ins, 1, tensors, label, "axes")
+            rank = len(self.input_tensor(ins, 0, tensors, label).shape)
+            axes = []
+            for a in np.asarray(axes_t).reshape(-1).tolist():
+                a = int(a)
+                if a < -rank or a >= rank:
+                    raise self.fail(f"{label} reduces axis {a} of a rank-{rank} tensor")
+                a = a % rank
+                if a not in axes:
+                    axes.append(a)
+            return MeanAttrs(axes=tuple(sorted(axes)), keep_dims=bool(opt.KeepDims()) if opt else False)
+        if optype is OpType.PAD:
+            p = np.asarray(self.const_input(ins, 1, tensors, label, "paddings")).astype(np.int64)
+            rank = len(self.input_tensor(ins, 0, tensors, label).shape)
+            if p.shape != (rank, 2):
+                raise self.fail(f"{label} has paddings of shape {list(p.shape)}; expected [{rank}, 2]")
+            if np.any(p < 0) or np.any(p > MAX_ELEMENTS):
+                raise self.fail(f"{label} has paddings {p.tolist()}; they must be non-negative")
+            return PadAttrs(paddings=tuple((int(a), int(b)) for a, b in p))
+        if optype is OpType.TRANSPOSE:
+            perm = [int(v) for v in np.asarray(self.const_input(ins, 1, tensors, label, "perm")).reshape(-1)]
+            rank = len(self.input_tensor(ins, 0, tensors, label).shape)
+            if sorted(perm) != list(range(rank)):
+                raise self.fail(f"{label} has perm {perm}; expected a permutation of 0..{rank - 1}")
+            return TransposeAttrs(perm=tuple(perm))
+        return NoAttrs()
+
+    def input_tensor(self, ins, k, tensors, label) -> Tensor:
+        if len(ins) <= k or ins[k] < 0:
+            raise self.fail(f"{label} lacks input {k}")
+        return tensors[ins[k]]
+
+    def const_input(self, ins, k, tensors, label, what):
+        t = self.input_tensor(ins, k, tensors, label)
+        if t.data is None:
+            raise self.fail(f"{label}: {what} (input {k}, tensor {t.index}) must be a constant tensor")
+        return t.data
+
+    def check_dataflow(self, g: Graph) -> None:
+        """Every tensor an operator reads is constant, a graph input, or written by an earlier operator."""
+        ready = set(g.inputs) | {t.index for t in g.tensors if t.is_const}
+        written: set[int] = set()
+        for op in g.operators:
+            name = op.op.value if op.op is not None else getattr(op, "unknown_name", "?")
+            for i in op.inputs:
+                if i >= 0 and i not in ready:
+                    raise self.fail(
+                        f"operator {op.index} ({name}) reads tensor {i} ('{_short(g.tensors[i].name)}') before any operator writes it"
+                    )
+            for i in op.outputs:
+                if i in written or g.tensors[i].is_const or i in g.inputs:
+                    raise self.fail(
+                        f"operator {op.index} ({name}) writes tensor {i} ('{_short(g.tensors[i].name)}'), which is already a constant, an input or another operator's output"
+                    )
+                written.add(i)
+                ready.add(i)
+        for i in g.outputs:
+            if i not in ready:
+                raise self.fail(f"graph output tensor {i} is never written")
+
+
+def _short(name: str, limit: int = 60) -> str:
+    """A printable, bounded form of a model-supplied name for error messages."""
+    clean = "".join(c if c.isprintable() and c not in "\r\n" else "?" for c in name)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."

@@ -1,0 +1,371 @@
+"""Support checks: what mcugen can generate. Each constraint's docstring is the user-facing message."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from mcugen.errors import UnsupportedError
+from mcugen.ir import Activation, DType, Graph, Operator, OpType, Padding, Tensor
+
+INT8_ONLY = (DType.INT8,)
+SUPPORTED_ACTIVATIONS = (Activation.NONE, Activation.RELU, Activation.RELU6, Activation.RELU_N1_TO_1)
+
+
+def out_size(in_size: int, filt: int, stride: int, dilation: int, padding: Padding) -> int:
+    """TFLite's ComputeOutSize."""
+    eff = (filt - 1) * dilation + 1
+    if padding is Padding.SAME:
+        return (in_size + stride - 1) // stride
+    return (in_size - eff + stride) // stride
+
+
+def same_padding(in_size: int, filt: int, stride: int, dilation: int, out: int, padding: Padding) -> int:
+    """TFLite's ComputePaddingWithOffset: the top/left padding (the extra goes bottom/right)."""
+    if padding is Padding.VALID:
+        return 0
+    eff = (filt - 1) * dilation + 1
+    total = max((out - 1) * stride + eff - in_size, 0)
+    return total // 2
+
+
+def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> Optional[tuple[int, ...]]:
+    rank = max(len(a), len(b))
+    a = (1,) * (rank - len(a)) + tuple(a)
+    b = (1,) * (rank - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y))
+    return tuple(out)
+
+
+# ---- constraints -----------------------------------------------------------------------
+# A constraint takes (graph, op) and returns None when satisfied, or a short detail string
+# naming what it saw. Its docstring states the rule and is printed after the detail.
+
+Constraint = Callable[[Graph, Operator], Optional[str]]
+
+
+def _ins(g: Graph, op: Operator) -> list[Optional[Tensor]]:
+    return g.op_inputs(op)
+
+
+def c_arity(g: Graph, op: Operator) -> Optional[str]:
+    """the operator needs its required inputs and exactly one output"""
+    need = {
+        OpType.CONV_2D: 2,
+        OpType.DEPTHWISE_CONV_2D: 2,
+        OpType.FULLY_CONNECTED: 2,
+        OpType.ADD: 2,
+        OpType.MUL: 2,
+        OpType.MEAN: 2,
+        OpType.PAD: 2,
+        OpType.TRANSPOSE: 2,
+    }.get(op.op, 1)
+    have = sum(1 for i in op.inputs[:need] if i >= 0)
+    if have < need or len(op.outputs) != 1:
+        return f"has {have} of {need} required inputs and {len(op.outputs)} outputs"
+    return None
+
+
+def c_activation(g: Graph, op: Operator) -> Optional[str]:
+    """fused activations supported: NONE, RELU, RELU6, RELU_N1_TO_1"""
+    act = getattr(op.attrs, "activation", Activation.NONE)
+    if act not in SUPPORTED_ACTIVATIONS:
+        return "has an unsupported fused activation"
+    return None
+
+
+def c_int8_io(g: Graph, op: Operator) -> Optional[str]:
+    """input 0 and the output must be int8 (int16 activations and float ops are not supported)"""
+    a = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    for what, t in (("input", a), ("output", o)):
+        if t.dtype is not DType.INT8:
+            return f"{what} tensor {t.index} is {t.dtype.value if t.dtype is not DType.OTHER else getattr(t, 'other_type', 'other')}"
+        if t.quant is None:
+            return f"{what} tensor {t.index} has no quantization parameters"
+    return None
+
+
+def c_int8_second_input(g: Graph, op: Operator) -> Optional[str]:
+    """both operands must be int8 with quantization parameters"""
+    b = _ins(g, op)[1]
+    if b.dtype is not DType.INT8 or b.quant is None:
+        return f"input tensor {b.index} is {b.dtype.value}"
+    return None
+
+
+def c_rank4(g: Graph, op: Operator) -> Optional[str]:
+    """input and output must be 4-D (NHWC)"""
+    a = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if len(a.shape) != 4 or len(o.shape) != 4:
+        return f"has input shape {list(a.shape)} and output shape {list(o.shape)}"
+    return None
+
+
+def _weights_problem(w: Optional[Tensor], rank: int, axis: int) -> Optional[str]:
+    if w is None or not w.is_const:
+        return "weights are not a constant tensor"
+    if w.dtype is not DType.INT8 or w.quant is None:
+        return f"weights tensor {w.index} is {w.dtype.value}, not quantized int8"
+    if len(w.shape) != rank:
+        return f"weights tensor {w.index} has shape {list(w.shape)}"
+    if w.quant.per_channel and w.quant.axis != axis:
+        return f"weights tensor {w.index} is quantized along axis {w.quant.axis}"
+    if any(int(z) != 0 for z in w.quant.zero_point):
+        return f"weights tensor {w.index} has a non-zero zero point"
+    return None
+
+
+def _bias_problem(b: Optional[Tensor], n: int) -> Optional[str]:
+    if b is None:
+        return None
+    if not b.is_const or b.dtype is not DType.INT32:
+        return f"bias tensor {b.index} is not a constant int32 tensor"
+    if b.size != n:
+        return f"bias tensor {b.index} has {b.size} values for {n} output channels"
+    return None
+
+
+def c_conv(g: Graph, op: Operator) -> Optional[str]:
+    """CONV_2D: constant int8 weights [out_ch, kh, kw, in_ch] (symmetric, per-tensor or per-output-channel), optional int32 bias, no grouped convolution, output shape as TFLite computes it"""
+    x, w = _ins(g, op)[0], _ins(g, op)[1]
+    b = _ins(g, op)[2] if len(op.inputs) > 2 else None
+    o = g.t(op.outputs[0])
+    p = _weights_problem(w, 4, 0) or _bias_problem(b, w.shape[0])
+    if p:
+        return p
+    if w.shape[3] != x.shape[3]:
+        return f"weights have {w.shape[3]} input channels but the input has {x.shape[3]} (grouped convolution)"
+    a = op.attrs
+    exp = (
+        x.shape[0],
+        out_size(x.shape[1], w.shape[1], a.stride_h, a.dilation_h, a.padding),
+        out_size(x.shape[2], w.shape[2], a.stride_w, a.dilation_w, a.padding),
+        w.shape[0],
+    )
+    if tuple(o.shape) != exp or min(exp) <= 0:
+        return f"has output shape {list(o.shape)} where {list(exp)} is expected"
+    return None
+
+
+def c_depthwise(g: Graph, op: Operator) -> Optional[str]:
+    """DEPTHWISE_CONV_2D: constant int8 weights [1, kh, kw, in_ch*multiplier] (symmetric, per-tensor or per-channel), optional int32 bias, output shape as TFLite computes it"""
+    x, w = _ins(g, op)[0], _ins(g, op)[1]
+    b = _ins(g, op)[2] if len(op.inputs) > 2 else None
+    o = g.t(op.outputs[0])
+    p = _weights_problem(w, 4, 3) or _bias_problem(b, w.shape[3])
+    if p:
+        return p
+    if w.shape[0] != 1 or w.shape[3] % x.shape[3] != 0 or w.shape[3] != o.shape[3]:
+        return f"weights shape {list(w.shape)} does not fit input channels {x.shape[3]} and output channels {o.shape[3]}"
+    a = op.attrs
+    exp = (
+        x.shape[0],
+        out_size(x.shape[1], w.shape[1], a.stride_h, a.dilation_h, a.padding),
+        out_size(x.shape[2], w.shape[2], a.stride_w, a.dilation_w, a.padding),
+        w.shape[3],
+    )
+    if tuple(o.shape) != exp or min(exp) <= 0:
+        return f"has output shape {list(o.shape)} where {list(exp)} is expected"
+    return None
+
+
+def c_fully_connected(g: Graph, op: Operator) -> Optional[str]:
+    """FULLY_CONNECTED: constant int8 weights [units, depth] (symmetric, per-tensor or per-unit), optional int32 bias, input size a multiple of depth"""
+    x, w = _ins(g, op)[0], _ins(g, op)[1]
+    b = _ins(g, op)[2] if len(op.inputs) > 2 else None
+    o = g.t(op.outputs[0])
+    p = _weights_problem(w, 2, 0) or _bias_problem(b, w.shape[0])
+    if p:
+        return p
+    if x.size % w.shape[1] != 0:
+        return f"input of {x.size} elements is not a multiple of the weights' depth {w.shape[1]}"
+    if o.size != (x.size // w.shape[1]) * w.shape[0] or o.shape[-1] != w.shape[0]:
+        return f"has output shape {list(o.shape)} for {x.size // w.shape[1]} batches of {w.shape[0]} units"
+    return None
+
+
+def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
+    """ADD/MUL: two int8 operands of rank <= 4 that broadcast (NumPy rules) to the output shape"""
+    a, b = _ins(g, op)[0], _ins(g, op)[1]
+    o = g.t(op.outputs[0])
+    if max(len(a.shape), len(b.shape), len(o.shape)) > 4:
+        return f"has rank {max(len(a.shape), len(b.shape))}"
+    bs = broadcast_shape(a.shape, b.shape)
+    if bs is None or tuple(bs) != tuple((1,) * (len(bs) - len(o.shape)) + tuple(o.shape)):
+        return f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast to output {list(o.shape)}"
+    return None
+
+
+def c_pool(g: Graph, op: Operator) -> Optional[str]:
+    """pooling: input and output with the same quantization, output shape as TFLite computes it"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    a = op.attrs
+    exp = (
+        x.shape[0],
+        out_size(x.shape[1], a.filter_h, a.stride_h, 1, a.padding),
+        out_size(x.shape[2], a.filter_w, a.stride_w, 1, a.padding),
+        x.shape[3],
+    )
+    if tuple(o.shape) != exp or min(exp) <= 0:
+        return f"has output shape {list(o.shape)} where {list(exp)} is expected"
+    if x.quant.s != o.quant.s or x.quant.zp != o.quant.zp:
+        return "rescales (input and output quantization differ)"
+    return None
+
+
+def c_mean(g: Graph, op: Operator) -> Optional[str]:
+    """MEAN: a 4-D int8 input reduced over the spatial axes (1, 2), with or without keep_dims"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if len(x.shape) != 4 or op.attrs.axes != (1, 2):
+        return f"reduces axes {list(op.attrs.axes)} of shape {list(x.shape)}"
+    exp = (x.shape[0], 1, 1, x.shape[3]) if op.attrs.keep_dims else (x.shape[0], x.shape[3])
+    if tuple(o.shape) != exp:
+        return f"has output shape {list(o.shape)} where {list(exp)} is expected"
+    return None
+
+
+def c_softmax_logistic(g: Graph, op: Operator) -> Optional[str]:
+    """SOFTMAX/LOGISTIC: int8 output quantized with scale 1/256 and zero point -128, same shape as the input"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if tuple(x.shape) != tuple(o.shape):
+        return f"maps shape {list(x.shape)} to {list(o.shape)}"
+    if abs(o.quant.s - 1.0 / 256) > 1e-9 or o.quant.zp != -128:
+        return f"output has scale {o.quant.s} and zero point {o.quant.zp}"
+    return None
+
+
+def c_reshape(g: Graph, op: Operator) -> Optional[str]:
+    """RESHAPE: the same number of elements and the same type and quantization in and out"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if x.size != o.size or x.dtype is not o.dtype:
+        return f"maps {list(x.shape)} {x.dtype.value} to {list(o.shape)} {o.dtype.value}"
+    return None
+
+
+def c_pad(g: Graph, op: Operator) -> Optional[str]:
+    """PAD: rank <= 4, constant paddings, output shape = input shape + paddings"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if len(x.shape) > 4:
+        return f"has rank {len(x.shape)}"
+    exp = tuple(d + p0 + p1 for d, (p0, p1) in zip(x.shape, op.attrs.paddings))
+    if tuple(o.shape) != exp:
+        return f"has output shape {list(o.shape)} where {list(exp)} is expected"
+    if x.quant.s != o.quant.s or x.quant.zp != o.quant.zp:
+        return "rescales (input and output quantization differ)"
+    return None
+
+
+def c_transpose(g: Graph, op: Operator) -> Optional[str]:
+    """TRANSPOSE: rank <= 6, output shape = permuted input shape"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    exp = tuple(x.shape[p] for p in op.attrs.perm)
+    if tuple(o.shape) != exp or x.dtype is not o.dtype:
+        return f"has output shape {list(o.shape)} where {list(exp)} is expected"
+    return None
+
+
+def c_quantize(g: Graph, op: Operator) -> Optional[str]:
+    """QUANTIZE: float32, uint8 or int8 input to int8 or uint8 output, same shape"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if x.dtype not in (DType.FLOAT32, DType.UINT8, DType.INT8) or o.dtype not in (DType.INT8, DType.UINT8):
+        return f"converts {x.dtype.value} to {o.dtype.value}"
+    if o.quant is None or (x.dtype is not DType.FLOAT32 and x.quant is None):
+        return "lacks quantization parameters"
+    if o.quant.per_channel:
+        return "has per-channel output quantization"
+    if tuple(x.shape) != tuple(o.shape):
+        return f"maps shape {list(x.shape)} to {list(o.shape)}"
+    return None
+
+
+def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
+    """DEQUANTIZE: int8 or uint8 input (per-tensor) to float32 output, same shape"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if x.dtype not in (DType.INT8, DType.UINT8) or o.dtype is not DType.FLOAT32:
+        return f"converts {x.dtype.value} to {o.dtype.value}"
+    if x.quant is None or x.quant.per_channel:
+        return "input lacks per-tensor quantization parameters"
+    if tuple(x.shape) != tuple(o.shape):
+        return f"maps shape {list(x.shape)} to {list(o.shape)}"
+    return None
+
+
+CONSTRAINTS: dict[OpType, list[Constraint]] = {
+    OpType.CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_conv],
+    OpType.DEPTHWISE_CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_depthwise],
+    OpType.FULLY_CONNECTED: [c_arity, c_int8_io, c_activation, c_fully_connected],
+    OpType.ADD: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
+    OpType.MUL: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
+    OpType.MEAN: [c_arity, c_int8_io, c_mean],
+    OpType.AVERAGE_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
+    OpType.MAX_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
+    OpType.SOFTMAX: [c_arity, c_int8_io, c_softmax_logistic],
+    OpType.LOGISTIC: [c_arity, c_int8_io, c_softmax_logistic],
+    OpType.RESHAPE: [c_arity, c_reshape],
+    OpType.PAD: [c_arity, c_int8_io, c_pad],
+    OpType.TRANSPOSE: [c_arity, c_transpose],
+    OpType.QUANTIZE: [c_arity, c_quantize],
+    OpType.DEQUANTIZE: [c_arity, c_dequantize],
+}
+
+GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.FLOAT32)
+
+
+def check_graph(g: Graph) -> None:
+    """Raise UnsupportedError (one line) for the first thing mcugen cannot generate."""
+    supported = ", ".join(t.value for t in CONSTRAINTS)
+    if not g.operators:
+        raise UnsupportedError(f"{g.name}: the model has no operators")
+    float_ops = [
+        op
+        for op in g.operators
+        if op.op not in (OpType.QUANTIZE, OpType.DEQUANTIZE)
+        and any(t is not None and t.dtype is DType.FLOAT32 for t in g.op_inputs(op))
+    ]
+    if float_ops and len(float_ops) * 2 >= len(g.operators):
+        op = float_ops[0]
+        name = op.op.value if op.op else getattr(op, "unknown_name", "?")
+        raise UnsupportedError(
+            f"{g.name}: operator {op.index} ({name}) computes in float32: this is a float model; "
+            "mcugen needs a full-integer int8 model (quantize it with post-training int8 quantization)"
+        )
+    for op in g.operators:
+        if op.op is None:
+            raise UnsupportedError(
+                f"{g.name}: operator {op.index} ({getattr(op, 'unknown_name', '?')}) is not supported; supported ops: {supported}"
+            )
+        for c in CONSTRAINTS[op.op]:
+            detail = c(g, op)
+            if detail:
+                raise UnsupportedError(f"{g.name}: operator {op.index} ({op.op.value}) {detail}; {c.__doc__}")
+    for kind, idxs in (("input", g.inputs), ("output", g.outputs)):
+        for i in idxs:
+            t = g.t(i)
+            if t.dtype not in GRAPH_IO_TYPES:
+                raise UnsupportedError(
+                    f"{g.name}: graph {kind} tensor {i} is {t.dtype.value}; supported: int8, uint8, float32"
+                )
+            if t.is_const:
+                raise UnsupportedError(f"{g.name}: graph {kind} tensor {i} is a constant")
+
+
+def supported_ops_markdown() -> str:
+    """The supported-operators table for the README, generated from the constraints."""
+    lines = ["| operator | constraints |", "|---|---|"]
+    for optype, cs in CONSTRAINTS.items():
+        rules = "; ".join(c.__doc__.strip() for c in cs)
+        lines.append(f"| {optype.value} | {rules} |")
+    return "\n".join(lines)

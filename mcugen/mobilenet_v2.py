@@ -39,6 +39,7 @@ import enum
 import functools
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
@@ -317,6 +318,13 @@ def import_tensorflow():
     """Import TensorFlow quietly (no Keras is ever imported); a ToolError if it is missing."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # quiet start-up, reproducible float results
+    if "tensorflow" not in sys.modules:
+        # tflite-runtime 2.14 (the oracle) fails with std::bad_alloc when its native library is
+        # loaded after TensorFlow's in the same process; loaded first, both work.
+        try:
+            import tflite_runtime.interpreter  # noqa: F401
+        except ImportError:
+            pass
     try:
         import tensorflow as tf
     except ImportError as exc:  # pragma: no cover - depends on the installation

@@ -120,6 +120,7 @@ class Layer:
     args: list[Arg]
     comment: list[str]
     macs: int
+    output: int = -1  # tensor index of the layer's output
 
 
 @dataclass
@@ -199,6 +200,7 @@ class _Lowerer:
             args=args,
             comment=[],
             macs=op_macs(self.g, op),
+            output=op.outputs[0],
         )
 
     # -- convolutions

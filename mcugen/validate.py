@@ -1,0 +1,190 @@
+"""Validation: runs the generated C and the oracles on the same inputs and compares bit for bit."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from mcugen import driver
+from mcugen.errors import McugenError, ModelError
+from mcugen.ir import DType, Graph
+
+
+@dataclass
+class LayerMismatch:
+    layer: int
+    op: str
+    tensor: int
+    tensor_name: str
+    max_abs_diff: int
+    oracle: str
+
+
+@dataclass
+class ValidationReport:
+    model: str
+    target: str
+    bit_exact: bool
+    max_abs_diff: int
+    runs: int
+    oracles: list[str]
+    per_run: list[dict] = field(default_factory=list)
+    first_bad_layer: Optional[LayerMismatch] = None
+
+    def to_json(self) -> dict:
+        d = {
+            "model": self.model,
+            "target": self.target,
+            "bit_exact": self.bit_exact,
+            "max_abs_diff": self.max_abs_diff,
+            "runs": self.runs,
+            "oracles": self.oracles,
+            "per_run": self.per_run,
+        }
+        if self.first_bad_layer is not None:
+            d["first_bad_layer"] = vars(self.first_bad_layer)
+        return d
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> int:
+    """Largest absolute difference; float outputs are compared by their bit patterns (in ulps)."""
+    if a.shape != b.shape:
+        return 2**31 - 1
+    if a.dtype == np.float32 or b.dtype == np.float32:
+        ia = np.asarray(a, np.float32).view(np.int32).astype(np.int64)
+        ib = np.asarray(b, np.float32).view(np.int32).astype(np.int64)
+        return int(np.abs(ia - ib).max()) if ia.size else 0
+    return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max()) if a.size else 0
+
+
+def load_inputs(graph: Graph, files: Sequence[str]) -> list[list[np.ndarray]]:
+    """`.npy` files, one per model input, grouped into runs in order (k inputs per run)."""
+    k = len(graph.inputs)
+    if len(files) % k:
+        raise McugenError(f"{len(files)} --input files for a model with {k} inputs; give a multiple of {k}")
+    runs = []
+    for r in range(len(files) // k):
+        arrays = []
+        for j in range(k):
+            path = files[r * k + j]
+            t = graph.t(graph.inputs[j])
+            try:
+                a = np.load(path, allow_pickle=False)
+            except FileNotFoundError:
+                raise McugenError(f"--input {path}: no such file") from None
+            except Exception as e:
+                raise McugenError(f"--input {path}: not a readable .npy file ({type(e).__name__})") from None
+            if a.size != t.size:
+                raise McugenError(
+                    f"--input {path}: has shape {list(a.shape)} ({a.size} values) but input {j} needs {list(t.shape)}"
+                )
+            if t.dtype in (DType.INT8, DType.UINT8) and a.dtype != t.dtype.numpy:
+                info = np.iinfo(t.dtype.numpy)
+                if not np.issubdtype(a.dtype, np.integer) or a.min() < info.min or a.max() > info.max:
+                    raise McugenError(f"--input {path}: dtype {a.dtype} does not fit input {j} of type {t.dtype.value}")
+            arrays.append(a.astype(t.dtype.numpy).reshape(t.shape))
+        runs.append(arrays)
+    return runs
+
+
+Runner = Callable[[driver.Generated, list[list[np.ndarray]], Path], list[list[np.ndarray]]]
+
+
+def host_runner(gen: driver.Generated, runs: list[list[np.ndarray]], work: Path) -> list[list[np.ndarray]]:
+    exe = driver.compile_host(gen, work / "build")
+    return driver.run_host(exe, gen, runs, work / "io")
+
+
+def validate(
+    model_path: str | Path,
+    *,
+    input_files: Sequence[str] = (),
+    count: int = 3,
+    seed: int = 0,
+    save_outputs: Optional[Path] = None,
+    layers: bool = False,
+    runner: Runner = host_runner,
+    target: str = "host",
+    progress: Callable[[str], None] = lambda s: None,
+) -> ValidationReport:
+    from mcugen.oracle import oracles_for
+
+    model_path = Path(model_path)
+    progress("reading and generating")
+    gen = driver.build(model_path)
+    if input_files:
+        runs = load_inputs(gen.graph, input_files)
+    else:
+        if count < 1:
+            raise McugenError(f"--count {count}: need at least one run")
+        runs = driver.random_inputs(gen.graph, count, seed)
+    oracles = oracles_for(model_path)
+    with tempfile.TemporaryDirectory(prefix="mcugen-validate-") as tmp:
+        progress(f"compiling and running on {target}")
+        outs = runner(gen, runs, Path(tmp))
+    if save_outputs is not None:
+        save_outputs.mkdir(parents=True, exist_ok=True)
+        for r, (ins, os_) in enumerate(zip(runs, outs)):
+            for k, a in enumerate(ins):
+                np.save(save_outputs / f"run{r}_input{k}.npy", a)
+            for k, a in enumerate(os_):
+                np.save(save_outputs / f"run{r}_output{k}.npy", a)
+    worst = 0
+    per_run = []
+    for r, arrays in enumerate(runs):
+        entry = {"run": r}
+        for o in oracles:
+            progress(f"oracle {o.name}, run {r}")
+            ref = o.run(arrays)
+            d = max(diff(a, b) for a, b in zip(outs[r], ref))
+            entry[o.name] = d
+            worst = max(worst, d)
+        per_run.append(entry)
+    report = ValidationReport(
+        model=str(model_path),
+        target=target,
+        bit_exact=worst == 0,
+        max_abs_diff=worst,
+        runs=len(runs),
+        oracles=[o.name for o in oracles],
+        per_run=per_run,
+    )
+    if worst and layers:
+        report.first_bad_layer = first_bad_layer(gen, runs, oracles, progress)
+    return report
+
+
+def first_bad_layer(gen: driver.Generated, runs, oracles, progress) -> Optional[LayerMismatch]:
+    """Dump every layer's output from a host build and compare with the oracle's tensors."""
+    oracle = oracles[0]
+    for r, arrays in enumerate(runs):
+        try:
+            ref = oracle.run_all_tensors(arrays)
+        except McugenError:
+            continue
+        with tempfile.TemporaryDirectory(prefix="mcugen-layers-") as tmp:
+            exe = driver.compile_host(gen, Path(tmp) / "build", extra_cflags=("-DMCUGEN_PROFILE",))
+            driver.run_host(exe, gen, [arrays], Path(tmp) / "io")
+            for layer in gen.program.layers:
+                t = gen.graph.t(layer.output)
+                if layer.output not in ref:
+                    continue
+                got = np.frombuffer((Path(tmp) / "io" / f"layer_0_{layer.index}.bin").read_bytes(), dtype=t.dtype.numpy)
+                want = np.asarray(ref[layer.output]).reshape(-1)
+                d = diff(got, want.astype(got.dtype))
+                if d:
+                    return LayerMismatch(layer.index, layer.op, t.index, t.name, d, oracle.name)
+    return None
+
+
+def read_graph(model_path: str | Path) -> Graph:
+    from mcugen.tflite_reader import read_tflite
+
+    try:
+        return read_tflite(model_path)
+    except ModelError:
+        raise

@@ -1,0 +1,29 @@
+"""Test helpers: paths to the repo, the per-op models and the shared real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+OPS_DIR = REPO / "tests" / "models" / "ops"
+SHARED_REAL = REPO.parent / "shared" / "models" / "real"
+
+
+def op_model_entries() -> list[dict]:
+    return json.loads((OPS_DIR / "index.json").read_text())["models"]
+
+
+def real_model(name: str) -> Path:
+    path = SHARED_REAL / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: the shared real models (../shared/models/real) are not laid out here")
+    return path
+
+
+def real_models() -> list[str]:
+    if not SHARED_REAL.is_dir():
+        return []
+    return sorted(p.name for p in SHARED_REAL.glob("*.tflite"))

@@ -13,7 +13,7 @@ from mcugen import __version__
 from mcugen.errors import McugenError
 
 # Modules that add their own sub-commands through `register(subparsers)`.
-COMMAND_MODULES = ("mcugen.cmd_model",)
+COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo")
 
 
 def _progress(quiet: bool):

@@ -39,6 +39,9 @@ _TENSOR_TYPE_TO_DTYPE: dict[int, np.dtype] = {
     16: np.dtype(np.uint16),
 }
 
+# RESHAPE, SQUEEZE, EXPAND_DIMS: outputs that may share their input's memory and bytes.
+_VIEW_OPS = frozenset({22, 43, 70})
+
 _TFLM_ARENA_TOTAL_RE = re.compile(r"Arena allocation total (\d+) bytes")
 
 
@@ -59,6 +62,8 @@ class ModelSignature:
     outputs: tuple[TensorSignature, ...]
     num_tensors: int
     activation_bytes: int  # sum of the sizes of all tensors without constant data
+    producers: tuple[int, ...]  # per tensor: index of the operator writing it, -1 if none
+    views: frozenset[int]  # tensors written by RESHAPE/SQUEEZE/EXPAND_DIMS (same bytes as their input)
 
 
 def _first_line(text: str) -> str:
@@ -105,7 +110,20 @@ def read_signature(model_bytes: bytes, model_path: Path) -> ModelSignature:
             itemsize = _TENSOR_TYPE_TO_DTYPE.get(tensor.Type(), np.dtype(np.int64)).itemsize
             elements = int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
             activation_bytes += max(elements, 1) * itemsize
-        return ModelSignature(inputs, outputs, subgraph.TensorsLength(), activation_bytes)
+        producers = [-1] * subgraph.TensorsLength()
+        views = set()
+        for op_index in range(subgraph.OperatorsLength()):
+            operator = subgraph.Operators(op_index)
+            code = model.OperatorCodes(operator.OpcodeIndex())
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            for tensor_index in operator.OutputsAsNumpy() if operator.OutputsLength() else ():
+                if 0 <= tensor_index < len(producers):
+                    producers[int(tensor_index)] = op_index
+                    if builtin in _VIEW_OPS:
+                        views.add(int(tensor_index))
+        return ModelSignature(
+            inputs, outputs, subgraph.TensorsLength(), activation_bytes, tuple(producers), frozenset(views)
+        )
     except Exception as exc:  # the flatbuffer library raises assorted errors on garbage
         raise ToolError(f"cannot parse {model_path} as a TFLite flatbuffer: {_first_line(str(exc)) or type(exc).__name__}") from exc
 
@@ -263,14 +281,39 @@ class ReferenceKernelOracle(Oracle):
         return [np.array(interpreter.get_tensor(spec.tensor_index), copy=True) for spec in self.signature.outputs]
 
     def run_all_tensors(self, inputs: Sequence[np.ndarray]) -> dict[int, np.ndarray]:
+        """Every tensor whose value survives the run.
+
+        Even with experimental_preserve_all_tensors, tflite-runtime 2.14 runs some ops in place
+        (ADD writes its output over an input's buffer), so such an input tensor would read back
+        as the op's output. Tensors whose memory is shared with a tensor written later are
+        therefore left out (TFLite Micro's oracle gives them), unless that later tensor is a
+        RESHAPE/SQUEEZE/EXPAND_DIMS output, which holds the same bytes.
+        """
         interpreter = self._interpreter(preserve_all_tensors=True)
         self._invoke(interpreter, inputs)
         tensors: dict[int, np.ndarray] = {}
+        spans: dict[int, tuple[int, int]] = {}
         for index in range(self.signature.num_tensors):
             try:
-                tensors[index] = np.array(interpreter.get_tensor(index), copy=True)
+                view = interpreter.tensor(index)()
+                tensors[index] = np.array(view, copy=True)
             except ValueError:
                 continue  # a tensor without data (e.g. an omitted optional operand)
+            if view.nbytes:
+                start = view.__array_interface__["data"][0]
+                spans[index] = (start, start + view.nbytes)
+        producers = self.signature.producers
+        for index, (start, end) in spans.items():
+            for other, (other_start, other_end) in spans.items():
+                if (
+                    other != index
+                    and start < other_end
+                    and other_start < end
+                    and producers[other] > producers[index]
+                    and other not in self.signature.views
+                ):
+                    tensors.pop(index, None)  # overwritten in place by `other`
+                    break
         return tensors
 
 

@@ -7,6 +7,7 @@ import ctypes
 import importlib
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,16 @@ from mcugen.errors import McugenError, ToolError
 
 # Quieten TensorFlow's C++ logging before any TFLite extension is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# tflite-runtime 2.14 loaded after TensorFlow in one process misreads some models (e.g. the
+# signature defs of a two-input, two-output model: "vector::reserve"); loaded first, both work.
+# So it is loaded now, while importing this module, unless TensorFlow already is.
+_TENSORFLOW_FIRST = "tensorflow" in sys.modules and "tflite_runtime.interpreter" not in sys.modules
+if not _TENSORFLOW_FIRST:
+    try:
+        import tflite_runtime.interpreter  # noqa: F401
+    except ImportError:
+        pass
 
 ORACLE_TFLITE_RUNTIME_REF = "tflite-runtime-ref"
 ORACLE_LITERT_REF = "litert-ref"
@@ -260,6 +271,8 @@ class ReferenceKernelOracle(Oracle):
                     interpreter.allocate_tensors()
                 except Exception as exc:  # the runtimes raise ValueError/RuntimeError with C++ logs
                     reason = _first_line(str(exc)) or _first_line(logged()) or type(exc).__name__
+                    if _TENSORFLOW_FIRST and self.name == ORACLE_TFLITE_RUNTIME_REF:
+                        reason += " (TensorFlow was imported before tflite-runtime in this process, which breaks it)"
                     raise ToolError(f"{self.name} cannot load {self.model_path.name}: {reason}") from exc
             self._interpreters[preserve_all_tensors] = interpreter
         return self._interpreters[preserve_all_tensors]

@@ -373,3 +373,17 @@ def test_run_all_tensors_real_model(shared_models_dir):
     assert missing and missing <= add_inputs
     for index, value in all_reference.items():
         assert np.array_equal(value, all_micro[index]), f"tensor {index} differs"
+
+
+def test_tflite_runtime_loaded_before_tensorflow(op_models):
+    """Importing mcugen.oracle loads tflite-runtime, so a later `import tensorflow` does not break it."""
+    import subprocess
+
+    path = _op_model_path(op_models, "two_inputs_two_outputs")
+    script = (
+        "import mcugen.oracle as o, tensorflow, sys\n"
+        f"print(','.join(x.name for x in o.oracles_for({str(path)!r})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "tflite-runtime-ref,tflite-micro"

@@ -1023,9 +1023,9 @@ def check(model: OpModel, model_bytes: bytes) -> OpRecord:
 def _oracle_check(path: Path) -> tuple[list[str], bool]:
     """Names of the oracles that load the model, and whether all agree on one seeded input.
 
-    Must run in a process that has not imported TensorFlow: with TensorFlow's own TFLite
-    runtime loaded, tflite-runtime 2.14 fails to read some models' signature defs
-    ("vector::reserve", seen with two inputs and two outputs).
+    Must run in a process where TensorFlow was not imported before tflite-runtime: then
+    tflite-runtime 2.14 fails to read some models' signature defs ("vector::reserve", seen
+    with two inputs and two outputs).
     """
     from mcugen.oracle import oracles_for
 

@@ -352,7 +352,8 @@ def _module_class():
             self.config = config
             self.table = tuple(layer_table(config))
             self.batch_norm = bool(batch_norm)
-            self.bn_momentum = float(bn_momentum)
+            # a variable, so that `train` can switch to a cumulative average after tracing
+            self.bn_momentum = tf.Variable(float(bn_momentum), trainable=False, name="bn_momentum")
             weights = check_weights(config, weights, "given to the builder")
             self.kernels = {}
             self.biases = {}
@@ -443,6 +444,17 @@ def _module_class():
             if not self.batch_norm:
                 return self
             return type(self)(self.config, self.folded_weights(), batch_norm=False)
+
+        def recalibrate_batch_norm(self, batches) -> None:
+            """Set the moving statistics to the average of the batch statistics over `batches`."""
+            if not self.batch_norm:
+                return
+            forward = tf.function(lambda x: self.logits(x, training=True))
+            saved = float(self.bn_momentum.numpy())
+            for i, x in enumerate(batches):
+                self.bn_momentum.assign(i / (i + 1.0))  # running mean of the batch statistics
+                forward(tf.constant(x))
+            self.bn_momentum.assign(saved)
 
         def serving_function(self, batch: int = 1):
             """Concrete function x[batch,H,W,C] float32 -> probabilities, for the TFLite converter."""

@@ -14,6 +14,9 @@ from mcugen.errors import McugenError
 from mcugen.mobilenet_v2 import import_tensorflow
 
 
+RECALIBRATION_BATCHES = 50  # batches used to recompute batch-norm statistics after training
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """Hyper-parameters of one training run (Adam with cosine learning-rate decay)."""
@@ -164,4 +167,12 @@ def train(module, images: np.ndarray, labels: np.ndarray, options: TrainOptions 
             extra = f", validation accuracy {val:.4f}" if val is not None else ""
             print(f"epoch {stats.epoch}/{options.epochs}: loss {stats.loss:.4f}, "
                   f"train accuracy {stats.train_accuracy:.4f}{extra}", file=sys.stderr)
+    if module.batch_norm:
+        # Short runs leave the moving averages behind the weights; recompute them (as in
+        # "precise batch norm") so the inference/export graph sees the final statistics.
+        order = rng.permutation(len(x_train))[: batch * min(batches_per_epoch, RECALIBRATION_BATCHES)]
+        module.recalibrate_batch_norm(x_train[order[i:i + batch]] for i in range(0, len(order), batch))
+        if len(val_index):
+            val = accuracy(module, images[val_index], labels[val_index])
+            history[-1] = EpochStats(history[-1].epoch, history[-1].loss, history[-1].train_accuracy, val)
     return TrainResult(tuple(history), time.monotonic() - start, len(train_index), len(val_index))

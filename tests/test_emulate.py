@@ -341,3 +341,13 @@ def test_unsupported_dtype_and_operator_are_reported():
     g.operators[0] = Operator(0, OpType.LOGISTIC, [0], [2], NoAttrs())
     with pytest.raises(UnsupportedError, match="scale 1/256"):
         emulate(g, [np.zeros((1, 4), np.int8)] * 2)
+
+
+def test_mean_with_equal_input_and_output_quantization(tf_models, tmp_path):
+    """Equal input/output quantization still takes the multiplier path (no truncating division)."""
+    path = tf_models["elementwise"]
+    graph = read_tflite(path)
+    mean = next(op for op in graph.operators if op.op is OpType.MEAN)
+    x, y = graph.t(mean.inputs[0]), graph.t(mean.outputs[0])
+    patched = patched_quant(path, tmp_path / "mean_equal_quant.tflite", y.index, x.quant.s, x.quant.zp)
+    assert check_against_oracles(patched) >= len(SEEDS)

@@ -136,7 +136,8 @@ def read_signature(model_bytes: bytes, model_path: Path) -> ModelSignature:
             inputs, outputs, subgraph.TensorsLength(), activation_bytes, tuple(producers), frozenset(views)
         )
     except Exception as exc:  # the flatbuffer library raises assorted errors on garbage
-        raise ToolError(f"cannot parse {model_path} as a TFLite flatbuffer: {_first_line(str(exc)) or type(exc).__name__}") from exc
+        reason = _first_line(str(exc)) or type(exc).__name__
+        raise ToolError(f"cannot read {model_path} as a TFLite model: {reason}") from exc
 
 
 @contextlib.contextmanager
@@ -279,10 +280,8 @@ class ReferenceKernelOracle(Oracle):
 
     def _invoke(self, interpreter: Any, inputs: Sequence[np.ndarray]) -> None:
         arrays = self._checked_inputs(inputs)
-        details = interpreter.get_input_details()
-        by_tensor_index = {int(d["index"]): d for d in details}
         for array, spec in zip(arrays, self.signature.inputs):
-            interpreter.set_tensor(int(by_tensor_index[spec.tensor_index]["index"]), array)
+            interpreter.set_tensor(spec.tensor_index, array)  # the interpreter keeps flatbuffer indices
         try:
             interpreter.invoke()
         except Exception as exc:
@@ -348,12 +347,6 @@ class TflmOracle(Oracle):
             raise ToolError(f"tflite-micro is not importable: {exc}") from exc
         return runtime
 
-    def _arena_size(self, preserve_all_tensors: bool) -> int:
-        """An arena comfortably above the need (pages never touched cost no memory)."""
-        activations = self.signature.activation_bytes
-        # the linear (no reuse) planner of kPreserveAllTensors needs every activation at once
-        return 2 * activations + 512 * self.signature.num_tensors + (4 << 20)
-
     def _interpreter(self, preserve_all_tensors: bool) -> Any:
         if preserve_all_tensors not in self._interpreters:
             runtime = self._runtime()
@@ -363,7 +356,7 @@ class TflmOracle(Oracle):
                 else runtime.InterpreterConfig.kAllocationRecording
             )
             self._interpreters[preserve_all_tensors] = _load_tflm(
-                runtime, self._model_bytes, self._arena_size(preserve_all_tensors), config, self.model_path
+                runtime, self._model_bytes, _generous_arena(self.signature), config, self.model_path
             )
         return self._interpreters[preserve_all_tensors]
 
@@ -382,7 +375,8 @@ class TflmOracle(Oracle):
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         interpreter = self._interpreter(preserve_all_tensors=False)
         self._invoke(interpreter, inputs)
-        return [np.array(interpreter.get_output(position), copy=True) for position in range(len(self.signature.outputs))]
+        count = len(self.signature.outputs)
+        return [np.array(interpreter.get_output(position), copy=True) for position in range(count)]
 
     def run_all_tensors(self, inputs: Sequence[np.ndarray]) -> dict[int, np.ndarray]:
         interpreter = self._interpreter(preserve_all_tensors=True)
@@ -397,6 +391,16 @@ class TflmOracle(Oracle):
                 continue
             tensors[index] = np.array(details["tensor_data"], copy=True)
         return tensors
+
+
+def _generous_arena(signature: ModelSignature) -> int:
+    """An arena well above TFLite Micro's need (untouched pages of it cost no memory).
+
+    Twice every activation at once covers the no-reuse planner of kPreserveAllTensors; the rest
+    covers persistent data (per-tensor and per-channel structures, kernels' buffers). A multiple
+    of 4096 so the arena's end is aligned like its start.
+    """
+    return _round_up(2 * signature.activation_bytes + 512 * signature.num_tensors + (4 << 20), 4096)
 
 
 def _load_tflm(runtime: Any, model_bytes: bytes, arena_size: int, config: Any, model_path: Path) -> Any:
@@ -474,7 +478,7 @@ def tflm_arena_bytes(model_path: str | os.PathLike[str]) -> int:
     signature = read_signature(model_bytes, model_path)
     runtime = TflmOracle._runtime()
     config = runtime.InterpreterConfig.kAllocationRecording
-    generous = _round_up(2 * signature.activation_bytes + 512 * signature.num_tensors + (4 << 20), 4096)
+    generous = _generous_arena(signature)
     interpreter = _load_tflm(runtime, model_bytes, generous, config, model_path)
     with _captured_stderr() as logged:
         interpreter.print_allocations()

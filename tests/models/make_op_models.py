@@ -1137,7 +1137,11 @@ def main(argv: list[str] | None = None) -> int:
                 write_index(Path(tmp), entries)
                 names = sorted(p.name for p in Path(tmp).iterdir())
                 committed = sorted(p.name for p in args.out.iterdir() if p.suffix in (".tflite", ".json"))
-                differ = [n for n in names if not (args.out / n).is_file() or (args.out / n).read_bytes() != (Path(tmp) / n).read_bytes()]
+                differ = [
+                    n
+                    for n in names
+                    if not (args.out / n).is_file() or (args.out / n).read_bytes() != (Path(tmp) / n).read_bytes()
+                ]
                 extra = sorted(set(committed) - set(names))
                 if differ or extra:
                     print(f"differ from {args.out}: {differ}; not generated any more: {extra}")

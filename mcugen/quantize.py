@@ -237,6 +237,6 @@ def quantize_input(model: bytes, images: np.ndarray) -> np.ndarray:
         return images.astype(np.float32)
     scale, zero_point = details["quantization"]
     info = np.iinfo(dtype)
-    ratio = images.astype(np.float64) / scale
-    q = np.sign(ratio) * np.floor(np.abs(ratio) + 0.5) + zero_point  # half away from zero, as TFLite
+    ratio = images.astype(np.float32) / np.float32(scale)  # float32 division, like the QUANTIZE kernel
+    q = np.sign(ratio) * np.floor(np.abs(ratio) + np.float32(0.5)) + zero_point  # half away from zero
     return np.clip(q, info.min, info.max).astype(dtype)

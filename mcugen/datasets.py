@@ -134,6 +134,9 @@ def load_array_file(path: str | os.PathLike) -> tuple[np.ndarray, Optional[np.nd
 def load_labelled(source: str | os.PathLike, height: int, width: int, channels: int) -> LabelledImages:
     """Training data from a labelled image folder or a `.npz` with `x` and `y` (labels 0..K-1)."""
     source = Path(source)
+    if not source.exists():
+        raise DataError(f"training data {source} does not exist (expected a folder with one sub-folder per "
+                        "class, or a .npz with 'x' and 'y')")
     if source.is_dir():
         return load_image_folder(source, height, width, channels)
     x, y = load_array_file(source)
@@ -161,6 +164,8 @@ def load_calibration(source: Optional[str | os.PathLike], height: int, width: in
     if source is None:
         return None
     source = Path(source)
+    if not source.exists():
+        raise DataError(f"calibration data {source} does not exist (expected an image folder, .npy or .npz)")
     rng = np.random.default_rng(seed)
     if source.is_dir():
         files = _image_files(source)

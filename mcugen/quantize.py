@@ -14,7 +14,7 @@ mcugen's oracle:
 - A fully connected layer whose bias is all zero (e.g. a freshly initialised classifier) is
   emitted without a bias tensor (input index -1).
 - The converter prints one line ("fully_quantize: 0, inference_type: 6, ...") on stderr from
-  C++; it cannot be silenced from Python short of redirecting the file descriptor.
+  C++; `convert_concrete_function` redirects file descriptor 2 while converting to hide it.
 - tflite-runtime 2.14 fails (std::bad_alloc) if its native library loads after TensorFlow's in
   one process; `import_tensorflow` therefore imports `tflite_runtime.interpreter` first.
 - Conversion is deterministic: the same graph, weights and calibration data give the same bytes,
@@ -23,7 +23,10 @@ mcugen's oracle:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,10 +88,29 @@ def convert_concrete_function(function, trackable, calibration: Sequence[Sequenc
 
     converter.representative_dataset = representative_dataset
     try:
-        return bytes(converter.convert())
+        with _quiet_native_stderr():
+            return bytes(converter.convert())
     except Exception as exc:  # the converter raises many kinds; report the first line only
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"TFLite conversion failed: {first}") from None
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Send file descriptor 2 to a temporary file meanwhile (the converter's C++ prints there)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (e.g. embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def input_shape(function) -> tuple[int, ...]:

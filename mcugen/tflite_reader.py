@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from mcugen.errors import ModelError
+from mcugen.errors import ModelError, UnsupportedError
 from mcugen.ir import (
     Activation,
     Conv2DAttrs,
@@ -57,6 +59,7 @@ _TENSOR_TYPE_NAMES = {
     17: "int4",
     18: "bfloat16",
 }
+_ZERO_POINT_RANGES = {DType.INT8: (-128, 127), DType.UINT8: (0, 255), DType.INT16: (-32768, 32767)}
 _ACTIVATIONS = {0: Activation.NONE, 1: Activation.RELU, 2: Activation.RELU_N1_TO_1, 3: Activation.RELU6}
 _PADDINGS = {0: Padding.SAME, 1: Padding.VALID}
 
@@ -95,6 +98,9 @@ def read_tflite_bytes(raw: bytes, name: str = "model", where: str = "model") -> 
         raise ModelError(f"{where}: not a TFLite flatbuffer (missing 'TFL3' identifier); expected a .tflite file")
     if len(raw) > MAX_FILE_BYTES:
         raise ModelError(f"{where}: file of {len(raw)} bytes exceeds the 2 GiB flatbuffer limit")
+    problem = verify_flatbuffer(raw)
+    if problem:
+        raise ModelError(f"{where}: corrupt TFLite flatbuffer ({problem}); the file is truncated or damaged")
     try:
         return _Reader(raw, name, where).read()
     except ModelError:
@@ -103,6 +109,185 @@ def read_tflite_bytes(raw: bytes, name: str = "model", where: str = "model") -> 
         raise ModelError(
             f"{where}: corrupt TFLite flatbuffer ({type(e).__name__} while parsing); the file is truncated or damaged"
         ) from None
+
+
+# ---- structural verification ----------------------------------------------------------------
+# Like FlatBuffers' Verifier (which TFLite runs before it reads a model, and TFLite Micro does
+# not): every table, vtable, vector and string the schema reaches must lie inside the file, be
+# aligned, and strings must be NUL-terminated. The schema is taken from the `tflite` package's
+# generated accessors, so every table of the model is covered, including the parts mcugen itself
+# never reads (other subgraphs, metadata, signatures) but the oracles and tools do.
+
+_SCALAR_SIZES = {
+    "Bool": 1, "Int8": 1, "Uint8": 1, "Int16": 2, "Uint16": 2, "Int32": 4, "Uint32": 4,
+    "Int64": 8, "Uint64": 8, "Float32": 4, "Float64": 8,
+}
+_UNION_ENUMS = {"BuiltinOptions": "BuiltinOptions", "BuiltinOptions2": "BuiltinOptions2",
+                "Details": "QuantizationDetails", "ArraySegments": "SparseIndexVector",
+                "ArrayIndices": "SparseIndexVector"}
+_MAX_DEPTH = 64
+_MAX_TABLES = 1_000_000
+
+
+@dataclass(frozen=True)
+class _FieldSpec:
+    """One field of a generated table class: its vtable slot and how to verify what it holds."""
+
+    name: str
+    slot: int
+    kind: str  # scalar | string | table | table_vector | scalar_vector | union
+    size: int = 0  # scalar size or vector element size
+    cls: Optional[str] = None  # table class name (table, table_vector)
+
+
+_SCHEMA_CACHE: dict[str, tuple[_FieldSpec, ...]] = {}
+
+
+def _schema(cls_name: str) -> tuple[_FieldSpec, ...]:
+    """The fields of tflite.<cls_name>, parsed once from its generated accessor methods."""
+    if cls_name in _SCHEMA_CACHE:
+        return _SCHEMA_CACHE[cls_name]
+    import inspect
+
+    import tflite
+
+    cls = getattr(tflite, cls_name)
+    specs: list[_FieldSpec] = []
+    for mname, fn in vars(cls).items():
+        if mname.startswith("_") or not callable(fn) or mname.endswith(("Length", "IsNone", "AsNumpy")):
+            continue
+        try:
+            src = inspect.getsource(fn)
+        except (OSError, TypeError):
+            continue
+        m = re.search(r"_tab\.Offset\((\d+)\)", src)
+        if not m:
+            continue
+        slot = int(m.group(1))
+        sub = re.search(r"from tflite\.(\w+) import", src)
+        flags = re.search(r"number_types\.(\w+)Flags, (a|o) \+", src)
+        if "_tab.Union(" in src:
+            specs.append(_FieldSpec(mname, slot, "union"))
+        elif "_tab.Vector(o)" in src and "Indirect(x)" in src and sub:
+            specs.append(_FieldSpec(mname, slot, "table_vector", 4, sub.group(1)))
+        elif "_tab.String(o + self._tab.Pos)" in src:
+            specs.append(_FieldSpec(mname, slot, "string", 1))
+        elif "Indirect(o + self._tab.Pos)" in src and sub:
+            specs.append(_FieldSpec(mname, slot, "table", 4, sub.group(1)))
+        elif flags and flags.group(2) == "a":
+            specs.append(_FieldSpec(mname, slot, "scalar_vector", _SCALAR_SIZES[flags.group(1)]))
+        elif flags and flags.group(2) == "o":
+            specs.append(_FieldSpec(mname, slot, "scalar", _SCALAR_SIZES[flags.group(1)]))
+        else:
+            raise RuntimeError(f"tflite.{cls_name}.{mname}: accessor pattern not understood")
+    _SCHEMA_CACHE[cls_name] = tuple(sorted(specs, key=lambda f: f.slot))
+    return _SCHEMA_CACHE[cls_name]
+
+
+class _Verifier:
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.n = len(raw)
+        self.tables = 0
+        self.seen: set[tuple[int, Optional[str]]] = set()
+
+    def u16(self, pos: int) -> int:
+        return int.from_bytes(self.raw[pos : pos + 2], "little")
+
+    def u32(self, pos: int) -> int:
+        return int.from_bytes(self.raw[pos : pos + 4], "little")
+
+    def check(self, ok: bool, what: str) -> None:
+        if not ok:
+            raise _Corrupt(what)
+
+    def offset_target(self, pos: int, what: str) -> int:
+        self.check(pos % 4 == 0 and pos + 4 <= self.n, f"{what}: offset field out of bounds")
+        target = pos + self.u32(pos)
+        self.check(target < self.n, f"{what}: points beyond the end of the file")
+        return target
+
+    def vector(self, pos: int, elem: int, what: str, align: int) -> tuple[int, int]:
+        start = self.offset_target(pos, what)
+        self.check(start % 4 == 0 and start + 4 <= self.n, f"{what}: vector header out of bounds")
+        count = self.u32(start)
+        self.check(start + 4 + count * elem <= self.n, f"{what}: {count} elements run past the end of the file")
+        self.check((start + 4) % min(max(align, 1), 8) == 0 or count == 0, f"{what}: misaligned vector")
+        return start + 4, count
+
+    def table(self, pos: int, cls: Optional[str], what: str, depth: int) -> None:
+        if (pos, cls) in self.seen:
+            return
+        self.seen.add((pos, cls))
+        self.tables += 1
+        self.check(self.tables <= _MAX_TABLES, "too many tables")
+        self.check(depth <= _MAX_DEPTH, f"{what}: nested too deeply")
+        self.check(pos % 4 == 0 and pos + 4 <= self.n, f"{what}: table out of bounds")
+        soff = int.from_bytes(self.raw[pos : pos + 4], "little", signed=True)
+        vt = pos - soff
+        self.check(0 <= vt and vt % 2 == 0 and vt + 4 <= self.n, f"{what}: vtable out of bounds")
+        vsize, tsize = self.u16(vt), self.u16(vt + 2)
+        self.check(vsize >= 4 and vsize % 2 == 0 and vt + vsize <= self.n, f"{what}: vtable size {vsize} invalid")
+        self.check(tsize >= 4 and pos + tsize <= self.n, f"{what}: table size {tsize} out of bounds")
+        if cls is None:
+            return
+
+        def field_pos(slot: int) -> Optional[int]:
+            if slot >= vsize:
+                return None
+            voff = self.u16(vt + slot)
+            return pos + voff if voff else None
+
+        for f in _schema(cls):
+            fp = field_pos(f.slot)
+            if fp is None:
+                continue
+            fwhat = f"{what}.{f.name}"
+            if f.kind == "scalar":
+                self.check(fp + f.size <= pos + tsize and fp % f.size == 0, f"{fwhat}: field out of bounds")
+            elif f.kind == "string":
+                start, count = self.vector(fp, 1, fwhat, 1)
+                self.check(start + count < self.n and self.raw[start + count] == 0, f"{fwhat}: string not terminated")
+            elif f.kind == "scalar_vector":
+                self.vector(fp, f.size, fwhat, f.size)
+            elif f.kind == "table":
+                self.table(self.offset_target(fp, fwhat), f.cls, fwhat, depth + 1)
+            elif f.kind == "table_vector":
+                start, count = self.vector(fp, 4, fwhat, 4)
+                for k in range(count):
+                    self.table(self.offset_target(start + 4 * k, f"{fwhat}[{k}]"), f.cls, f"{fwhat}[{k}]", depth + 1)
+            elif f.kind == "union":
+                tp = field_pos(f.slot - 2)
+                utype = self.raw[tp] if tp is not None and tp < self.n else 0
+                if utype == 0:
+                    continue
+                self.table(self.offset_target(fp, fwhat), _union_class(f.name, utype), fwhat, depth + 1)
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _union_class(field_name: str, utype: int) -> Optional[str]:
+    import tflite
+
+    enum = getattr(tflite, _UNION_ENUMS.get(field_name, ""), None)
+    if enum is None:
+        return None
+    for k, v in vars(enum).items():
+        if v == utype and not k.startswith("_") and isinstance(getattr(tflite, k, None), type):
+            return k
+    return None
+
+
+def verify_flatbuffer(raw: bytes) -> Optional[str]:
+    """None if every table/vector/string of the model lies inside the file; else what is wrong."""
+    v = _Verifier(raw)
+    try:
+        v.table(v.offset_target(0, "root"), "Model", "model", 0)
+    except _Corrupt as e:
+        return str(e)
+    return None
 
 
 class _Reader:
@@ -124,6 +309,10 @@ class _Reader:
         m = self.model
         if m.SubgraphsLength() < 1:
             raise self.fail("the model has no subgraph")
+        if m.SubgraphsLength() > 1:
+            raise UnsupportedError(
+                f"{self.where}: the model has {m.SubgraphsLength()} subgraphs (control flow); only single-subgraph models are supported"
+            )
         sg = m.Subgraphs(0)
         n_tensors = sg.TensorsLength()
         n_buffers = m.BuffersLength()
@@ -188,7 +377,7 @@ class _Reader:
                 raise self.fail(f"{label} has shape {list(shape)}: more than 2^31-1 elements")
         if n * dtype.itemsize > MAX_ELEMENTS:
             raise self.fail(f"{label} has {n * dtype.itemsize} bytes: more than 2^31-1")
-        quant = self.read_quant(t.Quantization(), label, shape)
+        quant = self.read_quant(t.Quantization(), label, shape, dtype)
         if t.Sparsity() is not None:
             raise self.fail(f"{label} is sparse; sparse tensors are not supported")
         data = None
@@ -226,7 +415,7 @@ class _Reader:
             )
         return np.frombuffer(blob, dtype=dtype.numpy.newbyteorder("<")).astype(dtype.numpy).reshape(shape)
 
-    def read_quant(self, q, label: str, shape) -> Optional[Quant]:
+    def read_quant(self, q, label: str, shape, dtype: DType) -> Optional[Quant]:
         if q is None or q.ScaleLength() == 0:
             return None
         scale = q.ScaleAsNumpy().astype(np.float32)
@@ -237,6 +426,12 @@ class _Reader:
             raise self.fail(f"{label} has quantization scale {bad}; scales must be finite and positive")
         if zp.size not in (1, scale.size):
             raise self.fail(f"{label} has {scale.size} scales but {zp.size} zero points")
+        zp_range = _ZERO_POINT_RANGES.get(dtype)
+        if zp_range is not None and zp.size and (zp.min() < zp_range[0] or zp.max() > zp_range[1]):
+            bad = int(zp[(zp < zp_range[0]) | (zp > zp_range[1])][0])
+            raise self.fail(
+                f"{label} has zero point {bad} outside the {dtype.value} range [{zp_range[0]}, {zp_range[1]}]"
+            )
         if zp.size == 1 and scale.size > 1:
             zp = np.repeat(zp, scale.size)
         if scale.size > 1:
@@ -286,10 +481,19 @@ class _Reader:
         attrs = self.read_attrs(o, optype, index, ins, tensors)
         return Operator(index=index, op=optype, inputs=ins, outputs=outs, attrs=attrs)
 
-    def _options(self, o, cls):
+    def _options(self, o, cls, label: str):
+        """The operator's builtin options as `cls`, None if absent; a table of another type is an error
+        (TFLite would silently fall back to zeroed defaults for it)."""
         table = o.BuiltinOptions()
-        if table is None:
+        otype = int(o.BuiltinOptionsType())
+        if table is None or otype == 0:
             return None
+        want = getattr(self.tfl.BuiltinOptions, cls.__name__)
+        if otype != want:
+            names = {v: k for k, v in vars(self.tfl.BuiltinOptions).items() if isinstance(v, int)}
+            raise self.fail(
+                f"{label} carries builtin options of type {names.get(otype, otype)}; expected {cls.__name__}"
+            )
         opts = cls()
         opts.Init(table.Bytes, table.Pos)
         return opts
@@ -313,7 +517,7 @@ class _Reader:
             return v
 
         if optype is OpType.CONV_2D:
-            opt = self._options(o, tfl.Conv2DOptions)
+            opt = self._options(o, tfl.Conv2DOptions, label)
             if opt is None:
                 raise self.fail(f"{label} has no options")
             return Conv2DAttrs(
@@ -325,7 +529,7 @@ class _Reader:
                 activation=act(opt.FusedActivationFunction()),
             )
         if optype is OpType.DEPTHWISE_CONV_2D:
-            opt = self._options(o, tfl.DepthwiseConv2DOptions)
+            opt = self._options(o, tfl.DepthwiseConv2DOptions, label)
             if opt is None:
                 raise self.fail(f"{label} has no options")
             return DepthwiseConv2DAttrs(
@@ -338,7 +542,7 @@ class _Reader:
                 depth_multiplier=int(opt.DepthMultiplier()),
             )
         if optype is OpType.FULLY_CONNECTED:
-            opt = self._options(o, tfl.FullyConnectedOptions)
+            opt = self._options(o, tfl.FullyConnectedOptions, label)
             if opt is None:
                 return FullyConnectedAttrs(activation=Activation.NONE, keep_num_dims=False)
             if int(opt.WeightsFormat()) != 0:
@@ -346,10 +550,10 @@ class _Reader:
             return FullyConnectedAttrs(activation=act(opt.FusedActivationFunction()), keep_num_dims=bool(opt.KeepNumDims()))
         if optype in (OpType.ADD, OpType.MUL):
             cls = tfl.AddOptions if optype is OpType.ADD else tfl.MulOptions
-            opt = self._options(o, cls)
+            opt = self._options(o, cls, label)
             return ElementwiseAttrs(activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE)
         if optype in (OpType.AVERAGE_POOL_2D, OpType.MAX_POOL_2D):
-            opt = self._options(o, tfl.Pool2DOptions)
+            opt = self._options(o, tfl.Pool2DOptions, label)
             if opt is None:
                 raise self.fail(f"{label} has no options")
             return Pool2DAttrs(
@@ -361,13 +565,15 @@ class _Reader:
                 activation=act(opt.FusedActivationFunction()),
             )
         if optype is OpType.SOFTMAX:
-            opt = self._options(o, tfl.SoftmaxOptions)
-            beta = float(opt.Beta()) if opt else 1.0
+            opt = self._options(o, tfl.SoftmaxOptions, label)
+            if opt is None:  # TFLite would run it with beta 0
+                raise self.fail(f"{label} has no options (beta)")
+            beta = float(opt.Beta())
             if not math.isfinite(beta) or beta <= 0:
                 raise self.fail(f"{label} has beta {beta}; it must be finite and positive")
             return SoftmaxAttrs(beta=beta)
         if optype is OpType.MEAN:
-            opt = self._options(o, tfl.ReducerOptions)
+            opt = self._options(o, tfl.ReducerOptions, label)
             axes_t = self.const_input(ins, 1, tensors, label, "axes")
             rank = len(self.input_tensor(ins, 0, tensors, label).shape)
             axes = []

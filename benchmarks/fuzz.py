@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -725,7 +726,15 @@ def _run_cli(argv: list[str]) -> CommandResult:
     return CommandResult(argv[0], code, out.getvalue(), err.getvalue(), seen.get("class"), tb, time.monotonic() - t0)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def _child(case_dir: Path, model: Path, do_validate: bool, wfd: int) -> None:
+    # Warnings reach stderr as they would from the command line (pytest records them instead).
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    warnings.showwarning = _show_warning
     os.chdir(case_dir / "cwd")
     tempfile.tempdir = str(case_dir / "tmp")
     os.environ["TMPDIR"] = str(case_dir / "tmp")

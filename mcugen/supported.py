@@ -162,6 +162,9 @@ def c_depthwise(g: Graph, op: Operator) -> Optional[str]:
         return p
     if w.shape[0] != 1 or w.shape[3] % x.shape[3] != 0 or w.shape[3] != o.shape[3]:
         return f"weights shape {list(w.shape)} does not fit input channels {x.shape[3]} and output channels {o.shape[3]}"
+    if op.attrs.depth_multiplier != w.shape[3] // x.shape[3]:
+        # the reference kernels loop over the stored multiplier, not the one the shapes imply
+        return f"has depth_multiplier {op.attrs.depth_multiplier} but {x.shape[3]} input and {w.shape[3]} output channels"
     a = op.attrs
     exp = (
         x.shape[0],

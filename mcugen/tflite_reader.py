@@ -419,13 +419,13 @@ class _Reader:
         if q is None or q.ScaleLength() == 0:
             return None
         scale = q.ScaleAsNumpy().astype(np.float32)
-        zp = q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(scale.size, np.int64)
+        zp = q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(0, np.int64)
         axis = int(q.QuantizedDimension())
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             bad = scale[~(np.isfinite(scale) & (scale > 0))][0]
             raise self.fail(f"{label} has quantization scale {bad}; scales must be finite and positive")
-        if zp.size not in (1, scale.size):
-            raise self.fail(f"{label} has {scale.size} scales but {zp.size} zero points")
+        if zp.size != scale.size:  # as TFLite requires (TFLite Micro does not check, and misreads)
+            raise self.fail(f"{label} has {scale.size} scales but {zp.size} zero points; they must match")
         zp_range = _ZERO_POINT_RANGES.get(dtype)
         if zp_range is not None and zp.size and (zp.min() < zp_range[0] or zp.max() > zp_range[1]):
             bad = int(zp[(zp < zp_range[0]) | (zp > zp_range[1])][0])

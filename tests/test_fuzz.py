@@ -1,0 +1,245 @@
+"""Fuzz test: mutated and hostile .tflite models end with exit 0 (validate: bit-exact) or one `mcugen: error:` line."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import OPS_DIR, REPO
+
+_spec = importlib.util.spec_from_file_location("mcugen_fuzz", REPO / "benchmarks" / "fuzz.py")
+fuzz = importlib.util.module_from_spec(_spec)
+sys.modules["mcugen_fuzz"] = fuzz
+_spec.loader.exec_module(fuzz)
+
+import tflite  # noqa: E402
+
+from mcugen.errors import ModelError, UnsupportedError  # noqa: E402
+from mcugen.tflite_reader import read_tflite_bytes, verify_flatbuffer  # noqa: E402
+
+CASES = 150
+SEED = 20261127
+VALIDATE_MAX = 30
+BUDGET_SECONDS = 90
+
+CONV = OPS_DIR / "conv2d_3x3_same_s1_relu.tflite"
+SOFTMAX = OPS_DIR / "softmax_beta1.tflite"
+CHAIN = OPS_DIR / "chain_conv_dw_conv_add_mean_fc_softmax.tflite"
+
+
+def test_fuzz_campaign(tmp_path):
+    """~150 seeded cases over every mutator; every one must end cleanly (see fuzz.judge)."""
+    fuzz._prewarm()
+    t0 = time.monotonic()
+    tally = fuzz.campaign(CASES, SEED, tmp_path, validate_max=VALIDATE_MAX, timeout=60)
+    seconds = time.monotonic() - t0
+    report = tally.report()
+    print(report)
+    print(f"seconds: {seconds:.1f}")
+    assert tally.cases == CASES
+    assert sum(tally.outcomes.values()) == CASES
+    ok = sum(v for k, v in tally.outcomes.items() if k.startswith("ok"))
+    rejected = sum(v for k, v in tally.outcomes.items() if k.startswith("rejected"))
+    assert ok + rejected + len(tally.failures) == CASES
+    assert {m for m, _ in tally.by_mutator} >= set(fuzz.MUTATORS), "every mutator must have run"
+    assert not tally.failures, report
+    # The campaign exercises both ends: accepted models validated bit-exact and rejected ones.
+    assert 0 < tally.validated <= VALIDATE_MAX
+    assert tally.outcomes["ok+bit-exact"] == tally.validated
+    assert rejected >= CASES // 3 and ok >= 10
+    assert seconds < BUDGET_SECONDS * 3, f"campaign took {seconds:.0f} s"
+
+
+# ---- the judge can fail -------------------------------------------------------------------
+
+
+def _result(commands, stray=()):
+    case = fuzz.Case(0, "x.tflite", ["test"], b"", "x.tflite")
+    r = fuzz.CaseResult(case, commands=list(commands), stray_files=list(stray))
+    fuzz.judge(r, None)
+    return r
+
+
+def _cmd(command, code, out="", err="", cls=None, tb=None):
+    return fuzz.CommandResult(command, code, out, err, cls, tb)
+
+
+def test_judge_accepts_clean_outcomes():
+    err = "mcugen: error: m.tflite: tensor 3 ('x') has quantization scale nan; scales must be finite and positive\n"
+    r = _result([_cmd("info", 2, err=err, cls="ModelError"), _cmd("generate", 2, err=err, cls="ModelError")])
+    assert r.outcome == "rejected:ModelError" and not r.failed
+    rep = '{"bit_exact": true, "max_abs_diff": 0, "oracles": ["tflite-runtime-ref"]}'
+    r = _result([_cmd("info", 0, "x"), _cmd("generate", 0, "x"), _cmd("validate", 0, rep)])
+    assert r.outcome == "ok+bit-exact"
+
+
+@pytest.mark.parametrize(
+    "commands, stray, reason",
+    [
+        ([_cmd("info", None, tb="Traceback...\nIndexError: list index out of range")], (), "uncaught"),
+        ([_cmd("info", 2, err="warning: x\nmcugen: error: y\n", cls="ModelError")], (), "not one"),
+        ([_cmd("info", 2, err="mcugen: error: y\n", cls=None)], (), "without an McugenError"),
+        ([_cmd("info", 0), _cmd("generate", 0), _cmd("validate", 1, "MISMATCH")], (), "MISMATCH"),
+        ([_cmd("info", 0), _cmd("generate", 0), _cmd("validate", 0, '{"bit_exact": false}')], (), "report"),
+        ([_cmd("info", 0), _cmd("generate", 0)], ("cwd/evil.c",), "outside"),
+        ([_cmd("info", 0), _cmd("generate", 2, err="mcugen: error: x\n", cls="OutputError")], (), "disagree"),
+        ([_cmd("info", 1)], (), "exit 1"),
+    ],
+)
+def test_judge_flags_failures(commands, stray, reason):
+    r = _result(commands, stray)
+    assert r.failed and reason in r.detail, r.detail
+
+
+# ---- the structured mutations edit the flatbuffer properly -----------------------------------
+
+
+def test_patcher_replaces_strings_and_vectors_in_a_valid_file():
+    p = fuzz.Patcher(CONV.read_bytes())
+    name = b"*/ \"q\" \n ../" + b"n" * 5000
+    assert p.replace_string(p.tensors()[0]._tab, fuzz.fields_of(tflite.Tensor)["Name"].slot, name)
+    t, q = p.quantized_tensors()[0]
+    zp_slot = fuzz.fields_of(tflite.QuantizationParameters)["ZeroPoint"].slot
+    assert p.replace_vector(q._tab, zp_slot, "q", [5])
+    data = bytes(p.buf)
+    assert verify_flatbuffer(data) is None
+    g = read_tflite_bytes(data, "m")
+    assert g.tensors[0].name == name.decode()
+    assert g.tensors[fuzz._tensor_index(fuzz.Patcher(data), t)].quant.zp == 5
+
+
+def _mutated(base: Path, fn) -> bytes:
+    p = fuzz.Patcher(base.read_bytes())
+    fn(p)
+    return bytes(p.buf)
+
+
+def _error(data: bytes) -> str:
+    with pytest.raises((ModelError, UnsupportedError)) as e:
+        read_tflite_bytes(data, "m", where="m.tflite")
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def _quant(p, k=0):
+    return p.quantized_tensors()[k]
+
+
+@pytest.mark.parametrize("value", [math.nan, 0.0, -1.0, math.inf, -math.inf])
+def test_bad_scale_names_the_tensor(value):
+    def mutate(p):
+        t, q = _quant(p)
+        p.set_element(q._tab, fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot, "f", 0, value)
+
+    msg = _error(_mutated(CONV, mutate))
+    assert "tensor " in msg and "scale" in msg and "finite and positive" in msg
+
+
+def test_zero_point_out_of_range_and_wrong_length():
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["ZeroPoint"].slot
+    msg = _error(_mutated(CONV, lambda p: p.set_element(_quant(p)[1]._tab, slot, "q", 0, 1000)))
+    assert "zero point 1000 outside the int8 range" in msg
+    per_channel = [(t, q) for t, q in fuzz.Patcher(CONV.read_bytes()).quantized_tensors() if q.ScaleLength() > 1]
+    assert per_channel, "the conv model has per-channel weights"
+
+    def wrong_length(p):
+        t, q = [(t, q) for t, q in p.quantized_tensors() if q.ScaleLength() > 1][0]
+        p.replace_vector(q._tab, slot, "q", [0] * (q.ScaleLength() + 1))
+
+    msg = _error(_mutated(CONV, wrong_length))
+    assert "scales but" in msg and "zero points" in msg
+
+
+def test_absurd_shapes_are_rejected():
+    slot = fuzz.fields_of(tflite.Tensor)["Shape"].slot
+    for v, what in ((0, "must be positive"), (-1, "dynamic shape"), (2**31 - 1, "2^31-1")):
+        msg = _error(_mutated(CONV, lambda p: p.set_element(p.tensors()[0]._tab, slot, "i", 1, v)))
+        assert "tensor 0" in msg and what in msg, msg
+    msg = _error(_mutated(CONV, lambda p: p.replace_vector(p.tensors()[0]._tab, slot, "i", [1] * 7)))
+    assert "rank 7" in msg
+
+
+def test_operator_input_out_of_range_names_the_operator():
+    slot = fuzz.fields_of(tflite.Operator)["Inputs"].slot
+    msg = _error(_mutated(CONV, lambda p: p.set_element(p.operators()[0]._tab, slot, "i", 1, 2**31 - 1)))
+    assert "operator 0 (CONV_2D) input refers to tensor 2147483647" in msg
+
+
+def test_options_of_the_wrong_type_are_rejected():
+    f = fuzz.fields_of(tflite.Operator)["BuiltinOptionsType"]
+    add_options = tflite.BuiltinOptions.AddOptions
+    msg = _error(_mutated(CONV, lambda p: p.set_scalar(p.operators()[0]._tab, f.slot, f.fmt, add_options)))
+    assert "operator 0 (CONV_2D)" in msg and "AddOptions" in msg and "Conv2DOptions" in msg
+    msg = _error(_mutated(SOFTMAX, lambda p: p.set_scalar(p.operators()[0]._tab, f.slot, f.fmt, 0)))
+    assert "SOFTMAX" in msg and "no options" in msg
+
+
+def test_structural_damage_is_caught_before_parsing():
+    """Vectors running past the end: TFLite Micro would read out of bounds (it segfaulted in validate)."""
+    sg_slot = fuzz.fields_of(tflite.Model)["Subgraphs"].slot
+    data = _mutated(CHAIN, lambda p: p.set_length(p.model._tab, sg_slot, 1001))
+    assert "run past the end" in verify_flatbuffer(data)
+    assert "corrupt TFLite flatbuffer" in _error(data)
+
+    def long_buffer(p):
+        b = [p.model.Buffers(i) for i in range(p.model.BuffersLength()) if p.model.Buffers(i).DataLength() > 0][-1]
+        p.set_length(b._tab, fuzz.fields_of(tflite.Buffer)["Data"].slot, 2**32 - 1)
+
+    assert "corrupt TFLite flatbuffer" in _error(_mutated(SOFTMAX, long_buffer))
+    # an empty subgraph vector is well formed: a plain one-line error
+    data = _mutated(CHAIN, lambda p: p.replace_vector(p.model._tab, sg_slot, "I", []))
+    assert "no subgraph" in _error(data)
+
+
+def test_every_truncation_point_of_a_small_model_is_one_line_error():
+    raw = SOFTMAX.read_bytes()
+    for n in range(0, len(raw), 7):
+        _error(raw[:n])
+
+
+# ---- real processes: nothing but one line reaches the terminal ----------------------------------
+
+
+def _subprocess_models(tmp_path: Path) -> list[Path]:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    models = []
+    for k, name in enumerate(("truncate", "bitflip", "hostile_name", "scale", "vector_length", "const_data")):
+        case = fuzz.make_case(k, rng, [CONV, CHAIN, SOFTMAX], mutator=name)
+        path = tmp_path / "models" / f"m{k}_{name}.tflite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(case.data)
+        models.append(path)
+    return models
+
+
+def test_subprocess_runs_show_no_traceback(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    ends = []
+    for k, model in enumerate(_subprocess_models(tmp_path)):
+        out = tmp_path / "out" / f"g{k}"
+        for argv in (["info", str(model)], ["generate", str(model), "-o", str(out)]):
+            r = subprocess.run(
+                [sys.executable, "-m", "mcugen", *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+            )
+            assert "Traceback" not in r.stderr + r.stdout, (model.name, r.stderr)
+            assert r.returncode in (0, 2), (model.name, r.returncode, r.stderr)
+            if r.returncode == 2:
+                assert fuzz.ERROR_LINE.match(r.stderr), (model.name, r.stderr)
+            else:
+                assert r.stderr == "", (model.name, r.stderr)
+            ends.append(r.returncode)
+    assert list(cwd.iterdir()) == []
+    assert {p.name for p in (tmp_path / "out").iterdir()} <= {f"g{k}" for k in range(6)}
+    assert 2 in ends

@@ -1,0 +1,149 @@
+"""Board table, CPU flags against the real arm-none-eabi-gcc, real-board builds and limits."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mcugen.bench import elf_sizes, read_elf
+from mcugen.boards import BOARDS, EMULATED_BOARDS, KIB, MIB, get_board
+from mcugen.cmd_firmware import main as cli_main
+from mcugen.cmd_firmware import parse_size
+from mcugen.errors import LimitError, UnsupportedError
+from mcugen.firmware import build_firmware
+
+TINY = Path(__file__).parent / "fixtures" / "tiny_model"
+REAL_BOARDS = ("stm32f746", "nrf52840")
+
+
+def predefined_macros(flags) -> dict[str, str]:
+    done = subprocess.run(
+        ["arm-none-eabi-gcc", *flags, "-dM", "-E", "-x", "c", "/dev/null"],
+        capture_output=True, text=True, check=True,
+    )
+    macros = {}
+    for line in done.stdout.splitlines():
+        parts = line.split(None, 2)
+        macros[parts[1]] = parts[2] if len(parts) == 3 else ""
+    return macros
+
+
+def test_emulated_boards_and_machines():
+    assert EMULATED_BOARDS == ("qemu-mps2-an386", "qemu-mps2-an500", "qemu-mps3-an547")
+    assert [BOARDS[b].qemu_machine for b in EMULATED_BOARDS] == ["mps2-an386", "mps2-an500", "mps3-an547"]
+    assert [BOARDS[b].cpu for b in EMULATED_BOARDS] == ["cortex-m4", "cortex-m7", "cortex-m55"]
+    for name in REAL_BOARDS:
+        assert not BOARDS[name].emulated and BOARDS[name].pyocd_target
+
+
+@pytest.mark.parametrize(
+    "board, fp_macro, mve",
+    [
+        ("qemu-mps2-an386", "4", None),   # single precision
+        ("qemu-mps2-an500", "14", None),  # single + double precision
+        ("qemu-mps3-an547", "14", "3"),   # MVE integer and floating point
+        ("stm32f746", "4", None),
+        ("nrf52840", "4", None),
+    ],
+)
+def test_cpu_flags_select_the_fpu_and_mve(board, fp_macro, mve):
+    macros = predefined_macros(BOARDS[board].cpu_flags)
+    assert macros["__ARM_FP"] == fp_macro
+    assert macros.get("__ARM_FEATURE_MVE") == mve
+    assert "__ARM_PCS_VFP" in macros  # hard-float ABI
+    assert "__thumb2__" in macros
+
+
+def test_memory_maps_and_default_limits():
+    stm = BOARDS["stm32f746"]
+    assert (stm.flash.origin, stm.flash.length) == (0x08000000, 1 * MIB)
+    # DTCM 64 KB + SRAM1 240 KB + SRAM2 16 KB, contiguous from 0x20000000
+    assert (stm.ram.origin, stm.ram.length) == (0x20000000, (64 + 240 + 16) * KIB)
+    nrf = BOARDS["nrf52840"]
+    assert (nrf.flash.origin, nrf.flash.length, nrf.ram.origin, nrf.ram.length) == (0, MIB, 0x20000000, 256 * KIB)
+    m55 = BOARDS["qemu-mps3-an547"]
+    assert m55.vectors is not None and m55.vectors.origin == 0  # QEMU fetches SP/PC at 0
+    for board in BOARDS.values():
+        assert board.ram_limit == board.ram.length and board.flash_limit == board.flash.length
+        assert board.stack_bytes < board.ram.length
+
+
+def test_stack_guard_only_on_armv7m():
+    assert BOARDS["qemu-mps2-an386"].stack_guard == (0x10000000, 28)
+    assert BOARDS["stm32f746"].stack_guard == (0x10000000, 28)
+    assert BOARDS["qemu-mps3-an547"].stack_guard is None  # Armv8-M uses MSPLIM
+
+
+def test_unknown_board_is_a_one_line_error():
+    with pytest.raises(UnsupportedError, match="unknown board 'esp32'.*nrf52840.*stm32f746"):
+        get_board("esp32")
+
+
+@pytest.mark.parametrize("text, value", [("262144", 262144), ("256K", 262144), ("256KiB", 262144),
+                                          ("1M", 1048576), ("0x50000", 0x50000), ("12b", 12)])
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("board_name", REAL_BOARDS)
+def test_real_board_builds_within_its_limits(board_name, tmp_path):
+    board = get_board(board_name)
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw")
+    assert build.elf.is_file() and build.bin.stat().st_size > 0 and build.hex.read_text().startswith(":")
+    sizes = build.sizes
+    assert sizes == elf_sizes(build.elf)
+    assert sizes.stack == board.stack_bytes
+    assert 16 <= sizes.bss  # the 16-byte arena at least
+    assert sizes.data == 4  # tiny_fixture_increment, copied from flash at start-up
+    assert 0 < sizes.flash <= board.flash_limit and 0 < sizes.ram <= board.ram_limit
+    sections = {s.name: s for s in read_elf(build.elf).sections}
+    assert sections[".vectors"].address == board.flash.origin
+    assert board.ram.origin <= sections[".bss"].address < board.ram.end
+    # without --semihosting a real board's firmware never executes a semihosting call
+    assert "mcugen_sh_exit" not in {s.name for s in read_elf(build.elf).symbols}
+
+
+@pytest.mark.parametrize("board_name", REAL_BOARDS)
+def test_too_big_arena_names_needed_and_available_ram(board_name, tmp_path):
+    board = get_board(board_name)
+    with pytest.raises(LimitError) as raised:
+        build_firmware(TINY, "tiny", board, tmp_path / "fw", extra_cflags=["-DTINY_ARENA_BYTES=400000"])
+    message = str(raised.value)
+    assert board_name in message and "RAM" in message and "\n" not in message
+    needed = int(message.split("needs ")[1].split(" bytes")[0])
+    assert needed >= 400000 + board.stack_bytes
+    assert f"has {board.ram_limit}" in message
+
+
+def test_ram_limit_below_the_board_is_enforced(tmp_path):
+    board = get_board("nrf52840")
+    with pytest.raises(LimitError, match=r"needs \d+ bytes of RAM \(data 4 \+ bss \d+ \+ stack 16384\) but the limit is 8192"):
+        build_firmware(TINY, "tiny", board, tmp_path / "fw", ram_limit=8192)
+
+
+def test_semihosting_real_board_build_prints_results(tmp_path):
+    build = build_firmware(TINY, "tiny", get_board("stm32f746"), tmp_path / "fw", semihosting=True,
+                           builtin_inputs=[bytes(range(8))])
+    main_c = (build.project_dir / "main.c").read_text()
+    assert "MCUGEN_OUTPUT=" in main_c and "0x00, 0x01, 0x02" in main_c
+    assert "mcugen_sh_exit" in {s.name for s in read_elf(build.elf).symbols}
+
+
+def test_cli_firmware_limit_error_exits_2(tmp_path, capsys):
+    code = cli_main(["firmware", str(TINY), "--name", "tiny", "--board", "nrf52840",
+                     "--out", str(tmp_path / "fw"), "--ram-limit", "8K"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("mcugen: error: model tiny on nrf52840 needs") and err.count("\n") == 1
+
+
+def test_cli_flash_real_board_without_probe_exits_2(tmp_path, capsys):
+    assert cli_main(["firmware", str(TINY), "--name", "tiny", "--board", "nrf52840",
+                     "--out", str(tmp_path / "fw")]) == 0
+    capsys.readouterr()
+    code = cli_main(["flash", str(tmp_path / "fw"), "--probe", "pyocd", "--timeout", "60"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("mcugen: error: ") and err.count("\n") == 1
+    assert "pyOCD" in err

@@ -1,0 +1,279 @@
+"""The `firmware`, `bench` and `flash` sub-commands: build, measure and run/flash firmware."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from mcugen import qemu
+from mcugen.bench import BenchResult, bench_elf
+from mcugen.boards import BOARDS, Board, get_board
+from mcugen.errors import McugenError, ModelError, OutputError, ToolError, UnsupportedError
+from mcugen.firmware import MANIFEST, FirmwareBuild, ModelInterface, build_firmware
+
+_SIZE = re.compile(r"^(0x[0-9a-fA-F]+|\d+)\s*([kKmM]i?[bB]?|[bB])?$")
+
+
+def parse_size(text: str) -> int:
+    """"327680", "0x50000", "320K", "320KiB", "1M" -> bytes (K = 1024)."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 262144, 256K, 1M)")
+    value = int(match.group(1), 0)
+    unit = (match.group(2) or "").lower()[:1]
+    return value * {"k": 1024, "m": 1024 * 1024}.get(unit, 1)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds `firmware`, `bench` and `flash`; each sets `func(args) -> int` (mcugen.cli calls args.func)."""
+    boards = sorted(BOARDS)
+
+    def add_common(p: argparse.ArgumentParser, *, board_required: bool = True) -> None:
+        p.add_argument("--board", required=board_required, choices=boards, metavar="BOARD",
+                       help="target board: " + ", ".join(boards))
+        p.add_argument("--name", help="C name of the model (default: from the file name)")
+        p.add_argument("--input", action="append", default=[], metavar="FILE",
+                       help="input k as .npy or raw .bin (once per model input; default: seeded random bytes)")
+
+    p = subparsers.add_parser("firmware", help="generate a model and build firmware for a board")
+    p.add_argument("model", type=Path, help=".tflite model, or a folder of generated C sources")
+    p.add_argument("--out", type=Path, required=True, help="firmware project folder to create")
+    add_common(p)
+    p.add_argument("--profile", action="store_true", help="call per-layer markers (for `mcugen bench`)")
+    p.add_argument("--semihosting", action="store_true",
+                   help="real boards: print results through semihosting (needs a debugger attached)")
+    p.add_argument("--ram-limit", type=parse_size, help="fail if RAM use exceeds this (default: the board's RAM)")
+    p.add_argument("--flash-limit", type=parse_size, help="fail if flash use exceeds this (default: the board's flash)")
+    p.add_argument("--stack", type=parse_size, help="stack to reserve (default: the board's)")
+    p.set_defaults(func=run_firmware)
+
+    p = subparsers.add_parser("bench", help="count instructions per layer, stack and sizes on an emulated board")
+    p.add_argument("model", type=Path, help=".tflite model, or a folder of generated C sources")
+    p.add_argument("--out", type=Path, help="keep the firmware project here (default: a temporary folder)")
+    add_common(p)
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the measurements as JSON")
+    p.add_argument("--timeout", type=float, default=qemu.DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
+    p.set_defaults(func=run_bench)
+
+    p = subparsers.add_parser("flash", help="flash firmware with pyOCD (emulated boards: run it in QEMU)")
+    p.add_argument("target_path", type=Path, metavar="DIR_OR_ELF", help="firmware project folder or its .elf")
+    add_common(p, board_required=False)
+    p.add_argument("--probe", choices=["pyocd"], default="pyocd", help="flashing tool (default: pyocd)")
+    p.add_argument("--target", help="pyOCD target name (default: the board's)")
+    p.add_argument("--timeout", type=float, default=qemu.DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
+    p.set_defaults(func=run_flash)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _model_name(model: Path, name: str | None) -> str:
+    if name:
+        return name
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", model.stem if model.is_file() else model.name)
+    return stem if stem and not stem[0].isdigit() else "m_" + stem
+
+
+def _sources_for(model: Path, name: str | None, gen_dir: Path) -> tuple[Path, str]:
+    """(folder of generated C sources, model name): generate from a .tflite file into
+    `gen_dir`, or use a folder that already holds <name>.h / <name>.c."""
+    if model.is_dir():
+        if name is None:
+            headers = [h.stem for h in sorted(model.glob("*.h")) if (model / f"{h.stem}.c").is_file()
+                       and h.stem != "mcugen_kernels"]
+            if len(headers) != 1:
+                raise ModelError(f"{model}: cannot tell which model to use ({headers or 'no <name>.h with <name>.c'}); give --name")
+            name = headers[0]
+        return model, name
+    if not model.is_file():
+        raise ModelError(f"{model} not found")
+    if model.suffix != ".tflite":
+        raise UnsupportedError(f"{model}: expected a .tflite file or a folder of generated C sources")
+    try:
+        from mcugen import driver  # the code generator (lead's module)
+    except ImportError as missing:
+        raise ToolError(f"the code generator is not available in this checkout ({missing})") from None
+    name = _model_name(model, name)
+    driver.generate(model, gen_dir, name=name)
+    return gen_dir, name
+
+
+def _read_inputs(files: Sequence[Path | str], interface: ModelInterface) -> list[bytes]:
+    """Inputs from .npy / raw files, or seeded random bytes (seed 0) when none are given."""
+    if not files:
+        rng = random.Random(0)
+        return [bytes(rng.randrange(256) for _ in range(n)) for n in interface.input_bytes]
+    if len(files) != interface.num_inputs:
+        raise UnsupportedError(f"model {interface.name} has {interface.num_inputs} inputs, {len(files)} --input given")
+    inputs = []
+    for k, (file, expected) in enumerate(zip(files, interface.input_bytes)):
+        path = Path(file)
+        if not path.is_file():
+            raise ModelError(f"input file {path} not found")
+        if path.suffix == ".npy":
+            import numpy as np
+
+            array = np.load(path, allow_pickle=False)
+            data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        else:
+            data = path.read_bytes()
+        if len(data) != expected:
+            raise UnsupportedError(f"{path}: {len(data)} bytes, but input {k} of {interface.name} takes {expected}")
+        inputs.append(data)
+    return inputs
+
+
+def _print_sizes(build_sizes, board: Board, stack_bytes: int | None) -> None:
+    s = build_sizes
+    print(f"flash: {s.flash} bytes (text {s.text}, rodata {s.rodata}, data {s.data}) of {board.flash_limit}")
+    print(f"RAM:   {s.ram} bytes (data {s.data}, bss {s.bss}, stack {s.stack}) of {board.ram_limit}")
+    if stack_bytes is not None:
+        print(f"stack used by invoke: {stack_bytes} bytes")
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+def run_firmware(args: argparse.Namespace) -> int:
+    board = get_board(args.board)
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise OutputError(f"refusing to write into {out}: it is not empty and not an mcugen firmware project")
+    model_dir, name = _sources_for(args.model, args.name, out / "model")
+    builtin = None
+    if args.input:
+        if board.emulated:
+            raise UnsupportedError("--input is for real boards (built-in input); emulated boards read inputs at run time")
+        from mcugen.firmware import read_model_interface
+
+        builtin = _read_inputs(args.input, read_model_interface(model_dir, name))
+    build = build_firmware(
+        model_dir, name, board, out, profile=args.profile,
+        semihosting=True if args.semihosting else None, builtin_inputs=builtin,
+        stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit,
+    )
+    print(f"{build.elf}")
+    _print_sizes(build.sizes, board, None)
+    return 0
+
+
+def _bench(args: argparse.Namespace, folder: Path) -> tuple[FirmwareBuild, BenchResult]:
+    board = get_board(args.board)
+    if not board.emulated:
+        raise UnsupportedError(f"bench runs on emulated boards ({', '.join(b for b in BOARDS if BOARDS[b].emulated)}), not {board.name}")
+    model_dir, name = _sources_for(args.model, args.name, folder / "model")
+    build = build_firmware(model_dir, name, board, folder, profile=True)
+    inputs = _read_inputs(args.input, build.interface)
+    return build, bench_elf(build.elf, board, inputs, timeout=args.timeout)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        build, result = _bench(args, args.out)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:
+            build, result = _bench(args, Path(scratch) / "firmware")
+    print(f"model {build.name} on {result.board}: {result.instructions} instructions per inference")
+    if result.layers:
+        print("layer  instructions  share")
+        for i, count in enumerate(result.layers):
+            print(f"{i:5d}  {count:12d}  {100.0 * count / max(1, result.instructions):5.1f}%")
+    _print_sizes(build.sizes, build.board, result.stack_bytes)
+    if args.json is not None:
+        record = asdict(result)
+        record["outputs"] = [o.hex() for o in result.outputs]
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+def _locate_firmware(path: Path, board_name: str | None) -> tuple[Path, Board, dict]:
+    """(ELF, board, manifest) for a project folder or an ELF inside one."""
+    manifest_path = None
+    if path.is_dir():
+        manifest_path = path / MANIFEST
+    elif path.is_file():
+        for parent in (path.parent, path.parent.parent):
+            if (parent / MANIFEST).exists():
+                manifest_path = parent / MANIFEST
+                break
+    else:
+        raise OutputError(f"{path} not found")
+    manifest = json.loads(manifest_path.read_text()) if manifest_path and manifest_path.exists() else {}
+    if path.is_dir():
+        if not manifest:
+            raise OutputError(f"{path} is not an mcugen firmware project (no {MANIFEST})")
+        elf = path / manifest["elf"]
+    else:
+        elf = path
+    name = board_name or manifest.get("board")
+    if name is None:
+        raise UnsupportedError(f"cannot tell the board of {path}; give --board")
+    if not elf.is_file():
+        raise OutputError(f"{elf} not found: build the project first (make)")
+    return elf, get_board(name), manifest
+
+
+def _pyocd_command() -> list[str]:
+    if importlib.util.find_spec("pyocd") is not None:
+        return [sys.executable, "-m", "pyocd"]
+    found = shutil.which("pyocd")
+    if found is None:
+        raise ToolError("pyOCD is not installed; run scripts/setup.sh (or pip install pyocd)")
+    return [found]
+
+
+def run_flash(args: argparse.Namespace) -> int:
+    elf, board, manifest = _locate_firmware(args.target_path, args.board)
+    if board.emulated:
+        interface = ModelInterface(**{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in manifest["interface"].items()}) if manifest else None
+        if interface is None:
+            raise UnsupportedError(f"{elf}: running it in QEMU needs its project's {MANIFEST}")
+        inputs = _read_inputs(args.input, interface)
+        result = qemu.run_on_qemu(elf, board, inputs, timeout=args.timeout)
+        if result.exit_code != 0:
+            raise ToolError(f"{elf.name} on {board.name}: {qemu.describe_failure(result.exit_code, result.stderr, args.timeout)}")
+        for k, output in enumerate(result.outputs):
+            print(f"output {k}: {output.hex()}")
+        print(f"stack used by invoke: {result.stack_bytes} bytes; QEMU run {result.wall_seconds:.2f} s")
+        return 0
+    target = args.target or board.pyocd_target
+    if target is None:
+        raise UnsupportedError(f"no pyOCD target known for {board.name}; give --target")
+    image = elf.with_suffix(".hex") if elf.with_suffix(".hex").is_file() else elf
+    command = _pyocd_command() + ["flash", "--no-wait", "--target", target, str(image)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"pyOCD did not finish flashing within {args.timeout:g} s") from None
+    if done.returncode != 0:
+        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        raise ToolError(f"pyOCD could not flash {image.name} to {target}: {lines[-1] if lines else 'no output'}")
+    print(f"flashed {image} to {target}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point with only these three sub-commands (mcugen.cli registers the same ones):
+    parses `argv`, runs the handler, turns an McugenError into one line and exit code 2."""
+    parser = argparse.ArgumentParser(prog="mcugen")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(None if argv is None else list(argv))
+    try:
+        return int(args.func(args) or 0)
+    except McugenError as error:
+        print(f"mcugen: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

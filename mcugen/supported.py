@@ -40,6 +40,29 @@ def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> Optional[tuple[in
     return tuple(out)
 
 
+INT16_MAX = 2**15 - 1
+INT32_MAX = 2**31 - 1
+
+
+def window_problem(
+    in_hw: tuple[int, int], filt: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+    out_hw: tuple[int, int], padding: Padding, int16_stride: bool,
+) -> Optional[str]:
+    """Window parameters TFLite's kernels cannot hold: their parameter structs keep padding (and,
+    for convolutions, stride and dilation) in int16 fields and size arithmetic in int; a larger
+    value would be silently truncated by the reference kernels, so it is refused here."""
+    for axis, i, k, st, d, o in zip("hw", in_hw, filt, stride, dilation, out_hw):
+        eff = (k - 1) * d + 1
+        if eff > INT32_MAX or (o - 1) * st + eff > INT32_MAX:
+            return f"has a {axis} window ({k} taps, dilation {d}, stride {st}) that overflows 32-bit size arithmetic"
+        if int16_stride and (st > INT16_MAX or d > INT16_MAX):
+            return f"has {axis} stride {st} and dilation {d}; TFLite's kernels hold them in 16 bits (at most {INT16_MAX})"
+        pad = same_padding(i, k, st, d, o, padding)
+        if pad > INT16_MAX:
+            return f"needs {axis} padding {pad}; TFLite's kernels hold padding in 16 bits (at most {INT16_MAX})"
+    return None
+
+
 # ---- constraints -----------------------------------------------------------------------
 # A constraint takes (graph, op) and returns None when satisfied, or a short detail string
 # naming what it saw. Its docstring states the rule and is printed after the detail.
@@ -149,7 +172,9 @@ def c_conv(g: Graph, op: Operator) -> Optional[str]:
     )
     if tuple(o.shape) != exp or min(exp) <= 0:
         return f"has output shape {list(o.shape)} where {list(exp)} is expected"
-    return None
+    return window_problem(
+        x.shape[1:3], w.shape[1:3], (a.stride_h, a.stride_w), (a.dilation_h, a.dilation_w), o.shape[1:3], a.padding, True
+    )
 
 
 def c_depthwise(g: Graph, op: Operator) -> Optional[str]:
@@ -174,7 +199,11 @@ def c_depthwise(g: Graph, op: Operator) -> Optional[str]:
     )
     if tuple(o.shape) != exp or min(exp) <= 0:
         return f"has output shape {list(o.shape)} where {list(exp)} is expected"
-    return None
+    if op.attrs.depth_multiplier > INT16_MAX:
+        return f"has depth_multiplier {op.attrs.depth_multiplier}; TFLite's kernels hold it in 16 bits"
+    return window_problem(
+        x.shape[1:3], w.shape[1:3], (a.stride_h, a.stride_w), (a.dilation_h, a.dilation_w), o.shape[1:3], a.padding, True
+    )
 
 
 def c_fully_connected(g: Graph, op: Operator) -> Optional[str]:
@@ -219,7 +248,9 @@ def c_pool(g: Graph, op: Operator) -> Optional[str]:
         return f"has output shape {list(o.shape)} where {list(exp)} is expected"
     if x.quant.s != o.quant.s or x.quant.zp != o.quant.zp:
         return "rescales (input and output quantization differ)"
-    return None
+    return window_problem(
+        x.shape[1:3], (a.filter_h, a.filter_w), (a.stride_h, a.stride_w), (1, 1), o.shape[1:3], a.padding, False
+    )
 
 
 def c_mean(g: Graph, op: Operator) -> Optional[str]:
@@ -325,6 +356,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
 }
 
 GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.FLOAT32)
+CONST_OPERAND_OPS = (OpType.ADD, OpType.MUL)  # the ops whose lowering takes constant operands
 
 
 def check_graph(g: Graph) -> None:
@@ -354,6 +386,12 @@ def check_graph(g: Graph) -> None:
             detail = c(g, op)
             if detail:
                 raise UnsupportedError(f"{g.name}: operator {op.index} ({op.op.value}) {detail}; {c.__doc__}")
+        x = g.op_inputs(op)[0]
+        if op.op not in CONST_OPERAND_OPS and x is not None and x.is_const:
+            raise UnsupportedError(
+                f"{g.name}: operator {op.index} ({op.op.value}) reads constant tensor {x.index} as its data input; "
+                "only ADD and MUL take a constant operand"
+            )
     for kind, idxs in (("input", g.inputs), ("output", g.outputs)):
         for i in idxs:
             t = g.t(i)

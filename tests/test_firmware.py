@@ -227,3 +227,48 @@ def test_cli_reads_npy_inputs(tmp_path, capsys):
     assert f"output 0: {expected_tiny(EDGE_INPUT).hex()}" in capsys.readouterr().out
     np.save(tmp_path / "bad.npy", np.zeros(9, dtype=np.int8))
     assert cli_main(["flash", str(tmp_path / "fw"), "--input", str(tmp_path / "bad.npy")]) == 2
+
+
+# --- the code generator's output on the emulated boards ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated_models(tmp_path_factory, shared_models_dir):
+    """micro_speech and person_detect generated once by mcugen's driver."""
+    from mcugen.driver import generate
+
+    root = tmp_path_factory.mktemp("generated")
+    generate(shared_models_dir / "tflm_micro_speech_quantized.tflite", root / "speech", name="speech")
+    generate(shared_models_dir / "person_detect.tflite", root / "person", name="person")
+    return root
+
+
+@pytest.mark.parametrize("board_name", EMULATED_BOARDS)
+def test_generated_model_is_bit_exact_with_tflm_on_each_board(board_name, generated_models, shared_models_dir, tmp_path):
+    import numpy as np
+
+    board = get_board(board_name)
+    build = build_firmware(generated_models / "speech", "speech", board, tmp_path / "fw", profile=True)
+    ref = shared_models_dir / "ref"
+    x = np.load(ref / "tflm_micro_speech_quantized__rand_seed0_input0.npy")
+    expected = np.load(ref / "tflm_micro_speech_quantized__rand_seed0_tflm_output0.npy")
+    result = bench_elf(build.elf, board, [x.tobytes()])
+    assert result.outputs == [expected.tobytes()]
+    assert len(result.layers) == build.interface.num_layers
+    assert 0 < sum(result.layers) <= result.instructions
+    assert 0 < result.stack_bytes < board.stack_bytes
+
+
+def test_generated_person_detect_batch_on_m4(generated_models, shared_models_dir, tmp_path):
+    import numpy as np
+
+    board = get_board("qemu-mps2-an386")
+    build = build_firmware(generated_models / "person", "person", board, tmp_path / "fw")
+    runs, expected = [], []
+    for image in ("person", "no_person"):
+        runs.append([np.load(shared_models_dir / f"person_detect_{image}_input_int8.npy").tobytes()])
+        expected.append([np.load(shared_models_dir / f"person_detect_{image}_tflm_output_int8.npy").tobytes()])
+    result = run_on_qemu_batch(build.elf, board, runs, timeout=120)
+    assert result.exit_code == 0, result.stderr
+    assert result.outputs == expected
+    assert [list(np.frombuffer(o[0], np.int8)) for o in result.outputs] == [[-113, 113], [57, -57]]

@@ -76,13 +76,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _model_name(model: Path, name: str | None) -> str:
-    if name:
-        return name
-    stem = re.sub(r"[^A-Za-z0-9_]", "_", model.stem if model.is_file() else model.name)
-    return stem if stem and not stem[0].isdigit() else "m_" + stem
-
-
 def _sources_for(model: Path, name: str | None, gen_dir: Path) -> tuple[Path, str]:
     """(folder of generated C sources, model name): generate from a .tflite file into
     `gen_dir`, or use a folder that already holds <name>.h / <name>.c."""
@@ -102,9 +95,8 @@ def _sources_for(model: Path, name: str | None, gen_dir: Path) -> tuple[Path, st
         from mcugen import driver  # the code generator (lead's module)
     except ImportError as missing:
         raise ToolError(f"the code generator is not available in this checkout ({missing})") from None
-    name = _model_name(model, name)
-    driver.generate(model, gen_dir, name=name)
-    return gen_dir, name
+    generated = driver.generate(model, gen_dir, name=name)
+    return gen_dir, generated.program.name
 
 
 def _read_inputs(files: Sequence[Path | str], interface: ModelInterface) -> list[bytes]:

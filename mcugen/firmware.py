@@ -1,6 +1,7 @@
 """Firmware projects: model sources + board start-up + main.c/Makefile/CMake, built with arm-none-eabi-gcc."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -123,6 +124,15 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def render_linker_script(board: Board, stack_bytes: int | None = None) -> str:
+    """The board's linker script (templates/firmware/linker.ld.j2) from its memory map."""
+    vectors = board.vectors if board.vectors is not None else board.flash
+    return _environment().get_template("linker.ld.j2").render(
+        board=board, regions=board.regions, vectors=vectors,
+        stack_bytes=stack_bytes if stack_bytes is not None else board.stack_bytes,
+    )
+
+
 def _byte_rows(data: bytes, per_row: int = 12) -> list[str]:
     """C initializer rows "0x01, 0x02, ..." for a built-in input."""
     return [
@@ -205,13 +215,7 @@ def write_firmware_project(
 
     env = _environment()
     linker_script = f"{board.name}.ld"
-    vectors = board.vectors if board.vectors is not None else board.flash
-    (board_out / linker_script).write_text(
-        env.get_template("linker.ld.j2").render(
-            board=board, regions=board.regions, vectors=vectors,
-            stack_bytes=stack_bytes if stack_bytes is not None else board.stack_bytes,
-        )
-    )
+    (board_out / linker_script).write_text(render_linker_script(board, stack_bytes))
     definitions = [f"MCUGEN_SEMIHOSTING={1 if semihosting else 0}"]
     if board.stack_guard is not None:
         base, size_log2 = board.stack_guard
@@ -250,6 +254,8 @@ def write_firmware_project(
         "profile": profile,
         "semihosting": semihosting,
         "elf": f"build/{model_name}.elf",
+        "sources": context["sources"],
+        "stack_bytes": stack_bytes if stack_bytes is not None else board.stack_bytes,
         "interface": asdict(interface),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -282,19 +288,63 @@ def _raise_for_overflow(log: str, board: Board, model_name: str) -> None:
 
 def check_limits(sizes: ElfSizes, board: Board, model_name: str, *, ram_limit: int | None = None,
                  flash_limit: int | None = None) -> None:
-    """LimitError if the firmware's RAM or flash use exceeds the limits (board defaults)."""
+    """LimitError if the firmware's RAM or flash use exceeds the limits (board defaults),
+    naming what is needed, of what, and what is available."""
     ram_limit = board.ram_limit if ram_limit is None else ram_limit
     flash_limit = board.flash_limit if flash_limit is None else flash_limit
+    problems = []
     if sizes.ram > ram_limit:
-        raise LimitError(
-            f"model {model_name} on {board.name} needs {sizes.ram} bytes of RAM (data {sizes.data} + "
-            f"bss {sizes.bss} + stack {sizes.stack}) but the limit is {ram_limit}"
+        problems.append(
+            f"needs {sizes.ram} bytes of RAM (data {sizes.data} + bss {sizes.bss} + stack {sizes.stack}) "
+            f"but the limit is {ram_limit}"
         )
     if sizes.flash > flash_limit:
-        raise LimitError(
-            f"model {model_name} on {board.name} needs {sizes.flash} bytes of flash (text {sizes.text} + "
-            f"rodata {sizes.rodata} + data {sizes.data}) but the limit is {flash_limit}"
+        problems.append(
+            f"needs {sizes.flash} bytes of flash (text {sizes.text} + rodata {sizes.rodata} + "
+            f"data {sizes.data}) but the limit is {flash_limit}"
         )
+    if problems:
+        raise LimitError(f"model {model_name} on {board.name} " + "; and ".join(problems))
+
+
+def _measure_without_limits(out_dir: Path, board: Board) -> ElfSizes | None:
+    """Links the compiled objects again with every region made 256 MB long (into build/,
+    outside the exported project files) to learn the sizes a failed link would have had."""
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    roomy = dataclasses.replace(
+        board,
+        flash=dataclasses.replace(board.flash, length=1 << 28),
+        ram=dataclasses.replace(board.ram, length=1 << 28),
+        vectors=None if board.vectors is None else dataclasses.replace(board.vectors, length=1 << 28),
+    )
+    build_dir = out_dir / "build"
+    script = build_dir / "measure-unlimited.ld"
+    script.write_text(render_linker_script(roomy, manifest["stack_bytes"]))
+    objects = [str(build_dir / (source[:-2] + ".o")) for source in manifest["sources"]]
+    elf = build_dir / "measure-unlimited.elf"
+    done = subprocess.run(
+        [require_tool(CROSS + "gcc"), *board.cpu_flags, "-nostartfiles", "-T", str(script),
+         "-Wl,--gc-sections", "--specs=nano.specs", "--specs=nosys.specs", *objects, "-o", str(elf)],
+        capture_output=True, text=True,
+    )
+    return elf_sizes(elf) if done.returncode == 0 else None
+
+
+def _raise_for_overflow(log: str, board: Board, model_name: str) -> None:
+    """LimitError from the linker's "region `X' overflowed by N bytes" lines, if any."""
+    by_name = {region.name: region for region in board.regions}
+    problems = []
+    for region_name, excess in dict(_OVERFLOW.findall(log)).items():
+        region = by_name.get(region_name)
+        if region is None:
+            continue
+        kind = "RAM" if region is board.ram else "flash"
+        problems.append(
+            f"needs {region.length + int(excess)} bytes of {kind} (region {region_name}) "
+            f"but {board.name} has {region.length}"
+        )
+    if problems:
+        raise LimitError(f"model {model_name} does not fit {board.name}: " + "; ".join(problems))
 
 
 def build_firmware(
@@ -332,7 +382,11 @@ def build_firmware(
     log = done.stdout + done.stderr
     (build_dir / "build.log").write_text(log)
     if done.returncode != 0:
-        _raise_for_overflow(log, board, model_name)
+        if _OVERFLOW.search(log):
+            measured = _measure_without_limits(out_dir, board)
+            if measured is not None:
+                check_limits(measured, board, model_name, ram_limit=ram_limit, flash_limit=flash_limit)
+            _raise_for_overflow(log, board, model_name)
         raise ToolError(
             f"building firmware for {board.name} failed: {_first_error(done.stderr or log)} "
             f"(full log: {build_dir / 'build.log'})"

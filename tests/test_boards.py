@@ -1,6 +1,7 @@
 """Board table, CPU flags against the real arm-none-eabi-gcc, real-board builds and limits."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -113,7 +114,21 @@ def test_too_big_arena_names_needed_and_available_ram(board_name, tmp_path):
     assert board_name in message and "RAM" in message and "\n" not in message
     needed = int(message.split("needs ")[1].split(" bytes")[0])
     assert needed >= 400000 + board.stack_bytes
-    assert f"has {board.ram_limit}" in message
+    assert f"but the limit is {board.ram_limit}" in message
+    assert "(data 4 + bss " in message  # the breakdown, measured by an unconstrained re-link
+
+
+def test_too_big_ram_and_flash_are_both_reported(tmp_path):
+    with pytest.raises(LimitError) as raised:
+        build_firmware(TINY, "tiny", get_board("nrf52840"), tmp_path / "fw",
+                       extra_cflags=["-DTINY_ARENA_BYTES=300000", "-DTINY_CONST_BYTES=1100000"])
+    message = str(raised.value)
+    ram = re.search(r"needs (\d+) bytes of RAM \(data 4 \+ bss (\d+) \+ stack 16384\) but the limit is 262144", message)
+    flash = re.search(r"needs (\d+) bytes of flash \(text \d+ \+ rodata (\d+) \+ data 4\) but the limit is 1048576", message)
+    assert ram and flash, message
+    assert int(ram.group(2)) >= 300000 and int(flash.group(2)) >= 1100000
+    # the re-link that measured the sizes stays inside the build folder
+    assert not (tmp_path / "fw" / "board" / "measure-unlimited.ld").exists()
 
 
 def test_ram_limit_below_the_board_is_enforced(tmp_path):

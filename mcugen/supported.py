@@ -392,6 +392,12 @@ def check_graph(g: Graph) -> None:
                 f"{g.name}: operator {op.index} ({op.op.value}) reads constant tensor {x.index} as its data input; "
                 "only ADD and MUL take a constant operand"
             )
+    total = sum(t.nbytes for t in g.activation_tensors())
+    if total > INT32_MAX:
+        raise UnsupportedError(
+            f"{g.name}: the activation tensors total {total} bytes, more than 2^31-1; "
+            "the generated C addresses its arena with 32-bit offsets"
+        )
     for kind, idxs in (("input", g.inputs), ("output", g.outputs)):
         for i in idxs:
             t = g.t(i)

@@ -243,3 +243,69 @@ def test_subprocess_runs_show_no_traceback(tmp_path):
     assert list(cwd.iterdir()) == []
     assert {p.name for p in (tmp_path / "out").iterdir()} <= {f"g{k}" for k in range(6)}
     assert 2 in ends
+
+
+# ---- support checks for what the fuzzer found ------------------------------------------------
+
+
+def _set_option(p, op_index: int, cls, field: str, value) -> None:
+    o = p.operators()[op_index]
+    table = o.BuiltinOptions()
+    opts = cls()
+    opts.Init(table.Bytes, table.Pos)
+    f = fuzz.fields_of(cls)[field]
+    assert p.set_scalar(opts._tab, f.slot, f.fmt, value), f"{cls.__name__}.{field} is not stored in the file"
+
+
+def _unsupported(data: bytes) -> str:
+    from mcugen.lower import lower
+
+    g = read_tflite_bytes(data, "m", where="m.tflite")
+    with pytest.raises(UnsupportedError) as e:
+        lower(g)
+    return str(e.value)
+
+
+def test_empty_zero_point_vector_is_rejected():
+    """TFLite Micro aborted (SIGABRT) or computed with a garbage zero point; mcugen assumed 0."""
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["ZeroPoint"].slot
+    msg = _error(_mutated(OPS_DIR / "add_same_none.tflite", lambda p: p.replace_vector(_quant(p)[1]._tab, slot, "q", [])))
+    assert "1 scales but 0 zero points" in msg
+
+
+def test_depth_multiplier_must_match_the_shapes():
+    """The reference kernels loop over the stored multiplier: validate found a mismatch of 46."""
+    model = OPS_DIR / "depthwise_3x3_same_s2_m1_relu6.tflite"
+    data = _mutated(model, lambda p: _set_option(p, 0, tflite.DepthwiseConv2DOptions, "DepthMultiplier", 0))
+    assert "depth_multiplier 0" in _unsupported(data)
+
+
+def test_window_parameters_beyond_tflite_int16_fields():
+    """TFLite keeps padding in int16: a 2^30-wide SAME max-pool window was truncated to padding -1."""
+    model = OPS_DIR / "maxpool_3x3_s1_same.tflite"
+    data = _mutated(model, lambda p: _set_option(p, 0, tflite.Pool2DOptions, "FilterWidth", 2**30))
+    assert "padding 536870911" in _unsupported(data)
+    model = OPS_DIR / "conv2d_3x3_same_dil2_relu.tflite"
+    data = _mutated(model, lambda p: _set_option(p, 0, tflite.Conv2DOptions, "DilationHFactor", 40000))
+    assert "dilation 40000" in _unsupported(data)
+
+
+def test_constant_data_input_is_rejected():
+    """lower() crashed with KeyError: a MEAN reading the depthwise weights (a constant) as its input."""
+    slot = fuzz.fields_of(tflite.Operator)["Inputs"].slot
+    g = read_tflite_bytes(CHAIN.read_bytes(), "m")
+    mean = next(op for op in g.operators if op.op.value == "MEAN")
+    dw = next(op for op in g.operators if op.op.value == "DEPTHWISE_CONV_2D")
+    data = _mutated(CHAIN, lambda p: p.set_element(p.operators()[mean.index]._tab, slot, "i", 0, dw.inputs[1]))
+    assert f"reads constant tensor {dw.inputs[1]} as its data input" in _unsupported(data)
+
+
+def test_activations_beyond_2gib_are_rejected():
+    slot = fuzz.fields_of(tflite.Tensor)["Shape"].slot
+
+    def huge(p):
+        for t in p.tensors():
+            if t.ShapeLength() == 4:
+                p.replace_vector(t._tab, slot, "i", [1, 32768, 32768, 1])
+
+    assert "more than 2^31-1" in _unsupported(_mutated(OPS_DIR / "transpose_0213.tflite", huge))

@@ -16,8 +16,17 @@ from mcugen.boards import Board
 from mcugen.errors import ToolError
 from mcugen import qemu
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
-PLUGIN_SOURCE = FIRMWARE_DIR / "qemu_plugin" / "mcugen_icount.c"
+
+
+def firmware_sources_dir() -> Path:
+    """The static firmware sources: `firmware/` in a checkout, `mcugen/firmware_sources` in
+    an installed package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "firmware_sources", here.parent / "firmware"):
+        if (candidate / "common" / "mcugen_startup.c").is_file():
+            return candidate
+    raise ToolError(f"mcugen's firmware sources are missing (looked in {here / 'firmware_sources'} and {here.parent / 'firmware'})")
+
 
 # Marker functions defined by templates/firmware/main.c.j2, in plugin marker order.
 INVOKE_BEGIN, INVOKE_END, LAYER_BEGIN, LAYER_END = range(4)
@@ -153,7 +162,8 @@ def build_icount_plugin(cache_dir: Path | None = None) -> Path:
         if _default_dir is None:
             _default_dir = _default_plugin_dir()
         cache_dir = _default_dir
-    source = PLUGIN_SOURCE.read_bytes()
+    plugin_source = firmware_sources_dir() / "qemu_plugin" / "mcugen_icount.c"
+    source = plugin_source.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
     library = Path(cache_dir) / f"mcugen_icount-{digest}.so"
     if library.exists():
@@ -163,7 +173,7 @@ def build_icount_plugin(cache_dir: Path | None = None) -> Path:
     partial = library.with_suffix(f".{os.getpid()}.tmp")
     done = subprocess.run(
         [compiler, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-         "-fvisibility=hidden", "-o", str(partial), str(PLUGIN_SOURCE)],
+         "-fvisibility=hidden", "-o", str(partial), str(plugin_source)],
         capture_output=True, text=True,
     )
     if done.returncode != 0:

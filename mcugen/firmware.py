@@ -12,14 +12,12 @@ from typing import Sequence
 
 import jinja2
 
-from mcugen.bench import ElfSizes, elf_sizes
+from mcugen.bench import ElfSizes, elf_sizes, firmware_sources_dir
 from mcugen.boards import Board
+from mcugen.codegen import templates_dir
 from mcugen.errors import LimitError, ModelError, OutputError, ToolError, UnsupportedError
 from mcugen.qemu import require_tool
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-FIRMWARE_DIR = REPO_DIR / "firmware"
-TEMPLATE_DIR = REPO_DIR / "templates" / "firmware"
 CROSS = "arm-none-eabi-"
 MANIFEST = "mcugen_firmware.json"
 
@@ -115,7 +113,7 @@ def read_model_interface(model_dir: Path, name: str, cflags: Sequence[str] = ())
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.FileSystemLoader(str(templates_dir() / "firmware")),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -211,7 +209,7 @@ def write_firmware_project(
     board_out.mkdir()
     board_sources = _BOARD_SOURCES + (_SEMIHOST_SOURCES if semihosting else ())
     for file_name in board_sources + _BOARD_HEADERS:
-        shutil.copy2(FIRMWARE_DIR / "common" / file_name, board_out / file_name)
+        shutil.copy2(firmware_sources_dir() / "common" / file_name, board_out / file_name)
 
     env = _environment()
     linker_script = f"{board.name}.ld"

@@ -1,0 +1,611 @@
+"""Kernel specialisation pass: replaces a lowered Program's generic kernel calls by per-layer kernels for a target.
+
+    lower(graph) -> Program --specialize(program, target)--> KernelPassResult
+        .program   the same model, its CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD /
+                   SOFTMAX / MEAN layers now calling `<name>_l<i>_<kind>()`, their constants
+                   repacked (weights reordered, bias folded with the input offset, one
+                   requantization table per layer), the arena grown by the scratch they need
+        .files     `<name>_layers.c` / `<name>_layers.h` (rendered from templates/c/fast/) and
+                   a `mcugen_kernels.h` that declares both the portable and the specialised kernels
+        .scratch   the scratch buffers, one per layer that needs one (name, bytes, step)
+
+Python decides everything (which layers, block sizes, tables, exactness conditions); the
+templates only print. Every specialised kernel is bit-exact with TFLite's reference kernels:
+requantization takes the one-instruction SMMLAR route only when a bound on the accumulator,
+computed here from the weights, proves the short formula equal to TFLite's double rounding
+(`plan_requant`); otherwise the layer uses the exact general formula. Layers a target has no
+specialised kernel for keep the portable kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional, Sequence
+
+import numpy as np
+
+from mcugen import quant
+from mcugen.lower import ArenaArg, ConstArg, ConstArray, Layer, NullArg, Program
+from mcugen.targets import EMULATE_DSP_MACRO, Isa, Target
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+SCRATCH_ALIGN = 16
+
+
+# ---- what a kernel pass returns ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScratchBuffer:
+    """Working memory a layer's kernel needs while it runs: `size` bytes, live only at `step`.
+
+    The planner can place it like a tensor live on [step, step]; until lowering does, the
+    pass puts every scratch buffer at one region after the planned tensors (`place_scratch`).
+    """
+
+    name: str
+    size: int
+    step: int
+
+
+@dataclass
+class KernelPassResult:
+    """A Program whose layers call target kernels, plus the C files and flags they need."""
+
+    program: Program
+    files: dict[str, str]
+    scratch: list[ScratchBuffer]
+    cflags: tuple[str, ...] = ()
+    choices: dict[int, str] = field(default_factory=dict)  # layer index -> kernel chosen
+
+    def merged_files(self, rendered: dict[str, str]) -> dict[str, str]:
+        """The model's files (codegen.render_model of `self.program`) with this pass's files.
+
+        The portable kernels' header becomes `mcugen_portable.h`; the pass's `mcugen_kernels.h`
+        includes it and the specialised kernels' header, so `<name>.c` is unchanged.
+        """
+        files = dict(rendered)
+        if "mcugen_kernels.h" in self.files:
+            files["mcugen_portable.h"] = files.pop("mcugen_kernels.h")
+        files.update(self.files)
+        return files
+
+
+def place_scratch(program: Program, needs: Sequence[ScratchBuffer]) -> tuple[Program, dict[str, int]]:
+    """Arena offsets of the scratch buffers, and the Program with its arena grown to hold them.
+
+    A buffer the plan already placed at least as large (lowering planned the step's scratch
+    with the tensors) keeps that offset. The others share one region after the planned
+    tensors: each is live only during its own layer, so one region as large as the largest of
+    them serves all.
+    """
+    offsets: dict[str, int] = {}
+    planned = {b.name: b.size for b in program.buffers}
+    base = -(-program.arena_bytes // SCRATCH_ALIGN) * SCRATCH_ALIGN
+    top = program.arena_bytes
+    for s in needs:
+        if s.name in program.plan.offsets and planned.get(s.name, 0) >= s.size:
+            offsets[s.name] = program.plan.offsets[s.name]
+        else:
+            offsets[s.name] = base
+            top = max(top, base + s.size)
+    return dataclasses.replace(program, arena_bytes=top), offsets
+
+
+# ---- views of the lowered layers -----------------------------------------------------------
+
+
+def _params(layer: Layer) -> dict:
+    return {p.name: p.value for p in layer.params}
+
+
+def _const(consts: dict[str, ConstArray], arg) -> Optional[np.ndarray]:
+    if isinstance(arg, ConstArg):
+        return consts[arg.cname].values
+    if isinstance(arg, NullArg):
+        return None
+    raise TypeError(f"expected a constant argument, got {arg!r}")
+
+
+@dataclass(frozen=True)
+class ConvView:
+    """A CONV_2D or DEPTHWISE_CONV_2D layer's shapes and integer parameters (from lowering)."""
+
+    layer: Layer
+    depthwise: bool
+    batches: int
+    in_h: int
+    in_w: int
+    in_c: int
+    out_h: int
+    out_w: int
+    out_c: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pad_t: int
+    pad_l: int
+    depth_multiplier: int
+    input_offset: int
+    output_offset: int
+    act_min: int
+    act_max: int
+    input: ArenaArg
+    output: ArenaArg
+    weights: np.ndarray  # conv: [out_c, kh, kw, in_c]; depthwise: [1, kh, kw, out_c]
+    bias: np.ndarray  # int64 [out_c] (zeros if the model has none)
+    multiplier: np.ndarray  # int64 [out_c]
+    shift: np.ndarray  # int64 [out_c]
+
+    @property
+    def macs(self) -> int:
+        per = self.kh * self.kw * (1 if self.depthwise else self.in_c)
+        return self.batches * self.out_h * self.out_w * self.out_c * per
+
+
+def conv_view(layer: Layer, consts: dict[str, ConstArray]) -> ConvView:
+    p = _params(layer)
+    a = layer.args
+    out_c = int(p["out_c"])
+    bias = _const(consts, a[3])
+    return ConvView(
+        layer=layer,
+        depthwise=layer.kernel in ("mcugen_depthwise_conv2d_s8", "mcugen_depthwise_conv2d_inplace_s8"),
+        batches=int(p["batches"]),
+        in_h=int(p["in_h"]),
+        in_w=int(p["in_w"]),
+        in_c=int(p["in_c"]),
+        out_h=int(p["out_h"]),
+        out_w=int(p["out_w"]),
+        out_c=out_c,
+        kh=int(p["kernel_h"]),
+        kw=int(p["kernel_w"]),
+        sh=int(p["stride_h"]),
+        sw=int(p["stride_w"]),
+        dh=int(p["dilation_h"]),
+        dw=int(p["dilation_w"]),
+        pad_t=int(p["pad_top"]),
+        pad_l=int(p["pad_left"]),
+        depth_multiplier=int(p["depth_multiplier"]),
+        input_offset=int(p["input_offset"]),
+        output_offset=int(p["output_offset"]),
+        act_min=int(p["act_min"]),
+        act_max=int(p["act_max"]),
+        input=a[1],
+        output=a[6],
+        weights=np.asarray(_const(consts, a[2])).astype(np.int64),
+        bias=np.zeros(out_c, np.int64) if bias is None else np.asarray(bias).astype(np.int64).reshape(-1),
+        multiplier=np.broadcast_to(np.asarray(_const(consts, a[4])).astype(np.int64).reshape(-1), (out_c,)).copy(),
+        shift=np.broadcast_to(np.asarray(_const(consts, a[5])).astype(np.int64).reshape(-1), (out_c,)).copy(),
+    )
+
+
+@dataclass(frozen=True)
+class FcView:
+    """A FULLY_CONNECTED layer: `batches` rows of `depth` inputs times [units, depth] weights."""
+
+    layer: Layer
+    batches: int
+    depth: int
+    units: int
+    input_offset: int
+    output_offset: int
+    act_min: int
+    act_max: int
+    input: ArenaArg
+    output: ArenaArg
+    weights: np.ndarray  # [units, depth]
+    bias: np.ndarray  # int64 [units]
+    multiplier: np.ndarray  # int64 [units]
+    shift: np.ndarray  # int64 [units]
+
+
+def fc_view(layer: Layer, consts: dict[str, ConstArray]) -> FcView:
+    p = _params(layer)
+    a = layer.args
+    units = int(p["units"])
+    bias = _const(consts, a[3])
+    return FcView(
+        layer=layer,
+        batches=int(p["batches"]),
+        depth=int(p["depth"]),
+        units=units,
+        input_offset=int(p["input_offset"]),
+        output_offset=int(p["output_offset"]),
+        act_min=int(p["act_min"]),
+        act_max=int(p["act_max"]),
+        input=a[1],
+        output=a[6],
+        weights=np.asarray(_const(consts, a[2])).astype(np.int64).reshape(units, -1),
+        bias=np.zeros(units, np.int64) if bias is None else np.asarray(bias).astype(np.int64).reshape(-1),
+        multiplier=np.broadcast_to(np.asarray(_const(consts, a[4])).astype(np.int64).reshape(-1), (units,)).copy(),
+        shift=np.broadcast_to(np.asarray(_const(consts, a[5])).astype(np.int64).reshape(-1), (units,)).copy(),
+    )
+
+
+# ---- requantization ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requant:
+    """Per-channel requantization of an int32 accumulator to the int8 output.
+
+    `fast`: every channel has a right shift e >= 1 and |accumulator| < `acc_limit`, so that
+        y = ((SMMLAR(2*acc, M, K) + (acc >> 31)) >> e), K = 2**(e-1) + zero_point * 2**e
+    equals TFLite's RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc, M), e) + zero
+    point exactly (see `fast_requant_exact` for the proof). Otherwise the kernel uses the
+    general formula (`shift` as TFLite stores it) and `k`/`e` are unused.
+    """
+
+    fast: bool
+    multiplier: np.ndarray  # int32 [C]
+    shift: np.ndarray  # int32 [C] TFLite's shift (>0 left, <=0 right)
+    k: np.ndarray  # int32 [C]
+    e: np.ndarray  # int32 [C]
+    act_min: int
+    act_max: int
+    output_offset: int
+
+    @property
+    def clamp_is_int8(self) -> bool:
+        """The activation range is the whole int8 range: one SSAT clamps."""
+        return self.act_min == -128 and self.act_max == 127
+
+
+ACC_LIMIT = 2**30  # |acc| below this: 2*acc fits int32, and x + K cannot overflow (with K small)
+
+
+def fast_requant_exact(acc_bound: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int) -> bool:
+    """Whether the short requantization is exact for every |acc| <= acc_bound[c].
+
+    Proof sketch (a = acc, M = multiplier > 0, e = -shift >= 1):
+    - SRDHM(a, M) = floor((a*M + 2**30) / 2**31) for every int32 a when M > 0 (the C division
+      toward zero of (a*M + 1 - 2**30) for a*M < 0 equals this floor), and that is
+      floor((2a*M + 2**31) / 2**32) = SMMULR(2a, M) when 2a fits int32 (|a| < 2**30).
+      SMMLAR(2a, M, K) = K + SMMULR(2a, M) exactly (K enters above the 32 product bits).
+    - RDBPOT(x, e) = floor((x + 2**(e-1) - [x < 0]) / 2**e) (ties away from zero), and
+      [x < 0] may be replaced by [a < 0]: x < 0 implies a < 0, and when a < 0 but x = 0 both
+      give 0 because 2**(e-1) - 1 < 2**e. Adding zp * 2**e inside the floor adds zp outside.
+    - No int32 overflow: |x| <= |a| + 1, so |x + K - 1| <= bound + 1 + |K| + 1 < 2**31.
+    """
+    m = np.asarray(multiplier, np.int64)
+    s = np.asarray(shift, np.int64)
+    if np.any(m < 0) or np.any(s > -1) or np.any(s < -31):
+        return False
+    e = -s
+    k = (np.int64(1) << (e - 1)) + np.int64(zero_point) * (np.int64(1) << e)
+    b = np.asarray(acc_bound, np.int64)
+    return bool(np.all(b < ACC_LIMIT) and np.all(b + 2 + np.abs(k) < 2**31))
+
+
+def plan_requant(acc_bound: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int, act_min: int, act_max: int) -> Requant:
+    m = np.asarray(multiplier, np.int64)
+    s = np.asarray(shift, np.int64)
+    fast = fast_requant_exact(acc_bound, m, s, zero_point)
+    if fast:
+        e = -s
+        k = (np.int64(1) << (e - 1)) + np.int64(zero_point) * (np.int64(1) << e)
+    else:
+        e = np.zeros_like(s)
+        k = np.zeros_like(s)
+    return Requant(
+        fast=fast,
+        multiplier=m.astype(np.int32),
+        shift=s.astype(np.int32),
+        k=k.astype(np.int32),
+        e=e.astype(np.int32),
+        act_min=act_min,
+        act_max=act_max,
+        output_offset=zero_point,
+    )
+
+
+def input_magnitude(input_offset: int) -> int:
+    """max |x + input_offset| over int8 x."""
+    return max(abs(-128 + input_offset), abs(127 + input_offset))
+
+
+def wrap32(values: np.ndarray) -> np.ndarray:
+    """int64 values wrapped to int32 as two's complement arithmetic does."""
+    v = np.asarray(values, np.int64)
+    return (((v + 2**31) % 2**32) - 2**31).astype(np.int64)
+
+
+def rq_table(bias: np.ndarray, rq: Requant) -> np.ndarray:
+    """The per-channel table the kernels read with one load-multiple: [bias, M, K or shift, e]."""
+    third = rq.k if rq.fast else rq.shift
+    return np.stack([wrap32(bias), rq.multiplier.astype(np.int64), third.astype(np.int64), rq.e.astype(np.int64)], axis=1).astype(np.int32)
+
+
+# ---- kernel plans (what the templates print) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GemmConvPlan:
+    """CONV_2D as blocks of P output pixels: gather their input patches (im2col) into int16
+    scratch, then one dot product per output channel and pixel over `groups` words of 4 taps.
+
+    `pointwise`: 1x1, stride 1, no padding: a block's patches are consecutive input pixels.
+    `patch` = kh*kw*in_c taps, padded to `groups`*4 with zero weights.
+    """
+
+    kind: ClassVar[str] = "gemm_conv"
+
+    name: str
+    index: int
+    isa: str
+    pointwise: bool
+    v: ConvView
+    groups: int
+    block: int  # P, pixels per block in the main loop
+    tail: int  # pixels in the last, smaller block (0: none)
+    npix: int
+    rq: Requant
+    weights: str
+    table: str
+    scratch_bytes: int
+    in_offset: int
+    out_offset: int
+    scratch_offset: int
+    word_taps: bool  # in_c % 4 == 0: the gather copies whole words per tap
+    unroll: int  # groups per iteration of the dot product loop
+
+
+@dataclass(frozen=True)
+class DepthwisePlan:
+    """3x3 DEPTHWISE_CONV_2D (multiplier 1, stride 1 or 2, dilation 1), channel by channel:
+    the channel's padded input plane is copied to int16 scratch, then two outputs of a row come
+    from six SMLAxy per kernel row (weights as int16 pairs (w0,w1), (w1,w2), doubled)."""
+
+    kind: ClassVar[str] = "depthwise"
+
+    name: str
+    index: int
+    isa: str
+    v: ConvView
+    plane_h: int
+    plane_w: int  # int16 elements per plane row (even)
+    rq: Requant
+    weights: str
+    table: str
+    scratch_bytes: int
+    in_offset: int
+    out_offset: int
+    scratch_offset: int
+    copy_rows: int  # input rows the kernel reads (from row 0)
+    copy_cols: int  # input columns the kernel reads (from column 0)
+
+
+@dataclass(frozen=True)
+class FcPlan:
+    """FULLY_CONNECTED: the input row unpacked once into int16 scratch, then `rows` units at a
+    time, each a dot product over `groups` words of 4 weights."""
+
+    kind: ClassVar[str] = "fc"
+
+    name: str
+    index: int
+    isa: str
+    v: FcView
+    groups: int
+    rows: int
+    unroll: int
+    rq: Requant
+    weights: str
+    table: str
+    scratch_bytes: int
+    in_offset: int
+    out_offset: int
+    scratch_offset: int
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _unroll(groups: int) -> int:
+    """Groups of 4 taps per loop iteration: the largest of 4, 2, 1 dividing `groups`."""
+    return next(u for u in (4, 2, 1) if groups % u == 0)
+
+
+# Pixels per block of the conv kernels, best first: the main loop takes blocks of `block`
+# pixels, the rest is one smaller block. Larger blocks reuse each unpacked weight word more.
+_BLOCKS = (4, 3, 2, 1)
+_DSP_MAX_BLOCK = 4
+
+
+def _choose_block(npix: int) -> tuple[int, int]:
+    """(P, tail): the main block size and the last block's size (0 when P divides npix)."""
+    best = None
+    for p in _BLOCKS:
+        if p > npix:
+            continue
+        tail = npix % p
+        # cost model: per block and weight word, 3 instructions to unpack the weights plus
+        # 1 load and 2 multiply-accumulates per pixel; a tail block pays its own unpacking
+        cost = (npix // p) * (3 + 3 * p) + ((3 + 3 * tail) if tail else 0)
+        if best is None or cost < best[0]:
+            best = (cost, p, tail)
+    return best[1], best[2]
+
+
+class _Specializer:
+    def __init__(self, program: Program, target: Target):
+        self.p = program
+        self.t = target
+        self.name = program.name
+        self.consts = {c.cname: c for c in program.consts}
+        self.new_consts: list[ConstArray] = []
+        self.scratch: list[ScratchBuffer] = []
+        self.plans: list = []
+        self.choices: dict[int, str] = {}
+
+    def const(self, layer: int, role: str, ctype: str, values: np.ndarray, comment: str) -> str:
+        cname = f"{self.name}_l{layer}_{role}"
+        self.new_consts.append(ConstArray(cname=cname, ctype=ctype, values=np.ascontiguousarray(values), comment=comment))
+        return cname
+
+    def scratch_for(self, layer: int, size: int) -> str:
+        name = f"scratch{layer}"
+        self.scratch.append(ScratchBuffer(name=name, size=max(int(size), 4), step=layer))
+        return name
+
+    # -- CONV_2D
+    def conv(self, layer: Layer):
+        v = conv_view(layer, self.consts)
+        if v.batches != 1:
+            return None
+        pointwise = v.kh == 1 and v.kw == 1 and v.sh == 1 and v.sw == 1 and v.pad_t == 0 and v.pad_l == 0
+        patch = v.kh * v.kw * v.in_c
+        groups = _round_up(patch, 4) // 4
+        w = v.weights.reshape(v.out_c, patch)
+        wpad = np.zeros((v.out_c, groups * 4), np.int64)
+        wpad[:, :patch] = w
+        sum_w = w.sum(axis=1)
+        bias = v.bias + v.input_offset * sum_w
+        acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+        rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+        npix = v.out_h * v.out_w
+        block, tail = _choose_block(npix)
+        i = layer.index
+        weights = self.const(i, "fw", "int8_t", wpad.astype(np.int8), f"weights [{v.out_c}][{groups * 4}], rows padded to words")
+        table = self.const(i, "rq", "int32_t", rq_table(bias, rq), "per channel: bias + input_offset*sum(w), multiplier, K or shift, e")
+        scratch_bytes = groups * block * 8 + groups * 4  # int16 pairs + a byte patch
+        sname = self.scratch_for(i, scratch_bytes)
+        return GemmConvPlan(
+            name=f"{self.name}_l{i}_conv", index=i, isa=self.t.isa.value, pointwise=pointwise, v=v, groups=groups,
+            block=block, tail=tail, npix=npix, rq=rq, weights=weights, table=table, scratch_bytes=scratch_bytes,
+            in_offset=v.input.offset, out_offset=v.output.offset, scratch_offset=-1, word_taps=v.in_c % 4 == 0,
+            unroll=_unroll(groups),
+        ), sname
+
+    # -- DEPTHWISE_CONV_2D
+    def depthwise(self, layer: Layer):
+        v = conv_view(layer, self.consts)
+        if not (v.batches == 1 and v.kh == 3 and v.kw == 3 and v.dh == 1 and v.dw == 1 and v.depth_multiplier == 1
+                and v.sh == v.sw and v.sh in (1, 2)):
+            return None
+        in_lo, in_hi = v.input.offset, v.input.offset + v.in_h * v.in_w * v.in_c
+        out_lo, out_hi = v.output.offset, v.output.offset + v.out_h * v.out_w * v.out_c
+        if in_lo != out_lo and max(in_lo, out_lo) < min(in_hi, out_hi):
+            return None  # the plan overlaps the output with the input rows: needs row order
+        w = v.weights.reshape(9, v.out_c).T  # [C][9]
+        sum_w = w.sum(axis=1)
+        bias = v.bias + v.input_offset * sum_w
+        acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+        rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+        s = v.sh
+        plane_h = (v.out_h - 1) * s + 3
+        # columns read: two outputs at a time read words up to (x+1)*s + 3 (stride 1) / 2x*s+5
+        # two outputs at a time read whole words: up to column out_w + 2 (stride 1) or
+        # 2 * out_w + 1 (stride 2); the row length is even so that rows stay word aligned
+        plane_w = _round_up((v.out_w - 1) * s + 3 + s, 2)
+        i = layer.index
+        scale = 2 if rq.fast else 1  # the short requantization wants a doubled accumulator
+        if self.t.isa is Isa.DSP:
+            # int16 pairs (w0, w1), (w1, w2) per kernel row: 6 words per channel
+            pairs = np.zeros((v.out_c, 6), np.int64)
+            for r in range(3):
+                w0, w1, w2 = (scale * w[:, 3 * r + k] for k in range(3))
+                pairs[:, 2 * r] = (w0 & 0xFFFF) | ((w1 & 0xFFFF) << 16)
+                pairs[:, 2 * r + 1] = (w1 & 0xFFFF) | ((w2 & 0xFFFF) << 16)
+            weights = self.const(i, "fw", "int32_t", wrap32(pairs).astype(np.int32),
+                                 f"weights x{scale} per channel: int16 pairs (w0,w1),(w1,w2) for rows 0..2")
+        else:
+            weights = self.const(i, "fw", "int16_t", (scale * w).astype(np.int16), f"weights x{scale} [channel][3x3]")
+        table = self.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
+                           f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+        scratch_bytes = plane_h * plane_w * 2
+        sname = self.scratch_for(i, scratch_bytes)
+        copy_rows = min(v.in_h, plane_h - v.pad_t)
+        copy_cols = min(v.in_w, (v.out_w - 1) * s + 3 - v.pad_l)
+        return DepthwisePlan(
+            name=f"{self.name}_l{i}_dw", index=i, isa=self.t.isa.value, v=v, plane_h=plane_h, plane_w=plane_w, rq=rq,
+            weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+            out_offset=v.output.offset, scratch_offset=-1, copy_rows=copy_rows, copy_cols=copy_cols,
+        ), sname
+
+    # -- FULLY_CONNECTED
+    def fully_connected(self, layer: Layer):
+        v = fc_view(layer, self.consts)
+        groups = _round_up(v.depth, 4) // 4
+        wpad = np.zeros((v.units, groups * 4), np.int64)
+        wpad[:, : v.depth] = v.weights
+        bias = v.bias + v.input_offset * v.weights.sum(axis=1)
+        acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(v.weights).sum(axis=1)
+        rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+        i = layer.index
+        weights = self.const(i, "fw", "int8_t", wpad.astype(np.int8), f"weights [{v.units}][{groups * 4}], rows padded to words")
+        table = self.const(i, "rq", "int32_t", rq_table(bias, rq), "per unit: bias + input_offset*sum(w), multiplier, K or shift, e")
+        rows = 2 if v.units % 2 == 0 else 1
+        scratch_bytes = groups * 8 + groups * 4
+        sname = self.scratch_for(i, scratch_bytes)
+        return FcPlan(
+            name=f"{self.name}_l{i}_fc", index=i, isa=self.t.isa.value, v=v, groups=groups, rows=rows, unroll=_unroll(groups), rq=rq,
+            weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+            out_offset=v.output.offset, scratch_offset=-1,
+        ), sname
+
+    def run(self) -> KernelPassResult:
+        dispatch = {
+            "mcugen_conv2d_s8": self.conv,
+            "mcugen_depthwise_conv2d_s8": self.depthwise,
+            "mcugen_depthwise_conv2d_inplace_s8": self.depthwise,
+            "mcugen_fully_connected_s8": self.fully_connected,
+        }
+        pending = []
+        for layer in self.p.layers:
+            fn = dispatch.get(layer.kernel or "")
+            made = fn(layer) if fn else None
+            if made is None:
+                continue
+            pending.append(made)
+        program, offsets = place_scratch(self.p, self.scratch)
+        plans = [dataclasses.replace(plan, scratch_offset=offsets[sname]) for plan, sname in pending]
+        by_index = {pl.index: pl for pl in plans}
+        layers = []
+        replaced_consts: set[str] = set()
+        for layer in program.layers:
+            pl = by_index.get(layer.index)
+            if pl is None:
+                layers.append(layer)
+                continue
+            replaced_consts.update(a.cname for a in layer.args if isinstance(a, ConstArg))
+            self.choices[layer.index] = pl.name
+            layers.append(dataclasses.replace(
+                layer, kernel=pl.name, kernel_group=None, params_type=None, params=[],
+                args=[layer.args[1], layer.args[6], ArenaArg(offset=pl.scratch_offset, ctype="uint32_t", const=False)],
+            ))
+        still_used = {a.cname for l in layers for a in l.args if isinstance(a, ConstArg)}
+        consts = [c for c in program.consts if c.cname not in replaced_consts or c.cname in still_used] + self.new_consts
+        program = dataclasses.replace(
+            program, layers=layers, consts=consts,
+            kernel_groups=sorted({l.kernel_group for l in layers if l.kernel_group}),
+        )
+        files = render_layers(program, plans, self.t) if plans else {}
+        return KernelPassResult(program=program, files=files, scratch=list(self.scratch), choices=dict(self.choices))
+
+
+def specialize(program: Program, target: Target) -> KernelPassResult:
+    """Replace the layers `target` has specialised kernels for; see the module docstring."""
+    return _Specializer(program, target).run()
+
+
+def render_layers(program: Program, plans: list, target: Target) -> dict[str, str]:
+    from mcugen import __version__, codegen
+
+    env = codegen.environment()
+    ctx = dict(
+        p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
+        emulate_macro=EMULATE_DSP_MACRO, plan_consts={c for pl in plans for c in (pl.weights, pl.table)},
+    )
+    return {
+        f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),
+        f"{program.name}_layers.c": env.get_template("c/fast/layers.c.j2").render(ctx),
+        "mcugen_kernels.h": env.get_template("c/fast/kernels.h.j2").render(ctx),
+    }

@@ -34,10 +34,7 @@ def build(model_path: str | Path, name: Optional[str] = None) -> Generated:
     """Read, check, lower, plan (verified) and render a model; writes nothing."""
     graph = read_tflite(model_path)
     program = lower(graph, name)
-    from mcugen.lower import live_buffers
-
-    buffers, aliases = live_buffers(graph)
-    verify(buffers, program.plan, aliases)
+    verify(program.buffers, program.plan, program.aliases)
     files = codegen.render_model(program, graph)
     return Generated(graph=graph, program=program, files=files)
 

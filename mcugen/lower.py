@@ -9,10 +9,17 @@ from typing import Optional, Union
 import numpy as np
 
 from mcugen import quant
-from mcugen.errors import UnsupportedError
-from mcugen.ir import DType, Graph, Operator, OpType, Tensor, op_macs
+from mcugen.errors import McugenError, UnsupportedError
+from mcugen.fusion import Chain, Stage, find_chains, window_of
+from mcugen.ir import DType, Graph, Operator, Tensor, op_macs
+from mcugen.passes import Buffers, Schedule, Step, build_schedule, fold_pads, schedule_buffers, tensor_buffer
 from mcugen.planner import Alias, AliasKind, Buffer, Plan, plan_greedy
 from mcugen.supported import check_graph, same_padding
+
+# How the arena is planned: "layerwise" runs one operator at a time (with the in-place and
+# overlap rules of mcugen.passes); "fused" also runs chains of convolutions a few rows at a
+# time (mcugen.fusion), each chosen only where it lowers the planned arena.
+STRATEGIES = ("layerwise", "fused")
 
 C_KEYWORDS = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum",
@@ -110,9 +117,16 @@ class TensorPlacement:
 
 
 @dataclass
+class ScratchPlacement:
+    step: int
+    offset: int
+    nbytes: int
+
+
+@dataclass
 class Layer:
-    index: int
-    op: str
+    index: int  # position in the generated code (the schedule step)
+    op: str  # the operator's type, or "CHAIN" for a fused chain
     kernel: Optional[str]  # None: nothing to do (in-place view)
     kernel_group: Optional[str]
     params_type: Optional[str]
@@ -135,10 +149,23 @@ class Program:
     arena_bytes: int
     plan: Plan
     kernel_groups: list[str] = field(default_factory=list)
+    strategy: str = "layerwise"
+    schedule: Optional[Schedule] = None
+    buffers: tuple[Buffer, ...] = ()  # what the plan places (verify(buffers, plan, aliases))
+    aliases: tuple[Alias, ...] = ()
+    scratch: dict[int, ScratchPlacement] = field(default_factory=dict)  # step -> its scratch
+    # Per layer boundary (0: before layer 0, k: after layer k-1), the merged byte ranges
+    # [start, end) of the arena that hold data still needed; everything else is dead.
+    live_ranges: list[list[tuple[int, int]]] = field(default_factory=list)
 
     @property
     def weight_bytes(self) -> int:
         return int(sum(c.values.nbytes for c in self.consts))
+
+    @property
+    def scratch_bytes(self) -> int:
+        """The largest scratch (ring and pixel buffers, depthwise planes) of one layer."""
+        return max((sp.nbytes for sp in self.scratch.values()), default=0)
 
 
 def _activation_range(t: Tensor, act) -> tuple[int, int]:
@@ -146,11 +173,23 @@ def _activation_range(t: Tensor, act) -> tuple[int, int]:
 
 
 class _Lowerer:
-    def __init__(self, graph: Graph, name: str, plan: Plan, placements: dict[int, TensorPlacement]):
-        self.g = graph
+    def __init__(
+        self,
+        schedule: Schedule,
+        name: str,
+        plan: Plan,
+        placements: dict[int, TensorPlacement],
+        bufs: Buffers,
+        scratch: dict[int, ScratchPlacement],
+    ):
+        self.g = schedule.graph
+        self.s = schedule
         self.name = name
         self.plan = plan
         self.tp = placements
+        self.bufs = bufs
+        self.scratch = scratch
+        self.step = 0
         self.consts: list[ConstArray] = []
         self.const_names: dict[tuple[int, str], str] = {}
 
@@ -170,28 +209,53 @@ class _Lowerer:
         p = self.tp[t.index]
         return f"[{self.shape_str(t)}] {t.dtype.value} @ arena[{p.offset}..{p.offset + p.nbytes})"
 
-    def layer(self, op: Operator) -> Layer:
+    def layer(self, k: int, step: Step) -> Layer:
+        self.step = k
+        if step.chain is not None:
+            return self.lower_chain(step.chain)
+        op = self.s.op(step.ops[0])
         fn = getattr(self, f"lower_{op.op.value.lower()}")
         layer = fn(op)
         x = [t for t in self.g.op_inputs(op) if t is not None and not t.is_const]
         o = self.g.t(op.outputs[0])
-        head = f"Layer {op.index}: {op.op.value}"
+        head = f"Layer {k}: {op.op.value}"
         extra = getattr(self, "_detail", "")
         if extra:
             head += f" ({extra})"
             self._detail = ""
+        if op.index != k:
+            head += f", operator {op.index}"
         lines = [head]
         for i, t in enumerate(x):
             lines.append(f"  in{i}:  {self.where(t)}  '{c_comment_text(t.name, 60)}'")
         lines.append(f"  out:  {self.where(o)}  '{c_comment_text(o.name, 60)}'")
+        lines += self.sharing_lines(x, o)
         if layer.macs:
             lines.append(f"  MACs: {layer.macs}")
         layer.comment = lines
         return layer
 
+    def sharing_lines(self, inputs: list[Tensor], o: Tensor) -> list[str]:
+        """Comment lines saying how the output shares bytes with an input, and the scratch."""
+        lines = []
+        po = self.tp[o.index]
+        for t in inputs:
+            pi = self.tp[t.index]
+            lo, hi = max(pi.offset, po.offset), min(pi.offset + pi.nbytes, po.offset + po.nbytes)
+            if hi > lo:
+                how = "in place" if pi.offset == po.offset else f"{hi - lo} bytes overlap, output {po.offset - pi.offset:+d} bytes from the input"
+                lines.append(f"  shares bytes with its input (consumed first): {how}")
+        sp = self.scratch.get(self.step)
+        if sp is not None:
+            lines.append(f"  scratch: {sp.nbytes} bytes @ arena[{sp.offset}..{sp.offset + sp.nbytes})")
+        return lines
+
+    def scratch_arg(self) -> ArenaArg:
+        return ArenaArg(offset=self.scratch[self.step].offset, ctype="int8_t", const=False)
+
     def make(self, op, kernel, group, ptype, params, args) -> Layer:
         return Layer(
-            index=op.index,
+            index=self.step,
             op=op.op.value,
             kernel=kernel,
             kernel_group=group,
@@ -214,8 +278,8 @@ class _Lowerer:
         filt_scales = np.broadcast_to(w.quant.scale.astype(np.float32), (out_c,))
         mult, shift = quant.conv_per_channel_multipliers(x.quant.s, filt_scales, o.quant.s)
         lo, hi = _activation_range(o, a.activation)
-        pad_t = same_padding(x.shape[1], w.shape[1], a.stride_h, a.dilation_h, o.shape[1], a.padding)
-        pad_l = same_padding(x.shape[2], w.shape[2], a.stride_w, a.dilation_w, o.shape[2], a.padding)
+        win = window_of(self.g, op, self.s.pads)
+        pad_t, pad_l = win.pad_top, win.pad_left
         params = [
             ParamValue("batches", x.shape[0]),
             ParamValue("in_h", x.shape[1]),
@@ -252,10 +316,166 @@ class _Lowerer:
             f"{w.shape[1]}x{w.shape[2]} stride {a.stride_h}x{a.stride_w} dilation {a.dilation_h}x{a.dilation_w} "
             f"{a.padding.value} {a.activation.value}"
         )
+        if op.index in self.s.pads:
+            fp = self.s.pads[op.index]
+            self._detail += f" with the PAD before it folded in (top {fp.top}, bottom {fp.bottom}, left {fp.left}, right {fp.right})"
         if depthwise:
             self._detail += f" depth multiplier {out_c // x.shape[3]}"
+            in_place = self.bufs.memory[self.step].in_place_depthwise and self.tp[x.index].offset == self.tp[o.index].offset
+            if in_place:
+                self._detail += ", in place over its input channel by channel"
+                return self.make(
+                    op, "mcugen_depthwise_conv2d_inplace_s8", "depthwise_inplace", "mcugen_conv_params_t", params, args + [self.scratch_arg()]
+                )
             return self.make(op, "mcugen_depthwise_conv2d_s8", "depthwise", "mcugen_conv_params_t", params, args)
         return self.make(op, "mcugen_conv2d_s8", "conv", "mcugen_conv_params_t", params, args)
+
+    # -- fused chains
+    def _stage_params(self, name: str, stage: Stage) -> tuple[list[ParamValue], list[Arg], Tensor, Tensor]:
+        op = self.s.op(stage.op)
+        ins = self.g.op_inputs(op)
+        x, w = ins[0], ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        o = self.g.t(op.outputs[0])
+        win = stage.window
+        filt_scales = np.broadcast_to(w.quant.scale.astype(np.float32), (win.out_c,))
+        mult, shift = quant.conv_per_channel_multipliers(x.quant.s, filt_scales, o.quant.s)
+        lo, hi = _activation_range(o, op.attrs.activation)
+        fields = [
+            ("in_h", win.in_h), ("in_w", win.in_w), ("in_c", win.in_c),
+            ("out_h", win.out_h), ("out_w", win.out_w), ("out_c", win.out_c),
+            ("kernel_h", win.kernel_h), ("kernel_w", win.kernel_w),
+            ("stride_h", win.stride_h), ("stride_w", win.stride_w),
+            ("dilation_h", win.dilation_h), ("dilation_w", win.dilation_w),
+            ("pad_top", win.pad_top), ("pad_left", win.pad_left),
+            ("depth_multiplier", stage.depth_multiplier),
+            ("input_offset", -x.quant.zp), ("output_offset", o.quant.zp),
+            ("act_min", lo), ("act_max", hi),
+        ]  # fmt: skip
+        params = [ParamValue(f"{name}.{k}", int(v)) for k, v in fields]
+        kind = "dw" if stage.depthwise else "conv"
+        args = [
+            self.const_array(op.index, f"{kind}_weights", "int8_t", w.data, f"weights {list(w.shape)} (chain stage {name.upper()})"),
+            self.const_array(op.index, "bias", "int32_t", b.data, f"bias [{b.size}]") if b is not None else NullArg(),
+            self.const_array(op.index, "multiplier", "int32_t", mult, "requantization multipliers per channel"),
+            self.const_array(op.index, "shift", "int32_t", shift, "requantization shifts per channel"),
+        ]
+        return params, args, x, o
+
+    def lower_chain(self, chain: Chain) -> Layer:
+        g = self.g
+        x, y = g.t(chain.input), g.t(chain.output)
+        params = [
+            ParamValue("has_a", int(chain.a is not None)),
+            ParamValue("has_c", int(chain.c is not None)),
+            ParamValue("ring_rows", chain.ring_rows),
+        ]
+        args: list[Arg] = [ParamsArg(), self.arena(x, True)]
+        lines = [f"Layer {self.step}: CHAIN of operators {', '.join(str(i) for i in chain.ops)} fused, computed row by row"]
+        value = None
+        for name, stage in (("a", chain.a), ("b", chain.b), ("c", chain.c)):
+            if stage is None:
+                args += [NullArg()] * 4
+                continue
+            p, a, sx, so = self._stage_params(name, stage)
+            params += p
+            args += a
+            value = so
+            op = self.s.op(stage.op)
+            win = stage.window
+            role = {"a": "rows into the ring", "b": "one pixel at a time" if chain.c else "output rows", "c": "per pixel"}[name]
+            lines.append(
+                f"  {name.upper()}: operator {op.index} {op.op.value} {win.kernel_h}x{win.kernel_w} stride {win.stride_h}x{win.stride_w} "
+                f"pad top {win.pad_top} left {win.pad_left} {op.attrs.activation.value}: "
+                f"[{self.shape_str(sx)}] -> [{self.shape_str(so)}], {role}"
+            )
+        res = [ParamValue("residual.enabled", 0)]
+        if chain.add is not None:
+            add = self.s.op(chain.add)
+            p = quant.add_params(g.t(add.inputs[0]).quant.s, g.t(add.inputs[1]).quant.s, y.quant.s)
+            residual_first = add.inputs[0] == chain.input
+            r_mult, r_shift = (p.input1_multiplier, p.input1_shift) if residual_first else (p.input2_multiplier, p.input2_shift)
+            v_mult, v_shift = (p.input2_multiplier, p.input2_shift) if residual_first else (p.input1_multiplier, p.input1_shift)
+            lo, hi = _activation_range(y, add.attrs.activation)
+            res = [
+                ParamValue("residual.enabled", 1),
+                ParamValue("residual.left_shift", p.left_shift),
+                ParamValue("residual.value_offset", -value.quant.zp),
+                ParamValue("residual.value_multiplier", v_mult),
+                ParamValue("residual.value_shift", v_shift),
+                ParamValue("residual.residual_offset", -x.quant.zp),
+                ParamValue("residual.residual_multiplier", r_mult),
+                ParamValue("residual.residual_shift", r_shift),
+                ParamValue("residual.output_multiplier", p.output_multiplier),
+                ParamValue("residual.output_shift", p.output_shift),
+                ParamValue("residual.output_offset", y.quant.zp),
+                ParamValue("residual.act_min", lo),
+                ParamValue("residual.act_max", hi),
+            ]
+            lines.append(f"  ADD: operator {add.index} with the chain input (residual) {add.attrs.activation.value}")
+        params += res
+        if chain.fc is not None:
+            fc = self.s.op(chain.fc)
+            fins = self.g.op_inputs(fc)
+            v, w = fins[0], fins[1]
+            b = fins[2] if len(fins) > 2 else None
+            if w.quant.per_channel:
+                mult, shift = quant.conv_per_channel_multipliers(v.quant.s, w.quant.scale.astype(np.float32), y.quant.s)
+            else:
+                m, sh = quant.fc_multiplier(v.quant.s, w.quant.s, y.quant.s)
+                mult, shift = np.array([m], np.int32), np.array([sh], np.int32)
+            lo, hi = _activation_range(y, fc.attrs.activation)
+            params += [
+                ParamValue("fc.enabled", 1),
+                ParamValue("fc.units", chain.fc_units),
+                ParamValue("fc.depth", w.shape[1]),
+                ParamValue("fc.per_channel", int(w.quant.per_channel)),
+                ParamValue("fc.input_offset", -v.quant.zp),
+                ParamValue("fc.output_offset", y.quant.zp),
+                ParamValue("fc.act_min", lo),
+                ParamValue("fc.act_max", hi),
+            ]
+            args += [
+                self.const_array(fc.index, "fc_weights", "int8_t", w.data, f"weights {list(w.shape)} (chain's fully connected)"),
+                self.const_array(fc.index, "bias", "int32_t", b.data, f"bias [{b.size}]") if b is not None else NullArg(),
+                self.const_array(fc.index, "multiplier", "int32_t", np.asarray(mult, np.int32), "requantization multipliers"),
+                self.const_array(fc.index, "shift", "int32_t", np.asarray(shift, np.int32), "requantization shifts"),
+            ]
+            lines.append(
+                f"  FC: operator {fc.index} FULLY_CONNECTED {chain.fc_units} units over the {w.shape[1]} values, "
+                f"accumulated pixel by pixel ({chain.accumulator_bytes} bytes of int32 accumulators)"
+            )
+        else:
+            params.append(ParamValue("fc.enabled", 0))
+            args += [NullArg()] * 4
+        args += [self.scratch_arg(), self.arena(y, False)]
+        if chain.a is not None:
+            aw = chain.a.window
+            lines.append(
+                f"  ring: {chain.ring_rows} rows x {aw.out_w} x {aw.out_c} = {chain.ring_bytes} bytes of A's output"
+                + (f", then a {chain.pixel_bytes}-byte pixel buffer" if chain.pixel_bytes else "")
+            )
+        elif chain.pixel_bytes:
+            lines.append(f"  pixel buffer: {chain.pixel_bytes} bytes of B's output")
+        lines.append(f"  tensors never stored: {', '.join('[' + self.shape_str(g.t(i)) + ']' for i in chain.internal)}")
+        lines.append(f"  in0:  {self.where(x)}  '{c_comment_text(x.name, 60)}'")
+        lines.append(f"  out:  {self.where(y)}  '{c_comment_text(y.name, 60)}'")
+        lines += self.sharing_lines([x], y)
+        macs = sum(op_macs(g, self.s.op(i)) for i in chain.ops)
+        lines.append(f"  MACs: {macs}")
+        layer = Layer(
+            index=self.step,
+            op="CHAIN",
+            kernel="mcugen_chain_s8",
+            kernel_group="chain",
+            params_type="mcugen_chain_params_t",
+            params=params,
+            args=args,
+            comment=lines,
+            macs=macs,
+            output=chain.output,
+        )
+        return layer
 
     def lower_conv_2d(self, op):
         return self._conv_common(op, depthwise=False)
@@ -548,67 +768,176 @@ class _Lowerer:
 
 
 def live_buffers(g: Graph) -> tuple[list[Buffer], list[Alias]]:
-    """One Buffer per activation tensor: live from the op that writes it to the last op that reads it.
+    """Buffers and aliases of the layer-by-layer schedule of `g` (PADs folded, no fusion).
 
-    Graph inputs are live from step 0, graph outputs until the last step. Aliases: a RESHAPE's
-    output may be a view of its input when the RESHAPE is the input's last reader.
+    One Buffer per activation tensor, live from the step that writes it to the last step that
+    reads it (graph inputs from step 0, graph outputs to the last step), one per step that
+    needs scratch, and the aliases of the in-place and overlap rules of `mcugen.passes`.
     """
-    n = len(g.operators)
-    first: dict[int, int] = {i: 0 for i in g.inputs}
-    last: dict[int, int] = {i: 0 for i in g.inputs}
-    for op in g.operators:
-        for i in op.inputs:
-            if i >= 0 and not g.t(i).is_const:
-                last[i] = max(last.get(i, 0), op.index)
-        for i in op.outputs:
-            first[i] = op.index
-            last.setdefault(i, op.index)
-    for i in g.outputs:
-        last[i] = n - 1
-    buffers = [
-        Buffer(name=f"t{i}", size=max(g.t(i).nbytes, 1), first=first[i], last=max(last[i], first[i]))
-        for i in sorted(first)
-        if not g.t(i).is_const
-    ]
-    aliases = []
-    for op in g.operators:
-        if op.op is OpType.RESHAPE:
-            src, dst = op.inputs[0], op.outputs[0]
-            if not g.t(src).is_const and last.get(src) == op.index and src not in g.outputs:
-                aliases.append(Alias(a=f"t{src}", b=f"t{dst}", kind=AliasKind.SAME))
-    return buffers, aliases
+    folded, pads = fold_pads(g)
+    bufs = schedule_buffers(build_schedule(folded, pads))
+    return list(bufs.buffers), list(bufs.aliases)
 
 
-def lower(graph: Graph, name: Optional[str] = None) -> Program:
-    """Check support, plan the arena and lower every operator. Pure: returns a new Program."""
+@dataclass(frozen=True)
+class PlannedSchedule:
+    schedule: Schedule
+    bufs: Buffers
+    plan: Plan
+
+
+def _permitted_overlap(alias: Alias, a: Buffer, b: Buffer) -> int:
+    """Most bytes `b` may share with `a` under `alias`."""
+    if alias.kind is AliasKind.SAME:
+        return min(a.size, b.size)
+    return min(alias.overlap, a.size, b.size)
+
+
+def needed_aliases(buffers: tuple[Buffer, ...], aliases: tuple[Alias, ...]) -> tuple[Alias, ...]:
+    """The aliases of the steps that cannot reach the bound without sharing bytes.
+
+    The greedy planner glues aliased buffers into rigid groups at their largest overlap; a long
+    chain of aliases (one per layer) drifts down by every layer's lag and can make a group
+    taller than the peak. Sharing only matters at steps whose live bytes exceed the bound
+    with aliases (the most bytes live at a step minus the overlaps permitted there), so this
+    keeps the aliases between buffers live together at such a step.
+    """
+    by_name = {b.name: b for b in buffers}
+    n = max((b.last for b in buffers), default=-1) + 1
+    plain = [0] * n
+    for b in buffers:
+        for k in range(b.first, b.last + 1):
+            plain[k] += b.size
+    shared = [0] * n
+    for al in aliases:
+        a, b = by_name[al.a], by_name[al.b]
+        for k in range(max(a.first, b.first), min(a.last, b.last) + 1):
+            shared[k] += _permitted_overlap(al, a, b)
+    bound = max((plain[k] - shared[k] for k in range(n)), default=0)
+    tight = {k for k in range(n) if plain[k] > bound}
+    keep = []
+    for al in aliases:
+        a, b = by_name[al.a], by_name[al.b]
+        if any(k in tight for k in range(max(a.first, b.first), min(a.last, b.last) + 1)):
+            keep.append(al)
+    return tuple(keep)
+
+
+def plan_buffers(bufs: Buffers) -> Plan:
+    """The smaller of the greedy plans honouring every alias and only the needed ones."""
+    plan = plan_greedy(bufs.buffers, bufs.aliases)
+    needed = needed_aliases(bufs.buffers, bufs.aliases)
+    if needed != bufs.aliases:
+        trial = plan_greedy(bufs.buffers, needed)
+        if trial.arena_bytes < plan.arena_bytes:
+            plan = Plan(trial.offsets, trial.arena_bytes, plan.lower_bound_bytes, "needed-" + trial.strategy)
+    return plan
+
+
+def plan_schedule(graph: Graph, pads, chains: list[Chain]) -> PlannedSchedule:
+    """The schedule with these chains fused, its buffers and its verified greedy plan."""
+    schedule = build_schedule(graph, pads, chains)
+    bufs = schedule_buffers(schedule)
+    return PlannedSchedule(schedule, bufs, plan_buffers(bufs))
+
+
+def choose_chains(graph: Graph, pads, candidates: list[Chain]) -> PlannedSchedule:
+    """Fuse a chain only where it lowers the arena: start with every candidate fused, then
+    run each one layer by layer instead (in graph order) whenever that does not grow the
+    planned arena."""
+    chosen = list(candidates)
+    best = plan_schedule(graph, pads, chosen)
+    for chain in candidates:
+        trial = [c for c in chosen if c is not chain]
+        planned = plan_schedule(graph, pads, trial)
+        if planned.plan.arena_bytes <= best.plan.arena_bytes:
+            chosen, best = trial, planned
+    return best
+
+
+def _live_ranges(bufs: Buffers, plan: Plan, n_steps: int, inputs: set[str], outputs: set[str]) -> list[list[tuple[int, int]]]:
+    """Merged [start, end) byte ranges live at each layer boundary (see Program.live_ranges):
+    before layer 0 the graph inputs, after the last layer the graph outputs, in between
+    every buffer written before the boundary and read after it."""
+    boundaries = []
+    for k in range(n_steps + 1):
+        spans = []
+        for b in bufs.buffers:
+            if k == 0:
+                live = b.name in inputs
+            elif k == n_steps:
+                live = b.name in outputs
+            else:
+                live = b.first <= k - 1 < b.last
+            if live:
+                spans.append((plan.offsets[b.name], plan.offsets[b.name] + b.size))
+        merged: list[tuple[int, int]] = []
+        for lo, hi in sorted(spans):
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        boundaries.append(merged)
+    return boundaries
+
+
+def lower(graph: Graph, name: Optional[str] = None, strategy: str = "fused", fusion: str = "auto") -> Program:
+    """Check support, fold PADs, choose the schedule, plan the arena and lower every step.
+
+    `strategy` is one of STRATEGIES. With "fused", `fusion` says which chains: "auto" (only
+    those that lower the arena, see `choose_chains`) or "all" (every chain found; for tests
+    and measurements). Pure: returns a new Program.
+    """
+    if strategy not in STRATEGIES:
+        raise McugenError(f"strategy {strategy!r} is not supported; choose one of {', '.join(STRATEGIES)}")
+    if fusion not in ("auto", "all"):
+        raise McugenError(f"fusion {fusion!r} is not supported; choose auto or all")
     check_graph(graph)
     cname = c_identifier(name or graph.name)
-    buffers, aliases = live_buffers(graph)
-    plan = plan_greedy(buffers, aliases)
+    folded, pads = fold_pads(graph)
+    candidates = find_chains(folded, pads) if strategy == "fused" else []
+    if candidates and fusion == "auto":
+        planned = choose_chains(folded, pads, candidates)
+    else:
+        planned = plan_schedule(folded, pads, candidates)
+    schedule, bufs, plan = planned.schedule, planned.bufs, planned.plan
     placements = {}
-    for b in buffers:
+    scratch = {}
+    for b in bufs.buffers:
+        if b.name.startswith("scratch"):
+            k = int(b.name[len("scratch") :])
+            scratch[k] = ScratchPlacement(step=k, offset=plan.offsets[b.name], nbytes=b.size)
+            continue
         i = int(b.name[1:])
-        t = graph.t(i)
+        t = folded.t(i)
         placements[i] = TensorPlacement(
             index=i, name=c_comment_text(t.name, 60), shape=tuple(t.shape), dtype=t.dtype, offset=plan.offsets[b.name], nbytes=t.nbytes
         )
-    lw = _Lowerer(graph, cname, plan, placements)
+    lw = _Lowerer(schedule, cname, plan, placements, bufs, scratch)
     layers = []
-    for op in graph.operators:
+    for k, step in enumerate(schedule.steps):
         try:
-            layers.append(lw.layer(op))
+            layers.append(lw.layer(k, step))
         except (ValueError, OverflowError) as e:
-            raise UnsupportedError(f"{graph.name}: operator {op.index} ({op.op.value}) cannot be lowered: {e}") from None
+            raise UnsupportedError(f"{graph.name}: operator {step.ops[0]} cannot be lowered: {e}") from None
     groups = sorted({l.kernel_group for l in layers if l.kernel_group})
+    inputs = {tensor_buffer(i) for i in folded.inputs}
+    outputs = {tensor_buffer(i) for i in folded.outputs}
     return Program(
         name=cname,
         model_comment=c_comment_text(graph.name, 60),
         layers=layers,
         consts=lw.consts,
         tensors=placements,
-        inputs=[placements[i] for i in graph.inputs],
-        outputs=[placements[i] for i in graph.outputs],
+        inputs=[placements[i] for i in folded.inputs],
+        outputs=[placements[i] for i in folded.outputs],
         arena_bytes=plan.arena_bytes,
         plan=plan,
         kernel_groups=groups,
+        strategy=strategy,
+        schedule=schedule,
+        buffers=bufs.buffers,
+        aliases=bufs.aliases,
+        scratch=scratch,
+        live_ranges=_live_ranges(bufs, plan, len(schedule.steps), inputs, outputs),
     )

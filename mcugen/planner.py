@@ -33,7 +33,11 @@ Greedy planner (`plan_greedy`), in the spirit of TFLite Micro's greedy_memory_pl
   verified, so an arena can never be wrong, only larger than needed.
 
 The lower bound (`lower_bound`) is the largest number of bytes live at one step. Without
-aliases no plan can be smaller; with aliases an in-place plan can be.
+aliases no plan can be smaller; with aliases an in-place plan can be, but not smaller than
+`alias_lower_bound` (the same count minus, at each step, the most bytes each alias between
+two live buffers lets them share: the union of the buffers' bytes is at least the sum of
+their sizes minus the sum of their pairwise intersections). `Plan.lower_bound_bytes` holds
+the latter, which equals the former without aliases.
 """
 
 from __future__ import annotations
@@ -164,7 +168,7 @@ class Plan:
 
     offsets: Mapping[str, int] = field(hash=False)
     arena_bytes: int
-    lower_bound_bytes: int  # most bytes live at one step (ignoring aliases)
+    lower_bound_bytes: int  # alias_lower_bound: most bytes live at one step, shared bytes once
     strategy: str  # which planner / ordering produced it, for reports
 
     def __post_init__(self) -> None:
@@ -194,6 +198,25 @@ def live_bytes_per_step(buffers: Sequence[Buffer]) -> list[int]:
 def lower_bound(buffers: Sequence[Buffer]) -> int:
     """The most bytes live at one step: no plan without aliases can use a smaller arena."""
     return max(live_bytes_per_step(buffers), default=0)
+
+
+def alias_lower_bound(buffers: Sequence[Buffer], aliases: Sequence[Alias] = ()) -> int:
+    """No verified plan honouring at most these aliases can use a smaller arena: at each step,
+    the bytes live minus, for each alias whose two buffers are live there, the most bytes the
+    alias lets them share (SAME: the smaller size; HEAD/TAIL: `overlap`, at most either size)."""
+    live = live_bytes_per_step(buffers)
+    by_name = {buf.name: buf for buf in buffers}
+    shared: dict[tuple[str, str], int] = {}  # per pair of buffers, the most any alias allows
+    for alias in aliases:
+        a, b = by_name[alias.a], by_name[alias.b]
+        most = min(a.size, b.size) if alias.kind is AliasKind.SAME else min(alias.overlap, a.size, b.size)
+        pair = (min(a.name, b.name), max(a.name, b.name))
+        shared[pair] = max(shared.get(pair, 0), most)
+    for (name_a, name_b), most in shared.items():
+        a, b = by_name[name_a], by_name[name_b]
+        for step in range(max(a.first, b.first), min(a.last, b.last) + 1):
+            live[step] -= most
+    return max(live, default=0)
 
 
 def _index_buffers(buffers: Sequence[Buffer]) -> dict[str, Buffer]:
@@ -437,7 +460,8 @@ def _orderings(groups: Sequence[_Group], conflicts) -> list[tuple[str, list[int]
 
 
 def _climb(groups, conflicts, order: list[int], top: int, target: int, iterations: int) -> tuple[list[int], int, int]:
-    """Bounded hill climb over orderings; returns (order, top, moves kept that shrank the arena).
+    """Bounded hill climb over orderings; returns (order, top, moves kept that lowered the top).
+    It stops once `top` is at or below `target` (no smaller arena is possible).
 
     A move is kept if it lowers (highest end, number of groups ending there), or leaves it equal
     (to walk across plateaus)."""
@@ -503,10 +527,12 @@ def _group_bound(buffers: Sequence[Buffer], groups: Sequence[_Group]) -> int:
 
 
 def _plan_with_groups(
-    buffers: Sequence[Buffer], groups: Sequence[_Group], iterations: int
+    buffers: Sequence[Buffer], groups: Sequence[_Group], iterations: int, arena_align: int
 ) -> tuple[int, str, dict[str, int]]:
     """Best first-fit ordering of `groups`, climbed; returns (highest end, strategy, offsets)."""
-    target = _group_bound(buffers, groups)
+    # The arena is the top rounded up to `arena_align`: a top at or below the bound rounded up
+    # the same way already gives the smallest arena possible.
+    target = _align_up(_group_bound(buffers, groups), arena_align)
     conflicts = _conflicts(buffers, groups)
     best = None
     for name, order in _orderings(groups, conflicts):
@@ -534,12 +560,12 @@ def plan_greedy(buffers: Sequence[Buffer], aliases: Iterable[Alias] = (), *, ite
     if iterations < 0:
         raise PlanError(f"iterations {iterations} must be >= 0")
     arena_align = _arena_align(buffers)
-    bound = lower_bound(buffers)
+    bound = alias_lower_bound(buffers, aliases)
     variants = [("", aliases)] if not aliases else [("aliases:", aliases), ("no-aliases:", ())]
     best: Optional[Plan] = None
     for label, honoured in variants:
         groups = _build_groups(buffers, honoured)
-        top, name, offsets = _plan_with_groups(buffers, groups, iterations)
+        top, name, offsets = _plan_with_groups(buffers, groups, iterations, arena_align)
         plan = Plan(offsets, _align_up(top, arena_align), bound, label + name)
         if best is None or plan.arena_bytes < best.arena_bytes:
             best = plan

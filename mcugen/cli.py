@@ -13,7 +13,7 @@ from mcugen import __version__
 from mcugen.errors import McugenError
 
 # Modules that add their own sub-commands through `register(subparsers)`.
-COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo")
+COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo", "mcugen.cmd_firmware")
 
 
 def _progress(quiet: bool):
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-outputs", metavar="DIR", help="write run<i>_input<k>.npy and run<i>_output<k>.npy")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--layers", action="store_true", help="on a mismatch, name the first layer that differs")
-    p.add_argument("--board", default="host", help="where to run: host (default)")
+    p.add_argument("--board", default="host", help="where to run: host (default), qemu-mps2-an386 (M4), qemu-mps2-an500 (M7), qemu-mps3-an547 (M55)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_validate)
 

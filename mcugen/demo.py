@@ -50,7 +50,7 @@ class _Stages:
 
 
 def run_demo(out_dir: Path, *, alpha: float = DEFAULT_ALPHA, resolution: int = DEFAULT_RESOLUTION,
-             classes: int = DEFAULT_CLASSES, board: str = "host", count: int = 2, seed: int = 0,
+             classes: int = DEFAULT_CLASSES, board: str = "qemu-mps2-an386", count: int = 2, seed: int = 0,
              force: bool = False, quiet: bool = False) -> DemoReport:
     from mcugen import driver
     from mcugen.validate import validate
@@ -131,7 +131,8 @@ def register(subparsers) -> None:
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"width multiplier (default {DEFAULT_ALPHA})")
     p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION, help=f"input size (default {DEFAULT_RESOLUTION})")
     p.add_argument("--classes", type=int, default=DEFAULT_CLASSES, help=f"classes (default {DEFAULT_CLASSES})")
-    p.add_argument("--board", default="host", help="where to run the generated code (default host)")
+    p.add_argument("--board", default="qemu-mps2-an386",
+                   help="where to run the generated code: qemu-mps2-an386 (Cortex-M4, default), qemu-mps2-an500, qemu-mps3-an547, host")
     p.add_argument("--count", type=int, default=2, help="random inputs to compare (default 2)")
     p.add_argument("--force", action="store_true", help="overwrite an output folder mcugen did not create")
     p.add_argument("--quiet", action="store_true", help="no progress messages")

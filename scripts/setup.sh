@@ -6,7 +6,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 
 need_apt=0
-for tool in gcc make arm-none-eabi-gcc qemu-system-arm; do
+for tool in gcc make cmake arm-none-eabi-gcc qemu-system-arm; do
   command -v "$tool" >/dev/null 2>&1 || need_apt=1
 done
 if command -v arm-none-eabi-gcc >/dev/null 2>&1; then
@@ -14,12 +14,12 @@ if command -v arm-none-eabi-gcc >/dev/null 2>&1; then
   [ -f "$libc" ] || need_apt=1
 fi
 if [ "$need_apt" = 1 ]; then
-  echo "[setup] installing system packages (gcc, gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm)"
+  echo "[setup] installing system packages (gcc, make, cmake, gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm)"
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-    gcc make python3-venv gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm >/dev/null
+    gcc make cmake python3-venv gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm >/dev/null
 fi
 
 PY="${PYTHON:-python3.11}"

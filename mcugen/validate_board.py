@@ -1,0 +1,93 @@
+"""Runs generated models on emulated Cortex-M boards for `validate --board` and the main job."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mcugen import codegen
+from mcugen.boards import get_board
+from mcugen.errors import McugenError, ToolError
+
+
+def _firmware(gen, board, work: Path, profile: bool = False):
+    from mcugen.firmware import build_firmware
+
+    model_dir = work / "model"
+    codegen.write_files(gen.files, model_dir)
+    return build_firmware(model_dir, gen.program.name, board, work / "firmware", profile=profile)
+
+
+def _to_bytes(gen, arrays) -> list[bytes]:
+    g = gen.graph
+    out = []
+    for k, a in enumerate(arrays):
+        t = g.t(g.inputs[k])
+        out.append(np.ascontiguousarray(np.asarray(a).astype(t.dtype.numpy).reshape(t.shape)).tobytes())
+    return out
+
+
+def _from_bytes(gen, blobs) -> list[np.ndarray]:
+    g = gen.graph
+    return [np.frombuffer(b, dtype=g.t(i).dtype.numpy).reshape(g.t(i).shape).copy() for b, i in zip(blobs, g.outputs)]
+
+
+def make_runner(board_name: str):
+    board = get_board(board_name)
+    if not board.emulated:
+        raise McugenError(
+            f"--board {board_name}: validation runs on an emulated board (qemu-mps2-an386, qemu-mps2-an500, "
+            "qemu-mps3-an547) or host; use `mcugen firmware` and `mcugen flash` for real boards"
+        )
+
+    def runner(gen, runs, work: Path):
+        from mcugen.qemu import describe_failure, run_on_qemu_batch
+
+        fw = _firmware(gen, board, work)
+        timeout = 120 + gen.graph.macs() / 20e6 * len(runs)
+        res = run_on_qemu_batch(fw.elf, board, [_to_bytes(gen, r) for r in runs], timeout=timeout)
+        if res.exit_code != 0:
+            raise ToolError(f"the firmware on {board.name} failed: {describe_failure(res.exit_code, res.stderr, timeout)}")
+        return [_from_bytes(gen, blobs) for blobs in res.outputs]
+
+    return runner
+
+
+def runner_kwargs(board_name: str) -> dict:
+    return {"runner": make_runner(board_name), "target": board_name}
+
+
+@dataclass
+class BoardMeasurement:
+    board: str
+    instructions: int
+    layers: list[int]
+    flash_bytes: int
+    ram_bytes: int  # static RAM (.data + .bss) + measured stack high-water mark
+    stack_bytes: int
+    arena_bytes: int
+
+
+def measure(model_path, board_name: str, seed: int = 0) -> BoardMeasurement:
+    """Instruction counts (whole inference and per layer), flash and RAM on an emulated board."""
+    from mcugen import driver
+    from mcugen.bench import bench_elf
+
+    board = get_board(board_name)
+    gen = driver.build(model_path)
+    runs = driver.random_inputs(gen.graph, 1, seed)
+    with tempfile.TemporaryDirectory(prefix="mcugen-measure-") as tmp:
+        fw = _firmware(gen, board, Path(tmp), profile=True)
+        b = bench_elf(fw.elf, board, _to_bytes(gen, runs[0]))
+    return BoardMeasurement(
+        board=board.name,
+        instructions=b.instructions,
+        layers=list(b.layers),
+        flash_bytes=b.text + b.rodata + b.data,
+        ram_bytes=b.data + b.bss + b.stack_bytes,
+        stack_bytes=b.stack_bytes,
+        arena_bytes=gen.program.arena_bytes,
+    )

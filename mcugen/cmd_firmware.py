@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("firmware", help="generate a model and build firmware for a board")
     p.add_argument("model", type=Path, help=".tflite model, or a folder of generated C sources")
-    p.add_argument("--out", type=Path, required=True, help="firmware project folder to create")
+    p.add_argument("-o", "--out", type=Path, required=True, help="firmware project folder to create")
     add_common(p)
     p.add_argument("--profile", action="store_true", help="call per-layer markers (for `mcugen bench`)")
     p.add_argument("--semihosting", action="store_true",
@@ -58,9 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("bench", help="count instructions per layer, stack and sizes on an emulated board")
     p.add_argument("model", type=Path, help=".tflite model, or a folder of generated C sources")
-    p.add_argument("--out", type=Path, help="keep the firmware project here (default: a temporary folder)")
+    p.add_argument("-o", "--out", type=Path, help="keep the firmware project here (default: a temporary folder)")
     add_common(p)
-    p.add_argument("--json", type=Path, metavar="FILE", help="also write the measurements as JSON")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--png", type=Path, metavar="FILE", help="draw instructions and MACs per layer into a PNG")
     p.add_argument("--timeout", type=float, default=qemu.DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
     p.set_defaults(func=run_bench)
 
@@ -76,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _sources_for(model: Path, name: str | None, gen_dir: Path) -> tuple[Path, str]:
+def _sources_for(model: Path, name: str | None, gen_dir: Path, generated_out: list | None = None) -> tuple[Path, str]:
     """(folder of generated C sources, model name): generate from a .tflite file into
     `gen_dir`, or use a folder that already holds <name>.h / <name>.c."""
     if model.is_dir():
@@ -96,6 +97,8 @@ def _sources_for(model: Path, name: str | None, gen_dir: Path) -> tuple[Path, st
     except ImportError as missing:
         raise ToolError(f"the code generator is not available in this checkout ({missing})") from None
     generated = driver.generate(model, gen_dir, name=name)
+    if generated_out is not None:
+        generated_out.append(generated)
     return gen_dir, generated.program.name
 
 
@@ -158,32 +161,87 @@ def run_firmware(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace, folder: Path) -> tuple[FirmwareBuild, BenchResult]:
+def _bench(args: argparse.Namespace, folder: Path, generated: list) -> tuple[FirmwareBuild, BenchResult]:
     board = get_board(args.board)
     if not board.emulated:
         raise UnsupportedError(f"bench runs on emulated boards ({', '.join(b for b in BOARDS if BOARDS[b].emulated)}), not {board.name}")
-    model_dir, name = _sources_for(args.model, args.name, folder / "model")
+    model_dir, name = _sources_for(args.model, args.name, folder / "model", generated)
     build = build_firmware(model_dir, name, board, folder, profile=True)
     inputs = _read_inputs(args.input, build.interface)
     return build, bench_elf(build.elf, board, inputs, timeout=args.timeout)
 
 
+def bench_record(build: FirmwareBuild, result: BenchResult, program=None) -> dict:
+    """The `bench --json` object: totals, sizes and one entry per generated layer."""
+    layers = []
+    for i, count in enumerate(result.layers):
+        layer = program.layers[i] if program is not None and i < len(program.layers) else None
+        layers.append({
+            "index": i,
+            "op": layer.op if layer is not None else None,
+            "macs": layer.macs if layer is not None else None,
+            "instructions": count,
+        })
+    return {
+        "model": build.name,
+        "board": result.board,
+        "instructions": result.instructions,
+        "layers": layers,
+        "flash_bytes": result.text + result.rodata + result.data,
+        "ram_bytes": result.data + result.bss + result.stack_bytes,
+        "stack_bytes": result.stack_bytes,
+        "stack_reserved_bytes": result.stack_reserved,
+        "arena_bytes": build.interface.arena_bytes,
+        "text": result.text,
+        "rodata": result.rodata,
+        "data": result.data,
+        "bss": result.bss,
+    }
+
+
+def _draw_png(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = [l["index"] for l in record["layers"]]
+    fig, ax = plt.subplots(figsize=(max(6, len(idx) * 0.18), 4))
+    ax.bar(idx, [l["instructions"] for l in record["layers"]], color="tab:blue", label="instructions")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("instructions")
+    ax.set_title(f"{record['model']} on {record['board']}: {record['instructions']:,} instructions", fontsize=9)
+    if any(l["macs"] for l in record["layers"]):
+        ax2 = ax.twinx()
+        ax2.plot(idx, [l["macs"] or 0 for l in record["layers"]], "o-", color="tab:orange", ms=3, label="MACs")
+        ax2.set_ylabel("MACs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def run_bench(args: argparse.Namespace) -> int:
+    generated: list = []
     if args.out is not None:
-        build, result = _bench(args, args.out)
+        build, result = _bench(args, args.out, generated)
     else:
         with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:
-            build, result = _bench(args, Path(scratch) / "firmware")
-    print(f"model {build.name} on {result.board}: {result.instructions} instructions per inference")
-    if result.layers:
-        print("layer  instructions  share")
-        for i, count in enumerate(result.layers):
-            print(f"{i:5d}  {count:12d}  {100.0 * count / max(1, result.instructions):5.1f}%")
+            build, result = _bench(args, Path(scratch) / "firmware", generated)
+    program = generated[0].program if generated else None
+    record = bench_record(build, result, program)
+    if args.png is not None:
+        _draw_png(record, args.png)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"model {build.name} on {result.board}: {result.instructions:,} instructions per inference")
+    if record["layers"]:
+        print("layer  op                   MACs  instructions  instr/MAC  share")
+        for l in record["layers"]:
+            ipm = f"{l['instructions'] / l['macs']:9.2f}" if l["macs"] else "        -"
+            print(f"{l['index']:5d}  {(l['op'] or '?'):18s} {l['macs'] or 0:>8}  {l['instructions']:12d}  {ipm}  "
+                  f"{100.0 * l['instructions'] / max(1, result.instructions):5.1f}%")
     _print_sizes(build.sizes, build.board, result.stack_bytes)
-    if args.json is not None:
-        record = asdict(result)
-        record["outputs"] = [o.hex() for o in result.outputs]
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

@@ -205,11 +205,18 @@ def test_project_folder_with_foreign_files_is_refused(tmp_path):
 def test_cli_bench_and_flash_on_an_emulated_board(tmp_path, capsys):
     out = tmp_path / "bench"
     assert cli_main(["bench", str(TINY), "--board", "qemu-mps2-an500", "--out", str(out),
-                     "--json", str(tmp_path / "bench.json")]) == 0
+                     "--png", str(tmp_path / "bench.png")]) == 0
     text = capsys.readouterr().out
-    count = int(re.search(r"model tiny on qemu-mps2-an500: (\d+) instructions per inference", text).group(1))
-    assert count > 0 and re.search(r"^\s+1\s+\d+\s+", text, re.MULTILINE)
-    assert str(count) in (tmp_path / "bench.json").read_text()
+    count = int(re.search(r"model tiny on qemu-mps2-an500: ([\d,]+) instructions per inference", text).group(1).replace(",", ""))
+    assert count > 0 and re.search(r"^\s+1\s+\S+\s+\d+\s+\d+", text, re.MULTILINE)
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli_main(["bench", str(TINY), "--board", "qemu-mps2-an500", "--json"]) == 0
+    import json
+
+    record = json.loads(capsys.readouterr().out)
+    assert record["instructions"] == count
+    assert [l["index"] for l in record["layers"]] == [0, 1] and all(l["instructions"] > 0 for l in record["layers"])
+    assert record["ram_bytes"] >= record["stack_bytes"] > 0 and record["flash_bytes"] > 0
 
     raw = tmp_path / "x.bin"
     raw.write_bytes(EDGE_INPUT)

@@ -1,0 +1,73 @@
+"""validate --board and bench on the emulated Cortex-M cores (real arm-none-eabi-gcc and QEMU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import OPS_DIR, SHARED_REAL, real_model, real_models
+from mcugen.cli import main as cli_main
+from mcugen.validate import validate
+from mcugen.validate_board import runner_kwargs
+
+
+@pytest.mark.parametrize("name", real_models() or ["(none)"])
+def test_real_models_bit_exact_on_cortex_m4(name):
+    if name == "(none)":
+        pytest.skip(f"{SHARED_REAL} is absent")
+    report = validate(real_model(name), count=1 if "224" in name else 2, seed=3, **runner_kwargs("qemu-mps2-an386"))
+    assert report.target == "qemu-mps2-an386"
+    assert report.bit_exact, report.per_run
+
+
+@pytest.mark.parametrize("board", ["qemu-mps2-an500", "qemu-mps3-an547"])
+def test_small_models_bit_exact_on_m7_and_m55(board):
+    for model in ("chain_conv_dw_conv_add_mean_fc_softmax.tflite", "quantize_dequantize_float_io.tflite",
+                  "quantize_uint8_io.tflite"):
+        path = OPS_DIR / model
+        report = validate(path, count=2, seed=5, **runner_kwargs(board))
+        assert report.bit_exact, (model, report.per_run)
+
+
+def test_mobilenet_v2_on_cortex_m4_cli(tmp_path):
+    model = tmp_path / "mnv2.tflite"
+    r = subprocess.run(
+        [sys.executable, "-m", "mcugen", "model", "mobilenet_v2", "--alpha", "0.35", "--resolution", "96",
+         "--classes", "10", "--samples", "4", "-o", str(model)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+    r = subprocess.run(
+        [sys.executable, "-m", "mcugen", "validate", str(model), "--board", "qemu-mps2-an386", "--count", "2", "--json"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+    rep = json.loads(r.stdout)
+    assert rep["bit_exact"] and rep["target"] == "qemu-mps2-an386" and rep["runs"] == 2
+
+
+def test_bench_json_is_repeatable_and_names_layers(capsys):
+    path = real_model("mlperf_tiny_kws_ref_model.tflite")
+    records = []
+    for _ in range(2):
+        assert cli_main(["bench", str(path), "--board", "qemu-mps2-an386", "--json"]) == 0
+        records.append(json.loads(capsys.readouterr().out))
+    a, b = records
+    assert a["instructions"] == b["instructions"] > 0
+    assert [l["instructions"] for l in a["layers"]] == [l["instructions"] for l in b["layers"]]
+    assert sum(l["instructions"] for l in a["layers"]) <= a["instructions"]
+    ops = [l["op"] for l in a["layers"]]
+    assert ops[-1] == "SOFTMAX" and "FULLY_CONNECTED" in ops
+    assert all(l["macs"] is not None for l in a["layers"])
+    assert a["ram_bytes"] == b["ram_bytes"] and a["stack_bytes"] > 0 and a["arena_bytes"] > 0
+
+
+def test_validate_refuses_real_board():
+    r = subprocess.run(
+        [sys.executable, "-m", "mcugen", "validate", str(OPS_DIR / "logistic.tflite"), "--board", "stm32f746"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 2 and "emulated" in r.stderr and "Traceback" not in r.stderr

@@ -236,6 +236,9 @@ HOSTILE_FILENAMES = (
     "a'b;c",
     "...",
     "model.tflite",
+    "line\nbreak",
+    "end*/comment",
+    "tab\there",
 )
 
 
@@ -898,6 +901,7 @@ def error_kind(res: CaseResult) -> str:
         ("not a tflite flatbuffer", "not TFLite"),
         ("no oracle can run", "oracle refused"),
         ("refers to", "bad index"),
+        ("quantization parameters", "quantization"),
         ("scale", "quantization"),
         ("zero point", "quantization"),
         ("quantized_dimension", "quantization"),
@@ -910,6 +914,10 @@ def error_kind(res: CaseResult) -> str:
         ("buffer", "buffer"),
         ("options", "options"),
         ("is not supported", "unsupported op"),
+        ("required inputs", "arity"),
+        ("float32", "dtype"),
+        (" is int", "dtype"),
+        (" is uint", "dtype"),
     ):
         if key in msg:
             return kind

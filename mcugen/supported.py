@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import numpy as np
+
 from mcugen.errors import UnsupportedError
 from mcugen.ir import Activation, DType, Graph, Operator, OpType, Padding, Tensor
 
@@ -97,6 +99,15 @@ def c_activation(g: Graph, op: Operator) -> Optional[str]:
     act = getattr(op.attrs, "activation", Activation.NONE)
     if act not in SUPPORTED_ACTIVATIONS:
         return "has an unsupported fused activation"
+    bound = {Activation.RELU6: 6.0, Activation.RELU_N1_TO_1: 1.0}.get(act)
+    o = g.t(op.outputs[0])
+    if bound is not None and o.quant is not None:
+        # TFLite quantizes the bound as int32(round(float(bound) / float(scale))): undefined
+        # behaviour when that leaves the int32 range (e.g. a denormal output scale).
+        with np.errstate(all="ignore"):
+            steps = np.float32(bound) / np.float32(o.quant.s)
+        if not np.isfinite(steps) or abs(float(steps)) >= 2.0**31:
+            return f"puts its {act.value} bound {bound} at {float(steps)} steps of output scale {o.quant.s} (beyond int32)"
     return None
 
 

@@ -309,3 +309,18 @@ def test_activations_beyond_2gib_are_rejected():
                 p.replace_vector(t._tab, slot, "i", [1, 32768, 32768, 1])
 
     assert "more than 2^31-1" in _unsupported(_mutated(OPS_DIR / "transpose_0213.tflite", huge))
+
+
+def test_activation_bound_beyond_int32_is_rejected_without_a_warning():
+    """A denormal output scale put RELU6's bound at inf steps: numpy warned on stderr, then lower() failed."""
+    model = OPS_DIR / "depthwise_3x3_same_s1_m1_relu6.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    out = g.operators[0].outputs[0]
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    data = _mutated(model, lambda p: p.set_element(p.tensors()[out].Quantization()._tab, slot, "f", 0, 1e-45))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        msg = _unsupported(data)
+    assert "RELU6 bound 6.0 at inf steps" in msg

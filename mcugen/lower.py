@@ -392,11 +392,12 @@ class _Lowerer:
         res = [ParamValue("residual.enabled", 0)]
         if chain.add is not None:
             add = self.s.op(chain.add)
-            p = quant.add_params(g.t(add.inputs[0]).quant.s, g.t(add.inputs[1]).quant.s, y.quant.s)
+            z = g.t(add.outputs[0])  # the chain's output, unless an FC follows
+            p = quant.add_params(g.t(add.inputs[0]).quant.s, g.t(add.inputs[1]).quant.s, z.quant.s)
             residual_first = add.inputs[0] == chain.input
             r_mult, r_shift = (p.input1_multiplier, p.input1_shift) if residual_first else (p.input2_multiplier, p.input2_shift)
             v_mult, v_shift = (p.input2_multiplier, p.input2_shift) if residual_first else (p.input1_multiplier, p.input1_shift)
-            lo, hi = _activation_range(y, add.attrs.activation)
+            lo, hi = _activation_range(z, add.attrs.activation)
             res = [
                 ParamValue("residual.enabled", 1),
                 ParamValue("residual.left_shift", p.left_shift),
@@ -408,7 +409,7 @@ class _Lowerer:
                 ParamValue("residual.residual_shift", r_shift),
                 ParamValue("residual.output_multiplier", p.output_multiplier),
                 ParamValue("residual.output_shift", p.output_shift),
-                ParamValue("residual.output_offset", y.quant.zp),
+                ParamValue("residual.output_offset", z.quant.zp),
                 ParamValue("residual.act_min", lo),
                 ParamValue("residual.act_max", hi),
             ]
@@ -893,14 +894,19 @@ def lower(graph: Graph, name: Optional[str] = None, strategy: str = "fused", fus
     if fusion not in ("auto", "all"):
         raise McugenError(f"fusion {fusion!r} is not supported; choose auto or all")
     check_graph(graph)
-    cname = c_identifier(name or graph.name)
     folded, pads = fold_pads(graph)
     candidates = find_chains(folded, pads) if strategy == "fused" else []
     if candidates and fusion == "auto":
         planned = choose_chains(folded, pads, candidates)
     else:
         planned = plan_schedule(folded, pads, candidates)
+    return emit(planned, c_identifier(name or graph.name), graph.name, strategy)
+
+
+def emit(planned: PlannedSchedule, cname: str, model_name: str, strategy: str) -> Program:
+    """Lower every step of a planned schedule into a typed kernel call (any verified plan)."""
     schedule, bufs, plan = planned.schedule, planned.bufs, planned.plan
+    folded = schedule.graph
     placements = {}
     scratch = {}
     for b in bufs.buffers:
@@ -919,13 +925,13 @@ def lower(graph: Graph, name: Optional[str] = None, strategy: str = "fused", fus
         try:
             layers.append(lw.layer(k, step))
         except (ValueError, OverflowError) as e:
-            raise UnsupportedError(f"{graph.name}: operator {step.ops[0]} cannot be lowered: {e}") from None
+            raise UnsupportedError(f"{model_name}: operator {step.ops[0]} cannot be lowered: {e}") from None
     groups = sorted({l.kernel_group for l in layers if l.kernel_group})
     inputs = {tensor_buffer(i) for i in folded.inputs}
     outputs = {tensor_buffer(i) for i in folded.outputs}
     return Program(
         name=cname,
-        model_comment=c_comment_text(graph.name, 60),
+        model_comment=c_comment_text(model_name, 60),
         layers=layers,
         consts=lw.consts,
         tensors=placements,

@@ -227,6 +227,16 @@ def c_fully_connected(g: Graph, op: Operator) -> Optional[str]:
         return p
     if x.size % w.shape[1] != 0:
         return f"input of {x.size} elements is not a multiple of the weights' depth {w.shape[1]}"
+    if not w.quant.per_channel:
+        # TFLite's GetQuantizedConvolutionMultipler (FULLY_CONNECTED Prepare, per-tensor weights):
+        # the bias scale must be input scale * weight scale within 2% of the output scale.
+        product = float(np.float32(x.quant.s) * np.float32(w.quant.s))
+        bias_scale = b.quant.s if b is not None and b.quant is not None else 0.0
+        if b is not None and abs(product - bias_scale) / o.quant.s > 0.02:
+            return (
+                f"bias tensor {b.index} has scale {bias_scale} but input scale x weight scale is {product} "
+                f"(TFLite requires them within 2% of the output scale {o.quant.s})"
+            )
     if o.size != (x.size // w.shape[1]) * w.shape[0] or o.shape[-1] != w.shape[0]:
         return f"has output shape {list(o.shape)} for {x.size // w.shape[1]} batches of {w.shape[0]} units"
     return None

@@ -352,8 +352,10 @@ class _Reader:
         name = raw_name.decode("utf-8", "replace") if raw_name else f"tensor_{index}"
         label = f"tensor {index} ('{_short(name)}')"
         ttype = t.Type()
+        if ttype not in _TENSOR_TYPES and ttype not in _TENSOR_TYPE_NAMES:
+            raise self.fail(f"{label} has unknown type code {ttype}; the TFLite schema defines codes 0-18")
         if ttype not in _TENSOR_TYPES:
-            tname = _TENSOR_TYPE_NAMES.get(ttype, f"type code {ttype}")
+            tname = _TENSOR_TYPE_NAMES[ttype]
             dtype = DType.OTHER
             other_type = tname
         else:

@@ -324,3 +324,23 @@ def test_activation_bound_beyond_int32_is_rejected_without_a_warning():
         warnings.simplefilter("error")
         msg = _unsupported(data)
     assert "RELU6 bound 6.0 at inf steps" in msg
+
+
+def test_fully_connected_bias_scale_must_match_like_tflite():
+    """mcugen generated code for FULLY_CONNECTED models both oracles refuse in Prepare (scale_diff check)."""
+    model = OPS_DIR / "fully_connected_bias_none.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    fc = g.operators[0]
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    data = _mutated(model, lambda p: p.set_element(p.tensors()[fc.inputs[2]].Quantization()._tab, slot, "f", 0, 1e30))
+    assert f"bias tensor {fc.inputs[2]} has scale 1e+30" in _unsupported(data)
+
+
+def test_unknown_tensor_type_code_is_rejected():
+    """TFLite refuses unknown type codes at load; mcugen accepted one on the (ignored) RESHAPE shape tensor."""
+    f = fuzz.fields_of(tflite.Tensor)["Type"]
+    model = OPS_DIR / "reshape_4d_to_2d.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    k = g.operators[0].inputs[1]
+    msg = _error(_mutated(model, lambda p: p.set_scalar(p.tensors()[k]._tab, f.slot, f.fmt, -1)))
+    assert f"tensor {k}" in msg and "unknown type code -1" in msg

@@ -19,6 +19,7 @@ import pickle
 import re
 import resource
 import select
+import shutil
 import signal
 import struct
 import sys
@@ -665,6 +666,25 @@ def make_case(index: int, rng: np.random.Generator, bases: list[Path], mutator: 
     raise RuntimeError(f"no mutator applied to any base model after 100 tries (mutator={mutator})")
 
 
+def sweep_input_cases(bases: list[Path]):
+    """Every single re-wiring of one operator input to another tensor (or -1), for each base model."""
+    slot = fields_of(tflite.Operator)["Inputs"].slot
+    k = 0
+    for base in bases:
+        raw = base.read_bytes()
+        p0 = Patcher(raw)
+        n = p0.subgraph().TensorsLength()
+        for oi, o in enumerate(p0.operators()):
+            for j in range(o.InputsLength()):
+                for v in range(-1, n):
+                    if v == o.Inputs(j):
+                        continue
+                    p = Patcher(raw)
+                    p.set_element(p.operators()[oi]._tab, slot, "i", j, v)
+                    yield Case(k, base.name, [f"sweep_input: operator {oi} input {j} -> tensor {v}"], bytes(p.buf), base.name)
+                    k += 1
+
+
 # ---- running a case in a forked child ---------------------------------------------------------
 
 
@@ -823,6 +843,7 @@ def run_case(case: Case, work: Path, do_validate: bool, timeout: float = 120.0) 
         died = f"child exited with {os.WEXITSTATUS(status)}"
     res.stray_files = _stray_files(case_dir, model)
     judge(res, died)
+    shutil.rmtree(case_dir, ignore_errors=True)  # the model bytes stay in res.case.data
     return res
 
 
@@ -1038,6 +1059,7 @@ def main(argv=None) -> int:
     ap.add_argument("--real-dir", type=Path, default=SHARED_REAL, help=f"where the real models are (default {SHARED_REAL})")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per case")
     ap.add_argument("--keep", metavar="DIR", help="keep failing cases' models in DIR")
+    ap.add_argument("--sweep-inputs", action="store_true", help="instead of random cases: every one-input re-wiring of every op model")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -1053,6 +1075,15 @@ def main(argv=None) -> int:
             (keep / f"case{r.case.index:05d}_{Path(r.case.base).stem}.tflite").write_bytes(r.case.data)
 
     with tempfile.TemporaryDirectory(prefix="mcugen-fuzz-") as tmp:
+        if args.sweep_inputs:
+            tally = Tally()
+            for case in sweep_input_cases(base_models(args.real, args.real_dir)):
+                r = run_case(case, Path(tmp), do_validate=tally.validated < args.validate_max, timeout=args.timeout)
+                tally.add(r)
+                on_result(r)
+            print(tally.report())
+            print(f"seconds: {time.monotonic() - t0:.1f}")
+            return 1 if tally.failures else 0
         tally = campaign(
             args.cases, args.seed, Path(tmp), args.validate_max, args.real, args.timeout, on_result, real_dir=args.real_dir
         )

@@ -154,6 +154,14 @@ def _weights_problem(w: Optional[Tensor], rank: int, axis: int) -> Optional[str]
     return None
 
 
+def _omitted_bias(op: Operator) -> Optional[str]:
+    if op.op in (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D) and len(op.inputs) > 2 and op.inputs[2] < 0:
+        # tflite-runtime refuses this ("optional but was expected"); TFLite Micro crashes on it for
+        # DEPTHWISE_CONV_2D. Without the third input at all, both run it without a bias.
+        return "lists its bias input as omitted (-1); drop the input or give an int32 bias"
+    return None
+
+
 def _bias_problem(b: Optional[Tensor], n: int) -> Optional[str]:
     if b is None:
         return None
@@ -169,7 +177,7 @@ def c_conv(g: Graph, op: Operator) -> Optional[str]:
     x, w = _ins(g, op)[0], _ins(g, op)[1]
     b = _ins(g, op)[2] if len(op.inputs) > 2 else None
     o = g.t(op.outputs[0])
-    p = _weights_problem(w, 4, 0) or _bias_problem(b, w.shape[0])
+    p = _omitted_bias(op) or _weights_problem(w, 4, 0) or _bias_problem(b, w.shape[0])
     if p:
         return p
     if w.shape[3] != x.shape[3]:
@@ -193,7 +201,7 @@ def c_depthwise(g: Graph, op: Operator) -> Optional[str]:
     x, w = _ins(g, op)[0], _ins(g, op)[1]
     b = _ins(g, op)[2] if len(op.inputs) > 2 else None
     o = g.t(op.outputs[0])
-    p = _weights_problem(w, 4, 3) or _bias_problem(b, w.shape[3])
+    p = _omitted_bias(op) or _weights_problem(w, 4, 3) or _bias_problem(b, w.shape[3])
     if p:
         return p
     if w.shape[0] != 1 or w.shape[3] % x.shape[3] != 0 or w.shape[3] != o.shape[3]:

@@ -344,3 +344,13 @@ def test_unknown_tensor_type_code_is_rejected():
     k = g.operators[0].inputs[1]
     msg = _error(_mutated(model, lambda p: p.set_scalar(p.tensors()[k]._tab, f.slot, f.fmt, -1)))
     assert f"tensor {k}" in msg and "unknown type code -1" in msg
+
+
+def test_omitted_conv_bias_is_rejected():
+    """A depthwise bias input of -1: tflite-runtime refuses it and TFLite Micro segfaulted in validate."""
+    slot = fuzz.fields_of(tflite.Operator)["Inputs"].slot
+    g = read_tflite_bytes(CHAIN.read_bytes(), "m")
+    for op in g.operators:
+        if op.op.value in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            data = _mutated(CHAIN, lambda p: p.set_element(p.operators()[op.index]._tab, slot, "i", 2, -1))
+            assert f"operator {op.index} ({op.op.value}) lists its bias input as omitted" in _unsupported(data)

@@ -311,6 +311,22 @@ def c_reshape(g: Graph, op: Operator) -> Optional[str]:
     o = g.t(op.outputs[0])
     if x.size != o.size or x.dtype is not o.dtype:
         return f"maps {list(x.shape)} {x.dtype.value} to {list(o.shape)} {o.dtype.value}"
+    if len(op.inputs) > 1:
+        # TFLite takes the new shape from this tensor when it is listed (TFLite Micro crashes on a -1
+        # entry); mcugen uses the output tensor's shape, so the two must agree.
+        if op.inputs[1] < 0:
+            return "lists its shape input as omitted (-1)"
+        s = g.t(op.inputs[1])
+        if not s.is_const or s.dtype is not DType.INT32 or len(s.shape) != 1:
+            return f"shape input tensor {s.index} is not a constant int32 vector"
+        dims = [int(v) for v in s.data.reshape(-1)]
+        known = 1
+        for d in dims:
+            known *= d if d != -1 else 1
+        if dims.count(-1) == 1 and known > 0 and o.size % known == 0:
+            dims = [o.size // known if d == -1 else d for d in dims]
+        if tuple(dims) != tuple(o.shape):
+            return f"shape input tensor {s.index} holds {[int(v) for v in s.data.reshape(-1)]} but the output shape is {list(o.shape)}"
     return None
 
 

@@ -354,3 +354,23 @@ def test_omitted_conv_bias_is_rejected():
         if op.op.value in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             data = _mutated(CHAIN, lambda p: p.set_element(p.operators()[op.index]._tab, slot, "i", 2, -1))
             assert f"operator {op.index} ({op.op.value}) lists its bias input as omitted" in _unsupported(data)
+
+
+def test_reshape_shape_input_must_agree_with_the_output():
+    """RESHAPE's shape input -1 segfaulted TFLite Micro; the data tensor as shape made tflite-runtime fail at run time."""
+    slot = fuzz.fields_of(tflite.Operator)["Inputs"].slot
+    model = OPS_DIR / "reshape_4d_to_2d.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    x = g.operators[0].inputs[0]
+    msg = _unsupported(_mutated(model, lambda p: p.set_element(p.operators()[0]._tab, slot, "i", 1, -1)))
+    assert "lists its shape input as omitted (-1)" in msg
+    msg = _unsupported(_mutated(model, lambda p: p.set_element(p.operators()[0]._tab, slot, "i", 1, x)))
+    assert f"shape input tensor {x} is not a constant int32 vector" in msg
+    k = g.operators[0].inputs[1]
+    b = fuzz.Patcher(model.read_bytes()).tensors()[k].Buffer()
+
+    def wrong_shape(p):
+        start, n = p.vector(p.model.Buffers(b)._tab, fuzz.fields_of(tflite.Buffer)["Data"].slot)
+        p.buf[start : start + 4] = (7).to_bytes(4, "little")
+
+    assert f"shape input tensor {k} holds [7," in _unsupported(_mutated(model, wrong_shape))

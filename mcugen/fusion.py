@@ -324,10 +324,11 @@ def find_chains(g: Graph, pads: Mapping[int, FoldedPad]) -> list[Chain]:
 
     At each operator not yet taken: A = this CONV_2D, B = the only reader of A's output (a
     CONV_2D or DEPTHWISE_CONV_2D); or, without A, B = this op when it is a depthwise conv.
-    Then C = the only reader of B's output if it is a 1x1 stride-1 CONV_2D, and ADD = the only
+    Then C = the only reader of B's output if it is a 1x1 stride-1 CONV_2D, ADD = the only
     reader of the last output if its other operand is x with the same shape and x has no
-    other readers. Intermediate tensors must have exactly one reader and not be graph
-    outputs; a chain has at least two stages.
+    other readers, and FC = the only reader of the last output if it is a FULLY_CONNECTED
+    over all of it (one batch). Intermediate tensors must have exactly one reader and not be
+    graph outputs; a chain has at least two operators.
     """
     readers = _consumers(g)
     outputs = set(g.outputs)

@@ -9,6 +9,7 @@ from typing import Optional
 
 from mcugen.errors import McugenError, OutputError
 from mcugen.lower import STRATEGIES, Program
+from mcugen.planner import plan_naive
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class PlanReport:
     peak_layer: int
     peak_op: str
     scratch_bytes: int  # the largest scratch of one layer (inside the arena)
-    lower_bound_bytes: int  # most bytes live at one layer if no two buffers shared a byte
+    lower_bound_bytes: int  # no plan honouring these aliases can be smaller (planner.alias_lower_bound)
+    naive_arena_bytes: int  # the no-reuse baseline: every buffer its own bytes
     fused_layers: int
     layers: tuple[StepUse, ...]
     tflm_arena_bytes: Optional[int] = None
@@ -95,6 +97,7 @@ def plan_report(program: Program, model: str, tflm_arena_bytes: Optional[int] = 
         peak_op=peak.op,
         scratch_bytes=program.scratch_bytes,
         lower_bound_bytes=program.plan.lower_bound_bytes,
+        naive_arena_bytes=plan_naive(program.buffers).arena_bytes,
         fused_layers=sum(1 for l in program.layers if l.op == "CHAIN"),
         layers=tuple(steps),
         tflm_arena_bytes=tflm_arena_bytes,
@@ -180,6 +183,7 @@ def cmd_plan(args) -> int:
         print(f"{s.layer:>5} {ops:<22} {s.live_bytes:>11,} {s.tensor_bytes:>9,} {s.scratch_bytes:>8,}{mark}")
     print(f"peak:      {report.peak_bytes:,} bytes at layer {report.peak_layer} ({report.peak_op})")
     print(f"arena:     {report.arena_bytes:,} bytes (scratch inside it: at most {report.scratch_bytes:,} bytes in one layer)")
+    print(f"bounds:    no plan with these aliases below {report.lower_bound_bytes:,} bytes; no reuse at all: {report.naive_arena_bytes:,} bytes")
     print(f"fused:     {report.fused_layers} layers are fused chains")
     if tflm is not None:
         print(f"TFLM:      {tflm:,} bytes of arena; mcugen needs {report.ratio_to_tflm:.1%} of it")

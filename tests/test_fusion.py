@@ -401,3 +401,18 @@ def test_pad_folded_into_the_convolution(tmp_path):
         outs = run_program(g, program, runs)
         for r, run in enumerate(runs):
             assert np.array_equal(outs[r][0], ref.run(run)[0])
+
+
+def test_chain_kernel_clean_under_sanitizers():
+    """ASan + UBSan over chains with every stage (A, B, C, residual, FC) and a strided stem."""
+    gb = GraphBuilder(31)
+    x = gb.input((1, 11, 9, 3))
+    s = gb.dw(gb.conv(x, 8, k=(3, 3), s=(2, 2)), d=(2, 2))
+    s = gb.conv(s, 4, act=Activation.NONE)
+    e = gb.dw(gb.conv(s, 12), k=(5, 5), m=2)
+    y = gb.add(gb.conv(e, 4, act=Activation.NONE), s)
+    g = gb.graph([gb.fc(y, 5)])
+    program = lower(g, strategy="fused", fusion="all")
+    assert [l.op for l in program.layers] == ["CHAIN", "CHAIN"]
+    flags = POISON + ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g")
+    assert_matches_emulator(g, program, count=2, seed=8, cflags=flags)

@@ -238,7 +238,7 @@ HOSTILE_FILENAMES = (
     "...",
     "model.tflite",
     "line\nbreak",
-    "end*/comment",
+    "star*\\back\\slash",  # a file name cannot hold '/', so no '*/' here; tensor names carry that
     "tab\there",
 )
 

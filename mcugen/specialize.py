@@ -260,7 +260,8 @@ class Requant:
 ACC_LIMIT = 2**30  # |acc| below this: 2*acc fits int32, and x + K cannot overflow (with K small)
 
 
-def fast_requant_exact(acc_bound: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int) -> bool:
+def fast_requant_exact(acc_bound: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int,
+                       allow_zero_shift: bool = False) -> bool:
     """Whether the short requantization is exact for every |acc| <= acc_bound[c].
 
     Proof sketch (a = acc, M = multiplier > 0, e = -shift >= 1):
@@ -272,13 +273,15 @@ def fast_requant_exact(acc_bound: np.ndarray, multiplier: np.ndarray, shift: np.
       [x < 0] may be replaced by [a < 0]: x < 0 implies a < 0, and when a < 0 but x = 0 both
       give 0 because 2**(e-1) - 1 < 2**e. Adding zp * 2**e inside the floor adds zp outside.
     - No int32 overflow: |x| <= |a| + 1, so |x + K - 1| <= bound + 1 + |K| + 1 < 2**31.
+    - `allow_zero_shift`: e = 0 is exact too as y = SMMLAR(2a, M, zero_point) (RoundingDivideByPOT
+      by 2**0 is the identity, and no sign correction applies); the caller must emit that form.
     """
     m = np.asarray(multiplier, np.int64)
     s = np.asarray(shift, np.int64)
-    if np.any(m < 0) or np.any(s > -1) or np.any(s < -31):
+    if np.any(m < 0) or np.any(s > (0 if allow_zero_shift else -1)) or np.any(s < -31):
         return False
     e = -s
-    k = (np.int64(1) << (e - 1)) + np.int64(zero_point) * (np.int64(1) << e)
+    k = np.where(e > 0, np.int64(1) << np.maximum(e - 1, 0), 0) + np.int64(zero_point) * (np.int64(1) << e)
     b = np.asarray(acc_bound, np.int64)
     return bool(np.all(b < ACC_LIMIT) and np.all(b + 2 + np.abs(k) < 2**31))
 
@@ -405,6 +408,72 @@ class FcPlan:
     in_offset: int
     out_offset: int
     scratch_offset: int
+
+
+@dataclass(frozen=True)
+class AddPlan:
+    """ADD of two int8 tensors of one shape (no broadcasting), element by element.
+
+    `fast`: each of the three requantizations (both inputs, then the sum) takes the short form,
+    proved exact from the bounds of its operand; otherwise the general formula."""
+
+    kind: ClassVar[str] = "add"
+    name: str
+    index: int
+    isa: str
+    size: int
+    input1_offset: int
+    input2_offset: int
+    left_shift: int
+    fast: bool
+    m1: int
+    k1: int  # K or TFLite shift
+    e1: int
+    m2: int
+    k2: int
+    e2: int
+    mo: int
+    ko: int
+    eo: int
+    output_offset: int
+    act_min: int
+    act_max: int
+
+    @property
+    def clamp_is_int8(self) -> bool:
+        return self.act_min == -128 and self.act_max == 127
+
+
+@dataclass(frozen=True)
+class MeanPlan:
+    """MEAN over height and width: per channel, the sum of `count` pixels, requantized. The DSP
+    form sums four channels at a time in int16 lanes (SXTAB16), exact for count <= 256."""
+
+    kind: ClassVar[str] = "mean"
+    name: str
+    index: int
+    isa: str
+    batches: int
+    count: int
+    channels: int
+    input_zero_point: int
+    simd: bool
+    rq: Requant
+
+
+@dataclass(frozen=True)
+class SoftmaxPlan:
+    """SOFTMAX over the last axis of int8 data, TFLite's reference arithmetic with the
+    exponentials of the 256 possible differences (input - row max) taken from a table computed
+    here with the same fixed-point functions (0 where the reference skips the element)."""
+
+    kind: ClassVar[str] = "softmax"
+    name: str
+    index: int
+    isa: str
+    outer: int
+    depth: int
+    table: str
 
 
 def _round_up(x: int, m: int) -> int:
@@ -555,12 +624,89 @@ class _Specializer:
             out_offset=v.output.offset, scratch_offset=-1,
         ), sname
 
+    # -- ADD
+    def add(self, layer: Layer):
+        p = _params(layer)
+        a = layer.args
+        if not all(isinstance(x, ArenaArg) for x in a[1:4]):
+            return None  # a constant operand: keep the portable kernel
+        shape = tuple(int(x) for x in p["out_shape"])
+        dense, acc = [], 1
+        for d in range(3, -1, -1):
+            dense.insert(0, acc)
+            acc *= shape[d]
+        if tuple(p["in1_strides"]) != tuple(dense) or tuple(p["in2_strides"]) != tuple(dense):
+            return None  # broadcasting
+        size = int(np.prod(shape))
+        ls = int(p["left_shift"])
+        m1, s1, m2, s2 = (int(p[k]) for k in ("input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift"))
+        mo, so = int(p["output_multiplier"]), int(p["output_shift"])
+        zp = int(p["output_offset"])
+        b1 = input_magnitude(int(p["input1_offset"])) << ls
+        b2 = input_magnitude(int(p["input2_offset"])) << ls
+        fast = (
+            fast_requant_exact(np.array([b1]), np.array([m1]), np.array([s1]), 0, allow_zero_shift=True)
+            and fast_requant_exact(np.array([b2]), np.array([m2]), np.array([s2]), 0, allow_zero_shift=True)
+        )
+        if fast:
+            bs = (b1 * m1 >> 31 >> -s1) + 1 + (b2 * m2 >> 31 >> -s2) + 1
+            fast = fast_requant_exact(np.array([bs]), np.array([mo]), np.array([so]), zp, allow_zero_shift=True)
+
+        def short(shift: int, zero_point: int) -> tuple[int, int]:
+            e = -shift
+            return ((1 << (e - 1)) if e > 0 else 0) + zero_point * (1 << e), e
+
+        if fast:
+            (k1, e1), (k2, e2), (ko, eo) = short(s1, 0), short(s2, 0), short(so, zp)
+        else:
+            k1, e1, k2, e2, ko, eo = s1, 0, s2, 0, so, 0
+        return AddPlan(
+            name=f"{self.name}_l{layer.index}_add", index=layer.index, isa=self.t.isa.value, size=size,
+            input1_offset=int(p["input1_offset"]), input2_offset=int(p["input2_offset"]), left_shift=ls, fast=fast,
+            m1=m1, k1=k1, e1=e1, m2=m2, k2=k2, e2=e2, mo=mo, ko=ko, eo=eo, output_offset=zp,
+            act_min=int(p["act_min"]), act_max=int(p["act_max"]),
+        ), None
+
+    # -- MEAN over H and W
+    def mean(self, layer: Layer):
+        p = _params(layer)
+        count = int(p["in_h"]) * int(p["in_w"])
+        channels = int(p["channels"])
+        zp_in = int(p["input_zero_point"])
+        bound = np.array([count * input_magnitude(-zp_in)])
+        rq = plan_requant(bound, np.array([int(p["multiplier"])]), np.array([int(p["shift"])]),
+                          int(p["output_zero_point"]), -128, 127)
+        simd = self.t.isa is Isa.DSP and channels % 4 == 0 and count <= 256
+        return MeanPlan(
+            name=f"{self.name}_l{layer.index}_mean", index=layer.index, isa=self.t.isa.value,
+            batches=int(p["batches"]), count=count, channels=channels, input_zero_point=zp_in, simd=simd, rq=rq,
+        ), None
+
+    # -- SOFTMAX
+    def softmax(self, layer: Layer):
+        p = _params(layer)
+        params = quant.SoftmaxParams(int(p["input_multiplier"]), int(p["input_left_shift"]), int(p["diff_min"]))
+        diff = -np.arange(256, dtype=np.int64)  # table index d: input - max = -d
+        scaled = np.asarray(quant.multiply_by_quantized_multiplier_greater_than_one(
+            diff, params.input_multiplier, params.input_left_shift), np.int64)
+        exps = np.asarray(quant.exp_on_negative_values(scaled, quant.SOFTMAX_SCALED_DIFF_INTEGER_BITS), np.int64)
+        exps = np.where(diff >= params.diff_min, exps, 0)
+        table = self.const(layer.index, "exp", "int32_t", exps.astype(np.int32),
+                           "exp(input - row max) in Q0.31 for input - max = 0, -1, ..., -255 (0: skipped)")
+        return SoftmaxPlan(
+            name=f"{self.name}_l{layer.index}_softmax", index=layer.index, isa=self.t.isa.value,
+            outer=int(p["outer"]), depth=int(p["depth"]), table=table,
+        ), None
+
     def run(self) -> KernelPassResult:
         dispatch = {
             "mcugen_conv2d_s8": self.conv,
             "mcugen_depthwise_conv2d_s8": self.depthwise,
             "mcugen_depthwise_conv2d_inplace_s8": self.depthwise,
             "mcugen_fully_connected_s8": self.fully_connected,
+            "mcugen_add_s8": self.add,
+            "mcugen_mean_hw_s8": self.mean,
+            "mcugen_softmax_s8": self.softmax,
         }
         pending = []
         for layer in self.p.layers:
@@ -570,7 +716,7 @@ class _Specializer:
                 continue
             pending.append(made)
         program, offsets = place_scratch(self.p, self.scratch)
-        plans = [dataclasses.replace(plan, scratch_offset=offsets[sname]) for plan, sname in pending]
+        plans = [dataclasses.replace(plan, scratch_offset=offsets[sname]) if sname else plan for plan, sname in pending]
         by_index = {pl.index: pl for pl in plans}
         layers = []
         replaced_consts: set[str] = set()
@@ -581,9 +727,14 @@ class _Specializer:
                 continue
             replaced_consts.update(a.cname for a in layer.args if isinstance(a, ConstArg))
             self.choices[layer.index] = pl.name
+            if pl.kind in ("gemm_conv", "depthwise", "fc"):
+                args = [layer.args[1], layer.args[6], ArenaArg(offset=pl.scratch_offset, ctype="uint32_t", const=False)]
+            elif pl.kind == "add":
+                args = list(layer.args[1:4])
+            else:
+                args = list(layer.args[1:3])
             layers.append(dataclasses.replace(
-                layer, kernel=pl.name, kernel_group=None, params_type=None, params=[],
-                args=[layer.args[1], layer.args[6], ArenaArg(offset=pl.scratch_offset, ctype="uint32_t", const=False)],
+                layer, kernel=pl.name, kernel_group=None, params_type=None, params=[], args=args,
             ))
         still_used = {a.cname for l in layers for a in l.args if isinstance(a, ConstArg)}
         consts = [c for c in program.consts if c.cname not in replaced_consts or c.cname in still_used] + self.new_consts
@@ -606,7 +757,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", plan_consts={c for pl in plans for c in (pl.weights, pl.table)},
+        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", plan_consts={getattr(pl, a) for pl in plans for a in ("weights", "table") if hasattr(pl, a)},
     )
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),

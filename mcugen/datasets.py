@@ -9,15 +9,11 @@ from typing import Optional
 
 import numpy as np
 
-from mcugen.errors import McugenError
+from mcugen.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_SCALE = 1.0 / 127.5  # x * scale + offset maps pixels 0..255 to -1..1
 DEFAULT_OFFSET = -1.0
-
-
-class DataError(McugenError):
-    """A data set (folder or array file) is missing, empty or has the wrong shape."""
 
 
 @dataclass(frozen=True)

@@ -26,5 +26,9 @@ class LimitError(McugenError):
     """The plan does not fit the target's RAM or flash."""
 
 
+class DataError(McugenError):
+    """User data (inputs, data sets, calibration arrays) is missing, empty or has the wrong shape."""
+
+
 class OutputError(McugenError):
     """The output folder cannot be written safely."""

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from mcugen import driver
-from mcugen.errors import McugenError, ModelError
+from mcugen.errors import DataError, McugenError
 from mcugen.ir import DType, Graph
 
 
@@ -65,7 +65,7 @@ def load_inputs(graph: Graph, files: Sequence[str]) -> list[list[np.ndarray]]:
     """`.npy` files, one per model input, grouped into runs in order (k inputs per run)."""
     k = len(graph.inputs)
     if len(files) % k:
-        raise McugenError(f"{len(files)} --input files for a model with {k} inputs; give a multiple of {k}")
+        raise DataError(f"{len(files)} --input files for a model with {k} inputs; give a multiple of {k}")
     runs = []
     for r in range(len(files) // k):
         arrays = []
@@ -75,17 +75,17 @@ def load_inputs(graph: Graph, files: Sequence[str]) -> list[list[np.ndarray]]:
             try:
                 a = np.load(path, allow_pickle=False)
             except FileNotFoundError:
-                raise McugenError(f"--input {path}: no such file") from None
+                raise DataError(f"--input {path}: no such file") from None
             except Exception as e:
-                raise McugenError(f"--input {path}: not a readable .npy file ({type(e).__name__})") from None
+                raise DataError(f"--input {path}: not a readable .npy file ({type(e).__name__})") from None
             if a.size != t.size:
-                raise McugenError(
+                raise DataError(
                     f"--input {path}: has shape {list(a.shape)} ({a.size} values) but input {j} needs {list(t.shape)}"
                 )
             if t.dtype in (DType.INT8, DType.UINT8) and a.dtype != t.dtype.numpy:
                 info = np.iinfo(t.dtype.numpy)
                 if not np.issubdtype(a.dtype, np.integer) or a.min() < info.min or a.max() > info.max:
-                    raise McugenError(f"--input {path}: dtype {a.dtype} does not fit input {j} of type {t.dtype.value}")
+                    raise DataError(f"--input {path}: dtype {a.dtype} does not fit input {j} of type {t.dtype.value}")
             arrays.append(a.astype(t.dtype.numpy).reshape(t.shape))
         runs.append(arrays)
     return runs
@@ -120,7 +120,7 @@ def validate(
         runs = load_inputs(gen.graph, input_files)
     else:
         if count < 1:
-            raise McugenError(f"--count {count}: need at least one run")
+            raise DataError(f"--count {count}: need at least one run")
         runs = driver.random_inputs(gen.graph, count, seed)
     oracles = oracles_for(model_path)
     with tempfile.TemporaryDirectory(prefix="mcugen-validate-") as tmp:
@@ -180,11 +180,3 @@ def first_bad_layer(gen: driver.Generated, runs, oracles, progress) -> Optional[
                     return LayerMismatch(layer.index, layer.op, t.index, t.name, d, oracle.name)
     return None
 
-
-def read_graph(model_path: str | Path) -> Graph:
-    from mcugen.tflite_reader import read_tflite
-
-    try:
-        return read_tflite(model_path)
-    except ModelError:
-        raise

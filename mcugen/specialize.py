@@ -613,13 +613,22 @@ class _Specializer:
         acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(v.weights).sum(axis=1)
         rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
         i = layer.index
-        weights = self.const(i, "fw", "int8_t", wpad.astype(np.int8), f"weights [{v.units}][{groups * 4}], rows padded to words")
+        if self.t.isa is Isa.DSP:
+            # units 4k..4k+3 interleaved word by word ([k][group][unit][4 bytes]), then the rest
+            u4 = v.units // 4 * 4
+            blocks = wpad[:u4].reshape(u4 // 4, 4, groups, 4).transpose(0, 2, 1, 3).reshape(-1)
+            packed = np.concatenate([blocks, wpad[u4:].reshape(-1)])
+            comment = f"weights of {v.units} units x {groups * 4}: four units interleaved word by word"
+        else:
+            packed = wpad.reshape(-1)
+            comment = f"weights [{v.units}][{groups * 4}], rows padded to words"
+        weights = self.const(i, "fw", "int8_t", packed.astype(np.int8), comment)
         table = self.const(i, "rq", "int32_t", rq_table(bias, rq), "per unit: bias + input_offset*sum(w), multiplier, K or shift, e")
-        rows = 2 if v.units % 2 == 0 else 1
         scratch_bytes = groups * 8 + groups * 4
         sname = self.scratch_for(i, scratch_bytes)
         return FcPlan(
-            name=f"{self.name}_l{i}_fc", index=i, isa=self.t.isa.value, v=v, groups=groups, rows=rows, unroll=_unroll(groups), rq=rq,
+            name=f"{self.name}_l{i}_fc", index=i, isa=self.t.isa.value, v=v, groups=groups, rows=4,
+            unroll=2 if groups % 2 == 0 else 1, rq=rq,
             weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
             out_offset=v.output.offset, scratch_offset=-1,
         ), sname
@@ -757,7 +766,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", plan_consts={getattr(pl, a) for pl in plans for a in ("weights", "table") if hasattr(pl, a)},
+        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm4w="{%[w0], %[w1], %[w2], %[w3]}", plan_consts={getattr(pl, a) for pl in plans for a in ("weights", "table") if hasattr(pl, a)},
     )
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),

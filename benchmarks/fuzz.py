@@ -606,6 +606,40 @@ def m_extreme_scale(rng, p: Patcher) -> Optional[str]:
     return f"tensor {_tensor_index(p, t)} every scale -> {v}"
 
 
+def m_signature_metadata(rng, p: Patcher) -> Optional[str]:
+    """Parts mcugen ignores but the interpreters read: signature tensor maps and metadata entries."""
+    m = p.model
+    r = rng.random()
+    if r < 0.5 and m.MetadataLength():
+        k = int(rng.integers(m.MetadataLength()))
+        md = m.Metadata(k)
+        if rng.random() < 0.5:
+            name = _pick(rng, (b"OfflineMemoryAllocation", b"min_runtime_version", b"*/", b""))
+            if p.replace_string(md._tab, fields_of(tflite.Metadata)["Name"].slot, name):
+                return f"metadata {k} name -> {name!r}"
+        f = fields_of(tflite.Metadata)["Buffer"]
+        v = _pick(rng, (0, m.BuffersLength(), 2**32 - 1, 1))
+        if p.set_scalar(md._tab, f.slot, f.fmt, v):
+            return f"metadata {k} buffer -> {v}"
+        return None
+    if m.SignatureDefsLength():
+        sd = m.SignatureDefs(0)
+        maps = [sd.Inputs(i) for i in range(sd.InputsLength())] + [sd.Outputs(i) for i in range(sd.OutputsLength())]
+        f = fields_of(tflite.TensorMap)["TensorIndex"]
+        v = _pick(rng, (2**32 - 1, 2**31, 1000, 1))
+        present = [t for t in maps if p.field_pos(t._tab, f.slot) is not None]
+        if present and rng.random() < 0.7:
+            p.set_scalar(_pick(rng, present)._tab, f.slot, f.fmt, v)
+            return f"signature tensor index -> {v}"
+        fs = fields_of(tflite.SignatureDef)["SubgraphIndex"]
+        if p.set_scalar(sd._tab, fs.slot, fs.fmt, v):
+            return f"signature subgraph index -> {v}"
+        slot = fields_of(tflite.SignatureDef)["SignatureKey"].slot
+        if p.replace_string(sd._tab, slot, _pick(rng, HOSTILE_NAMES)):
+            return "signature key -> hostile"
+    return None
+
+
 MUTATORS: dict[str, Mutator] = {
     "bitflip": m_bitflip,
     "truncate": m_truncate,
@@ -628,6 +662,7 @@ MUTATORS: dict[str, Mutator] = {
     "buffer_length": m_buffer_length,
     "vector_length": m_vector_length,
     "const_data": m_const_data,
+    "signature_metadata": m_signature_metadata,
 }
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from mcugen.errors import ModelError, UnsupportedError
+from mcugen.errors import McugenError, ModelError, UnsupportedError
 from mcugen.ir import (
     Activation,
     Conv2DAttrs,
@@ -103,7 +103,7 @@ def read_tflite_bytes(raw: bytes, name: str = "model", where: str = "model") -> 
         raise ModelError(f"{where}: corrupt TFLite flatbuffer ({problem}); the file is truncated or damaged")
     try:
         return _Reader(raw, name, where).read()
-    except ModelError:
+    except McugenError:
         raise
     except Exception as e:  # flatbuffers raises anything on corrupt offsets
         raise ModelError(

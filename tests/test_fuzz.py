@@ -374,3 +374,32 @@ def test_reshape_shape_input_must_agree_with_the_output():
         p.buf[start : start + 4] = (7).to_bytes(4, "little")
 
     assert f"shape input tensor {k} holds [7," in _unsupported(_mutated(model, wrong_shape))
+
+
+def test_two_subgraphs_are_unsupported():
+    """A well-formed model with a second subgraph (control flow) is refused as unsupported, not read partially."""
+    import flatbuffers
+
+    b = flatbuffers.Builder(256)
+    subgraphs = []
+    for _ in range(2):
+        tflite.SubGraphStart(b)
+        subgraphs.append(tflite.SubGraphEnd(b))
+    tflite.ModelStartSubgraphsVector(b, 2)
+    for sg in reversed(subgraphs):
+        b.PrependUOffsetTRelative(sg)
+    vec = b.EndVector()
+    tflite.BufferStart(b)
+    buf = tflite.BufferEnd(b)
+    tflite.ModelStartBuffersVector(b, 1)
+    b.PrependUOffsetTRelative(buf)
+    bufs = b.EndVector()
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3)
+    tflite.ModelAddSubgraphs(b, vec)
+    tflite.ModelAddBuffers(b, bufs)
+    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    data = bytes(b.Output())
+    assert verify_flatbuffer(data) is None
+    with pytest.raises(UnsupportedError, match="has 2 subgraphs"):
+        read_tflite_bytes(data, "m", where="m.tflite")

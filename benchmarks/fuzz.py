@@ -720,6 +720,36 @@ def sweep_input_cases(bases: list[Path]):
                     k += 1
 
 
+SWEEP_SHAPES = ([], [1], [0], [3], [1, 1, 1, 1], [2, 1, 1, 1], [1, 2, 2, 3], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1])
+
+
+def sweep_shape_cases(bases: list[Path]):
+    """Each tensor's shape replaced by each of SWEEP_SHAPES, then every activation tensor's at once."""
+    slot = fields_of(tflite.Tensor)["Shape"].slot
+    k = 0
+    for base in bases:
+        raw = base.read_bytes()
+        n = len(Patcher(raw).tensors())
+        for i in list(range(n)) + [None]:
+            for shape in SWEEP_SHAPES:
+                p = Patcher(raw)
+                if i is None:
+                    for t in p.tensors():
+                        b = t.Buffer()
+                        if b == 0 or p.model.Buffers(b).DataLength() == 0:
+                            p.replace_vector(t._tab, slot, "i", shape)
+                    what = f"every activation tensor's shape -> {shape}"
+                else:
+                    if not p.replace_vector(p.tensors()[i]._tab, slot, "i", shape):
+                        continue
+                    what = f"tensor {i} shape -> {shape}"
+                yield Case(k, base.name, [f"sweep_shape: {what}"], bytes(p.buf), base.name)
+                k += 1
+
+
+SWEEPS = {"inputs": sweep_input_cases, "shapes": sweep_shape_cases}
+
+
 # ---- running a case in a forked child ---------------------------------------------------------
 
 
@@ -1094,7 +1124,10 @@ def main(argv=None) -> int:
     ap.add_argument("--real-dir", type=Path, default=SHARED_REAL, help=f"where the real models are (default {SHARED_REAL})")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per case")
     ap.add_argument("--keep", metavar="DIR", help="keep failing cases' models in DIR")
-    ap.add_argument("--sweep-inputs", action="store_true", help="instead of random cases: every one-input re-wiring of every op model")
+    ap.add_argument(
+        "--sweep", choices=sorted(SWEEPS),
+        help="instead of random cases, a systematic sweep: every one-input re-wiring (inputs) or shape replacement (shapes) of every base model",
+    )
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -1110,9 +1143,9 @@ def main(argv=None) -> int:
             (keep / f"case{r.case.index:05d}_{Path(r.case.base).stem}.tflite").write_bytes(r.case.data)
 
     with tempfile.TemporaryDirectory(prefix="mcugen-fuzz-") as tmp:
-        if args.sweep_inputs:
+        if args.sweep:
             tally = Tally()
-            for case in sweep_input_cases(base_models(args.real, args.real_dir)):
+            for case in SWEEPS[args.sweep](base_models(args.real, args.real_dir)):
                 r = run_case(case, Path(tmp), do_validate=tally.validated < args.validate_max, timeout=args.timeout)
                 tally.add(r)
                 on_result(r)

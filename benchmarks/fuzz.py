@@ -1135,7 +1135,13 @@ def main(argv=None) -> int:
     keep = Path(args.keep) if args.keep else None
     t0 = time.monotonic()
 
+    done = Counter()
+
     def on_result(r: CaseResult) -> None:
+        done["cases"] += 1
+        done["failures"] += r.failed
+        if done["cases"] % 250 == 0:
+            print(f"[{time.monotonic() - t0:6.0f}s] {done['cases']} cases, {done['failures']} failures", file=sys.stderr, flush=True)
         if args.verbose or r.failed:
             print(f"case {r.case.index}: {r.outcome} {r.case.base} {r.case.mutations} {r.detail[:300]}", flush=True)
         if r.failed and keep:

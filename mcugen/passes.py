@@ -40,6 +40,8 @@ def _foldable_pad(g: Graph, pad: Operator, readers: Mapping[int, list[Operator]]
     x, y = g.t(pad.inputs[0]), g.t(pad.outputs[0])
     if x.is_const or x.dtype is not DType.INT8 or len(x.shape) != 4 or x.quant is None or y.quant is None:
         return None
+    if len(pad.attrs.paddings) != 4 or len(y.shape) != 4:
+        return None
     (n0, n1), (t, b), (l, r), (c0, c1) = pad.attrs.paddings
     if (n0, n1, c0, c1) != (0, 0, 0, 0) or min(t, b, l, r) < 0:
         return None

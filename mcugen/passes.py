@@ -11,6 +11,10 @@ Order (lowering calls them in this order):
 Each in-place or overlap rule is one function named `rule_*` whose docstring states the
 kernel property it relies on. All of them require that the input dies at this step (its
 last reader, not a graph output): an alias is a permission the planner may or may not use.
+In the planner's words (see `mcugen.planner.AliasKind`): SAME is in place; HEAD lets the
+output's last bytes lie over the input's first bytes, the rows a top-to-bottom kernel has
+consumed by the time it writes there (what the issue calls the output overlapping its
+input's consumed part).
 """
 
 from __future__ import annotations

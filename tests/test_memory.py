@@ -365,6 +365,33 @@ def test_mobilenet_v2_on_the_emulated_m4_poisoned(small_mobilenet, tmp_path):
     assert instr_f <= 1.10 * instr_l
 
 
+@pytest.mark.skipif(not shutil.which("arm-none-eabi-gcc"), reason="arm-none-eabi-gcc not installed")
+def test_only_the_arena_is_ram_everything_constant_is_flash(small_mobilenet, tmp_path):
+    """Compiled for the Cortex-M4, the model library's writable sections hold the arena and
+    nothing else; weights, biases, multipliers, shifts and layer parameters are read-only."""
+    from mcugen.bench import read_elf
+
+    g = read_tflite(small_mobilenet)
+    p = lower(g, strategy="fused")
+    files = codegen.render_model(p, g)
+    codegen.write_files(files, tmp_path)
+    writable = readonly = 0
+    for name in codegen.model_sources(files):
+        obj = tmp_path / (name + ".o")
+        subprocess.run(
+            ["arm-none-eabi-gcc", "-std=c99", "-O2", "-mcpu=cortex-m4", "-mthumb", "-c", str(tmp_path / name), "-o", str(obj)],
+            check=True, capture_output=True,
+        )
+        for sec in read_elf(obj).sections:
+            if sec.flags & 0x2 and sec.size:  # SHF_ALLOC
+                if sec.flags & 0x1:  # SHF_WRITE
+                    writable += sec.size
+                elif not sec.flags & 0x4:  # not code
+                    readonly += sec.size
+    assert writable == p.arena_bytes
+    assert readonly >= p.weight_bytes
+
+
 # ---- the plan command -------------------------------------------------------------------------------
 
 

@@ -325,6 +325,23 @@ def rq_table(bias: np.ndarray, rq: Requant) -> np.ndarray:
     return np.stack([wrap32(bias), rq.multiplier.astype(np.int64), third.astype(np.int64), rq.e.astype(np.int64)], axis=1).astype(np.int32)
 
 
+def mve_table(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, channels_padded: int) -> np.ndarray:
+    """The MVE kernels' table, per block of 4 channels (padded with zeros): bias[4], M[4],
+    left shift[4], -right shift[4], mask[4] (-1 where the right shift is > 0), so that one
+    vector load fetches each. The vector requantization is TFLite's for any multiplier:
+    x = VQRDMULH(acc << left, M); x += (x >> 31) & mask; VRSHL(x, -right) (rounds half up,
+    which with the -1 for negative x is RoundingDivideByPOT's half away from zero)."""
+    n = len(bias)
+    cols = np.zeros((5, channels_padded), np.int64)
+    s = np.asarray(shift, np.int64)
+    cols[0, :n] = wrap32(bias)
+    cols[1, :n] = multiplier
+    cols[2, :n] = np.maximum(s, 0)
+    cols[3, :n] = -np.maximum(-s, 0)
+    cols[4, :n] = np.where(s < 0, -1, 0)
+    return cols.reshape(5, channels_padded // 4, 4).transpose(1, 0, 2).reshape(-1).astype(np.int32)
+
+
 # ---- kernel plans (what the templates print) ------------------------------------------------
 
 
@@ -543,8 +560,29 @@ class _Specializer:
         acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
         rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
         npix = v.out_h * v.out_w
-        block, tail = _choose_block(npix)
         i = layer.index
+        if self.t.isa is Isa.MVE:
+            l16 = _round_up(patch, 16)
+            oc4 = _round_up(v.out_c, 4)
+            # rows of `patch` bytes (the loads are predicated, no padding to 16); channels
+            # padded to 4 with zero rows, plus 16 bytes so that the last row's vector loads
+            # stay inside the array
+            wm = np.zeros(oc4 * patch + 16, np.int64)
+            wm[: v.out_c * patch] = w.reshape(-1)
+            weights = self.const(i, "fw", "int8_t", wm.astype(np.int8), f"weights [{oc4}][{patch}] (+16 bytes), channels padded to 4")
+            table = self.const(i, "rq", "int32_t", mve_table(bias, v.multiplier, v.shift, oc4),
+                               "per 4 channels: bias + input_offset*sum(w), multiplier, left, -right, mask")
+            block = 2 if npix >= 2 else 1
+            tail = npix % block
+            scratch_bytes = 0 if pointwise else block * l16
+            sname = self.scratch_for(i, scratch_bytes)
+            return GemmConvPlan(
+                name=f"{self.name}_l{i}_conv", index=i, isa=self.t.isa.value, pointwise=pointwise, v=v, groups=l16 // 4,
+                block=block, tail=tail, npix=npix, rq=plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max),
+                weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+                out_offset=v.output.offset, scratch_offset=-1, word_taps=False, unroll=1, doubled=False,
+            ), sname
+        block, tail = _choose_block(npix)
         # Doubling the inputs as they are gathered costs 2 instructions per group and pixel and
         # saves one per output (the short requantization wants 2 * acc): worth it when the
         # layer has more output channels than twice its groups.
@@ -578,7 +616,12 @@ class _Specializer:
         # two outputs at a time read whole words: up to column out_w + 2 (stride 1) or
         # 2 * out_w + 1 (stride 2); the row length is even so that rows stay word aligned
         plane_w = _round_up((v.out_w - 1) * s + 3 + s, 2)
+        if self.t.isa is Isa.MVE:  # four outputs at a time read up to column (round_up(out_w, 4) - 1) * s + 2
+            plane_w = max(plane_w, _round_up((_round_up(v.out_w, 4) - 1) * s + 3, 2))
         i = layer.index
+        if self.t.isa is Isa.MVE:
+            # the vector requantization is exact for any shift: no doubling, TFLite's shift
+            rq = plan_requant(np.full(v.out_c, ACC_LIMIT), v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
         scale = 2 if rq.fast else 1  # the short requantization wants a doubled accumulator
         if self.t.isa is Isa.DSP:
             # int16 pairs (w0, w1), (w1, w2) per kernel row: 6 words per channel
@@ -613,6 +656,20 @@ class _Specializer:
         acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(v.weights).sum(axis=1)
         rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
         i = layer.index
+        if self.t.isa is Isa.MVE:
+            d16 = _round_up(v.depth, 16)
+            u4 = _round_up(v.units, 4)
+            wm = np.zeros(u4 * v.depth + 16, np.int64)
+            wm[: v.units * v.depth] = v.weights.reshape(-1)
+            weights = self.const(i, "fw", "int8_t", wm.astype(np.int8), f"weights [{u4}][{v.depth}] (+16 bytes), units padded to 4")
+            table = self.const(i, "rq", "int32_t", mve_table(bias, v.multiplier, v.shift, u4),
+                               "per 4 units: bias + input_offset*sum(w), multiplier, left, -right, mask")
+            sname = self.scratch_for(i, 0)
+            return FcPlan(
+                name=f"{self.name}_l{i}_fc", index=i, isa=self.t.isa.value, v=v, groups=d16 // 4, rows=4, unroll=1, rq=rq,
+                weights=weights, table=table, scratch_bytes=0, in_offset=v.input.offset,
+                out_offset=v.output.offset, scratch_offset=-1,
+            ), sname
         if self.t.isa is Isa.DSP:
             # units 4k..4k+3 interleaved word by word ([k][group][unit][4 bytes]), then the rest
             u4 = v.units // 4 * 4
@@ -685,7 +742,7 @@ class _Specializer:
         bound = np.array([count * input_magnitude(-zp_in)])
         rq = plan_requant(bound, np.array([int(p["multiplier"])]), np.array([int(p["shift"])]),
                           int(p["output_zero_point"]), -128, 127)
-        simd = self.t.isa is Isa.DSP and channels % 4 == 0 and count <= 256
+        simd = self.t.isa in (Isa.DSP, Isa.MVE) and channels % 4 == 0 and count <= 256
         return MeanPlan(
             name=f"{self.name}_l{layer.index}_mean", index=layer.index, isa=self.t.isa.value,
             batches=int(p["batches"]), count=count, channels=channels, input_zero_point=zp_in, simd=simd, rq=rq,

@@ -92,7 +92,7 @@ class GraphBuilder:
         n, h, w, c = self.tensors[x].shape
         oh, ow = self._out_size(h, k[0], s[0], d[0], padding), self._out_size(w, k[1], s[1], d[1], padding)
         wt = self._weights((out_c, k[0], k[1], c), 0)
-        ins = [x, wt] + ([self._bias(out_c)] if bias else [-1])
+        ins = [x, wt] + ([self._bias(out_c)] if bias else [])
         return self._add_op(OpType.CONV_2D, ins, (n, oh, ow, out_c), Conv2DAttrs(s[0], s[1], d[0], d[1], padding, act))
 
     def dw(self, x, k=(3, 3), s=(1, 1), d=(1, 1), m=1, padding=Padding.SAME, act=Activation.RELU6) -> int:

@@ -84,15 +84,17 @@ class GraphBuilder:
         scales = self.rng.uniform(0.002, 0.02, size=n).astype(np.float32)
         return self._tensor(shape, quant=Quant(scales, np.zeros(n, np.int64), axis), data=data)
 
-    def _bias(self, n):
+    def _bias(self, x: int, weights: int, n: int):
+        """int32 bias whose scale is input scale x weight scale, as TFLite requires."""
+        scales = (self.tensors[x].quant.scale[0] * np.broadcast_to(self.tensors[weights].quant.scale, (n,))).astype(np.float32)
         data = self.rng.integers(-3000, 3000, size=n).astype(np.int32)
-        return self._tensor((n,), DType.INT32, Quant(np.ones(n, np.float32), np.zeros(n, np.int64)), data)
+        return self._tensor((n,), DType.INT32, Quant(scales, np.zeros(n, np.int64)), data)
 
     def conv(self, x, out_c, k=(1, 1), s=(1, 1), d=(1, 1), padding=Padding.SAME, act=Activation.RELU6, bias=True) -> int:
         n, h, w, c = self.tensors[x].shape
         oh, ow = self._out_size(h, k[0], s[0], d[0], padding), self._out_size(w, k[1], s[1], d[1], padding)
         wt = self._weights((out_c, k[0], k[1], c), 0)
-        ins = [x, wt] + ([self._bias(out_c)] if bias else [])
+        ins = [x, wt] + ([self._bias(x, wt, out_c)] if bias else [])
         return self._add_op(OpType.CONV_2D, ins, (n, oh, ow, out_c), Conv2DAttrs(s[0], s[1], d[0], d[1], padding, act))
 
     def dw(self, x, k=(3, 3), s=(1, 1), d=(1, 1), m=1, padding=Padding.SAME, act=Activation.RELU6) -> int:
@@ -100,7 +102,7 @@ class GraphBuilder:
         oh, ow = self._out_size(h, k[0], s[0], d[0], padding), self._out_size(w, k[1], s[1], d[1], padding)
         wt = self._weights((1, k[0], k[1], c * m), 3)
         attrs = DepthwiseConv2DAttrs(s[0], s[1], d[0], d[1], padding, act, m)
-        return self._add_op(OpType.DEPTHWISE_CONV_2D, [x, wt, self._bias(c * m)], (n, oh, ow, c * m), attrs)
+        return self._add_op(OpType.DEPTHWISE_CONV_2D, [x, wt, self._bias(x, wt, c * m)], (n, oh, ow, c * m), attrs)
 
     def add(self, a, b, act=Activation.NONE) -> int:
         return self._add_op(OpType.ADD, [a, b], self.tensors[a].shape, ElementwiseAttrs(act))
@@ -114,7 +116,7 @@ class GraphBuilder:
     def fc(self, x, units) -> int:
         depth = self.tensors[x].size
         wt = self._weights((units, depth), 0)
-        return self._add_op(OpType.FULLY_CONNECTED, [x, wt, self._bias(units)], (1, units), FullyConnectedAttrs(Activation.NONE, False))
+        return self._add_op(OpType.FULLY_CONNECTED, [x, wt, self._bias(x, wt, units)], (1, units), FullyConnectedAttrs(Activation.NONE, False))
 
     def graph(self, outputs) -> Graph:
         return Graph(self.name, self.tensors, self.ops, list(self.inputs), list(outputs))

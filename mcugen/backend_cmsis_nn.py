@@ -393,8 +393,9 @@ def buffer_sizes(root: Path, plans: list[CmsisPlan]) -> dict[int, int]:
 # ---- the pass ---------------------------------------------------------------------------------
 
 
-def to_cmsis_nn(program: Program, target: Target, root: str | os.PathLike) -> KernelPassResult:
-    """Replace every layer CMSIS-NN covers by a CMSIS-NN call; see the module docstring."""
+def to_cmsis_nn(program: Program, target: Target, root: Optional[str | os.PathLike] = None) -> KernelPassResult:
+    """Replace every layer CMSIS-NN covers by a CMSIS-NN call; see the module docstring.
+    `root`: the checkout (None: $CMSIS_NN_PATH)."""
     root = cmsis_nn_path(root)
     lw = _Lowering(program, target)
     plans: list[CmsisPlan] = []

@@ -830,3 +830,23 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
         f"{program.name}_layers.c": env.get_template("c/fast/layers.c.j2").render(ctx),
         "mcugen_kernels.h": env.get_template("c/fast/kernels.h.j2").render(ctx),
     }
+
+
+# ---- the one entry point for the driver -------------------------------------------------------
+
+KERNELS = ("mcugen", "cmsis-nn")
+
+
+def apply_kernels(program: Program, kernels: str, target: Target, cmsis_nn: Optional[str] = None) -> KernelPassResult:
+    """The kernel pass `kernels` names, run on a lowered Program for `target`:
+    "mcugen" specialises layers (this module), "cmsis-nn" calls Arm's library
+    (`mcugen.backend_cmsis_nn`; `cmsis_nn` is its checkout, else $CMSIS_NN_PATH)."""
+    if kernels == "mcugen":
+        return specialize(program, target)
+    if kernels == "cmsis-nn":
+        from mcugen.backend_cmsis_nn import to_cmsis_nn
+
+        return to_cmsis_nn(program, target, cmsis_nn)
+    from mcugen.errors import UnsupportedError
+
+    raise UnsupportedError(f"unknown --kernels {kernels!r}; choose one of {', '.join(KERNELS)}")

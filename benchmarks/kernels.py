@@ -1,0 +1,308 @@
+"""Kernel benchmark (issue 6): instructions of mcugen's specialised kernels, the CMSIS-NN backend and
+mcugen's portable C on the emulated Cortex-M4, M7 and M55, per layer type and per model.
+
+For each model and board, three builds of the same plan (layer by layer, no fused chains)
+with the board's compiler flags: `portable` (mcugen's generic portable C99 kernels),
+`mcugen` (kernels specialised per layer for the board's target: Armv7E-M DSP on the M4/M7,
+Helium on the M55) and `cmsis-nn` (Arm's CMSIS-NN, from the checkout given by --cmsis-nn or
+CMSIS_NN_PATH, for every layer it covers). Each is built as firmware with per-layer markers
+and run once in QEMU with the instruction-counting plugin on one seeded input; its outputs
+are compared with tflite-runtime's reference kernels (BUILTIN_REF), and each backend also
+runs on the host (portable target / CMSIS-NN's C paths) against the same oracle.
+
+Reported: instructions per layer type (CONV_2D 1x1, other CONV_2D, DEPTHWISE_CONV_2D 3x3 by
+stride, FULLY_CONNECTED, ADD, MEAN, SOFTMAX) with instructions per MAC (per element for
+ADD/MEAN, per row element for SOFTMAX), the whole model, and the flash taken by the
+generated model (code + constants of the model's objects in the linked image, from the
+linker map; the CMSIS-NN library's objects count for the cmsis-nn build). Then the goals.
+
+Models: MobileNet v2 alpha 0.35 at 96x96 and alpha 1.0 at 224x224 (1000 classes, int8, built
+with `mcugen model mobilenet_v2` into --work and reused), or the .tflite files given.
+
+Usage: python benchmarks/kernels.py [--quick] [--boards M4,M7,M55] [--work DIR]
+                                    [--cmsis-nn PATH] [--json FILE] [MODEL.tflite ...]
+  --quick   MobileNet v2 0.35/96 only
+This is a benchmark, not a test: the full run builds 18 firmware images and takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mcugen.oracle import oracles_for  # noqa: E402  (loads tflite-runtime before TensorFlow can be)
+
+import numpy as np  # noqa: E402
+
+from mcugen import bench, codegen, driver, firmware  # noqa: E402
+from mcugen.backend_cmsis_nn import ENV_VAR, cmsis_nn_path  # noqa: E402
+from mcugen.boards import get_board  # noqa: E402
+from mcugen.errors import McugenError  # noqa: E402
+from mcugen.lower import Layer, Program, lower  # noqa: E402
+from mcugen.specialize import apply_kernels  # noqa: E402
+from mcugen.targets import EMULATE_DSP_MACRO, get_target, target_for_board  # noqa: E402
+from mcugen.tflite_reader import read_tflite  # noqa: E402
+
+BOARDS = {"M4": "qemu-mps2-an386", "M7": "qemu-mps2-an500", "M55": "qemu-mps3-an547"}
+KINDS = ("portable", "mcugen", "cmsis-nn")
+MOBILENETS = ((0.35, 96), (1.0, 224))
+FLASH_SLACK = 16 * 1024
+NAME = "net"
+
+
+@dataclass
+class Run:
+    model: str
+    board: str
+    kind: str
+    instructions: int
+    flash_model: int  # bytes of code + constants of the model's objects in the linked image
+    bit_exact: bool  # outputs equal tflite-runtime's reference kernels
+    by_type: dict[str, list[int]] = field(default_factory=dict)  # type -> [instructions, MACs or elements]
+    layers: list[int] = field(default_factory=list)
+
+
+def layer_type(layer: Layer) -> str:
+    head = layer.comment[0] if layer.comment else ""
+    if layer.op == "CONV_2D":
+        return "CONV_2D 1x1" if "(1x1 " in head else "CONV_2D other"
+    if layer.op == "DEPTHWISE_CONV_2D":
+        if "(3x3 " not in head:
+            return "DEPTHWISE other"
+        return "DEPTHWISE 3x3 s2" if "stride 2x2" in head else "DEPTHWISE 3x3 s1"
+    return layer.op
+
+
+def work_units(layer: Layer, program: Program) -> int:
+    """MACs; elements for ADD/MUL/MEAN (lowering's count), row elements for SOFTMAX."""
+    if layer.op == "SOFTMAX":
+        return max(program.tensors[layer.output].nbytes, 1) if layer.output in program.tensors else 1
+    return max(layer.macs, 1)
+
+
+_MAP_INPUT = re.compile(r"^\s+(?:(\S+)\s+)?0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+\.o)\s*$")
+
+
+def model_flash(map_path: Path, prefix: str = "build/model/") -> int:
+    """Bytes of .text*, .rodata* and .data* input sections from the model's objects, as linked
+    (sections --gc-sections dropped are listed before the memory map and are not counted)."""
+    text = Path(map_path).read_text()
+    start = text.find("Linker script and memory map")
+    total = 0
+    section = None
+    for line in text[start:].splitlines():
+        m = _MAP_INPUT.match(line)
+        if m:
+            name = m.group(1) or section
+            if name and m.group(3).startswith(prefix) and name.startswith((".text", ".rodata", ".data")):
+                total += int(m.group(2), 16)
+            section = None
+            continue
+        stripped = line.strip()
+        section = stripped if stripped.startswith(".") and len(stripped.split()) == 1 else None
+    return total
+
+
+def make_mobilenet(work: Path, alpha: float, resolution: int) -> Path:
+    path = work / f"mobilenet_v2_{alpha:g}_{resolution}.tflite"
+    if not path.exists():
+        print(f"building {path.name} ...", flush=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "mcugen", "model", "mobilenet_v2", "--alpha", str(alpha), "--resolution",
+             str(resolution), "--samples", "8", "-o", str(path)],
+            capture_output=True, text=True, cwd=REPO,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"building {path.name} failed: {done.stderr.strip()[-500:]}")
+    return path
+
+
+def program_files(graph, kind: str, target, cmsis: Optional[Path]) -> tuple[Program, dict[str, str], tuple[str, ...]]:
+    program = lower(graph, NAME, strategy="layerwise")
+    if kind == "portable":
+        return program, codegen.render_model(program, graph), ()
+    result = apply_kernels(program, kind, target, str(cmsis) if cmsis else None)
+    return result.program, result.merged_files(codegen.render_model(result.program, graph)), result.cflags
+
+
+def same(outputs: list[np.ndarray], reference: list[np.ndarray]) -> bool:
+    return len(outputs) == len(reference) and all(
+        a.shape == b.shape and np.array_equal(a, b.astype(a.dtype)) for a, b in zip(outputs, reference)
+    )
+
+
+def run_board(model: Path, graph, board_key: str, kind: str, work: Path, inputs, reference, cmsis) -> Run:
+    board = get_board(BOARDS[board_key])
+    target = target_for_board(board)
+    program, files, cflags = program_files(graph, kind, target, cmsis)
+    folder = work / model.stem / board_key / kind
+    model_dir = folder / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for old in model_dir.glob("*"):
+        old.unlink()
+    codegen.write_files(files, model_dir)
+    fw = firmware.build_firmware(model_dir, NAME, board, folder / "fw", profile=True, extra_cflags=cflags)
+    result = bench.bench_elf(fw.elf, board, [a.tobytes() for a in inputs])
+    outputs = [
+        np.frombuffer(data, dtype=graph.t(i).dtype.numpy).reshape(graph.t(i).shape)
+        for data, i in zip(result.outputs, graph.outputs)
+    ]
+    run = Run(model.stem, board_key, kind, result.instructions, model_flash(fw.map), same(outputs, reference))
+    run.layers = list(result.layers)
+    for layer, count in zip(program.layers, result.layers):
+        entry = run.by_type.setdefault(layer_type(layer), [0, 0])
+        entry[0] += count
+        entry[1] += work_units(layer, program)
+    return run
+
+
+def host_exact(graph, kind: str, cmsis, inputs, reference, work: Path) -> bool:
+    program, files, cflags = program_files(graph, kind, get_target("portable"), cmsis)
+    gen = driver.Generated(graph=graph, program=program, files=files)
+    folder = Path(tempfile.mkdtemp(prefix=f"host-{kind}-", dir=work))
+    exe = driver.compile_host(gen, folder / "build", extra_cflags=(f"-D{EMULATE_DSP_MACRO}", *cflags))
+    return same(driver.run_host(exe, gen, [inputs], folder / "io")[0], reference)
+
+
+def per_mac(entry: list[int]) -> str:
+    return f"{entry[0]:>12,} {entry[0] / entry[1]:7.2f}"
+
+
+def print_model(runs: list[Run], model: str, boards: list[str], kinds: list[str]) -> None:
+    for board in boards:
+        here = {r.kind: r for r in runs if r.model == model and r.board == board}
+        if not here:
+            continue
+        print(f"\n{model} on {board} ({BOARDS[board]}): instructions and instructions per MAC "
+              "(ADD, MEAN: per element; SOFTMAX: per input element)")
+        header = f"  {'layer type':22s}" + "".join(f" {k:>20s}" for k in kinds if k in here)
+        print(header)
+        types = sorted({t for r in here.values() for t in r.by_type})
+        for t in types:
+            row = f"  {t:22s}"
+            for k in kinds:
+                if k in here:
+                    e = here[k].by_type.get(t)
+                    row += f" {per_mac(e) if e else '-':>20s}"
+            print(row)
+        row = f"  {'whole model':22s}"
+        for k in kinds:
+            if k in here:
+                row += f" {here[k].instructions:>20,}"
+        print(row)
+        row = f"  {'model flash (bytes)':22s}"
+        for k in kinds:
+            if k in here:
+                row += f" {here[k].flash_model:>20,}"
+        print(row)
+        row = f"  {'bit-exact vs tflite':22s}"
+        for k in kinds:
+            if k in here:
+                row += f" {str(here[k].bit_exact):>20s}"
+        print(row)
+        if "mcugen" in here and "cmsis-nn" in here:
+            print(f"  mcugen / cmsis-nn: {here['mcugen'].instructions / here['cmsis-nn'].instructions:.3f}"
+                  + (f"   mcugen / portable: {here['mcugen'].instructions / here['portable'].instructions:.3f}"
+                     if "portable" in here else ""))
+
+
+def goals(runs: list[Run], host: dict, sizes: dict[str, int], primary: str) -> list[tuple[str, bool, str]]:
+    out = []
+    m4 = {r.kind: r for r in runs if r.model == primary and r.board == "M4"}
+    if "mcugen" in m4 and "cmsis-nn" in m4:
+        ratio = m4["mcugen"].instructions / m4["cmsis-nn"].instructions
+        out.append((f"{primary} on the M4: mcugen <= 0.5 x cmsis-nn instructions", ratio <= 0.5,
+                    f"{m4['mcugen'].instructions:,} / {m4['cmsis-nn'].instructions:,} = {ratio:.3f}"))
+    if "mcugen" in m4:
+        for t, limit in (("CONV_2D 1x1", 1.0), ("DEPTHWISE 3x3", 2.5)):
+            n = sum(v[0] for k, v in m4["mcugen"].by_type.items() if k.startswith(t))
+            macs = sum(v[1] for k, v in m4["mcugen"].by_type.items() if k.startswith(t))
+            if macs:
+                out.append((f"{primary} on the M4: {t} <= {limit} instructions per MAC", n / macs <= limit,
+                            f"{n:,} / {macs:,} MACs = {n / macs:.2f}"))
+    for r in runs:
+        if r.kind == "mcugen":
+            limit = sizes[r.model] + FLASH_SLACK
+            out.append((f"{r.model} on the {r.board}: flash of the model <= .tflite + 16 KiB", r.flash_model <= limit,
+                        f"{r.flash_model:,} <= {sizes[r.model]:,} + {FLASH_SLACK:,} = {limit:,}"))
+    bad = [f"{r.model}/{r.board}/{r.kind}" for r in runs if r.kind != "portable" and not r.bit_exact]
+    bad += [f"{m}/host/{k}" for (m, k), ok in host.items() if not ok]
+    checked = len([r for r in runs if r.kind != "portable"]) + len(host)
+    out.append(("bit-exact with tflite-runtime on the host and every emulated core, both backends", not bad and checked > 0,
+                f"{checked} builds checked" + (f"; differ: {', '.join(bad)}" if bad else "")))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="*", help=".tflite files (default: MobileNet v2 0.35/96 and 1.0/224)")
+    ap.add_argument("--quick", action="store_true", help="MobileNet v2 0.35/96 only")
+    ap.add_argument("--boards", default="M4,M7,M55", help="comma-separated of M4, M7, M55")
+    ap.add_argument("--work", help="keep models and builds here (default: a temporary folder)")
+    ap.add_argument("--cmsis-nn", help=f"CMSIS-NN checkout (default: ${ENV_VAR})")
+    ap.add_argument("--json", help="also write the measurements to this file")
+    args = ap.parse_args(argv)
+    boards = [b.strip() for b in args.boards.split(",") if b.strip()]
+    for b in boards:
+        if b not in BOARDS:
+            ap.error(f"unknown board {b!r}; choose from {', '.join(BOARDS)}")
+    try:
+        cmsis = cmsis_nn_path(args.cmsis_nn)
+        kinds = list(KINDS)
+    except McugenError as e:
+        print(f"note: {e}; measuring without the cmsis-nn backend", file=sys.stderr)
+        cmsis, kinds = None, [k for k in KINDS if k != "cmsis-nn"]
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mcugen-kernels-"))
+    work.mkdir(parents=True, exist_ok=True)
+    models = [Path(m) for m in args.models]
+    if not models:
+        models = [make_mobilenet(work, a, r) for a, r in (MOBILENETS[:1] if args.quick else MOBILENETS)]
+    runs: list[Run] = []
+    host: dict[tuple[str, str], bool] = {}
+    sizes = {m.stem: m.stat().st_size for m in models}
+    start = time.monotonic()
+    for model in models:
+        graph = read_tflite(model)
+        inputs = driver.random_inputs(graph, 1, seed=6)[0]
+        oracle = oracles_for(model)[0]
+        reference = [np.asarray(a) for a in oracle.run(inputs)]
+        for kind in kinds:
+            if kind != "portable":
+                host[(model.stem, kind)] = host_exact(graph, kind, cmsis, inputs, reference, work)
+            for board in boards:
+                t = time.monotonic()
+                run = run_board(model, graph, board, kind, work, inputs, reference, cmsis)
+                runs.append(run)
+                print(f"[{time.monotonic() - start:6.0f}s] {model.stem} {board} {kind}: {run.instructions:,} instructions, "
+                      f"bit-exact {run.bit_exact} ({time.monotonic() - t:.0f}s)", flush=True)
+    for model in models:
+        print_model(runs, model.stem, boards, kinds)
+    primary = models[0].stem
+    print("\nGoals:")
+    results = goals(runs, host, sizes, primary)
+    for text, ok, detail in results:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {text}: {detail}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "runs": [asdict(r) for r in runs],
+            "host_bit_exact": {f"{m}/{k}": ok for (m, k), ok in host.items()},
+            "model_bytes": sizes,
+            "goals": [{"goal": t, "pass": ok, "detail": d} for t, ok, d in results],
+        }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

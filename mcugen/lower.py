@@ -13,7 +13,7 @@ from mcugen.errors import McugenError, UnsupportedError
 from mcugen.fusion import Chain, Stage, find_chains, window_of
 from mcugen.ir import DType, Graph, Operator, Tensor, op_macs
 from mcugen.passes import Buffers, Schedule, Step, build_schedule, fold_pads, schedule_buffers, tensor_buffer
-from mcugen.planner import Alias, AliasKind, Buffer, Plan, plan_greedy
+from mcugen.planner import Alias, AliasKind, Buffer, Plan, plan_greedy, verify
 from mcugen.supported import check_graph, same_padding
 
 # How the arena is planned: "layerwise" runs one operator at a time (with the in-place and
@@ -900,6 +900,7 @@ def lower(graph: Graph, name: Optional[str] = None, strategy: str = "fused", fus
         planned = choose_chains(folded, pads, candidates)
     else:
         planned = plan_schedule(folded, pads, candidates)
+    verify(planned.bufs.buffers, planned.plan, planned.bufs.aliases)
     return emit(planned, c_identifier(name or graph.name), graph.name, strategy)
 
 

@@ -921,6 +921,8 @@ def _stray_files(case_dir: Path, model: Path) -> list[str]:
     return stray
 
 
+# validate's exit-2 messages that blame mcugen's own output, not the model or the oracles
+GENERATED_C_FAILURES = ("host compilation of the generated C failed", "the compiled model exited with status", "the compiled model did not finish")
 ERROR_LINE = re.compile(r"^mcugen: error: [^\n]+\n?$")
 
 
@@ -951,6 +953,8 @@ def judge(res: CaseResult, died: Optional[str]) -> None:
                 except ValueError:
                     fails.append(f"validate: exit 0 but no JSON report: {c.stdout[:100]!r}")
         elif c.exit_code == 2:
+            if c.command == "validate" and any(k in c.stderr for k in GENERATED_C_FAILURES):
+                fails.append(f"validate: the generated C of an accepted model failed: {c.stderr.strip()[:300]}")
             if not ERROR_LINE.match(c.stderr):
                 fails.append(f"{c.command}: exit 2 but stderr is not one 'mcugen: error:' line: {c.stderr[:200]!r}")
             if c.error_class is None:

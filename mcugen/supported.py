@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -238,7 +239,7 @@ def c_fully_connected(g: Graph, op: Operator) -> Optional[str]:
     if not w.quant.per_channel:
         # TFLite's GetQuantizedConvolutionMultipler (FULLY_CONNECTED Prepare, per-tensor weights):
         # the bias scale must be input scale * weight scale within 2% of the output scale.
-        product = float(np.float32(x.quant.s) * np.float32(w.quant.s))
+        product = x.quant.s * w.quant.s  # in double, from the float32 scales
         bias_scale = b.quant.s if b is not None and b.quant is not None else 0.0
         if b is not None and abs(product - bias_scale) / o.quant.s > 0.02:
             return (
@@ -259,6 +260,18 @@ def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
     bs = broadcast_shape(a.shape, b.shape)
     if bs is None or tuple(bs) != tuple((1,) * (len(bs) - len(o.shape)) + tuple(o.shape)):
         return f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast to output {list(o.shape)}"
+    if op.op is OpType.ADD:
+        # TFLite's int8 ADD Prepare: twice_max / ((1 << 20) * output_scale), the product in float32;
+        # it aborts the process (TFLITE_CHECK) unless the multiplier lies strictly within (0, 1).
+        twice_max = 2.0 * max(a.quant.s, b.quant.s)
+        with np.errstate(all="ignore"):
+            denominator = float(np.float32(1 << 20) * np.float32(o.quant.s))
+        m = twice_max / denominator if denominator else math.inf
+        if not 0.0 < m < 1.0:
+            return (
+                f"has output scale {o.quant.s} for input scales {a.quant.s} and {b.quant.s}: TFLite's output "
+                f"multiplier {m} is outside (0, 1)"
+            )
     return None
 
 

@@ -91,6 +91,12 @@ def test_judge_accepts_clean_outcomes():
         ([_cmd("info", 0), _cmd("generate", 0)], ("cwd/evil.c",), "outside"),
         ([_cmd("info", 0), _cmd("generate", 2, err="mcugen: error: x\n", cls="OutputError")], (), "disagree"),
         ([_cmd("info", 1)], (), "exit 1"),
+        (
+            [_cmd("info", 0), _cmd("generate", 0),
+             _cmd("validate", 2, err="mcugen: error: host compilation of the generated C failed: x.c:1: error\n", cls="ToolError")],
+            (),
+            "generated C",
+        ),
     ],
 )
 def test_judge_flags_failures(commands, stray, reason):
@@ -403,3 +409,14 @@ def test_two_subgraphs_are_unsupported():
     assert verify_flatbuffer(data) is None
     with pytest.raises(UnsupportedError, match="has 2 subgraphs"):
         read_tflite_bytes(data, "m", where="m.tflite")
+
+
+def test_add_output_multiplier_outside_0_1_is_rejected():
+    """An ADD output scale of 3e38 made tflite-runtime abort (SIGABRT) inside validate: 2^20 * scale is inf in float32."""
+    model = OPS_DIR / "add_same_none.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    out = g.operators[0].outputs[0]
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    for scale in (3e38, 1e-12):
+        data = _mutated(model, lambda p: p.set_element(p.tensors()[out].Quantization()._tab, slot, "f", 0, scale))
+        assert "TFLite's output multiplier" in _unsupported(data)

@@ -13,7 +13,8 @@ from mcugen import __version__
 from mcugen.errors import McugenError
 
 # Modules that add their own sub-commands through `register(subparsers)`.
-COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo", "mcugen.cmd_firmware")
+COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo", "mcugen.cmd_firmware", "mcugen.memory_report")
+STRATEGY_HELP = "memory plan: fused (default; row-streamed chains where they lower the peak) or layerwise"
 
 
 def _progress(quiet: bool):
@@ -32,7 +33,7 @@ def cmd_info(args) -> int:
     from mcugen.driver import build
     from mcugen.ir import op_macs
 
-    gen = build(args.model)
+    gen = build(args.model, strategy=args.strategy)
     g, p = gen.graph, gen.program
     ops = Counter(op.op.value for op in g.operators)
     info = {
@@ -71,7 +72,7 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     from mcugen.driver import generate
 
-    gen = generate(args.model, args.output, name=args.name, force=args.force)
+    gen = generate(args.model, args.output, name=args.name, force=args.force, strategy=args.strategy)
     p = gen.program
     print(
         f"wrote {len(gen.files)} files to {args.output}: {', '.join(sorted(gen.files))} "
@@ -88,7 +89,13 @@ def cmd_validate(args) -> int:
     if args.board and args.board != "host":
         from mcugen import validate_board
 
+        if args.poison:
+            raise McugenError("--poison runs on the host; drop --board or --poison")
         kw = validate_board.runner_kwargs(args.board)
+    elif args.poison:
+        from mcugen.validate import poisoned_host_runner
+
+        kw = {"runner": poisoned_host_runner, "target": "host (poisoned arena)"}
     report = validate(
         args.model,
         input_files=args.input or (),
@@ -97,6 +104,7 @@ def cmd_validate(args) -> int:
         save_outputs=Path(args.save_outputs) if args.save_outputs else None,
         layers=args.layers,
         progress=progress,
+        strategy=args.strategy,
         **kw,
     )
     if args.json:
@@ -127,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="ops, tensors, MACs, weight bytes and planned arena of a model")
     p.add_argument("model", help="an int8 .tflite file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--strategy", choices=("fused", "layerwise"), default="fused", help=STRATEGY_HELP)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("generate", help="generate the C model library")
@@ -134,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (created; replaced only if mcugen made it)")
     p.add_argument("--name", help="C name prefix (default: from the file name, sanitised)")
     p.add_argument("--force", action="store_true", help="overwrite an existing folder mcugen did not create")
+    p.add_argument("--strategy", choices=("fused", "layerwise"), default="fused", help=STRATEGY_HELP)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("validate", help="generate, compile, run and compare with tflite-runtime bit for bit")
@@ -145,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--layers", action="store_true", help="on a mismatch, name the first layer that differs")
     p.add_argument("--board", default="host", help="where to run: host (default), qemu-mps2-an386 (M4), qemu-mps2-an500 (M7), qemu-mps3-an547 (M55)")
+    p.add_argument("--strategy", choices=("fused", "layerwise"), default="fused", help=STRATEGY_HELP)
+    p.add_argument("--poison", action="store_true",
+                   help="host build that overwrites every dead arena byte between layers (-DMCUGEN_POISON)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_validate)
 

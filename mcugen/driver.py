@@ -30,10 +30,13 @@ class Generated:
     files: dict[str, str]
 
 
-def build(model_path: str | Path, name: Optional[str] = None) -> Generated:
-    """Read, check, lower, plan (verified) and render a model; writes nothing."""
+def build(model_path: str | Path, name: Optional[str] = None, strategy: str = "fused") -> Generated:
+    """Read, check, lower, plan (verified) and render a model; writes nothing.
+
+    `strategy`: "fused" (default: row-streamed chains where they lower the peak) or "layerwise".
+    """
     graph = read_tflite(model_path)
-    program = lower(graph, name)
+    program = lower(graph, name, strategy=strategy)
     verify(program.buffers, program.plan, program.aliases)
     files = codegen.render_model(program, graph)
     return Generated(graph=graph, program=program, files=files)
@@ -85,8 +88,10 @@ def write_output_dir(out_dir: Path, files: dict[str, str], force: bool = False, 
         raise
 
 
-def generate(model_path: str | Path, out_dir: str | Path, name: Optional[str] = None, force: bool = False) -> Generated:
-    gen = build(model_path, name)
+def generate(
+    model_path: str | Path, out_dir: str | Path, name: Optional[str] = None, force: bool = False, strategy: str = "fused"
+) -> Generated:
+    gen = build(model_path, name, strategy)
     write_output_dir(Path(out_dir), gen.files, force=force)
     return gen
 
@@ -173,9 +178,11 @@ def run_host(exe: Path, gen: Generated, runs: list[list[np.ndarray]], work_dir: 
     return outs
 
 
-def compile_and_run_host(model_path: str | Path, inputs: list[list[np.ndarray]], extra_cflags: Sequence[str] = ()) -> list[list[np.ndarray]]:
+def compile_and_run_host(
+    model_path: str | Path, inputs: list[list[np.ndarray]], extra_cflags: Sequence[str] = (), strategy: str = "fused"
+) -> list[list[np.ndarray]]:
     """Generate, compile with host gcc and run the model on each run's inputs; returns outputs."""
-    gen = build(model_path)
+    gen = build(model_path, strategy=strategy)
     with tempfile.TemporaryDirectory(prefix="mcugen-host-") as tmp:
         exe = compile_host(gen, Path(tmp) / "build", extra_cflags)
         return run_host(exe, gen, inputs, Path(tmp) / "io")

@@ -99,6 +99,12 @@ def host_runner(gen: driver.Generated, runs: list[list[np.ndarray]], work: Path)
     return driver.run_host(exe, gen, runs, work / "io")
 
 
+def poisoned_host_runner(gen: driver.Generated, runs: list[list[np.ndarray]], work: Path) -> list[list[np.ndarray]]:
+    """Host build with -DMCUGEN_POISON: every dead arena byte is overwritten between layers."""
+    exe = driver.compile_host(gen, work / "build", extra_cflags=("-DMCUGEN_POISON",))
+    return driver.run_host(exe, gen, runs, work / "io")
+
+
 def validate(
     model_path: str | Path,
     *,
@@ -109,13 +115,14 @@ def validate(
     layers: bool = False,
     runner: Runner = host_runner,
     target: str = "host",
+    strategy: str = "fused",
     progress: Callable[[str], None] = lambda s: None,
 ) -> ValidationReport:
     from mcugen.oracle import oracles_for
 
     model_path = Path(model_path)
     progress("reading and generating")
-    gen = driver.build(model_path)
+    gen = driver.build(model_path, strategy=strategy)
     if input_files:
         runs = load_inputs(gen.graph, input_files)
     else:

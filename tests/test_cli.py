@@ -177,3 +177,20 @@ def test_unsupported_op_refused_before_writing(tf_models, tmp_path):
     assert_one_line_error(r)
     assert "CONCATENATION" in r.stderr and "supported ops:" in r.stderr and "operator" in r.stderr
     assert not out.exists()
+
+
+def test_validate_poisoned_and_layerwise():
+    for extra in (["--poison"], ["--strategy", "layerwise"]):
+        r = mcugen("validate", CHAIN, "--count", "2", "--json", *extra)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["bit_exact"] is True
+
+
+def test_plan_json_fields():
+    r = mcugen("plan", CHAIN, "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    for key in ("peak_bytes", "arena_bytes", "scratch_bytes", "tflm_arena_bytes", "ratio_to_tflm"):
+        assert key in plan, key
+    assert plan["arena_bytes"] >= plan["peak_bytes"] > 0
+    assert abs(plan["ratio_to_tflm"] - plan["arena_bytes"] / plan["tflm_arena_bytes"]) < 0.01

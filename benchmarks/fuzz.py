@@ -223,6 +223,7 @@ HOSTILE_NAMES = (
     "unicode \u202e reversed \u00e9\u4e2d".encode(),
     b"/* nested /* comment */",
     b"// line comment",
+    b"star*\\back\\slash",
 )
 HOSTILE_FILENAMES = (
     'a"b*_c',

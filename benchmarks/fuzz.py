@@ -289,6 +289,23 @@ def m_op_input(rng, p: Patcher) -> Optional[str]:
     return f"operator {_op_index(p, o)} input {j} -> tensor {v}"
 
 
+def m_op_arity(rng, p: Patcher) -> Optional[str]:
+    """One input more (another tensor, or -1) or one fewer for an operator."""
+    ops = p.operators()
+    if not ops:
+        return None
+    k = int(rng.integers(len(ops)))
+    o = ops[k]
+    ins = [int(o.Inputs(j)) for j in range(o.InputsLength())]
+    if ins and rng.random() < 0.4:
+        ins = ins[:-1]
+    else:
+        n = p.subgraph().TensorsLength()
+        ins = ins + [int(rng.integers(-1, n))]
+    p.replace_vector(o._tab, fields_of(tflite.Operator)["Inputs"].slot, "i", ins)
+    return f"operator {k} inputs -> {ins}"
+
+
 def _op_index(p: Patcher, o) -> int:
     for i, x in enumerate(p.operators()):
         if x._tab.Pos == o._tab.Pos:
@@ -646,6 +663,7 @@ MUTATORS: dict[str, Mutator] = {
     "truncate": m_truncate,
     "op_input": m_op_input,
     "op_output": m_op_output,
+    "op_arity": m_op_arity,
     "graph_io": m_graph_io,
     "tensor_buffer": m_tensor_buffer,
     "shape": m_shape,

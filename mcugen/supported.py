@@ -92,6 +92,12 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
     have = sum(1 for i in op.inputs[:need] if i >= 0)
     if have < need or len(op.outputs) != 1:
         return f"has {have} of {need} required inputs and {len(op.outputs)} outputs"
+    # TFLite's kernels refuse more inputs than these, or (PAD) read a third one that mcugen would ignore
+    most = {
+        OpType.CONV_2D: 3, OpType.DEPTHWISE_CONV_2D: 3, OpType.FULLY_CONNECTED: 3, OpType.RESHAPE: 2,
+    }.get(op.op, need)
+    if len(op.inputs) > most:
+        return f"has {len(op.inputs)} inputs where at most {most} are accepted"
     return None
 
 

@@ -441,3 +441,13 @@ def test_model_and_tensor_names_with_star_backslash_compile(tmp_path):
         r = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c", str(c), "-o", os.devnull],
                            capture_output=True, text=True)
         assert r.returncode == 0, (c.name, r.stderr[:300])
+
+
+def test_extra_operator_inputs_are_rejected():
+    """TFLite's PAD reads a third input as the pad value; mcugen would pad with the zero point instead."""
+    model = OPS_DIR / "pad_hw.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    ins = list(g.operators[0].inputs) + [g.operators[0].inputs[1]]
+    slot = fuzz.fields_of(tflite.Operator)["Inputs"].slot
+    data = _mutated(model, lambda p: p.replace_vector(p.operators()[0]._tab, slot, "i", ins))
+    assert "has 3 inputs where at most 2 are accepted" in _unsupported(data)

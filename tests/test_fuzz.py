@@ -451,3 +451,18 @@ def test_extra_operator_inputs_are_rejected():
     slot = fuzz.fields_of(tflite.Operator)["Inputs"].slot
     data = _mutated(model, lambda p: p.replace_vector(p.operators()[0]._tab, slot, "i", ins))
     assert "has 3 inputs where at most 2 are accepted" in _unsupported(data)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="oracle._checked_inputs uses np.ascontiguousarray, which turns a 0-d input into shape (1,); "
+    "tflite-runtime's set_tensor then raises ValueError out of `mcugen validate` (reported to the lead)",
+)
+def test_validate_a_scalar_input_model(tmp_path):
+    from mcugen.cli import main
+
+    slot = fuzz.fields_of(tflite.Tensor)["Shape"].slot
+    model = tmp_path / "scalar_add.tflite"
+    model.write_bytes(_mutated(OPS_DIR / "add_same_none.tflite", lambda p: p.replace_vector(p.tensors()[0]._tab, slot, "i", [])))
+    assert main(["validate", str(model), "--count", "1", "--quiet"]) in (0, 2)

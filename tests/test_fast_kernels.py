@@ -1,0 +1,451 @@
+"""Kernels specialised per layer (mcugen.specialize): the exactness proofs pinned at their edges, the
+pass's bookkeeping, then bit-exact C against tflite-runtime / the emulator on the host (portable
+and DSP code, the latter with its C99 stand-ins) and on the emulated cores (DSP assembly on the
+Cortex-M4/M7, Helium on the M55)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import OPS_DIR
+
+from mcugen.oracle import oracles_for  # noqa: I001  (loads tflite-runtime before TensorFlow can be)
+
+from mcugen import codegen, driver, quant
+from mcugen.boards import get_board
+from mcugen.emulate import emulate
+from mcugen.errors import UnsupportedError
+from mcugen.ir import (
+    Activation,
+    Conv2DAttrs,
+    DepthwiseConv2DAttrs,
+    DType,
+    ElementwiseAttrs,
+    FullyConnectedAttrs,
+    Graph,
+    MeanAttrs,
+    Operator,
+    OpType,
+    Padding,
+    Quant,
+    SoftmaxAttrs,
+    Tensor,
+)
+from mcugen.lower import lower
+from mcugen.specialize import (
+    ACC_LIMIT,
+    KernelPassResult,
+    ScratchBuffer,
+    apply_kernels,
+    fast_requant_exact,
+    mve_table,
+    place_scratch,
+    plan_requant,
+    specialize,
+)
+from mcugen.targets import EMULATE_DSP_MACRO, get_target, target_for_board, target_for_cpu
+from mcugen.tflite_reader import read_tflite
+
+# ---- 1. requantization: the short form equals TFLite's where the generator says so ----------
+
+
+def smmlar(a: int, b: int, acc: int) -> int:
+    """ARM SMMLAR: acc + round(a * b / 2**32), the 32-bit result wrapping."""
+    r = acc + ((a * b + 0x80000000) >> 32)
+    return ((r + 2**31) % 2**32) - 2**31
+
+
+def short_requant(acc: int, m: int, k: int, e: int) -> int:
+    a2 = 2 * acc
+    return (smmlar(a2, m, k) + (-1 if a2 < 0 else 0)) >> e
+
+
+EDGE_MULTIPLIERS = (1 << 30, (1 << 30) + 1, 1518500250, 2**31 - 2, 2**31 - 1, 0)
+
+
+@pytest.mark.parametrize("m", EDGE_MULTIPLIERS)
+@pytest.mark.parametrize("shift", (-1, -2, -7, -17, -24, -31))
+@pytest.mark.parametrize("zp", (-128, -1, 0, 127))
+def test_short_requant_equals_tflite_at_the_edges(m, shift, zp):
+    e = -shift
+    k = (1 << (e - 1)) + zp * (1 << e)
+    bound = ACC_LIMIT - 1
+    if not fast_requant_exact(np.array([bound]), np.array([m]), np.array([shift]), zp):
+        bound = 1 << 20
+    if abs(k) + bound + 2 >= 2**31:  # K = 2**(e-1) + zp * 2**e itself does not fit: refused
+        assert not fast_requant_exact(np.array([bound]), np.array([m]), np.array([shift]), zp)
+        return
+    assert fast_requant_exact(np.array([bound]), np.array([m]), np.array([shift]), zp)
+    rng = np.random.default_rng(abs(m) + e * 1000 + zp)
+    accs = {0, 1, -1, bound, -bound, bound - 1, -bound + 1}
+    # ties of the RoundingDivideByPOT and of the doubling high multiply
+    for q in range(-4, 5):
+        accs.add(int(np.clip(q * (1 << max(e - 1, 0)), -bound, bound)))
+    accs.update(int(v) for v in rng.integers(-bound, bound + 1, size=300))
+    for acc in sorted(accs):
+        want = int(quant.multiply_by_quantized_multiplier(acc, m, shift)) + zp
+        assert short_requant(acc, m, k, e) == want, (acc, m, shift, zp)
+
+
+def test_fast_requant_is_refused_where_it_could_differ():
+    m, s = np.array([2**31 - 1]), np.array([-1])
+    assert fast_requant_exact(np.array([ACC_LIMIT - 1]), m, s, 0)
+    assert not fast_requant_exact(np.array([ACC_LIMIT]), m, s, 0)  # 2 * acc would overflow
+    assert not fast_requant_exact(np.array([100]), m, np.array([0]), 0)  # no rounding shift
+    assert not fast_requant_exact(np.array([100]), m, np.array([3]), 0)  # a left shift
+    assert not fast_requant_exact(np.array([100]), np.array([-5]), s, 0)
+    assert fast_requant_exact(np.array([100]), m, np.array([0]), 7, allow_zero_shift=True)
+    # a large zero point times 2**e must still leave room
+    assert not fast_requant_exact(np.array([1 << 29]), m, np.array([-24]), 127)
+
+
+@pytest.mark.parametrize("m", EDGE_MULTIPLIERS[:-1])
+def test_zero_shift_short_form_is_smmlar(m):
+    for acc in (0, 1, -1, 12345, -12345, (1 << 29), -(1 << 29), ACC_LIMIT - 1, -(ACC_LIMIT - 1)):
+        assert smmlar(2 * acc, m, 5) == int(quant.multiply_by_quantized_multiplier(acc, m, 0)) + 5
+
+
+def test_plan_requant_falls_back_to_the_exact_form():
+    rq = plan_requant(np.array([10, 10]), np.array([1 << 30, 1 << 30]), np.array([-3, 2]), 0, -128, 127)
+    assert not rq.fast and list(rq.shift) == [-3, 2]
+    rq = plan_requant(np.array([10, 10]), np.array([1 << 30, 1 << 30]), np.array([-3, -9]), 4, -128, 127)
+    assert rq.fast and list(rq.e) == [3, 9] and list(rq.k) == [4 + 4 * 8, 256 + 4 * 512] and rq.clamp_is_int8
+
+
+def test_mve_table_layout():
+    t = mve_table(np.array([1, 2, 3, 4, 5]), np.array([10, 20, 30, 40, 50]), np.array([-1, 0, 2, -31, -5]), 8)
+    blocks = t.reshape(2, 5, 4)
+    assert list(blocks[0, 0]) == [1, 2, 3, 4] and list(blocks[1, 0]) == [5, 0, 0, 0]
+    assert list(blocks[0, 2]) == [0, 0, 2, 0]  # left shifts
+    assert list(blocks[0, 3]) == [-1, 0, 0, -31]  # minus right shifts
+    assert list(blocks[0, 4]) == [-1, 0, 0, -1]  # the -1 for negatives only where a right shift rounds
+
+
+def test_targets():
+    assert target_for_cpu("cortex-m4").name == "armv7em-dsp" and target_for_cpu("cortex-m7").name == "armv7em-dsp"
+    assert target_for_cpu("cortex-m55").name == "mve" and target_for_cpu("cortex-m0plus").name == "portable"
+    assert target_for_board(get_board("qemu-mps3-an547")).name == "mve"
+    with pytest.raises(UnsupportedError, match="supported targets"):
+        get_target("avx512")
+    with pytest.raises(UnsupportedError, match="--kernels"):
+        apply_kernels(lower(_one_conv_graph(0)), "tvm", get_target("portable"))
+
+
+# ---- 2. a small IR factory with adversarial quantization -----------------------------------------
+
+
+class Builder:
+    """int8 IR graphs with seeded weights and quantization chosen to reach the edges: zero points at
+    +-128, output scales that make multipliers > 1 (left shifts) or tiny, per-tensor weights."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.tensors: list[Tensor] = []
+        self.ops: list[Operator] = []
+        self.inputs: list[int] = []
+
+    def tensor(self, shape, dtype=DType.INT8, q=None, data=None) -> int:
+        self.tensors.append(Tensor(len(self.tensors), f"t{len(self.tensors)}", tuple(shape), dtype, q, data))
+        return len(self.tensors) - 1
+
+    def act_quant(self, scale=None) -> Quant:
+        zp = int(self.rng.choice([-128, -127, -5, 0, 3, 126, 127]))
+        s = scale if scale is not None else float(self.rng.uniform(0.01, 0.1))
+        return Quant(np.array([s], np.float32), np.array([zp], np.int64))
+
+    def input(self, shape) -> int:
+        i = self.tensor(shape, q=self.act_quant())
+        self.inputs.append(i)
+        return i
+
+    def op(self, kind, ins, shape, attrs, q=None) -> int:
+        o = self.tensor(shape, q=q or self.act_quant(self.out_scale(ins)))
+        self.ops.append(Operator(len(self.ops), kind, list(ins), [o], attrs))
+        return o
+
+    def out_scale(self, ins) -> float:
+        x = self.tensors[ins[0]]
+        # a wide spread of effective multipliers: from ~2**-20 to ~4 (left shifts), the scale
+        # itself kept in [1e-3, 1] so that a chain of layers stays a plausible network
+        return float(np.clip(x.quant.s * 10 ** self.rng.uniform(-3.0, 1.3), 1e-3, 1.0))
+
+    def weights(self, shape, axis, per_channel) -> int:
+        data = self.rng.integers(-127, 128, size=shape).astype(np.int8)
+        n = shape[axis] if per_channel else 1
+        scales = (10 ** self.rng.uniform(-3.5, -1.5, size=n)).astype(np.float32)
+        return self.tensor(shape, q=Quant(scales, np.zeros(n, np.int64), axis), data=data)
+
+    def bias(self, x, w, n) -> int:
+        scales = (self.tensors[x].quant.scale[0] * np.broadcast_to(self.tensors[w].quant.scale, (n,))).astype(np.float32)
+        data = self.rng.integers(-(1 << 16), 1 << 16, size=n).astype(np.int32)
+        return self.tensor((n,), DType.INT32, Quant(scales, np.zeros(n, np.int64)), data)
+
+    @staticmethod
+    def out_size(size, k, s, d, padding):
+        eff = (k - 1) * d + 1
+        return math.ceil(size / s) if padding is Padding.SAME else math.ceil((size - eff + 1) / s)
+
+    def conv(self, x, out_c, k, s, d, padding, act, per_channel=True, with_bias=True) -> int:
+        n, h, w, c = self.tensors[x].shape
+        oh, ow = self.out_size(h, k[0], s[0], d[0], padding), self.out_size(w, k[1], s[1], d[1], padding)
+        wt = self.weights((out_c, k[0], k[1], c), 0, per_channel)
+        ins = [x, wt] + ([self.bias(x, wt, out_c)] if with_bias else [])
+        return self.op(OpType.CONV_2D, ins, (n, oh, ow, out_c), Conv2DAttrs(s[0], s[1], d[0], d[1], padding, act))
+
+    def dw(self, x, k, s, d, m, padding, act, per_channel=True) -> int:
+        n, h, w, c = self.tensors[x].shape
+        oh, ow = self.out_size(h, k[0], s[0], d[0], padding), self.out_size(w, k[1], s[1], d[1], padding)
+        wt = self.weights((1, k[0], k[1], c * m), 3, per_channel)
+        attrs = DepthwiseConv2DAttrs(s[0], s[1], d[0], d[1], padding, act, m)
+        return self.op(OpType.DEPTHWISE_CONV_2D, [x, wt, self.bias(x, wt, c * m)], (n, oh, ow, c * m), attrs)
+
+    def fc(self, x, units, per_channel) -> int:
+        depth = self.tensors[x].size
+        wt = self.weights((units, depth), 0, per_channel)
+        return self.op(OpType.FULLY_CONNECTED, [x, wt, self.bias(x, wt, units)], (1, units),
+                       FullyConnectedAttrs(Activation.NONE, False))
+
+    def add(self, a, b, act) -> int:
+        q = self.act_quant(float(max(self.tensors[a].quant.s, self.tensors[b].quant.s) * self.rng.uniform(0.6, 2.5)))
+        return self.op(OpType.ADD, [a, b], self.tensors[a].shape, ElementwiseAttrs(act), q=q)
+
+    def mean(self, x) -> int:
+        n, h, w, c = self.tensors[x].shape
+        axes = self.tensor((2,), DType.INT32, data=np.array([1, 2], np.int32))
+        q = self.act_quant(float(self.tensors[x].quant.s * self.rng.uniform(0.3, 3.0)))
+        return self.op(OpType.MEAN, [x, axes], (n, c), MeanAttrs((1, 2), False), q=q)
+
+    def softmax(self, x, beta) -> int:
+        q = Quant(np.array([1 / 256], np.float32), np.array([-128], np.int64))
+        return self.op(OpType.SOFTMAX, [x], self.tensors[x].shape, SoftmaxAttrs(beta), q=q)
+
+    def graph(self, outputs, name="g") -> Graph:
+        return Graph(name, self.tensors, self.ops, list(self.inputs), list(outputs))
+
+
+def _one_conv_graph(seed: int) -> Graph:
+    b = Builder(seed)
+    x = b.input((1, 6, 5, 8))
+    return b.graph([b.conv(x, 8, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE)])
+
+
+def random_graph(seed: int) -> Graph:
+    """A short random network touching every specialised kernel: a stem conv, a depthwise, a 1x1,
+    a residual ADD, then MEAN + FC + SOFTMAX or just an FC."""
+    rng = np.random.default_rng(5000 + seed)
+    b = Builder(seed)
+    h, w = int(rng.integers(3, 13)), int(rng.integers(3, 13))
+    cin = int(rng.choice([1, 2, 3, 4, 5, 8]))
+    x = b.input((1, h, w, cin))
+    act = lambda: Activation(rng.choice(["NONE", "RELU", "RELU6"]))  # noqa: E731
+    pad = Padding(rng.choice(["SAME", "VALID"]))
+    k = (int(rng.choice([1, 2, 3, 5])), int(rng.choice([1, 3])))
+    s = (int(rng.choice([1, 2])), int(rng.choice([1, 2])))
+    d = (1, 1) if max(s) > 1 else (int(rng.choice([1, 2])), 1)
+    if pad is Padding.VALID and (h < (k[0] - 1) * d[0] + 1 or w < (k[1] - 1) * d[1] + 1):
+        pad = Padding.SAME
+    c1 = int(rng.choice([4, 8, 12, 16, 20]))
+    y = b.conv(x, c1, k, s, d, pad, act(), per_channel=bool(rng.random() < 0.8), with_bias=bool(rng.random() < 0.9))
+    sd = int(rng.choice([1, 2]))
+    pad2 = Padding(rng.choice(["SAME", "VALID"])) if min(b.tensors[y].shape[1:3]) >= 3 else Padding.SAME
+    y = b.dw(y, (3, 3), (sd, sd), (1, 1), 1, pad2, act(), per_channel=bool(rng.random() < 0.8))
+    c2 = int(rng.choice([3, 4, 8, 9, 16]))
+    z = b.conv(y, c2, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE)
+    w2 = b.conv(z, c2, (1, 1), (1, 1), (1, 1), Padding.SAME, act())
+    r = b.add(z, w2, act())
+    if rng.random() < 0.6:
+        m = b.mean(r)
+        f = b.fc(m, int(rng.integers(2, 12)), per_channel=bool(rng.random() < 0.5))
+        out = b.softmax(f, float(rng.choice([1.0, 0.5, 2.0])))
+    else:
+        out = b.fc(r, int(rng.integers(1, 9)), per_channel=bool(rng.random() < 0.5))
+    return b.graph([out], name=f"rand{seed}")
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def specialised(graph: Graph, target: str, strategy: str = "layerwise") -> tuple[driver.Generated, KernelPassResult]:
+    program = lower(graph, "net", strategy=strategy)
+    result = specialize(program, get_target(target))
+    files = result.merged_files(codegen.render_model(result.program, graph))
+    return driver.Generated(graph=graph, program=result.program, files=files), result
+
+
+def run_host(gen: driver.Generated, runs, cflags=()) -> list[list[np.ndarray]]:
+    with tempfile.TemporaryDirectory(prefix="mcugen-fast-") as tmp:
+        exe = driver.compile_host(gen, Path(tmp) / "build", (f"-D{EMULATE_DSP_MACRO}", "-DMCUGEN_POISON", *cflags))
+        return driver.run_host(exe, gen, runs, Path(tmp) / "io")
+
+
+def have_qemu() -> bool:
+    return all(shutil.which(t) for t in ("qemu-system-arm", "arm-none-eabi-gcc", "make"))
+
+
+def run_board(gen: driver.Generated, board_name: str, runs, cflags=()) -> list[list[np.ndarray]]:
+    from mcugen.firmware import build_firmware
+    from mcugen.qemu import describe_failure, run_on_qemu_batch
+
+    board = get_board(board_name)
+    g = gen.graph
+    with tempfile.TemporaryDirectory(prefix="mcugen-fast-fw-") as tmp:
+        model_dir = Path(tmp) / "model"
+        codegen.write_files(gen.files, model_dir)
+        fw = build_firmware(model_dir, gen.program.name, board, Path(tmp) / "fw", extra_cflags=cflags)
+        blobs = [[np.ascontiguousarray(a.astype(g.t(g.inputs[k]).dtype.numpy)).tobytes() for k, a in enumerate(r)] for r in runs]
+        res = run_on_qemu_batch(fw.elf, board, blobs, timeout=300)
+        assert res.exit_code == 0, describe_failure(res.exit_code, res.stderr, 300)
+        return [[np.frombuffer(b, dtype=g.t(i).dtype.numpy).reshape(g.t(i).shape) for b, i in zip(out, g.outputs)]
+                for out in res.outputs]
+
+
+def assert_equal_runs(got, want, what: str) -> None:
+    for r, (g_run, w_run) in enumerate(zip(got, want)):
+        for k, (a, b) in enumerate(zip(g_run, w_run)):
+            b = np.asarray(b).reshape(a.shape).astype(a.dtype)
+            assert np.array_equal(a, b), f"{what}: run {r} output {k} differs (max {np.abs(a.astype(int) - b.astype(int)).max()})"
+
+
+# ---- 3. the pass's bookkeeping --------------------------------------------------------------------
+
+
+def test_layers_replaced_constants_repacked_and_scratch_placed():
+    graph = random_graph(3)
+    program = lower(graph, "net", strategy="layerwise")
+    gen, result = specialised(graph, "armv7em-dsp")
+    kinds = {l.kernel for l in result.program.layers if l.kernel}
+    assert all(k.startswith("net_l") for k in kinds if "conv" in k or "dw" in k or "fc" in k)
+    assert len(result.choices) == sum(1 for l in program.layers if l.kernel in (
+        "mcugen_conv2d_s8", "mcugen_depthwise_conv2d_s8", "mcugen_depthwise_conv2d_inplace_s8",
+        "mcugen_fully_connected_s8", "mcugen_add_s8", "mcugen_mean_hw_s8", "mcugen_softmax_s8"))
+    names = {c.cname for c in result.program.consts}
+    assert not any(n.endswith(("_conv_weights", "_dw_weights", "_fc_weights")) for n in names), "old weights kept"
+    assert result.program.arena_bytes >= program.arena_bytes
+    for s in result.scratch:
+        assert s.size > 0 and 0 <= s.step < len(program.layers)
+    assert "mcugen_portable.h" in gen.files and '#include "net_layers.h"' in gen.files["mcugen_kernels.h"]
+    assert gen.files["net.c"].count("net_l") >= len(result.choices)
+
+
+def test_place_scratch_reuses_a_large_enough_planned_buffer_else_the_tail():
+    graph = random_graph(1)
+    program = lower(graph, "net", strategy="layerwise")
+    grown, offsets = place_scratch(program, [ScratchBuffer("scratch0", 100, 0), ScratchBuffer("scratch1", 40, 1)])
+    base = -(-program.arena_bytes // 16) * 16
+    assert offsets == {"scratch0": base, "scratch1": base} and grown.arena_bytes == base + 100
+    planned = [b for b in program.buffers if b.name.startswith("scratch")]
+    if planned:
+        b = planned[0]
+        _, offsets = place_scratch(program, [ScratchBuffer(b.name, b.size, b.first)])
+        assert offsets[b.name] == program.plan.offsets[b.name]
+        _, offsets = place_scratch(program, [ScratchBuffer(b.name, b.size + 1, b.first)])
+        assert offsets[b.name] == base
+
+
+def test_dsp_code_refuses_to_compile_for_the_wrong_target(tmp_path):
+    gen, _ = specialised(_one_conv_graph(0), "armv7em-dsp")
+    with pytest.raises(Exception, match="compilation"):
+        driver.compile_host(gen, tmp_path / "build")  # no DSP and no emulation macro: #error
+
+
+# ---- 4. bit-exact on the host -----------------------------------------------------------------------
+
+OP_MODELS = sorted(
+    p.name for p in OPS_DIR.glob("*.tflite")
+    if p.stem.split("_")[0] in ("conv2d", "depthwise", "fully", "add", "softmax", "chain", "pad", "two")
+    or p.stem.startswith("mean_hw")
+)
+
+
+@pytest.mark.parametrize("target", ["portable", "armv7em-dsp"])
+@pytest.mark.parametrize("name", OP_MODELS)
+def test_op_models_bit_exact_with_tflite_on_the_host(name, target):
+    path = OPS_DIR / name
+    graph = read_tflite(path)
+    gen, result = specialised(graph, target)
+    runs = driver.random_inputs(graph, 2, seed=11)
+    got = run_host(gen, runs)
+    oracle = oracles_for(path)[0]
+    assert_equal_runs(got, [oracle.run(r) for r in runs], f"{name} ({target}) vs {oracle.name}")
+
+
+@pytest.mark.parametrize("target", ["portable", "armv7em-dsp"])
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graphs_bit_exact_with_the_emulator(seed, target):
+    graph = random_graph(seed)
+    gen, result = specialised(graph, target)
+    assert result.choices, "nothing was specialised"
+    runs = driver.random_inputs(graph, 3, seed=seed)
+    assert_equal_runs(run_host(gen, runs), [emulate(graph, r).outputs for r in runs], f"random graph {seed} ({target})")
+
+
+def test_fused_program_keeps_its_chains_and_stays_exact():
+    graph = random_graph(4)
+    gen, result = specialised(graph, "armv7em-dsp", strategy="fused")
+    runs = driver.random_inputs(graph, 2, seed=1)
+    assert_equal_runs(run_host(gen, runs), [emulate(graph, r).outputs for r in runs], "fused + specialised")
+
+
+# ---- 5. bit-exact on the emulated cores (the assembly and Helium paths) ------------------------------
+
+BOARD_OP_MODELS = [
+    "conv2d_1x1_valid_s1_none.tflite", "conv2d_1x1_same_s2_relu.tflite", "conv2d_3x3_same_s2_cin1_relu6.tflite",
+    "conv2d_3x3_same_dil2_relu.tflite", "conv2d_5x3_valid_s2_none.tflite", "depthwise_3x3_same_s1_m1_relu6.tflite",
+    "depthwise_3x3_same_s2_even_m1_relu6.tflite", "depthwise_3x3_valid_s2_m1_none.tflite",
+    "fully_connected_batch3_bias_none.tflite", "fully_connected_per_channel_bias_none.tflite",
+    "fully_connected_nobias_none.tflite", "chain_conv_dw_conv_add_mean_fc_softmax.tflite",
+]
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+@pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-mps3-an547"])
+def test_op_models_bit_exact_on_the_emulated_cores(board):
+    for name in BOARD_OP_MODELS:
+        path = OPS_DIR / name
+        graph = read_tflite(path)
+        gen, _ = specialised(graph, target_for_board(get_board(board)).name)
+        runs = driver.random_inputs(graph, 2, seed=5)
+        oracle = oracles_for(path)[0]
+        assert_equal_runs(run_board(gen, board, runs), [oracle.run(r) for r in runs], f"{name} on {board}")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+@pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-mps2-an500", "qemu-mps3-an547"])
+def test_random_graphs_bit_exact_on_the_emulated_cores(board):
+    graphs = [random_graph(seed) for seed in range(100, 106)]
+    for graph in graphs:
+        gen, _ = specialised(graph, target_for_board(get_board(board)).name)
+        runs = driver.random_inputs(graph, 2, seed=2)
+        assert_equal_runs(run_board(gen, board, runs), [emulate(graph, r).outputs for r in runs], f"{graph.name} on {board}")
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("mnv2") / "mnv2_035_96.tflite"
+    done = subprocess.run(
+        [sys.executable, "-m", "mcugen", "model", "mobilenet_v2", "--alpha", "0.35", "--resolution", "96",
+         "--classes", "1000", "--samples", "4", "-o", str(path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return path
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+@pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-mps3-an547"])
+def test_mobilenet_v2_bit_exact_on_the_emulated_cores(mobilenet, board):
+    graph = read_tflite(mobilenet)
+    gen, result = specialised(graph, target_for_board(get_board(board)).name)
+    assert len(result.choices) >= 60
+    runs = driver.random_inputs(graph, 1, seed=9)
+    oracle = oracles_for(mobilenet)[0]
+    assert_equal_runs(run_board(gen, board, runs), [oracle.run(r) for r in runs], f"MobileNet v2 on {board}")

@@ -34,6 +34,23 @@ SOFTMAX = OPS_DIR / "softmax_beta1.tflite"
 CHAIN = OPS_DIR / "chain_conv_dw_conv_add_mean_fc_softmax.tflite"
 
 
+# Failures whose cause is reported (outside the reader and support checks) and pinned by a strict
+# xfail test below: the campaign lists them but does not fail on them. When a fix lands, the xfail
+# test turns XPASS (a failure), and its entry here goes too.
+KNOWN_BUGS = {
+    "lower.c_comment_text makes '*/' from '*\\' (test_model_and_tensor_names_with_star_backslash_compile)": (
+        lambda r: "host compilation of the generated C failed" in r.detail and "star_back_slash" in r.detail
+    ),
+    "oracle turns 0-d inputs into shape (1,) (test_validate_a_scalar_input_model)": (
+        lambda r: "Got 1 but expected 0" in r.detail
+    ),
+}
+
+
+def known_bug(r) -> str | None:
+    return next((name for name, matches in KNOWN_BUGS.items() if matches(r)), None)
+
+
 def test_fuzz_campaign(tmp_path):
     """~150 seeded cases over every mutator; every one must end cleanly (see fuzz.judge)."""
     fuzz._prewarm()
@@ -49,10 +66,15 @@ def test_fuzz_campaign(tmp_path):
     rejected = sum(v for k, v in tally.outcomes.items() if k.startswith("rejected"))
     assert ok + rejected + len(tally.failures) == CASES
     assert {m for m, _ in tally.by_mutator} >= set(fuzz.MUTATORS), "every mutator must have run"
-    assert not tally.failures, report
+    unknown = [r for r in tally.failures if known_bug(r) is None]
+    for r in tally.failures:
+        if known_bug(r):
+            print(f"known bug ({known_bug(r)}): case {r.case.index}")
+    assert not unknown, report
     # The campaign exercises both ends: accepted models validated bit-exact and rejected ones.
     assert 0 < tally.validated <= VALIDATE_MAX
-    assert tally.outcomes["ok+bit-exact"] == tally.validated
+    validated_failures = sum(1 for r in tally.failures if any(c.command == "validate" for c in r.commands))
+    assert tally.outcomes["ok+bit-exact"] == tally.validated - validated_failures
     assert rejected >= CASES // 3 and ok >= 10
     assert seconds < BUDGET_SECONDS * 3, f"campaign took {seconds:.0f} s"
 
@@ -102,6 +124,14 @@ def test_judge_accepts_clean_outcomes():
 def test_judge_flags_failures(commands, stray, reason):
     r = _result(commands, stray)
     assert r.failed and reason in r.detail, r.detail
+
+
+def test_known_bugs_match_only_their_own_symptom():
+    other = _result([_cmd("info", None, tb="Traceback...\nIndexError: list index out of range")])
+    assert other.failed and known_bug(other) is None
+    err = "mcugen: error: host compilation of the generated C failed: m.c:1:71: error\n"
+    other = _result([_cmd("info", 0), _cmd("generate", 0), _cmd("validate", 2, err=err, cls="ToolError")])
+    assert other.failed and known_bug(other) is None
 
 
 # ---- the structured mutations edit the flatbuffer properly -----------------------------------

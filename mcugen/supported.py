@@ -319,6 +319,8 @@ def c_softmax_logistic(g: Graph, op: Operator) -> Optional[str]:
     o = g.t(op.outputs[0])
     if tuple(x.shape) != tuple(o.shape):
         return f"maps shape {list(x.shape)} to {list(o.shape)}"
+    if op.op is OpType.SOFTMAX and not x.shape:
+        return "has a scalar (rank-0) input; TFLite's SOFTMAX needs at least one dimension"
     if abs(o.quant.s - 1.0 / 256) > 1e-9 or o.quant.zp != -128:
         return f"output has scale {o.quant.s} and zero point {o.quant.zp}"
     return None

@@ -496,3 +496,13 @@ def test_validate_a_scalar_input_model(tmp_path):
     model = tmp_path / "scalar_add.tflite"
     model.write_bytes(_mutated(OPS_DIR / "add_same_none.tflite", lambda p: p.replace_vector(p.tensors()[0]._tab, slot, "i", [])))
     assert main(["validate", str(model), "--count", "1", "--quiet"]) in (0, 2)
+
+
+def test_scalar_softmax_is_rejected():
+    """tflite-runtime refuses a rank-0 SOFTMAX (the shape sweep found mcugen generating one)."""
+    slot = fuzz.fields_of(tflite.Tensor)["Shape"].slot
+    model = OPS_DIR / "softmax_beta1.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    op = g.operators[0]
+    data = _mutated(model, lambda p: [p.replace_vector(p.tensors()[i]._tab, slot, "i", []) for i in (op.inputs[0], op.outputs[0])])
+    assert "scalar (rank-0) input" in _unsupported(data)

@@ -375,6 +375,7 @@ class GemmConvPlan:
     word_taps: bool  # in_c % 4 == 0: the gather copies whole words per tap
     unroll: int  # groups per iteration of the dot product loop
     doubled: bool  # the gather doubles the inputs (and the table the bias): 2*acc for free
+    full_unroll: bool = False  # the dot product has no loop (DSP: every group in line)
 
 
 @dataclass(frozen=True)
@@ -502,22 +503,27 @@ def _unroll(groups: int) -> int:
     return next(u for u in (4, 2, 1) if groups % u == 0)
 
 
-# Pixels per block of the conv kernels, best first: the main loop takes blocks of `block`
-# pixels, the rest is one smaller block. Larger blocks reuse each unpacked weight word more.
+# Pixels per block of the conv kernels. The dot product loop keeps P accumulators, four input
+# registers, two weight registers and three pointers: P <= 4 fits the 14 allocatable
+# registers. Without the loop (few groups, fully unrolled: no end pointer) P = 6 fits too.
 _BLOCKS = (4, 3, 2, 1)
-_DSP_MAX_BLOCK = 4
+_BLOCKS_UNROLLED = (6, 4, 3, 2, 1)
+FULL_UNROLL_GROUPS = 4  # groups of 4 taps up to which the dot product is fully unrolled
 
 
-def _choose_block(npix: int) -> tuple[int, int]:
+def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS) -> tuple[int, int]:
     """(P, tail): the main block size and the last block's size (0 when P divides npix)."""
+
+    def per_group(p: int) -> int:
+        # unpack one weight word (3), load the inputs (a load-multiple per two pixels), 2 SMLAD per pixel
+        return 3 + (p + 1) // 2 + 2 * p
+
     best = None
-    for p in _BLOCKS:
+    for p in blocks:
         if p > npix:
             continue
         tail = npix % p
-        # cost model: per block and weight word, 3 instructions to unpack the weights plus
-        # 1 load and 2 multiply-accumulates per pixel; a tail block pays its own unpacking
-        cost = (npix // p) * (3 + 3 * p) + ((3 + 3 * tail) if tail else 0)
+        cost = (npix // p) * per_group(p) + (per_group(tail) if tail else 0)
         if best is None or cost < best[0]:
             best = (cost, p, tail)
     return best[1], best[2]
@@ -582,7 +588,8 @@ class _Specializer:
                 weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
                 out_offset=v.output.offset, scratch_offset=-1, word_taps=False, unroll=1, doubled=False,
             ), sname
-        block, tail = _choose_block(npix)
+        full_unroll = groups <= FULL_UNROLL_GROUPS
+        block, tail = _choose_block(npix, _BLOCKS_UNROLLED if full_unroll else _BLOCKS)
         # Doubling the inputs as they are gathered costs 2 instructions per group and pixel and
         # saves one per output (the short requantization wants 2 * acc): worth it when the
         # layer has more output channels than twice its groups.
@@ -596,7 +603,7 @@ class _Specializer:
             name=f"{self.name}_l{i}_conv", index=i, isa=self.t.isa.value, pointwise=pointwise, v=v, groups=groups,
             block=block, tail=tail, npix=npix, rq=rq, weights=weights, table=table, scratch_bytes=scratch_bytes,
             in_offset=v.input.offset, out_offset=v.output.offset, scratch_offset=-1, word_taps=v.in_c % 4 == 0,
-            unroll=_unroll(groups), doubled=doubled,
+            unroll=groups if full_unroll else _unroll(groups), doubled=doubled, full_unroll=full_unroll,
         ), sname
 
     # -- DEPTHWISE_CONV_2D

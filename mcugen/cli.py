@@ -112,6 +112,11 @@ def cmd_validate(args) -> int:
     else:
         verdict = "BIT-EXACT" if report.bit_exact else f"MISMATCH (max abs diff {report.max_abs_diff})"
         print(f"{report.model} on {report.target}: {verdict} over {report.runs} runs against {', '.join(report.oracles)}")
+        for d in report.oracle_disagreements:
+            print(
+                f"note: run {d['run']}: oracle {d['oracle']} disagrees with the reference {report.oracles[0]} "
+                f"by up to {d['max_abs_diff_to_reference']} (the generated code follows the reference)"
+            )
         if report.first_bad_layer is not None:
             b = report.first_bad_layer
             print(

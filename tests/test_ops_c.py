@@ -62,3 +62,35 @@ def test_random_inputs_are_seeded_and_cover_range():
     assert all(np.array_equal(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
     assert a[0][0].min() < -100 and a[0][0].max() > 100
 
+
+
+def test_logistic_follows_tflite_runtime_where_the_oracles_disagree(tmp_path):
+    """At some input scales tflite-runtime (float table) and TFLite Micro (fixed point) differ by
+    1 LSB on int8 LOGISTIC; the C follows tflite-runtime and validate names the disagreement."""
+    from mcugen import quant
+    from mcugen.tflite_reader import read_tflite
+
+    src = OPS_DIR / "logistic.tflite"
+    graph = read_tflite(src)
+    x = graph.t(graph.inputs[0])
+    rng = np.random.default_rng(3)
+    every = np.arange(-128, 128)
+    for _ in range(20000):
+        scale = float(np.float32(10 ** rng.uniform(-3, -0.5)))
+        table = quant.logistic_lut_tflite(scale, x.quant.zp, 1 / 256, -128)
+        fixed = quant.logistic_int8_fixed_point(every, quant.logistic_params(scale, x.quant.zp))
+        if not np.array_equal(table, fixed):
+            break
+    else:
+        pytest.fail("no input scale where the two LOGISTIC implementations differ")
+    raw = bytearray(src.read_bytes())
+    old = np.float32(x.quant.s).tobytes()
+    assert raw.count(old) == 1, "the input scale must be patchable in place"
+    raw[raw.index(old) : raw.index(old) + 4] = np.float32(scale).tobytes()
+    patched = tmp_path / "logistic_patched.tflite"
+    patched.write_bytes(bytes(raw))
+    assert read_tflite(patched).t(graph.inputs[0]).quant.s == np.float32(scale)
+    report = validate(patched, count=6, seed=0)
+    assert report.oracles == ["tflite-runtime-ref", "tflite-micro"]
+    assert report.bit_exact and report.max_abs_diff == 0
+    assert report.oracle_disagreements and all(d["oracle"] == "tflite-micro" for d in report.oracle_disagreements)

@@ -504,11 +504,13 @@ def _unroll(groups: int) -> int:
 
 
 # Pixels per block of the conv kernels. The dot product loop keeps P accumulators, four input
-# registers, two weight registers and three pointers: P <= 4 fits the 14 allocatable
-# registers. Without the loop (few groups, fully unrolled: no end pointer) P = 6 fits too.
+# registers, two weight registers and three pointers: P <= 4 fits in 13 registers, leaving r7
+# to a frame pointer (-O0, -fno-omit-frame-pointer). Without the loop (few groups, fully
+# unrolled: no end pointer) P = 5 fits in 13 too.
 _BLOCKS = (4, 3, 2, 1)
-_BLOCKS_UNROLLED = (6, 4, 3, 2, 1)
+_BLOCKS_UNROLLED = (5, 4, 3, 2, 1)
 FULL_UNROLL_GROUPS = 4  # groups of 4 taps up to which the dot product is fully unrolled
+FC_UNITS = 3  # fully connected units per step on the DSP target
 
 
 def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS) -> tuple[int, int]:
@@ -678,11 +680,12 @@ class _Specializer:
                 out_offset=v.output.offset, scratch_offset=-1,
             ), sname
         if self.t.isa is Isa.DSP:
-            # units 4k..4k+3 interleaved word by word ([k][group][unit][4 bytes]), then the rest
-            u4 = v.units // 4 * 4
-            blocks = wpad[:u4].reshape(u4 // 4, 4, groups, 4).transpose(0, 2, 1, 3).reshape(-1)
-            packed = np.concatenate([blocks, wpad[u4:].reshape(-1)])
-            comment = f"weights of {v.units} units x {groups * 4}: four units interleaved word by word"
+            # units 3k..3k+2 interleaved word by word ([k][group][unit][4 bytes]), then the rest;
+            # three units keep the loop in 13 registers (r7 stays free for a frame pointer)
+            u3 = v.units // FC_UNITS * FC_UNITS
+            blocks = wpad[:u3].reshape(u3 // FC_UNITS, FC_UNITS, groups, 4).transpose(0, 2, 1, 3).reshape(-1)
+            packed = np.concatenate([blocks, wpad[u3:].reshape(-1)])
+            comment = f"weights of {v.units} units x {groups * 4}: {FC_UNITS} units interleaved word by word"
         else:
             packed = wpad.reshape(-1)
             comment = f"weights [{v.units}][{groups * 4}], rows padded to words"
@@ -691,7 +694,7 @@ class _Specializer:
         scratch_bytes = groups * 8 + groups * 4
         sname = self.scratch_for(i, scratch_bytes)
         return FcPlan(
-            name=f"{self.name}_l{i}_fc", index=i, isa=self.t.isa.value, v=v, groups=groups, rows=4,
+            name=f"{self.name}_l{i}_fc", index=i, isa=self.t.isa.value, v=v, groups=groups, rows=FC_UNITS,
             unroll=2 if groups % 2 == 0 else 1, rq=rq,
             weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
             out_offset=v.output.offset, scratch_offset=-1,
@@ -830,7 +833,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm4w="{%[w0], %[w1], %[w2], %[w3]}", plan_consts={getattr(pl, a) for pl in plans for a in ("weights", "table") if hasattr(pl, a)},
+        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(pl, a) for pl in plans for a in ("weights", "table") if hasattr(pl, a)},
     )
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),

@@ -449,3 +449,21 @@ def test_mobilenet_v2_bit_exact_on_the_emulated_cores(mobilenet, board):
     runs = driver.random_inputs(graph, 1, seed=9)
     oracle = oracles_for(mobilenet)[0]
     assert_equal_runs(run_board(gen, board, runs), [oracle.run(r) for r in runs], f"MobileNet v2 on {board}")
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc (scripts/setup.sh)")
+@pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
+def test_dsp_and_helium_code_compiles_at_any_optimization_level(tmp_path, flags):
+    """The inline assembly asks for at most 13 registers, so r7 may stay a frame pointer."""
+    graph = random_graph(7)
+    for target, cpu in (("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16")), ("mve", ("-mcpu=cortex-m55",))):
+        gen, _ = specialised(graph, target)
+        folder = tmp_path / target
+        codegen.write_files(gen.files, folder)
+        for src in sorted(folder.glob("*.c")):
+            done = subprocess.run(
+                ["arm-none-eabi-gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-mthumb", "-mfloat-abi=hard", *cpu, *flags,
+                 "-c", str(src), "-o", str(src.with_suffix(".o"))],
+                capture_output=True, text=True,
+            )
+            assert done.returncode == 0, f"{target} {flags} {src.name}: {done.stderr[:400]}"

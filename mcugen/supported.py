@@ -66,6 +66,20 @@ def window_problem(
     return None
 
 
+def logistic_reference_gap(in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> int:
+    """Largest difference, over every int8 input, between the two TFLite int8 LOGISTIC kernels.
+
+    They differ by one step for a few realistic quantizations (validate's business); for input
+    scales of about 2 and more (an input range beyond +-256 for a function flat beyond +-8) the
+    fixed-point kernel's input radius saturates early and they differ by up to 128 steps."""
+    from mcugen import quant
+
+    x = np.arange(-128, 128)
+    table = np.asarray(quant.logistic_lut_tflite(in_scale, in_zp, out_scale, out_zp)).astype(np.int64)[x + 128]
+    fixed = quant.logistic_int8_fixed_point(x.astype(np.int8), quant.logistic_params(in_scale, in_zp)).astype(np.int64)
+    return int(np.abs(table - fixed).max())
+
+
 # ---- constraints -----------------------------------------------------------------------
 # A constraint takes (graph, op) and returns None when satisfied, or a short detail string
 # naming what it saw. Its docstring states the rule and is printed after the detail.
@@ -321,6 +335,13 @@ def c_softmax_logistic(g: Graph, op: Operator) -> Optional[str]:
         return f"maps shape {list(x.shape)} to {list(o.shape)}"
     if op.op is OpType.SOFTMAX and not x.shape:
         return "has a scalar (rank-0) input; TFLite's SOFTMAX needs at least one dimension"
+    if op.op is OpType.LOGISTIC and x.dtype is DType.INT8:
+        gap = logistic_reference_gap(x.quant.s, x.quant.zp, o.quant.s, o.quant.zp)
+        if gap > 1:
+            return (
+                f"has input scale {x.quant.s}: tflite-runtime (float table) and TFLite Micro (fixed point) "
+                f"disagree by up to {gap} steps there, so there is no exact result (input scales below 2 are fine)"
+            )
     if abs(o.quant.s - 1.0 / 256) > 1e-9 or o.quant.zp != -128:
         return f"output has scale {o.quant.s} and zero point {o.quant.zp}"
     return None

@@ -506,3 +506,17 @@ def test_scalar_softmax_is_rejected():
     op = g.operators[0]
     data = _mutated(model, lambda p: [p.replace_vector(p.tensors()[i]._tab, slot, "i", []) for i in (op.inputs[0], op.outputs[0])])
     assert "scalar (rank-0) input" in _unsupported(data)
+
+
+def test_logistic_where_the_two_references_disagree_is_rejected():
+    """Input scale 1000 on LOGISTIC: validate reported MISMATCH vs tflite-runtime (0 vs -128 at the zero point)."""
+    from mcugen.supported import logistic_reference_gap
+
+    model = OPS_DIR / "logistic.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    x = g.operators[0].inputs[0]
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    assert logistic_reference_gap(g.t(x).quant.s, g.t(x).quant.zp, 1 / 256, -128) == 0
+    assert logistic_reference_gap(1000.0, 0, 1 / 256, -128) == 128
+    data = _mutated(model, lambda p: p.set_element(p.tensors()[x].Quantization()._tab, slot, "f", 0, 1000.0))
+    assert "disagree by up to 128 steps" in _unsupported(data)

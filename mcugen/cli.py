@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from mcugen import __version__
+from mcugen.boards import get_board
 from mcugen.errors import McugenError
 
 # Modules that add their own sub-commands through `register(subparsers)`.
@@ -72,7 +73,8 @@ def cmd_info(args) -> int:
 def cmd_generate(args) -> int:
     from mcugen.driver import generate
 
-    gen = generate(args.model, args.output, name=args.name, force=args.force, strategy=args.strategy)
+    gen = generate(args.model, args.output, name=args.name, force=args.force, strategy=args.strategy,
+                   kernels=args.kernels, target=args.target, cmsis_nn=args.cmsis_nn)
     p = gen.program
     print(
         f"wrote {len(gen.files)} files to {args.output}: {', '.join(sorted(gen.files))} "
@@ -96,8 +98,14 @@ def cmd_validate(args) -> int:
         from mcugen.validate import poisoned_host_runner
 
         kw = {"runner": poisoned_host_runner, "target": "host (poisoned arena)"}
+    from mcugen.targets import target_for_board
+
+    on_board = bool(args.board and args.board != "host")
     report = validate(
         args.model,
+        kernels=args.kernels,
+        kernel_target=target_for_board(get_board(args.board)).name if on_board else "portable",
+        cmsis_nn=args.cmsis_nn,
         input_files=args.input or (),
         count=args.count,
         seed=args.seed,
@@ -128,6 +136,19 @@ def cmd_validate(args) -> int:
     return 0 if report.bit_exact else 1
 
 
+def add_kernel_options(p: argparse.ArgumentParser, with_target: bool = False) -> None:
+    """--kernels, --cmsis-nn (and --target for commands that have no board)."""
+    from mcugen.specialize import KERNELS
+    from mcugen.targets import TARGETS
+
+    p.add_argument("--kernels", choices=KERNELS, default="mcugen",
+                   help="mcugen: kernels specialised per layer for the target (default); cmsis-nn: calls to Arm's CMSIS-NN")
+    p.add_argument("--cmsis-nn", metavar="PATH", help="CMSIS-NN checkout for --kernels cmsis-nn (default: $CMSIS_NN_PATH)")
+    if with_target:
+        p.add_argument("--target", choices=sorted(TARGETS), default="portable",
+                       help="instruction set of the kernels: portable (C99, default), armv7em-dsp (Cortex-M4/M7/M33), mve (Cortex-M55)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcugen",
@@ -149,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="C name prefix (default: from the file name, sanitised)")
     p.add_argument("--force", action="store_true", help="overwrite an existing folder mcugen did not create")
     p.add_argument("--strategy", choices=("fused", "layerwise"), default="fused", help=STRATEGY_HELP)
+    add_kernel_options(p, with_target=True)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("validate", help="generate, compile, run and compare with tflite-runtime bit for bit")
@@ -164,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poison", action="store_true",
                    help="host build that overwrites every dead arena byte between layers (-DMCUGEN_POISON)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_kernel_options(p)
     p.set_defaults(func=cmd_validate)
 
     for modname in COMMAND_MODULES:

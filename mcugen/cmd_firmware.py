@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--name", help="C name of the model (default: from the file name)")
         p.add_argument("--input", action="append", default=[], metavar="FILE",
                        help="input k as .npy or raw .bin (once per model input; default: seeded random bytes)")
+        p.add_argument("--kernels", choices=("mcugen", "cmsis-nn"), default="mcugen",
+                       help="mcugen: kernels specialised per layer for the board's CPU (default); cmsis-nn: Arm's CMSIS-NN")
+        p.add_argument("--cmsis-nn", metavar="PATH", help="CMSIS-NN checkout for --kernels cmsis-nn (default: $CMSIS_NN_PATH)")
 
     p = subparsers.add_parser("firmware", help="generate a model and build firmware for a board")
     p.add_argument("model", type=Path, help=".tflite model, or a folder of generated C sources")
@@ -77,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _sources_for(model: Path, name: str | None, gen_dir: Path, generated_out: list | None = None) -> tuple[Path, str]:
+def _sources_for(model: Path, name: str | None, gen_dir: Path, generated_out: list | None = None,
+                 board: Board | None = None, kernels: str | None = None, cmsis_nn: str | None = None) -> tuple[Path, str]:
     """(folder of generated C sources, model name): generate from a .tflite file into
     `gen_dir`, or use a folder that already holds <name>.h / <name>.c."""
     if model.is_dir():
@@ -96,7 +100,10 @@ def _sources_for(model: Path, name: str | None, gen_dir: Path, generated_out: li
         from mcugen import driver  # the code generator (lead's module)
     except ImportError as missing:
         raise ToolError(f"the code generator is not available in this checkout ({missing})") from None
-    generated = driver.generate(model, gen_dir, name=name)
+    from mcugen.targets import target_for_board
+
+    target = target_for_board(board).name if board is not None else "portable"
+    generated = driver.generate(model, gen_dir, name=name, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
     if generated_out is not None:
         generated_out.append(generated)
     return gen_dir, generated.program.name
@@ -143,7 +150,8 @@ def run_firmware(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise OutputError(f"refusing to write into {out}: it is not empty and not an mcugen firmware project")
-    model_dir, name = _sources_for(args.model, args.name, out / "model")
+    generated: list = []
+    model_dir, name = _sources_for(args.model, args.name, out / "model", generated, board, args.kernels, args.cmsis_nn)
     builtin = None
     if args.input:
         if board.emulated:
@@ -152,7 +160,7 @@ def run_firmware(args: argparse.Namespace) -> int:
 
         builtin = _read_inputs(args.input, read_model_interface(model_dir, name))
     build = build_firmware(
-        model_dir, name, board, out, profile=args.profile,
+        model_dir, name, board, out, profile=args.profile, extra_cflags=generated[0].cflags if generated else (),
         semihosting=True if args.semihosting else None, builtin_inputs=builtin,
         stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit,
     )
@@ -165,8 +173,8 @@ def _bench(args: argparse.Namespace, folder: Path, generated: list) -> tuple[Fir
     board = get_board(args.board)
     if not board.emulated:
         raise UnsupportedError(f"bench runs on emulated boards ({', '.join(b for b in BOARDS if BOARDS[b].emulated)}), not {board.name}")
-    model_dir, name = _sources_for(args.model, args.name, folder / "model", generated)
-    build = build_firmware(model_dir, name, board, folder, profile=True)
+    model_dir, name = _sources_for(args.model, args.name, folder / "model", generated, board, args.kernels, args.cmsis_nn)
+    build = build_firmware(model_dir, name, board, folder, profile=True, extra_cflags=generated[0].cflags if generated else ())
     inputs = _read_inputs(args.input, build.interface)
     return build, bench_elf(build.elf, board, inputs, timeout=args.timeout)
 

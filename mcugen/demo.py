@@ -75,15 +75,18 @@ def run_demo(out_dir: Path, *, alpha: float = DEFAULT_ALPHA, resolution: int = D
     with tempfile.TemporaryDirectory(prefix="mcugen-demo-") as tmp:
         model_path = Path(tmp) / "mobilenet_v2.tflite"
         model_path.write_bytes(tflite)
-        gen = st.run("generate C", lambda: driver.build(model_path, "mobilenet_v2"))
+        kw = {"kernels": "mcugen", "kernel_target": "portable"}
+        if board != "host":
+            from mcugen import validate_board
+            from mcugen.boards import get_board
+            from mcugen.targets import target_for_board
+
+            kw.update(validate_board.runner_kwargs(board), kernel_target=target_for_board(get_board(board)).name)
+        gen = st.run("generate C", lambda: driver.build(model_path, "mobilenet_v2", kernels="mcugen",
+                                                         target=kw["kernel_target"]))
         report.macs = gen.graph.macs()
         report.weight_bytes = gen.program.weight_bytes
         report.arena_bytes = gen.program.arena_bytes
-        kw = {}
-        if board != "host":
-            from mcugen import validate_board
-
-            kw = validate_board.runner_kwargs(board)
         rep = st.run(
             f"compile, run on {board}, compare with the oracles",
             lambda: validate(model_path, count=count, seed=seed, **kw),

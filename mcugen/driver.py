@@ -28,18 +28,49 @@ class Generated:
     graph: Graph
     program: Program
     files: dict[str, str]
+    cflags: tuple[str, ...] = ()  # what compiling the files needs (CMSIS-NN include paths)
 
 
-def build(model_path: str | Path, name: Optional[str] = None, strategy: str = "fused") -> Generated:
-    """Read, check, lower, plan (verified) and render a model; writes nothing.
+def build(
+    model_path: str | Path,
+    name: Optional[str] = None,
+    strategy: str = "fused",
+    kernels: Optional[str] = None,
+    target: str = "portable",
+    cmsis_nn: Optional[str] = None,
+) -> Generated:
+    """Read, check, lower, plan (verified), choose the kernels and render a model; writes nothing.
 
     `strategy`: "fused" (default: row-streamed chains where they lower the peak) or "layerwise".
+    `kernels`: None (mcugen's generic portable kernels), "mcugen" (kernels specialised per layer
+    for `target`: portable, armv7em-dsp or mve) or "cmsis-nn" (calls to the CMSIS-NN checkout
+    `cmsis_nn`, else $CMSIS_NN_PATH).
     """
+    from mcugen.specialize import apply_kernels
+    from mcugen.targets import get_target
+
     graph = read_tflite(model_path)
     program = lower(graph, name, strategy=strategy)
     verify(program.buffers, program.plan, program.aliases)
-    files = codegen.render_model(program, graph)
-    return Generated(graph=graph, program=program, files=files)
+    if kernels is None:
+        return Generated(graph=graph, program=program, files=codegen.render_model(program, graph))
+    result = apply_kernels(program, kernels, get_target(target), cmsis_nn)
+    # The kernel pass names the scratch each of its layers needs. Plan it with the tensors
+    # (keyed by the layer's output tensor, which survives a new choice of fused chains) and
+    # lower again, until every scratch buffer fits where the plan put it.
+    needs: dict[int, int] = {}
+    for _ in range(3):
+        if result.program.arena_bytes <= program.arena_bytes:
+            break
+        by_step = {l.index: l.output for l in program.layers}
+        for s in result.scratch:
+            tensor = by_step[s.step]
+            needs[tensor] = max(needs.get(tensor, 0), s.size)
+        program = lower(graph, name, strategy=strategy, extra_scratch=needs)
+        verify(program.buffers, program.plan, program.aliases)
+        result = apply_kernels(program, kernels, get_target(target), cmsis_nn)
+    files = result.merged_files(codegen.render_model(result.program, graph))
+    return Generated(graph=graph, program=result.program, files=files, cflags=result.cflags)
 
 
 def _check_output_dir(out_dir: Path, force: bool) -> None:
@@ -89,9 +120,10 @@ def write_output_dir(out_dir: Path, files: dict[str, str], force: bool = False, 
 
 
 def generate(
-    model_path: str | Path, out_dir: str | Path, name: Optional[str] = None, force: bool = False, strategy: str = "fused"
+    model_path: str | Path, out_dir: str | Path, name: Optional[str] = None, force: bool = False, strategy: str = "fused",
+    kernels: Optional[str] = None, target: str = "portable", cmsis_nn: Optional[str] = None,
 ) -> Generated:
-    gen = build(model_path, name, strategy)
+    gen = build(model_path, name, strategy, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
     write_output_dir(Path(out_dir), gen.files, force=force)
     return gen
 
@@ -113,7 +145,7 @@ def compile_host(gen: Generated, build_dir: Path, extra_cflags: Sequence[str] = 
     (build_dir / "host_main.c").write_text(codegen.render_host_main(gen.program))
     sources = [str(build_dir / n) for n in codegen.model_sources(gen.files)] + [str(build_dir / "host_main.c")]
     exe = build_dir / "model_host"
-    cmd = [host_cc(), *HOST_CFLAGS, *extra_cflags, "-o", str(exe), *sources, "-lm"]
+    cmd = [host_cc(), *HOST_CFLAGS, *gen.cflags, *extra_cflags, "-o", str(exe), *sources, "-lm"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         first = (r.stderr.strip().splitlines() or ["?"])[0]

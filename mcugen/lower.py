@@ -837,22 +837,22 @@ def plan_buffers(bufs: Buffers) -> Plan:
     return plan
 
 
-def plan_schedule(graph: Graph, pads, chains: list[Chain]) -> PlannedSchedule:
+def plan_schedule(graph: Graph, pads, chains: list[Chain], extra_scratch: Optional[dict[int, int]] = None) -> PlannedSchedule:
     """The schedule with these chains fused, its buffers and its verified greedy plan."""
     schedule = build_schedule(graph, pads, chains)
-    bufs = schedule_buffers(schedule)
+    bufs = schedule_buffers(schedule, extra_scratch)
     return PlannedSchedule(schedule, bufs, plan_buffers(bufs))
 
 
-def choose_chains(graph: Graph, pads, candidates: list[Chain]) -> PlannedSchedule:
+def choose_chains(graph: Graph, pads, candidates: list[Chain], extra_scratch: Optional[dict[int, int]] = None) -> PlannedSchedule:
     """Fuse a chain only where it lowers the arena: start with every candidate fused, then
     run each one layer by layer instead (in graph order) whenever that does not grow the
     planned arena."""
     chosen = list(candidates)
-    best = plan_schedule(graph, pads, chosen)
+    best = plan_schedule(graph, pads, chosen, extra_scratch)
     for chain in candidates:
         trial = [c for c in chosen if c is not chain]
-        planned = plan_schedule(graph, pads, trial)
+        planned = plan_schedule(graph, pads, trial, extra_scratch)
         if planned.plan.arena_bytes <= best.plan.arena_bytes:
             chosen, best = trial, planned
     return best
@@ -884,12 +884,19 @@ def _live_ranges(bufs: Buffers, plan: Plan, n_steps: int, inputs: set[str], outp
     return boundaries
 
 
-def lower(graph: Graph, name: Optional[str] = None, strategy: str = "fused", fusion: str = "auto") -> Program:
+def lower(
+    graph: Graph,
+    name: Optional[str] = None,
+    strategy: str = "fused",
+    fusion: str = "auto",
+    extra_scratch: Optional[dict[int, int]] = None,
+) -> Program:
     """Check support, fold PADs, choose the schedule, plan the arena and lower every step.
 
     `strategy` is one of STRATEGIES. With "fused", `fusion` says which chains: "auto" (only
     those that lower the arena, see `choose_chains`) or "all" (every chain found; for tests
-    and measurements). Pure: returns a new Program.
+    and measurements). `extra_scratch` (output tensor index -> bytes) plans the scratch a
+    kernel pass needs with the tensors (see `passes.schedule_buffers`). Pure: returns a new Program.
     """
     if strategy not in STRATEGIES:
         raise McugenError(f"strategy {strategy!r} is not supported; choose one of {', '.join(STRATEGIES)}")
@@ -899,9 +906,9 @@ def lower(graph: Graph, name: Optional[str] = None, strategy: str = "fused", fus
     folded, pads = fold_pads(graph)
     candidates = find_chains(folded, pads) if strategy == "fused" else []
     if candidates and fusion == "auto":
-        planned = choose_chains(folded, pads, candidates)
+        planned = choose_chains(folded, pads, candidates, extra_scratch)
     else:
-        planned = plan_schedule(folded, pads, candidates)
+        planned = plan_schedule(folded, pads, candidates, extra_scratch)
     verify(planned.bufs.buffers, planned.plan, planned.bufs.aliases)
     return emit(planned, c_identifier(name or graph.name), graph.name, strategy)
 

@@ -340,8 +340,13 @@ class Buffers:
     live: Liveness
 
 
-def schedule_buffers(s: Schedule) -> Buffers:
-    """Planner buffers (tensors and step scratch) and aliases for a schedule."""
+def schedule_buffers(s: Schedule, extra_scratch: Optional[Mapping[int, int]] = None) -> Buffers:
+    """Planner buffers (tensors and step scratch) and aliases for a schedule.
+
+    `extra_scratch` maps an output tensor index to the bytes of scratch that a later kernel
+    pass needs at the (unfused) step writing that tensor; it is keyed by tensor, not step, so
+    that it survives a different choice of fused chains. A step's scratch is the larger need.
+    """
     g = s.graph
     live = liveness(s)
     buffers = [
@@ -351,7 +356,11 @@ def schedule_buffers(s: Schedule) -> Buffers:
     ]
     memory = tuple(step_memory(s, live, k) for k in range(len(s.steps)))
     for k, m in enumerate(memory):
-        if m.scratch:
-            buffers.append(Buffer(name=scratch_buffer(k), size=m.scratch, first=k, last=k))
+        size = m.scratch
+        step = s.steps[k]
+        if extra_scratch and step.chain is None:
+            size = max(size, int(extra_scratch.get(s.op(step.ops[0]).outputs[0], 0)))
+        if size:
+            buffers.append(Buffer(name=scratch_buffer(k), size=size, first=k, last=k))
     aliases = tuple(a for m in memory for a in m.aliases)
     return Buffers(tuple(buffers), aliases, memory, live)

@@ -119,13 +119,16 @@ def validate(
     runner: Runner = host_runner,
     target: str = "host",
     strategy: str = "fused",
+    kernels: Optional[str] = None,
+    kernel_target: str = "portable",
+    cmsis_nn: Optional[str] = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> ValidationReport:
     from mcugen.oracle import oracles_for
 
     model_path = Path(model_path)
     progress("reading and generating")
-    gen = driver.build(model_path, strategy=strategy)
+    gen = driver.build(model_path, strategy=strategy, kernels=kernels, target=kernel_target, cmsis_nn=cmsis_nn)
     if input_files:
         runs = load_inputs(gen.graph, input_files)
     else:

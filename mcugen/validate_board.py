@@ -18,7 +18,7 @@ def _firmware(gen, board, work: Path, profile: bool = False):
 
     model_dir = work / "model"
     codegen.write_files(gen.files, model_dir)
-    return build_firmware(model_dir, gen.program.name, board, work / "firmware", profile=profile)
+    return build_firmware(model_dir, gen.program.name, board, work / "firmware", profile=profile, extra_cflags=gen.cflags)
 
 
 def _to_bytes(gen, arrays) -> list[bytes]:
@@ -71,13 +71,15 @@ class BoardMeasurement:
     arena_bytes: int
 
 
-def measure(model_path, board_name: str, seed: int = 0) -> BoardMeasurement:
-    """Instruction counts (whole inference and per layer), flash and RAM on an emulated board."""
+def measure(model_path, board_name: str, seed: int = 0, strategy: str = "fused", kernels: str | None = "mcugen") -> BoardMeasurement:
+    """Instruction counts (whole inference and per layer), flash and RAM on an emulated board,
+    with the kernels specialised for the board's CPU (or `kernels=None`: generic portable C)."""
     from mcugen import driver
     from mcugen.bench import bench_elf
+    from mcugen.targets import target_for_board
 
     board = get_board(board_name)
-    gen = driver.build(model_path)
+    gen = driver.build(model_path, strategy=strategy, kernels=kernels, target=target_for_board(board).name)
     runs = driver.random_inputs(gen.graph, 1, seed)
     with tempfile.TemporaryDirectory(prefix="mcugen-measure-") as tmp:
         fw = _firmware(gen, board, Path(tmp), profile=True)

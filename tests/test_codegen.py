@@ -77,3 +77,18 @@ def test_generated_c_compiles_with_sanitizers(tmp_path):
     runs = driver.random_inputs(gen.graph, 2, 0)
     out = driver.run_host(exe, gen, runs, tmp_path / "io")
     assert len(out) == 2
+
+
+@pytest.mark.parametrize("kernels,target", [("mcugen", "armv7em-dsp"), ("mcugen", "mve"), ("mcugen", "portable")])
+def test_kernel_pass_scratch_is_planned_inside_the_arena(kernels, target):
+    """The specialised kernels' scratch is placed by the planner with the tensors: the arena
+    the plan verified is the arena the code uses (no region appended past it)."""
+    from helpers import real_model
+    from mcugen.planner import verify
+
+    path = real_model("mlperf_tiny_kws_ref_model.tflite")
+    gen = driver.build(path, kernels=kernels, target=target)
+    p = gen.program
+    verify(p.buffers, p.plan, p.aliases)
+    assert p.arena_bytes == p.plan.arena_bytes
+    assert any(l.kernel and l.kernel.startswith(p.name) for l in p.layers), "no layer was specialised"

@@ -45,8 +45,11 @@ def c_identifier(text: str, fallback: str = "model", max_len: int = 40) -> str:
 def c_comment_text(text: str, max_len: int = 80) -> str:
     """Untrusted text made safe inside a /* */ comment (no '*/', no newlines, printable ASCII)."""
     s = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
-    s = s.replace("*/", "*_/").replace("/*", "/_*").replace("\\", "/")
-    return s if len(s) <= max_len else s[: max_len - 3] + "..."
+    s = s.replace("\\", "/")  # first: a backslash must not turn into half of a '*/'
+    s = s.replace("*/", "*_/").replace("/*", "/_*")
+    s = s if len(s) <= max_len else s[: max_len - 3] + "..."
+    assert "*/" not in s and "/*" not in s
+    return s
 
 
 # ---- typed call arguments --------------------------------------------------------------

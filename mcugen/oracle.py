@@ -205,7 +205,7 @@ class Oracle:
                     f"oracle {self.name}: input {position} of {self.model_path.name} is "
                     f"{array.dtype}{list(array.shape)}, the model expects {spec.dtype}{list(spec.shape)}"
                 )
-            checked.append(np.ascontiguousarray(array).copy())
+            checked.append(np.array(array, copy=True, order="C"))  # keeps 0-d arrays 0-d
         return checked
 
 

@@ -37,14 +37,7 @@ CHAIN = OPS_DIR / "chain_conv_dw_conv_add_mean_fc_softmax.tflite"
 # Failures whose cause is reported (outside the reader and support checks) and pinned by a strict
 # xfail test below: the campaign lists them but does not fail on them. When a fix lands, the xfail
 # test turns XPASS (a failure), and its entry here goes too.
-KNOWN_BUGS = {
-    "lower.c_comment_text makes '*/' from '*\\' (test_model_and_tensor_names_with_star_backslash_compile)": (
-        lambda r: "host compilation of the generated C failed" in r.detail and "star_back_slash" in r.detail
-    ),
-    "oracle turns 0-d inputs into shape (1,) (test_validate_a_scalar_input_model)": (
-        lambda r: "Got 1 but expected 0" in r.detail
-    ),
-}
+KNOWN_BUGS: dict = {}  # both reported bugs (c_comment_text '*\\', 0-d oracle inputs) are fixed and pinned below
 
 
 def known_bug(r) -> str | None:
@@ -452,11 +445,6 @@ def test_add_output_multiplier_outside_0_1_is_rejected():
         assert "TFLite's output multiplier" in _unsupported(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lower.c_comment_text turns '\\' into '/' after escaping '*/', so 'star*\\back' becomes "
-    "'star*/back' and closes the C comment (reported to the lead; fuzz case file_name 'star*\\back\\slash')",
-)
 def test_model_and_tensor_names_with_star_backslash_compile(tmp_path):
     from mcugen.cli import main
 
@@ -483,12 +471,6 @@ def test_extra_operator_inputs_are_rejected():
     assert "has 3 inputs where at most 2 are accepted" in _unsupported(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="oracle._checked_inputs uses np.ascontiguousarray, which turns a 0-d input into shape (1,); "
-    "tflite-runtime's set_tensor then raises ValueError out of `mcugen validate` (reported to the lead)",
-)
 def test_validate_a_scalar_input_model(tmp_path):
     from mcugen.cli import main
 

@@ -185,6 +185,28 @@ def conv_view(layer: Layer, consts: dict[str, ConstArray]) -> ConvView:
     )
 
 
+def chain_stage_view(layer: Layer, consts: dict[str, ConstArray], stage: str) -> ConvView:
+    """Stage `stage` ("a", "b" or "c") of a lowered CHAIN layer as a ConvView (batch 1)."""
+    p = _params(layer)
+    first = {"a": 2, "b": 6, "c": 10}[stage]
+    a = layer.args
+    g = lambda k: int(p[f"{stage}.{k}"])  # noqa: E731
+    out_c = g("out_c")
+    bias = _const(consts, a[first + 1])
+    return ConvView(
+        layer=layer, depthwise=g("depth_multiplier") > 0, batches=1,
+        in_h=g("in_h"), in_w=g("in_w"), in_c=g("in_c"), out_h=g("out_h"), out_w=g("out_w"), out_c=out_c,
+        kh=g("kernel_h"), kw=g("kernel_w"), sh=g("stride_h"), sw=g("stride_w"), dh=g("dilation_h"), dw=g("dilation_w"),
+        pad_t=g("pad_top"), pad_l=g("pad_left"), depth_multiplier=g("depth_multiplier"),
+        input_offset=g("input_offset"), output_offset=g("output_offset"), act_min=g("act_min"), act_max=g("act_max"),
+        input=a[1], output=a[19],
+        weights=np.asarray(_const(consts, a[first])).astype(np.int64),
+        bias=np.zeros(out_c, np.int64) if bias is None else np.asarray(bias).astype(np.int64).reshape(-1),
+        multiplier=np.broadcast_to(np.asarray(_const(consts, a[first + 2])).astype(np.int64).reshape(-1), (out_c,)).copy(),
+        shift=np.broadcast_to(np.asarray(_const(consts, a[first + 3])).astype(np.int64).reshape(-1), (out_c,)).copy(),
+    )
+
+
 @dataclass(frozen=True)
 class FcView:
     """A FULLY_CONNECTED layer: `batches` rows of `depth` inputs times [units, depth] weights."""
@@ -494,6 +516,54 @@ class SoftmaxPlan:
     table: str
 
 
+@dataclass(frozen=True)
+class ChainStage:
+    """One convolution stage of a specialised chain: its view, the requantization, and the
+    weights as int16 pairs (doubled when the short requantization applies) in flash.
+
+    Conv stages (A, C): per output channel, `groups` pairs of words (taps 4g+{0,2}, 4g+{1,3}) over
+    the `length` bytes of a pixel or patch (zero weights past the real taps). Depthwise stage B:
+    per block of 4 channels, per tap, the words (c0, c2) and (c1, c3)."""
+
+    v: ConvView
+    rq: Requant
+    weights: str
+    table: str
+    length: int  # bytes of the vector each output reads (conv: in_c or the padded patch)
+    direct: bool  # conv A: 1x1 on words of the input pixel, no patch copy
+    x_lo: int = 0  # depthwise B: output columns x_lo..x_hi read no column outside the input
+    x_hi: int = -1
+
+    @property
+    def doubled(self) -> bool:
+        return self.rq.fast
+
+    @property
+    def groups(self) -> int:
+        return self.length // 4
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """A fused chain A? -> 3x3 depthwise B -> 1x1 C [-> residual ADD], computed as the portable
+    mcugen_chain_s8 does (same ring of A's int8 rows, same pixel buffer, same order of rows and
+    pixels, so the same overlaps of output and input stay correct) with stages specialised:
+    A and C take 4 output channels per step over pre-unpacked int16 weight pairs (SMLAD), B
+    takes 4 channels per step from the words of the ring rows (SMLABB/SMLATT)."""
+
+    kind: ClassVar[str] = "chain"
+    name: str
+    index: int
+    isa: str
+    a: Optional[ChainStage]
+    b: ChainStage
+    c: ChainStage
+    residual: Optional["AddPlan"]
+    ring_rows: int
+    in_row: int  # bytes of one input row of the chain
+    patch_bytes: int  # stack bytes of A's patch (0: A reads the input directly)
+
+
 def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
@@ -511,6 +581,7 @@ _BLOCKS = (4, 3, 2, 1)
 _BLOCKS_UNROLLED = (5, 4, 3, 2, 1)
 FULL_UNROLL_GROUPS = 4  # groups of 4 taps up to which the dot product is fully unrolled
 FC_UNITS = 3  # fully connected units per step on the DSP target
+CHAIN_MAX_PATCH = 128  # stack bytes a specialised chain's stage A may use for one input patch
 
 
 def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS) -> tuple[int, int]:
@@ -529,6 +600,33 @@ def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS) -> tuple[int, int]
         if best is None or cost < best[0]:
             best = (cost, p, tail)
     return best[1], best[2]
+
+
+def _add_plan(name: str, index: int, isa: str, size: int, off1: int, off2: int, ls: int, m1: int, s1: int,
+              m2: int, s2: int, mo: int, so: int, zp: int, act_min: int, act_max: int) -> "AddPlan":
+    """ADD's arithmetic, in the short form where each of its three requantizations is proved exact."""
+    b1 = input_magnitude(off1) << ls
+    b2 = input_magnitude(off2) << ls
+    fast = (
+        fast_requant_exact(np.array([b1]), np.array([m1]), np.array([s1]), 0, allow_zero_shift=True)
+        and fast_requant_exact(np.array([b2]), np.array([m2]), np.array([s2]), 0, allow_zero_shift=True)
+    )
+    if fast:
+        bs = (b1 * m1 >> 31 >> -s1) + 1 + (b2 * m2 >> 31 >> -s2) + 1
+        fast = fast_requant_exact(np.array([bs]), np.array([mo]), np.array([so]), zp, allow_zero_shift=True)
+
+    def short(shift: int, zero_point: int) -> tuple[int, int]:
+        e = -shift
+        return ((1 << (e - 1)) if e > 0 else 0) + zero_point * (1 << e), e
+
+    if fast:
+        (k1, e1), (k2, e2), (ko, eo) = short(s1, 0), short(s2, 0), short(so, zp)
+    else:
+        k1, e1, k2, e2, ko, eo = s1, 0, s2, 0, so, 0
+    return AddPlan(
+        name=name, index=index, isa=isa, size=size, input1_offset=off1, input2_offset=off2, left_shift=ls, fast=fast,
+        m1=m1, k1=k1, e1=e1, m2=m2, k2=k2, e2=e2, mo=mo, ko=ko, eo=eo, output_offset=zp, act_min=act_min, act_max=act_max,
+    )
 
 
 class _Specializer:
@@ -655,6 +753,85 @@ class _Specializer:
             out_offset=v.output.offset, scratch_offset=-1, copy_rows=copy_rows, copy_cols=copy_cols,
         ), sname
 
+    # -- CHAIN (fused A? -> depthwise B -> 1x1 C [-> ADD])
+    def _chain_conv_stage(self, v: ConvView, i: int, role: str, length: int, direct: bool) -> ChainStage:
+        patch = v.kh * v.kw * v.in_c
+        w = np.zeros((v.out_c, length), np.int64)
+        w[:, :patch] = v.weights.reshape(v.out_c, patch)
+        bias = v.bias + v.input_offset * w.sum(axis=1)
+        acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+        rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+        scale = 2 if rq.fast else 1
+        g = (scale * w).reshape(v.out_c, length // 4, 4)
+        pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
+                          (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2)
+        weights = self.const(i, f"{role}_fw", "int32_t", wrap32(pairs.reshape(-1)).astype(np.int32),
+                             f"stage {role.upper()} weights x{scale} [{v.out_c}][{length // 4}] int16 pairs (taps 4g+0,4g+2), (4g+1,4g+3)")
+        table = self.const(i, f"{role}_rq", "int32_t", rq_table(scale * bias, rq),
+                           f"stage {role.upper()} per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+        return ChainStage(v=v, rq=rq, weights=weights, table=table, length=length, direct=direct)
+
+    def _chain_dw_stage(self, v: ConvView, i: int) -> ChainStage:
+        w = v.weights.reshape(9, v.out_c)  # [tap][channel]
+        bias = v.bias + v.input_offset * w.sum(axis=0)
+        acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=0)
+        rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+        scale = 2 if rq.fast else 1
+        g = (scale * w).reshape(9, v.out_c // 4, 4).transpose(1, 0, 2)  # [block][tap][4 channels]
+        pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
+                          (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2)
+        weights = self.const(i, "b_fw", "int32_t", wrap32(pairs.reshape(-1)).astype(np.int32),
+                             f"stage B weights x{scale} [{v.out_c // 4} blocks of 4 channels][9 taps] int16 pairs (c0,c2), (c1,c3)")
+        table = self.const(i, "b_rq", "int32_t", rq_table(scale * bias, rq),
+                           f"stage B per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+        x_lo = min(-(-v.pad_l // v.sw), v.out_w)
+        x_hi = min((v.in_w - 3 + v.pad_l) // v.sw, v.out_w - 1)
+        return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
+
+    def chain(self, layer: Layer):
+        if self.t.isa is not Isa.DSP:
+            return None  # the portable chain kernel (a Helium/portable specialisation: not yet)
+        p = _params(layer)
+        if int(p["fc.enabled"]) or not int(p["has_c"]):
+            return None
+        i = layer.index
+        b = chain_stage_view(layer, self.consts, "b")
+        c = chain_stage_view(layer, self.consts, "c")
+        if not (b.depthwise and b.depth_multiplier == 1 and b.kh == 3 and b.kw == 3 and b.dh == 1 and b.dw == 1
+                and b.out_c % 4 == 0 and b.sh in (1, 2) and b.sw in (1, 2)):
+            return None
+        if not (not c.depthwise and c.kh == 1 and c.kw == 1 and c.sh == 1 and c.sw == 1 and c.pad_t == 0
+                and c.pad_l == 0 and c.in_c == b.out_c and c.out_h == b.out_h and c.out_w == b.out_w):
+            return None
+        a_stage, patch_bytes = None, 0
+        if int(p["has_a"]):
+            a = chain_stage_view(layer, self.consts, "a")
+            if a.depthwise:
+                return None
+            direct = a.kh == 1 and a.kw == 1 and a.pad_t == 0 and a.pad_l == 0 and a.in_c % 4 == 0
+            length = a.in_c if direct else _round_up(a.kh * a.kw * a.in_c, 4)
+            if not direct:
+                patch_bytes = length
+                if length > CHAIN_MAX_PATCH:
+                    return None
+            a_stage = self._chain_conv_stage(a, i, "a", length, direct)
+            in_row = a.in_w * a.in_c
+        else:
+            in_row = b.in_w * b.in_c
+        residual = None
+        if int(p["residual.enabled"]):
+            r = lambda k: int(p[f"residual.{k}"])  # noqa: E731
+            residual = _add_plan(
+                f"{self.name}_l{i}_res", i, self.t.isa.value, c.out_c, r("value_offset"), r("residual_offset"),
+                r("left_shift"), r("value_multiplier"), r("value_shift"), r("residual_multiplier"), r("residual_shift"),
+                r("output_multiplier"), r("output_shift"), r("output_offset"), r("act_min"), r("act_max"),
+            )
+        return ChainPlan(
+            name=f"{self.name}_l{i}_chain", index=i, isa=self.t.isa.value, a=a_stage, b=self._chain_dw_stage(b, i),
+            c=self._chain_conv_stage(c, i, "c", c.in_c, True), residual=residual, ring_rows=int(p["ring_rows"]),
+            in_row=in_row, patch_bytes=patch_bytes,
+        ), None
+
     # -- FULLY_CONNECTED
     def fully_connected(self, layer: Layer):
         v = fc_view(layer, self.consts)
@@ -713,34 +890,11 @@ class _Specializer:
             acc *= shape[d]
         if tuple(p["in1_strides"]) != tuple(dense) or tuple(p["in2_strides"]) != tuple(dense):
             return None  # broadcasting
-        size = int(np.prod(shape))
-        ls = int(p["left_shift"])
-        m1, s1, m2, s2 = (int(p[k]) for k in ("input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift"))
-        mo, so = int(p["output_multiplier"]), int(p["output_shift"])
-        zp = int(p["output_offset"])
-        b1 = input_magnitude(int(p["input1_offset"])) << ls
-        b2 = input_magnitude(int(p["input2_offset"])) << ls
-        fast = (
-            fast_requant_exact(np.array([b1]), np.array([m1]), np.array([s1]), 0, allow_zero_shift=True)
-            and fast_requant_exact(np.array([b2]), np.array([m2]), np.array([s2]), 0, allow_zero_shift=True)
-        )
-        if fast:
-            bs = (b1 * m1 >> 31 >> -s1) + 1 + (b2 * m2 >> 31 >> -s2) + 1
-            fast = fast_requant_exact(np.array([bs]), np.array([mo]), np.array([so]), zp, allow_zero_shift=True)
-
-        def short(shift: int, zero_point: int) -> tuple[int, int]:
-            e = -shift
-            return ((1 << (e - 1)) if e > 0 else 0) + zero_point * (1 << e), e
-
-        if fast:
-            (k1, e1), (k2, e2), (ko, eo) = short(s1, 0), short(s2, 0), short(so, zp)
-        else:
-            k1, e1, k2, e2, ko, eo = s1, 0, s2, 0, so, 0
-        return AddPlan(
-            name=f"{self.name}_l{layer.index}_add", index=layer.index, isa=self.t.isa.value, size=size,
-            input1_offset=int(p["input1_offset"]), input2_offset=int(p["input2_offset"]), left_shift=ls, fast=fast,
-            m1=m1, k1=k1, e1=e1, m2=m2, k2=k2, e2=e2, mo=mo, ko=ko, eo=eo, output_offset=zp,
-            act_min=int(p["act_min"]), act_max=int(p["act_max"]),
+        return _add_plan(
+            f"{self.name}_l{layer.index}_add", layer.index, self.t.isa.value, int(np.prod(shape)),
+            int(p["input1_offset"]), int(p["input2_offset"]), int(p["left_shift"]),
+            *(int(p[k]) for k in ("input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
+                                   "output_multiplier", "output_shift", "output_offset", "act_min", "act_max")),
         ), None
 
     # -- MEAN over H and W
@@ -783,6 +937,7 @@ class _Specializer:
             "mcugen_add_s8": self.add,
             "mcugen_mean_hw_s8": self.mean,
             "mcugen_softmax_s8": self.softmax,
+            "mcugen_chain_s8": self.chain,
         }
         pending = []
         for layer in self.p.layers:
@@ -807,6 +962,8 @@ class _Specializer:
                 args = [layer.args[1], layer.args[6], ArenaArg(offset=pl.scratch_offset, ctype="uint32_t", const=False)]
             elif pl.kind == "add":
                 args = list(layer.args[1:4])
+            elif pl.kind == "chain":
+                args = [layer.args[1], layer.args[19], layer.args[18]]  # input, output, the chain's scratch
             else:
                 args = list(layer.args[1:3])
             layers.append(dataclasses.replace(
@@ -827,13 +984,20 @@ def specialize(program: Program, target: Target) -> KernelPassResult:
     return _Specializer(program, target).run()
 
 
+def _plan_parts(pl) -> list:
+    """A plan and, for a chain, its stages (each with its own constants)."""
+    if pl.kind == "chain":
+        return [pl] + [st for st in (pl.a, pl.b, pl.c) if st is not None]
+    return [pl]
+
+
 def render_layers(program: Program, plans: list, target: Target) -> dict[str, str]:
     from mcugen import __version__, codegen
 
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(pl, a) for pl in plans for a in ("weights", "table") if hasattr(pl, a)},
+        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table") if hasattr(x, a)},
     )
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),

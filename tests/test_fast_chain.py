@@ -1,0 +1,175 @@
+"""Specialised fused chains (mcugen.specialize ChainPlan, templates/c/fast/chain.c.j2): which chains
+are replaced, bit-exact against the emulator on the host (DSP code through its C99 stand-ins, arena
+poisoned between layers) for adversarial quantizations, strides, paddings, residuals and a stem
+convolution, correct with the output placed at the overlap rule's limit, and on the emulated
+Cortex-M4/M7 (MobileNet v2 included) with fewer instructions than the portable chain kernel."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_fast_kernels import Builder, assert_equal_runs, have_qemu, mobilenet, run_board, run_host  # noqa: F401,I001
+from test_fusion import _limit_plan
+
+from mcugen import codegen, driver
+from mcugen.emulate import emulate
+from mcugen.fusion import find_chains
+from mcugen.ir import Activation, Graph, Padding
+from mcugen.lower import emit, lower, plan_schedule
+from mcugen.passes import fold_pads
+from mcugen.specialize import specialize
+from mcugen.targets import get_target
+
+
+def block(seed: int, *, h=9, w=7, cin=8, mid=16, stride=1, residual=True, stem=False, has_a=True,
+          pad=Padding.SAME, out_c=None) -> Graph:
+    """[A: 1x1 expand, or a 3x3 stride-2 stem] -> B: 3x3 depthwise -> C: 1x1 project [-> ADD]."""
+    rng = np.random.default_rng(77 + seed)
+    b = Builder(seed)
+    x = b.input((1, h, w, cin))
+    act = lambda: Activation(rng.choice(["NONE", "RELU", "RELU6"]))  # noqa: E731
+    y = x
+    if stem:
+        y = b.conv(y, mid, (3, 3), (2, 2), (1, 1), Padding.SAME, act(), per_channel=bool(rng.random() < 0.8))
+    elif has_a:
+        y = b.conv(y, mid, (1, 1), (1, 1), (1, 1), Padding.SAME, act(), per_channel=bool(rng.random() < 0.8),
+                   with_bias=bool(rng.random() < 0.8))
+    y = b.dw(y, (3, 3), (stride, stride), (1, 1), 1, pad, act(), per_channel=bool(rng.random() < 0.8))
+    z = b.conv(y, out_c or cin, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE, per_channel=bool(rng.random() < 0.8))
+    if residual and b.tensors[z].shape == b.tensors[x].shape:
+        z = b.add(*((z, x) if rng.random() < 0.5 else (x, z)), act())
+    return b.graph([z], name=f"blk{seed}")
+
+
+def generated(graph: Graph, program, target: str = "armv7em-dsp"):
+    result = specialize(program, get_target(target))
+    files = result.merged_files(codegen.render_model(result.program, graph))
+    return driver.Generated(graph=graph, program=result.program, files=files), result
+
+
+def chain_kernels(result) -> list[str]:
+    return [name for name in result.choices.values() if name.endswith("_chain")]
+
+
+def check_host(graph: Graph, program, runs: int = 2, seed: int = 0) -> None:
+    gen, result = generated(graph, program)
+    assert chain_kernels(result), "the chain was not specialised"
+    inputs = driver.random_inputs(graph, runs, seed=seed)
+    assert_equal_runs(run_host(gen, inputs), [emulate(graph, r).outputs for r in inputs], graph.name)
+
+
+CASES = {
+    "expand_s1_residual": dict(),
+    "expand_s2": dict(stride=2, h=10, w=8),
+    "expand_s2_odd": dict(stride=2, h=9, w=7, mid=12),
+    "expand_valid": dict(pad=Padding.VALID, residual=False, out_c=12),
+    "expand_narrow": dict(h=5, w=3, mid=8, cin=4),
+    "expand_one_column": dict(h=6, w=1, mid=8, cin=4, residual=False),
+    "patch_cin3": dict(cin=3, mid=8, residual=False, out_c=5),
+    "stem": dict(stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8),
+    "no_a": dict(has_a=False, cin=8, mid=8, h=7, w=6),
+    "no_a_s2": dict(has_a=False, cin=12, stride=2, h=8, w=8, residual=False),
+    "c_tail_channels": dict(mid=8, out_c=6, residual=False),
+}
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_chain_bit_exact_on_the_host(case, seed):
+    graph = block(seed * 31 + len(case), **CASES[case])
+    program = lower(graph, "net", strategy="fused", fusion="all")
+    assert [l.op for l in program.layers] == ["CHAIN"], [l.op for l in program.layers]
+    check_host(graph, program, seed=seed)
+
+
+def test_only_supported_chains_are_replaced():
+    """Portable and Helium targets keep the portable chain kernel; a depthwise with channels not a
+    multiple of 4 keeps it on the DSP target too; the replaced chain's constants are repacked."""
+    graph = block(1)
+    program = lower(graph, "net", strategy="fused", fusion="all")
+    for target in ("portable", "mve"):
+        _, result = generated(graph, program, target)
+        assert not chain_kernels(result)
+        assert any(l.kernel == "mcugen_chain_s8" for l in result.program.layers)
+    gen, result = generated(graph, program)
+    assert chain_kernels(result) == ["net_l0_chain"]
+    layer = result.program.layers[0]
+    assert layer.kernel == "net_l0_chain" and len(layer.args) == 3
+    assert not any(c.cname.startswith("net_op") for c in result.program.consts if c.cname.endswith("weights"))
+    assert result.program.arena_bytes == program.arena_bytes, "the chain needs no scratch beyond the plan's"
+    odd = block(2, mid=10)
+    _, result = generated(odd, lower(odd, "net", strategy="fused", fusion="all"))
+    assert not chain_kernels(result)
+
+
+@pytest.mark.parametrize("stride,residual", [(1, True), (1, False), (2, False)])
+def test_output_at_the_overlap_limit(stride, residual):
+    """The chain's output placed exactly as far into its input as the planner's rule allows."""
+    graph = block(5 + stride, stride=stride, residual=residual, h=10, w=7, cin=8, mid=12)
+    folded, pads = fold_pads(graph)
+    planned = plan_schedule(folded, pads, find_chains(folded, pads))
+    assert len(planned.schedule.steps) == 1
+    program = emit(_limit_plan(planned, 0), "net", graph.name, "fused")
+    check_host(graph, program, runs=3, seed=stride)
+
+
+def test_stem_chain_at_the_overlap_limit():
+    graph = block(9, stem=True, cin=3, h=13, w=9, mid=8, residual=False, out_c=4)
+    folded, pads = fold_pads(graph)
+    planned = plan_schedule(folded, pads, find_chains(folded, pads))
+    program = emit(_limit_plan(planned, 0), "net", graph.name, "fused")
+    check_host(graph, program, runs=3, seed=4)
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+@pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-mps2-an500"])
+def test_chains_bit_exact_on_the_emulated_cores(board):
+    for case in ("expand_s1_residual", "expand_s2_odd", "stem", "no_a", "c_tail_channels"):
+        graph = block(3, **CASES[case])
+        gen, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        assert chain_kernels(result)
+        inputs = driver.random_inputs(graph, 2, seed=6)
+        assert_equal_runs(run_board(gen, board, inputs), [emulate(graph, r).outputs for r in inputs], f"{case} on {board}")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_mobilenet_v2_fused_bit_exact_and_fast_on_the_m4(mobilenet):
+    """MobileNet v2's fused chains on the M4: bit-exact with tflite-runtime, and the specialised
+    chains take under 3.5 instructions per MAC (the portable chain kernel takes about 20)."""
+    from mcugen.oracle import oracles_for
+    from mcugen.validate_board import measure
+
+    gen = driver.build(mobilenet, strategy="fused", kernels="mcugen", target="armv7em-dsp")
+    graph = gen.graph
+    assert any(l.kernel.endswith("_chain") for l in gen.program.layers if l.kernel)
+    inputs = driver.random_inputs(graph, 1, seed=9)
+    oracle = oracles_for(mobilenet)[0]
+    assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), [oracle.run(r) for r in inputs], "fused MobileNet v2 on the M4")
+    m = measure(mobilenet, "qemu-mps2-an386", strategy="fused", kernels="mcugen")
+    chains = [(l.index, m.layers[l.index], l.macs) for l in gen.program.layers if l.op == "CHAIN"]
+    assert chains
+    for index, instructions, macs in chains:
+        assert instructions < 3.5 * macs, (index, instructions, macs)
+
+
+@pytest.mark.skipif(subprocess.run(["which", "arm-none-eabi-gcc"], capture_output=True).returncode != 0,
+                    reason="needs arm-none-eabi-gcc (scripts/setup.sh)")
+@pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
+def test_chain_code_compiles_for_the_m4_at_any_optimization_level(flags):
+    graph = block(4, stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8)
+    gen, _ = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        codegen.write_files(gen.files, folder)
+        src = folder / "net_layers.c"
+        done = subprocess.run(
+            ["arm-none-eabi-gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-mthumb", "-mfloat-abi=hard",
+             "-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", *flags, "-c", str(src), "-o", str(folder / "l.o")],
+            capture_output=True, text=True,
+        )
+        assert done.returncode == 0, done.stderr[:600]

@@ -781,10 +781,12 @@ class _Specializer:
         g = (scale * w).reshape(9, v.out_c // 4, 4).transpose(1, 0, 2)  # [block][tap][4 channels]
         pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
                           (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2)
-        weights = self.const(i, "b_fw", "int32_t", wrap32(pairs.reshape(-1)).astype(np.int32),
-                             f"stage B weights x{scale} [{v.out_c // 4} blocks of 4 channels][9 taps] int16 pairs (c0,c2), (c1,c3)")
-        table = self.const(i, "b_rq", "int32_t", rq_table(scale * bias, rq),
-                           f"stage B per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+        rq_words = rq_table(scale * bias, rq).reshape(v.out_c // 4, 16)
+        blocks = np.concatenate([wrap32(pairs.reshape(v.out_c // 4, 18)), rq_words.astype(np.int64)], axis=1)
+        weights = self.const(i, "b_fw", "int32_t", blocks.reshape(-1).astype(np.int32),
+                             f"stage B per block of 4 channels: 9 taps x int16 pairs (c0,c2), (c1,c3) of weights x{scale}, "
+                             f"then per channel (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+        table = weights  # one stream: a block's requantization follows its weights
         x_lo = min(-(-v.pad_l // v.sw), v.out_w)
         x_hi = min((v.in_w - 3 + v.pad_l) // v.sw, v.out_w - 1)
         return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
@@ -799,7 +801,7 @@ class _Specializer:
         b = chain_stage_view(layer, self.consts, "b")
         c = chain_stage_view(layer, self.consts, "c")
         if not (b.depthwise and b.depth_multiplier == 1 and b.kh == 3 and b.kw == 3 and b.dh == 1 and b.dw == 1
-                and b.out_c % 4 == 0 and b.sh in (1, 2) and b.sw in (1, 2)):
+                and b.out_c % 4 == 0 and 2 * b.out_c < 4096 and b.sh in (1, 2) and b.sw in (1, 2)):
             return None
         if not (not c.depthwise and c.kh == 1 and c.kw == 1 and c.sh == 1 and c.sw == 1 and c.pad_t == 0
                 and c.pad_l == 0 and c.in_c == b.out_c and c.out_h == b.out_h and c.out_w == b.out_w):

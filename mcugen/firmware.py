@@ -268,22 +268,6 @@ def _first_error(log: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def _raise_for_overflow(log: str, board: Board, model_name: str) -> None:
-    by_name = {region.name: region for region in board.regions}
-    problems = []
-    for region_name, excess in dict(_OVERFLOW.findall(log)).items():
-        region = by_name.get(region_name)
-        if region is None:
-            continue
-        kind = "RAM" if region is board.ram else "flash"
-        problems.append(
-            f"needs {region.length + int(excess)} bytes of {kind} (region {region_name}) "
-            f"but {board.name} has {region.length}"
-        )
-    if problems:
-        raise LimitError(f"model {model_name} does not fit {board.name}: " + "; ".join(problems))
-
-
 def check_limits(sizes: ElfSizes, board: Board, model_name: str, *, ram_limit: int | None = None,
                  flash_limit: int | None = None) -> None:
     """LimitError if the firmware's RAM or flash use exceeds the limits (board defaults),

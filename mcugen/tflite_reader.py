@@ -518,11 +518,12 @@ class _Reader:
                 raise self.fail(f"{label} has {what} {v}; it must be positive")
             return v
 
-        if optype is OpType.CONV_2D:
-            opt = self._options(o, tfl.Conv2DOptions, label)
+        if optype in (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D):
+            depthwise = optype is OpType.DEPTHWISE_CONV_2D
+            opt = self._options(o, tfl.DepthwiseConv2DOptions if depthwise else tfl.Conv2DOptions, label)
             if opt is None:
                 raise self.fail(f"{label} has no options")
-            return Conv2DAttrs(
+            window = dict(
                 stride_h=positive(opt.StrideH(), "stride_h"),
                 stride_w=positive(opt.StrideW(), "stride_w"),
                 dilation_h=positive(opt.DilationHFactor(), "dilation_h"),
@@ -530,19 +531,9 @@ class _Reader:
                 padding=pad(opt.Padding()),
                 activation=act(opt.FusedActivationFunction()),
             )
-        if optype is OpType.DEPTHWISE_CONV_2D:
-            opt = self._options(o, tfl.DepthwiseConv2DOptions, label)
-            if opt is None:
-                raise self.fail(f"{label} has no options")
-            return DepthwiseConv2DAttrs(
-                stride_h=positive(opt.StrideH(), "stride_h"),
-                stride_w=positive(opt.StrideW(), "stride_w"),
-                dilation_h=positive(opt.DilationHFactor(), "dilation_h"),
-                dilation_w=positive(opt.DilationWFactor(), "dilation_w"),
-                padding=pad(opt.Padding()),
-                activation=act(opt.FusedActivationFunction()),
-                depth_multiplier=int(opt.DepthMultiplier()),
-            )
+            if depthwise:
+                return DepthwiseConv2DAttrs(**window, depth_multiplier=int(opt.DepthMultiplier()))
+            return Conv2DAttrs(**window)
         if optype is OpType.FULLY_CONNECTED:
             opt = self._options(o, tfl.FullyConnectedOptions, label)
             if opt is None:

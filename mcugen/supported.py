@@ -75,8 +75,9 @@ def logistic_reference_gap(in_scale: float, in_zp: int, out_scale: float, out_zp
     from mcugen import quant
 
     x = np.arange(-128, 128)
-    table = np.asarray(quant.logistic_lut_tflite(in_scale, in_zp, out_scale, out_zp)).astype(np.int64)[x + 128]
-    fixed = quant.logistic_int8_fixed_point(x.astype(np.int8), quant.logistic_params(in_scale, in_zp)).astype(np.int64)
+    with np.errstate(all="ignore"):
+        table = np.asarray(quant.logistic_lut_tflite(in_scale, in_zp, out_scale, out_zp)).astype(np.int64)[x + 128]
+        fixed = quant.logistic_int8_fixed_point(x.astype(np.int8), quant.logistic_params(in_scale, in_zp)).astype(np.int64)
     return int(np.abs(table - fixed).max())
 
 
@@ -280,6 +281,13 @@ def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
     bs = broadcast_shape(a.shape, b.shape)
     if bs is None or tuple(bs) != tuple((1,) * (len(bs) - len(o.shape)) + tuple(o.shape)):
         return f"shapes {list(a.shape)} and {list(b.shape)} do not broadcast to output {list(o.shape)}"
+    if op.op is OpType.MUL:
+        # TFLite's int8 MUL Prepare computes in1_scale * in2_scale / out_scale in float32; an
+        # infinite result (e.g. a denormal output scale) gives it an undefined multiplier.
+        with np.errstate(all="ignore"):
+            m = np.float32(np.float32(a.quant.s) * np.float32(b.quant.s)) / np.float32(o.quant.s)
+        if not np.isfinite(m):
+            return f"has output scale {o.quant.s}: TFLite's float32 output multiplier overflows ({float(m)})"
     if op.op is OpType.ADD:
         # TFLite's int8 ADD Prepare: twice_max / ((1 << 20) * output_scale), the product in float32;
         # it aborts the process (TFLITE_CHECK) unless the multiplier lies strictly within (0, 1).
@@ -335,6 +343,8 @@ def c_softmax_logistic(g: Graph, op: Operator) -> Optional[str]:
         return f"maps shape {list(x.shape)} to {list(o.shape)}"
     if op.op is OpType.SOFTMAX and not x.shape:
         return "has a scalar (rank-0) input; TFLite's SOFTMAX needs at least one dimension"
+    if abs(o.quant.s - 1.0 / 256) > 1e-9 or o.quant.zp != -128:
+        return f"output has scale {o.quant.s} and zero point {o.quant.zp}"
     if op.op is OpType.LOGISTIC and x.dtype is DType.INT8:
         gap = logistic_reference_gap(x.quant.s, x.quant.zp, o.quant.s, o.quant.zp)
         if gap > 1:
@@ -342,8 +352,6 @@ def c_softmax_logistic(g: Graph, op: Operator) -> Optional[str]:
                 f"has input scale {x.quant.s}: tflite-runtime (float table) and TFLite Micro (fixed point) "
                 f"disagree by up to {gap} steps there, so there is no exact result (input scales below 2 are fine)"
             )
-    if abs(o.quant.s - 1.0 / 256) > 1e-9 or o.quant.zp != -128:
-        return f"output has scale {o.quant.s} and zero point {o.quant.zp}"
     return None
 
 

@@ -502,3 +502,26 @@ def test_logistic_where_the_two_references_disagree_is_rejected():
     assert logistic_reference_gap(1000.0, 0, 1 / 256, -128) == 128
     data = _mutated(model, lambda p: p.set_element(p.tensors()[x].Quantization()._tab, slot, "f", 0, 1000.0))
     assert "disagree by up to 128 steps" in _unsupported(data)
+
+
+def test_mul_multiplier_overflowing_float32_is_rejected():
+    """MUL output scale 1e-45: TFLite's float32 multiplier is inf; tflite-runtime gave -1 everywhere (MISMATCH)."""
+    model = OPS_DIR / "mul_same_none.tflite"
+    g = read_tflite_bytes(model.read_bytes(), "m")
+    out = g.operators[0].outputs[0]
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    data = _mutated(model, lambda p: p.set_element(p.tensors()[out].Quantization()._tab, slot, "f", 0, 1e-45))
+    assert "float32 output multiplier overflows" in _unsupported(data)
+
+
+def test_logistic_with_a_wrong_output_scale_is_rejected_without_a_warning():
+    """The LOGISTIC reference comparison ran on a 1e-30 output scale and numpy warned on stderr."""
+    import warnings
+
+    model = OPS_DIR / "logistic.tflite"
+    out = read_tflite_bytes(model.read_bytes(), "m").operators[0].outputs[0]
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    data = _mutated(model, lambda p: p.set_element(p.tensors()[out].Quantization()._tab, slot, "f", 0, 1e-30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "output has scale" in _unsupported(data)

@@ -833,9 +833,8 @@ class _Specializer:
             name=f"{self.name}_l{i}_chain", index=i, isa=self.t.isa.value, a=a_stage, b=self._chain_dw_stage(b, i),
             c=self._chain_conv_stage(c, i, "c", c.in_c, True), residual=residual, ring_rows=int(p["ring_rows"]),
             in_row=in_row, patch_bytes=patch_bytes,
-            # two patches per step share the weight and requantization loads (measured on the M4:
-            # -7% for a 3x3 stem); for a 1x1 A on the input's words one pixel keeps gcc from spilling
-            a_pixels=2 if patch_bytes else 1,
+            # two pixels per step share the weight and requantization loads
+            a_pixels=2,
         ), None
 
     # -- FULLY_CONNECTED

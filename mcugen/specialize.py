@@ -792,8 +792,9 @@ class _Specializer:
         return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
 
     def chain(self, layer: Layer):
-        if self.t.isa is not Isa.DSP:
-            return None  # the portable chain kernel (a Helium/portable specialisation: not yet)
+        if self.t.isa not in (Isa.DSP, Isa.MVE):
+            return None  # portable target: the portable chain kernel
+        # Armv8.1-M (the MVE target) has the DSP instructions too: the same scalar DSP kernel
         p = _params(layer)
         if int(p["fc.enabled"]) or not int(p["has_c"]):
             return None

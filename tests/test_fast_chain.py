@@ -23,7 +23,8 @@ from mcugen.ir import Activation, Graph, Padding
 from mcugen.lower import emit, lower, plan_schedule
 from mcugen.passes import fold_pads
 from mcugen.specialize import specialize
-from mcugen.targets import get_target
+from mcugen.boards import get_board
+from mcugen.targets import get_target, target_for_board
 
 
 def block(seed: int, *, h=9, w=7, cin=8, mid=16, stride=1, residual=True, stem=False, has_a=True,
@@ -88,14 +89,16 @@ def test_chain_bit_exact_on_the_host(case, seed):
 
 
 def test_only_supported_chains_are_replaced():
-    """Portable and Helium targets keep the portable chain kernel; a depthwise with channels not a
-    multiple of 4 keeps it on the DSP target too; the replaced chain's constants are repacked."""
+    """The portable target keeps the portable chain kernel; the DSP and MVE targets (Armv8.1-M has
+    the DSP instructions) replace it, but not for a depthwise whose channels are not a multiple of
+    4; the replaced chain's constants are repacked."""
     graph = block(1)
     program = lower(graph, "net", strategy="fused", fusion="all")
-    for target in ("portable", "mve"):
-        _, result = generated(graph, program, target)
-        assert not chain_kernels(result)
-        assert any(l.kernel == "mcugen_chain_s8" for l in result.program.layers)
+    _, result = generated(graph, program, "portable")
+    assert not chain_kernels(result)
+    assert any(l.kernel == "mcugen_chain_s8" for l in result.program.layers)
+    _, result = generated(graph, program, "mve")
+    assert chain_kernels(result) == ["net_l0_chain"]
     gen, result = generated(graph, program)
     assert chain_kernels(result) == ["net_l0_chain"]
     layer = result.program.layers[0]
@@ -127,30 +130,32 @@ def test_stem_chain_at_the_overlap_limit():
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-@pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-mps2-an500"])
+@pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-mps2-an500", "qemu-mps3-an547"])
 def test_chains_bit_exact_on_the_emulated_cores(board):
-    for case in ("expand_s1_residual", "expand_s2_odd", "stem", "no_a", "c_tail_channels"):
+    for case in ("expand_s1_residual", "expand_s2_odd", "stem", "no_a", "c_tail_channels", "patch_cin3"):
         graph = block(3, **CASES[case])
-        gen, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        target = target_for_board(get_board(board)).name
+        gen, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"), target)
         assert chain_kernels(result)
         inputs = driver.random_inputs(graph, 2, seed=6)
         assert_equal_runs(run_board(gen, board, inputs), [emulate(graph, r).outputs for r in inputs], f"{case} on {board}")
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_mobilenet_v2_fused_bit_exact_and_fast_on_the_m4(mobilenet):
-    """MobileNet v2's fused chains on the M4: bit-exact with tflite-runtime, and the specialised
-    chains take under 3.5 instructions per MAC (the portable chain kernel takes about 20)."""
+@pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-mps3-an547"])
+def test_mobilenet_v2_fused_bit_exact_and_fast(mobilenet, board):
+    """MobileNet v2's fused chains on the M4 and M55: bit-exact with tflite-runtime, and the
+    specialised chains take under 3.5 instructions per MAC (the portable chain kernel about 20)."""
     from mcugen.oracle import oracles_for
     from mcugen.validate_board import measure
 
-    gen = driver.build(mobilenet, strategy="fused", kernels="mcugen", target="armv7em-dsp")
+    gen = driver.build(mobilenet, strategy="fused", kernels="mcugen", target=target_for_board(get_board(board)).name)
     graph = gen.graph
     assert any(l.kernel.endswith("_chain") for l in gen.program.layers if l.kernel)
     inputs = driver.random_inputs(graph, 1, seed=9)
     oracle = oracles_for(mobilenet)[0]
-    assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), [oracle.run(r) for r in inputs], "fused MobileNet v2 on the M4")
-    m = measure(mobilenet, "qemu-mps2-an386", strategy="fused", kernels="mcugen")
+    assert_equal_runs(run_board(gen, board, inputs), [oracle.run(r) for r in inputs], f"fused MobileNet v2 on {board}")
+    m = measure(mobilenet, board, strategy="fused", kernels="mcugen")
     chains = [(l.index, m.layers[l.index], l.macs) for l in gen.program.layers if l.op == "CHAIN"]
     assert chains
     for index, instructions, macs in chains:
@@ -160,16 +165,17 @@ def test_mobilenet_v2_fused_bit_exact_and_fast_on_the_m4(mobilenet):
 @pytest.mark.skipif(subprocess.run(["which", "arm-none-eabi-gcc"], capture_output=True).returncode != 0,
                     reason="needs arm-none-eabi-gcc (scripts/setup.sh)")
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
-def test_chain_code_compiles_for_the_m4_at_any_optimization_level(flags):
+def test_chain_code_compiles_at_any_optimization_level(flags):
     graph = block(4, stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8)
-    gen, _ = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        codegen.write_files(gen.files, folder)
-        src = folder / "net_layers.c"
-        done = subprocess.run(
-            ["arm-none-eabi-gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-mthumb", "-mfloat-abi=hard",
-             "-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", *flags, "-c", str(src), "-o", str(folder / "l.o")],
-            capture_output=True, text=True,
-        )
-        assert done.returncode == 0, done.stderr[:600]
+    for target, cpu in (("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16")), ("mve", ("-mcpu=cortex-m55",))):
+        gen, _ = generated(graph, lower(graph, "net", strategy="fused", fusion="all"), target)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            codegen.write_files(gen.files, folder)
+            src = folder / "net_layers.c"
+            done = subprocess.run(
+                ["arm-none-eabi-gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-mthumb", "-mfloat-abi=hard",
+                 *cpu, *flags, "-c", str(src), "-o", str(folder / "l.o")],
+                capture_output=True, text=True,
+            )
+            assert done.returncode == 0, f"{target} {flags}: {done.stderr[:600]}"

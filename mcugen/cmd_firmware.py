@@ -146,6 +146,17 @@ def _print_sizes(build_sizes, board: Board, stack_bytes: int | None) -> None:
 
 
 def run_firmware(args: argparse.Namespace) -> int:
+    """A failed run removes the project folder it created (a folder that existed is kept)."""
+    created = not args.out.exists()
+    try:
+        return _run_firmware(args)
+    except McugenError:
+        if created:
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
+
+
+def _run_firmware(args: argparse.Namespace) -> int:
     board = get_board(args.board)
     out: Path = args.out
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():

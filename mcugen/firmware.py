@@ -42,6 +42,7 @@ class ModelInterface:
     output_bytes: tuple[int, ...]
     num_layers: int
     arena_bytes: int
+    const_bytes: int = 0  # weights, biases, requantization tables (flash)
 
     @property
     def num_inputs(self) -> int:
@@ -108,6 +109,7 @@ def read_model_interface(model_dir: Path, name: str, cflags: Sequence[str] = ())
         output_bytes=tuple(_macro_value(macros, f"{upper}_OUTPUT{k}_BYTES", header) for k in range(outputs)),
         num_layers=_macro_value(macros, f"{upper}_NUM_LAYERS", header),
         arena_bytes=_macro_value(macros, f"{upper}_ARENA_BYTES", header),
+        const_bytes=_macro_value(macros, f"{upper}_CONST_BYTES", header) if f"{upper}_CONST_BYTES" in macros else 0,
     )
 
 
@@ -268,6 +270,25 @@ def _first_error(log: str) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+def check_plan_fits(interface: "ModelInterface", board: Board, model_name: str, *, stack_bytes: int | None = None,
+                    ram_limit: int | None = None, flash_limit: int | None = None) -> None:
+    """Before anything is written or built: LimitError if the planned arena plus the stack
+    reserve exceeds the RAM limit, or the model's constant data alone exceeds the flash limit."""
+    ram_limit = board.ram_limit if ram_limit is None else ram_limit
+    flash_limit = board.flash_limit if flash_limit is None else flash_limit
+    stack = board.stack_bytes if stack_bytes is None else stack_bytes
+    problems = []
+    if interface.arena_bytes + stack > ram_limit:
+        problems.append(
+            f"needs at least {interface.arena_bytes + stack} bytes of RAM (arena {interface.arena_bytes} + "
+            f"stack {stack}) but the limit is {ram_limit}"
+        )
+    if interface.const_bytes > flash_limit:
+        problems.append(f"needs at least {interface.const_bytes} bytes of flash for constants but the limit is {flash_limit}")
+    if problems:
+        raise LimitError(f"model {model_name} on {board.name} " + "; and ".join(problems) + "; nothing was built")
+
+
 def check_limits(sizes: ElfSizes, board: Board, model_name: str, *, ram_limit: int | None = None,
                  flash_limit: int | None = None) -> None:
     """LimitError if the firmware's RAM or flash use exceeds the limits (board defaults),
@@ -351,6 +372,8 @@ def build_firmware(
         require_tool(CROSS + tool)
     make = require_tool("make")
     out_dir = Path(out_dir)
+    check_plan_fits(read_model_interface(model_dir, model_name, extra_cflags), board, model_name,
+                    stack_bytes=stack_bytes, ram_limit=ram_limit, flash_limit=flash_limit)
     interface = write_firmware_project(
         model_dir, model_name, board, out_dir, profile=profile, extra_cflags=extra_cflags,
         semihosting=semihosting, builtin_inputs=builtin_inputs, stack_bytes=stack_bytes,

@@ -71,3 +71,16 @@ def test_validate_refuses_real_board():
         capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 2 and "emulated" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_that_does_not_fit_is_refused_before_building(tmp_path, capsys):
+    path = real_model("person_detect.tflite")
+    out = tmp_path / "fw"
+    assert cli_main(["firmware", str(path), "--board", "nrf52840", "-o", str(out), "--ram-limit", "40K"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs at least" in err[0] and "40960" in err[0] and "nothing was built" in err[0]
+    assert not out.exists()
+    assert cli_main(["firmware", str(path), "--board", "nrf52840", "-o", str(out), "--flash-limit", "100K"]) == 2
+    assert "flash" in capsys.readouterr().err and not out.exists()
+    assert cli_main(["firmware", str(path), "--board", "stm32f746", "-o", str(out)]) == 0
+    assert (out / "build" / "person_detect.elf").is_file() and (out / "build" / "person_detect.hex").is_file()

@@ -107,15 +107,15 @@ def test_real_board_builds_within_its_limits(board_name, tmp_path):
 
 @pytest.mark.parametrize("board_name", REAL_BOARDS)
 def test_too_big_arena_names_needed_and_available_ram(board_name, tmp_path):
+    """The planned arena plus the stack reserve is checked before anything is written or built."""
     board = get_board(board_name)
     with pytest.raises(LimitError) as raised:
         build_firmware(TINY, "tiny", board, tmp_path / "fw", extra_cflags=["-DTINY_ARENA_BYTES=400000"])
     message = str(raised.value)
     assert board_name in message and "RAM" in message and "\n" not in message
-    needed = int(message.split("needs ")[1].split(" bytes")[0])
-    assert needed >= 400000 + board.stack_bytes
-    assert f"but the limit is {board.ram_limit}" in message
-    assert "(data 4 + bss " in message  # the breakdown, measured by an unconstrained re-link
+    assert f"needs at least {400000 + board.stack_bytes} bytes of RAM (arena 400000 + stack {board.stack_bytes})" in message
+    assert f"but the limit is {board.ram_limit}" in message and "nothing was built" in message
+    assert not (tmp_path / "fw").exists()
 
 
 def test_too_big_ram_and_flash_are_both_reported(tmp_path):
@@ -123,18 +123,34 @@ def test_too_big_ram_and_flash_are_both_reported(tmp_path):
         build_firmware(TINY, "tiny", get_board("nrf52840"), tmp_path / "fw",
                        extra_cflags=["-DTINY_ARENA_BYTES=300000", "-DTINY_CONST_BYTES=1100000"])
     message = str(raised.value)
-    ram = re.search(r"needs (\d+) bytes of RAM \(data 4 \+ bss (\d+) \+ stack 16384\) but the limit is 262144", message)
-    flash = re.search(r"needs (\d+) bytes of flash \(text \d+ \+ rodata (\d+) \+ data 4\) but the limit is 1048576", message)
-    assert ram and flash, message
-    assert int(ram.group(2)) >= 300000 and int(flash.group(2)) >= 1100000
-    # the re-link that measured the sizes stays inside the build folder
-    assert not (tmp_path / "fw" / "board" / "measure-unlimited.ld").exists()
+    assert "needs at least 316384 bytes of RAM (arena 300000 + stack 16384) but the limit is 262144" in message
+    assert "needs at least 1100000 bytes of flash for constants but the limit is 1048576" in message
+    assert not (tmp_path / "fw").exists()
 
 
 def test_ram_limit_below_the_board_is_enforced(tmp_path):
     board = get_board("nrf52840")
-    with pytest.raises(LimitError, match=r"needs \d+ bytes of RAM \(data 4 \+ bss \d+ \+ stack 16384\) but the limit is 8192"):
+    with pytest.raises(LimitError, match=r"needs at least 16400 bytes of RAM \(arena 16 \+ stack 16384\) but the limit is 8192"):
         build_firmware(TINY, "tiny", board, tmp_path / "fw", ram_limit=8192)
+
+
+def test_limit_between_plan_and_linked_size_reports_the_breakdown(tmp_path):
+    """The plan fits (arena + stack = the limit) but the linked image does not: the measured
+    breakdown of the ELF names what is needed."""
+    board = get_board("nrf52840")
+    with pytest.raises(LimitError, match=r"needs \d+ bytes of RAM \(data 4 \+ bss \d+ \+ stack 16384\) but the limit is 16400"):
+        build_firmware(TINY, "tiny", board, tmp_path / "fw", ram_limit=16400)
+
+
+def test_linker_overflow_is_measured_by_an_unconstrained_relink(tmp_path):
+    """Constants within the plan's limit but a flash region too small for the linked image."""
+    board = get_board("nrf52840")
+    with pytest.raises(LimitError) as raised:
+        build_firmware(TINY, "tiny", board, tmp_path / "fw", extra_cflags=["-DTINY_CONST_BYTES=1048000"])
+    message = str(raised.value)
+    assert re.search(r"needs (\d+) bytes of flash \(text \d+ \+ rodata (\d+) \+ data 4\) but the limit is 1048576", message), message
+    # the re-link that measured the sizes stays inside the build folder
+    assert not (tmp_path / "fw" / "board" / "measure-unlimited.ld").exists()
 
 
 def test_semihosting_real_board_build_prints_results(tmp_path):

@@ -2,7 +2,9 @@
 
     lower(graph) -> Program --specialize(program, target)--> KernelPassResult
         .program   the same model, its CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD /
-                   SOFTMAX / MEAN layers now calling `<name>_l<i>_<kind>()`, their constants
+                   SOFTMAX / MEAN layers and fused CHAIN layers (conv -> 3x3 depthwise -> 1x1
+                   [-> ADD], in the ring and scratch lowering planned for them) now calling
+                   `<name>_l<i>_<kind>()`, their constants
                    repacked (weights reordered, bias folded with the input offset, one
                    requantization table per layer), the arena grown by the scratch they need
         .files     `<name>_layers.c` / `<name>_layers.h` (rendered from templates/c/fast/) and
@@ -547,9 +549,12 @@ class ChainStage:
 class ChainPlan:
     """A fused chain A? -> 3x3 depthwise B -> 1x1 C [-> residual ADD], computed as the portable
     mcugen_chain_s8 does (same ring of A's int8 rows, same pixel buffer, same order of rows and
-    pixels, so the same overlaps of output and input stay correct) with stages specialised:
-    A and C take 4 output channels per step over pre-unpacked int16 weight pairs (SMLAD), B
-    takes 4 channels per step from the words of the ring rows (SMLABB/SMLATT)."""
+    pixels, so the same overlaps of output and input stay correct) with stages specialised, bias
+    folded with the input offset and TFLite's requantization (short form where proved exact):
+    A takes two pixels per step (assembly: x two output channels; C: x four), C one pixel x four
+    channels, both SMLAD over int16 weight pairs stored in SXTB16's order; B takes four channels
+    per step from one word of a ring row per tap (SMLABB/SMLATT; interior taps in assembly).
+    Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words."""
 
     kind: ClassVar[str] = "chain"
     name: str
@@ -792,9 +797,8 @@ class _Specializer:
         return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
 
     def chain(self, layer: Layer):
-        if self.t.isa not in (Isa.DSP, Isa.MVE):
-            return None  # portable target: the portable chain kernel
-        # Armv8.1-M (the MVE target) has the DSP instructions too: the same scalar DSP kernel
+        # Armv8.1-M (the MVE target) has the DSP instructions too: the same scalar DSP kernel;
+        # the portable target gets it with the DSP operations written in C99
         p = _params(layer)
         if int(p["fc.enabled"]) or not int(p["has_c"]):
             return None

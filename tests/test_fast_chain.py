@@ -1,6 +1,6 @@
 """Specialised fused chains (mcugen.specialize ChainPlan, templates/c/fast/chain.c.j2): which chains
-are replaced, bit-exact against the emulator on the host (DSP code through its C99 stand-ins, arena
-poisoned between layers) for adversarial quantizations, strides, paddings, residuals and a stem
+are replaced, bit-exact against the emulator on the host (DSP code through its C99 stand-ins and
+the portable target, arena poisoned between layers) for adversarial quantizations, strides, paddings, residuals and a stem
 convolution, correct with the output placed at the overlap rule's limit, and on the emulated
 Cortex-M4/M7 (MobileNet v2 included) with fewer instructions than the portable chain kernel."""
 
@@ -57,8 +57,8 @@ def chain_kernels(result) -> list[str]:
     return [name for name in result.choices.values() if name.endswith("_chain")]
 
 
-def check_host(graph: Graph, program, runs: int = 2, seed: int = 0) -> None:
-    gen, result = generated(graph, program)
+def check_host(graph: Graph, program, runs: int = 2, seed: int = 0, target: str = "armv7em-dsp") -> None:
+    gen, result = generated(graph, program, target)
     assert chain_kernels(result), "the chain was not specialised"
     inputs = driver.random_inputs(graph, runs, seed=seed)
     assert_equal_runs(run_host(gen, inputs), [emulate(graph, r).outputs for r in inputs], graph.name)
@@ -79,26 +79,25 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("target,seed", [("armv7em-dsp", 0), ("armv7em-dsp", 1), ("armv7em-dsp", 2), ("portable", 3)])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_chain_bit_exact_on_the_host(case, seed):
+def test_chain_bit_exact_on_the_host(case, target, seed):
     graph = block(seed * 31 + len(case), **CASES[case])
     program = lower(graph, "net", strategy="fused", fusion="all")
     assert [l.op for l in program.layers] == ["CHAIN"], [l.op for l in program.layers]
-    check_host(graph, program, seed=seed)
+    check_host(graph, program, seed=seed, target=target)
 
 
 def test_only_supported_chains_are_replaced():
-    """The portable target keeps the portable chain kernel; the DSP and MVE targets (Armv8.1-M has
-    the DSP instructions) replace it, but not for a depthwise whose channels are not a multiple of
-    4; the replaced chain's constants are repacked."""
+    """Every target replaces the portable chain kernel (MVE: Armv8.1-M has the DSP instructions;
+    portable: the DSP operations in C99), but not for a depthwise whose channels are not a
+    multiple of 4, nor a chain closed by a FULLY_CONNECTED; the replaced chain's constants are
+    repacked."""
     graph = block(1)
     program = lower(graph, "net", strategy="fused", fusion="all")
-    _, result = generated(graph, program, "portable")
-    assert not chain_kernels(result)
-    assert any(l.kernel == "mcugen_chain_s8" for l in result.program.layers)
-    _, result = generated(graph, program, "mve")
-    assert chain_kernels(result) == ["net_l0_chain"]
+    for target in ("portable", "mve"):
+        _, result = generated(graph, program, target)
+        assert chain_kernels(result) == ["net_l0_chain"]
     gen, result = generated(graph, program)
     assert chain_kernels(result) == ["net_l0_chain"]
     layer = result.program.layers[0]
@@ -108,6 +107,16 @@ def test_only_supported_chains_are_replaced():
     odd = block(2, mid=10)
     _, result = generated(odd, lower(odd, "net", strategy="fused", fusion="all"))
     assert not chain_kernels(result)
+    b = Builder(3)
+    x = b.input((1, 6, 5, 8))
+    y = b.conv(b.dw(b.conv(x, 8, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.RELU), (3, 3), (1, 1), (1, 1), 1,
+                    Padding.SAME, Activation.RELU), 8, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE)
+    fc_graph = b.graph([b.fc(y, 3, per_channel=False)], name="fc")
+    fused = lower(fc_graph, "net", strategy="fused", fusion="all")
+    assert any(l.op == "CHAIN" for l in fused.layers)
+    _, result = generated(fc_graph, fused)
+    assert not chain_kernels(result)
+    assert any(l.kernel == "mcugen_chain_s8" for l in result.program.layers)
 
 
 @pytest.mark.parametrize("stride,residual", [(1, True), (1, False), (2, False)])

@@ -535,10 +535,11 @@ class ChainStage:
     direct: bool  # conv A: 1x1 on words of the input pixel, no patch copy
     x_lo: int = 0  # depthwise B: output columns x_lo..x_hi read no column outside the input
     x_hi: int = -1
+    scale: int = 0  # weights and bias x2 (the short requantization's doubled accumulator); 0: as rq.fast
 
     @property
     def doubled(self) -> bool:
-        return self.rq.fast
+        return self.scale == 2 if self.scale else self.rq.fast
 
     @property
     def groups(self) -> int:
@@ -767,15 +768,24 @@ class _Specializer:
         bias = v.bias + v.input_offset * w.sum(axis=1)
         acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
         rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
-        scale = 2 if rq.fast else 1
-        g = (scale * w).reshape(v.out_c, length // 4, 4)
-        pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
-                          (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2)
-        weights = self.const(i, f"{role}_fw", "int32_t", wrap32(pairs.reshape(-1)).astype(np.int32),
-                             f"stage {role.upper()} weights x{scale} [{v.out_c}][{length // 4}] int16 pairs (taps 4g+0,4g+2), (4g+1,4g+3)")
+        if self.t.isa is Isa.MVE:
+            # Helium: int8 rows for VMLADAVA (16 taps per instruction), plus 16 bytes so that the
+            # last row's vector loads stay inside the array; the accumulator is not doubled
+            scale = 1
+            rows = np.zeros(v.out_c * length + 16, np.int64)
+            rows[: v.out_c * length] = w.reshape(-1)
+            weights = self.const(i, f"{role}_fw", "int8_t", rows.astype(np.int8),
+                                 f"stage {role.upper()} weights [{v.out_c}][{length}] (+16 bytes)")
+        else:
+            scale = 2 if rq.fast else 1
+            g = (scale * w).reshape(v.out_c, length // 4, 4)
+            pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
+                              (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2)
+            weights = self.const(i, f"{role}_fw", "int32_t", wrap32(pairs.reshape(-1)).astype(np.int32),
+                                 f"stage {role.upper()} weights x{scale} [{v.out_c}][{length // 4}] int16 pairs (taps 4g+0,4g+2), (4g+1,4g+3)")
         table = self.const(i, f"{role}_rq", "int32_t", rq_table(scale * bias, rq),
                            f"stage {role.upper()} per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
-        return ChainStage(v=v, rq=rq, weights=weights, table=table, length=length, direct=direct)
+        return ChainStage(v=v, rq=rq, weights=weights, table=table, length=length, direct=direct, scale=scale)
 
     def _chain_dw_stage(self, v: ConvView, i: int) -> ChainStage:
         w = v.weights.reshape(9, v.out_c)  # [tap][channel]

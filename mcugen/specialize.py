@@ -792,6 +792,19 @@ class _Specializer:
         bias = v.bias + v.input_offset * w.sum(axis=0)
         acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=0)
         rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+        x_lo = min(-(-v.pad_l // v.sw), v.out_w)
+        x_hi = min((v.in_w - 3 + v.pad_l) // v.sw, v.out_w - 1)
+        if self.t.isa is Isa.MVE:
+            # Helium: per block of 4 channels, 9 taps x 4 int32 weights, then the vector
+            # requantization's table (bias, multiplier, left, -right, mask; exact for any shift)
+            taps = w.reshape(9, v.out_c // 4, 4).transpose(1, 0, 2).reshape(v.out_c // 4, 36)
+            rqv = mve_table(bias, v.multiplier, v.shift, v.out_c).reshape(v.out_c // 4, 20)
+            blocks = np.concatenate([taps, rqv.astype(np.int64)], axis=1)
+            weights = self.const(i, "b_fw", "int32_t", blocks.reshape(-1).astype(np.int32),
+                                 "stage B per block of 4 channels: 9 taps x 4 weights, then bias + input_offset*sum(w), "
+                                 "multiplier, left, -right, mask")
+            return ChainStage(v=v, rq=rq, weights=weights, table=weights, length=0, direct=False, x_lo=x_lo, x_hi=x_hi,
+                              scale=1)
         scale = 2 if rq.fast else 1
         g = (scale * w).reshape(9, v.out_c // 4, 4).transpose(1, 0, 2)  # [block][tap][4 channels]
         pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
@@ -802,8 +815,6 @@ class _Specializer:
                              f"stage B per block of 4 channels: 9 taps x int16 pairs (c0,c2), (c1,c3) of weights x{scale}, "
                              f"then per channel (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
         table = weights  # one stream: a block's requantization follows its weights
-        x_lo = min(-(-v.pad_l // v.sw), v.out_w)
-        x_hi = min((v.in_w - 3 + v.pad_l) // v.sw, v.out_w - 1)
         return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
 
     def chain(self, layer: Layer):

@@ -555,6 +555,8 @@ class ChainPlan:
     A takes two pixels per step (assembly: x two output channels; C: x four), C one pixel x four
     channels, both SMLAD over int16 weight pairs stored in SXTB16's order; B takes four channels
     per step from one word of a ring row per tap (SMLABB/SMLATT; interior taps in assembly).
+    MVE target: A and C one output channel per step, 16 taps per VMLADAVA; B four channels in
+    the lanes with the exact vector requantization. Portable target: the DSP form in C99.
     Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words."""
 
     kind: ClassVar[str] = "chain"
@@ -818,8 +820,8 @@ class _Specializer:
         return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
 
     def chain(self, layer: Layer):
-        # Armv8.1-M (the MVE target) has the DSP instructions too: the same scalar DSP kernel;
-        # the portable target gets it with the DSP operations written in C99
+        # every target: DSP (SMLAD family), MVE (Helium stages), portable (the DSP operations
+        # written in C99)
         p = _params(layer)
         if int(p["fc.enabled"]) or not int(p["has_c"]):
             return None

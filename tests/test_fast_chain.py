@@ -2,7 +2,7 @@
 are replaced, bit-exact against the emulator on the host (DSP code through its C99 stand-ins and
 the portable target, arena poisoned between layers) for adversarial quantizations, strides, paddings, residuals and a stem
 convolution, correct with the output placed at the overlap rule's limit, and on the emulated
-Cortex-M4/M7 (MobileNet v2 included) with fewer instructions than the portable chain kernel."""
+Cortex-M4/M7/M55 (MobileNet v2 included) with fewer instructions than the portable chain kernel."""
 
 from __future__ import annotations
 
@@ -89,8 +89,8 @@ def test_chain_bit_exact_on_the_host(case, target, seed):
 
 
 def test_only_supported_chains_are_replaced():
-    """Every target replaces the portable chain kernel (MVE: Armv8.1-M has the DSP instructions;
-    portable: the DSP operations in C99), but not for a depthwise whose channels are not a
+    """Every target replaces the portable chain kernel (MVE: Helium stages; portable: the DSP
+    operations in C99), but not for a depthwise whose channels are not a
     multiple of 4, nor a chain closed by a FULLY_CONNECTED; the replaced chain's constants are
     repacked."""
     graph = block(1)

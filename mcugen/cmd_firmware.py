@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p, board_required=False)
     p.add_argument("--probe", choices=["pyocd"], default="pyocd", help="flashing tool (default: pyocd)")
     p.add_argument("--target", help="pyOCD target name (default: the board's)")
+    p.add_argument("--semihosting", action="store_true",
+                   help="after flashing, run the board under pyOCD and print its semihosting output "
+                        "(build the firmware with `mcugen firmware --semihosting`)")
     p.add_argument("--timeout", type=float, default=qemu.DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
     p.set_defaults(func=run_flash)
 
@@ -328,6 +331,17 @@ def run_flash(args: argparse.Namespace) -> int:
         lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         raise ToolError(f"pyOCD could not flash {image.name} to {target}: {lines[-1] if lines else 'no output'}")
     print(f"flashed {image} to {target}")
+    if args.semihosting:
+        command = _pyocd_command() + ["run", "--no-wait", "--target", target, "-O", "enable_semihosting=true",
+                                      "-O", "semihost_console_type=console", "--timelimit", f"{args.timeout:g}"]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout + 30)
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"pyOCD did not return the board's output within {args.timeout:g} s") from None
+        if done.returncode != 0:
+            lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+            raise ToolError(f"pyOCD could not run {image.name} on {target}: {lines[-1] if lines else 'no output'}")
+        sys.stdout.write(done.stdout)
     return 0
 
 

@@ -178,3 +178,12 @@ def test_cli_flash_real_board_without_probe_exits_2(tmp_path, capsys):
     assert code == 2
     assert err.startswith("mcugen: error: ") and err.count("\n") == 1
     assert "pyOCD" in err
+
+
+def test_cli_flash_with_semihosting_and_no_probe_exits_2(tmp_path, capsys):
+    assert cli_main(["firmware", str(TINY), "--name", "tiny", "--board", "stm32f746", "--semihosting",
+                     "--out", str(tmp_path / "fw")]) == 0
+    capsys.readouterr()
+    code = cli_main(["flash", str(tmp_path / "fw"), "--probe", "pyocd", "--semihosting", "--timeout", "60"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("mcugen: error: ") and err.count("\n") == 1 and "pyOCD" in err

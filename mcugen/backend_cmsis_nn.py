@@ -38,6 +38,7 @@ import numpy as np
 
 from mcugen.errors import ToolError, UnsupportedError
 from mcugen.lower import ArenaArg, ConstArg, ConstArray, Layer, NullArg, Program
+from mcugen.specialize import _params as _p
 from mcugen.specialize import (
     KernelPassResult,
     ScratchBuffer,
@@ -185,10 +186,6 @@ class CmsisPlan:
         ins = [a for a in self.arena_args if a.const]
         names = ["input" if len(ins) == 1 else f"input{k}" for k in range(len(ins))]
         return names + ["output"]
-
-
-def _p(layer: Layer) -> dict:
-    return {p.name: p.value for p in layer.params}
 
 
 class _Lowering:

@@ -588,7 +588,7 @@ def _unroll(groups: int) -> int:
 # unrolled: no end pointer) P = 5 fits in 13 too.
 _BLOCKS = (4, 3, 2, 1)
 _BLOCKS_UNROLLED = (5, 4, 3, 2, 1)
-FULL_UNROLL_GROUPS = 4  # groups of 4 taps up to which the dot product is fully unrolled
+FULL_UNROLL_GROUPS = 8  # groups of 4 taps up to which the dot product is fully unrolled
 FC_UNITS = 3  # fully connected units per step on the DSP target
 CHAIN_MAX_PATCH = 128  # bytes of one input patch of a chain's stage A (two sit on the stack)
 

@@ -122,13 +122,16 @@ def validate(
     kernels: Optional[str] = None,
     kernel_target: str = "portable",
     cmsis_nn: Optional[str] = None,
+    generated: Optional[driver.Generated] = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> ValidationReport:
+    """`generated`: the code already generated from `model_path` (then strategy and kernels are
+    those it was generated with); otherwise it is generated here."""
     from mcugen.oracle import oracles_for
 
     model_path = Path(model_path)
     progress("reading and generating")
-    gen = driver.build(model_path, strategy=strategy, kernels=kernels, target=kernel_target, cmsis_nn=cmsis_nn)
+    gen = generated or driver.build(model_path, strategy=strategy, kernels=kernels, target=kernel_target, cmsis_nn=cmsis_nn)
     if input_files:
         runs = load_inputs(gen.graph, input_files)
     else:
@@ -190,13 +193,13 @@ def validate(
 def first_bad_layer(gen: driver.Generated, runs, oracles, progress) -> Optional[LayerMismatch]:
     """Dump every layer's output from a host build and compare with the oracle's tensors."""
     oracle = oracles[0]
-    for r, arrays in enumerate(runs):
-        try:
-            ref = oracle.run_all_tensors(arrays)
-        except McugenError:
-            continue
-        with tempfile.TemporaryDirectory(prefix="mcugen-layers-") as tmp:
-            exe = driver.compile_host(gen, Path(tmp) / "build", extra_cflags=("-DMCUGEN_PROFILE",))
+    with tempfile.TemporaryDirectory(prefix="mcugen-layers-") as tmp:
+        exe = driver.compile_host(gen, Path(tmp) / "build", extra_cflags=("-DMCUGEN_PROFILE",))
+        for arrays in runs:
+            try:
+                ref = oracle.run_all_tensors(arrays)
+            except McugenError:
+                continue
             driver.run_host(exe, gen, [arrays], Path(tmp) / "io")
             for layer in gen.program.layers:
                 t = gen.graph.t(layer.output)

@@ -71,15 +71,17 @@ class BoardMeasurement:
     arena_bytes: int
 
 
-def measure(model_path, board_name: str, seed: int = 0, strategy: str = "fused", kernels: str | None = "mcugen") -> BoardMeasurement:
+def measure(model_path, board_name: str, seed: int = 0, strategy: str = "fused", kernels: str | None = "mcugen",
+            generated=None) -> BoardMeasurement:
     """Instruction counts (whole inference and per layer), flash and RAM on an emulated board,
-    with the kernels specialised for the board's CPU (or `kernels=None`: generic portable C)."""
+    with the kernels specialised for the board's CPU (or `kernels=None`: generic portable C).
+    `generated`: code already generated from `model_path` (then it is measured as it is)."""
     from mcugen import driver
     from mcugen.bench import bench_elf
     from mcugen.targets import target_for_board
 
     board = get_board(board_name)
-    gen = driver.build(model_path, strategy=strategy, kernels=kernels, target=target_for_board(board).name)
+    gen = generated or driver.build(model_path, strategy=strategy, kernels=kernels, target=target_for_board(board).name)
     runs = driver.random_inputs(gen.graph, 1, seed)
     with tempfile.TemporaryDirectory(prefix="mcugen-measure-") as tmp:
         fw = _firmware(gen, board, Path(tmp), profile=True)

@@ -56,7 +56,7 @@ def run_demo(out_dir: Path, *, alpha: float = DEFAULT_ALPHA, resolution: int = D
     from mcugen.validate import validate
 
     out_dir = Path(out_dir)
-    driver._check_output_dir(out_dir, force)
+    driver.check_output_dir(out_dir, force)
     report = DemoReport(model=f"MobileNet v2 alpha {alpha} {resolution}x{resolution}, {classes} classes", board=board)
     st = _Stages(report, quiet)
 

@@ -73,7 +73,7 @@ def build(
     return Generated(graph=graph, program=result.program, files=files, cflags=result.cflags)
 
 
-def _check_output_dir(out_dir: Path, force: bool) -> None:
+def check_output_dir(out_dir: Path, force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a folder; choose another output folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file() and not force:
@@ -89,7 +89,7 @@ def write_output_dir(out_dir: Path, files: dict[str, str], force: bool = False, 
     unless `force`. File names come from mcugen, never from the model.
     """
     out_dir = Path(out_dir)
-    _check_output_dir(out_dir, force)
+    check_output_dir(out_dir, force)
     parent = out_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -773,18 +773,6 @@ class _Lowerer:
 # ---- live ranges and planning -----------------------------------------------------------
 
 
-def live_buffers(g: Graph) -> tuple[list[Buffer], list[Alias]]:
-    """Buffers and aliases of the layer-by-layer schedule of `g` (PADs folded, no fusion).
-
-    One Buffer per activation tensor, live from the step that writes it to the last step that
-    reads it (graph inputs from step 0, graph outputs to the last step), one per step that
-    needs scratch, and the aliases of the in-place and overlap rules of `mcugen.passes`.
-    """
-    folded, pads = fold_pads(g)
-    bufs = schedule_buffers(build_schedule(folded, pads))
-    return list(bufs.buffers), list(bufs.aliases)
-
-
 @dataclass(frozen=True)
 class PlannedSchedule:
     schedule: Schedule

@@ -1,5 +1,6 @@
 """The wheel carries the templates and firmware sources, so an installed mcugen finds them."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -8,8 +9,14 @@ from helpers import REPO
 
 
 def test_wheel_contains_templates_and_firmware(tmp_path):
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    src = tmp_path / "src"
+    for name in ("mcugen", "templates", "firmware"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
         capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stderr[-1500:]

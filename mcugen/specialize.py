@@ -427,6 +427,86 @@ class DepthwisePlan:
     scratch_offset: int
     copy_rows: int  # input rows the kernel reads (from row 0)
     copy_cols: int  # input columns the kernel reads (from column 0)
+    # DSP: per ring case (which slot holds kernel row 0), the assembly of a loop step of
+    # DW_BLOCK outputs and of the row's last out_w % DW_BLOCK outputs; empty: C only
+    asm_loop: tuple[tuple[str, ...], ...] = ()
+    asm_tail: tuple[tuple[str, ...], ...] = ()
+    asm_blocks: int = 0  # loop steps per row
+
+
+DW_BLOCK = 4  # outputs of one channel per step of the DSP depthwise assembly
+DW_RECORD = 10  # words per channel in the DSP depthwise stream: 6 weight pairs, bias, M, K, e
+
+
+def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out_stride: int,
+                 post_store: bool) -> tuple[str, ...]:
+    """Armv7E-M instructions for `n` consecutive outputs of one channel of a 3x3 depthwise row.
+
+    Registers (asm operand names): %[r] the channel's ring at the block's first column (words of
+    int16 column pairs), %[w] the channel's record (6 weight pairs (w0,w1),(w1,w2) per kernel
+    row, then bias, M, K, e; everything doubled for the short requantization), %[o] the first
+    output; %[a0..a3] accumulators, %[wa] %[wc] weight pairs, %[d0..d2] ring words.
+    `row_offsets[k]`: byte offset of kernel row k's ring row from %[r]. `step` > 0: %[r] moves
+    on by `step` bytes (post-indexed on the first load). Output j's accumulator starts from the
+    last one's (which holds the bias) so that no copies are needed. Stride 1: output j reads
+    words j//2 and j//2 + 1; stride 2: words j and j + 1 (its third column is the next word's
+    bottom half)."""
+    words = (n - 1) // 2 + 2 if stride == 1 else n + 1
+    first_use = [min(j for j in range(n) if w in _dw_words(j, stride)) for w in range(words)]
+    last_use = [max(j for j in range(n) if w in _dw_words(j, stride)) for w in range(words)]
+    bias = f"%[a{n - 1}]"
+    lines = [f"ldr {bias}, [%[w], #24]"]
+    order = sorted(range(3), key=lambda k: (row_offsets[k] != 0, k))  # the row at offset 0 first
+    moved = 0
+    for row_index, k in enumerate(order):
+        lines.append(f"ldrd %[wa], %[wc], [%[w], #{8 * k}]")
+        loaded: set[int] = set()
+        for j in range(n):
+            for w in sorted(_dw_words(j, stride)):
+                if w in loaded:
+                    continue
+                pair = w + 1 < words and w + 1 not in loaded and (w - 2 < 0 or last_use[w - 2] < j) \
+                    and first_use[w + 1] <= j + 1
+                addr = row_offsets[k] + 4 * w - moved
+                regs = f"%[d{w % 3}], %[d{(w + 1) % 3}]" if pair else f"%[d{w % 3}]"
+                op = "ldrd" if pair else "ldr"
+                if step and not moved and row_index == 0 and w == 0 and addr == 0:
+                    lines.append(f"{op} {regs}, [%[r]], #{step}")
+                    moved = step
+                else:
+                    lines.append(f"{op} {regs}, [%[r], #{addr}]")
+                loaded.update((w, w + 1) if pair else (w,))
+            add = bias if row_index == 0 and j < n - 1 else f"%[a{j}]"
+            if stride == 1:
+                lo, hi = j // 2, j // 2 + 1
+                if j % 2 == 0:
+                    lines.append(f"smlad %[a{j}], %[d{lo % 3}], %[wa], {add}")
+                    lines.append(f"smlabt %[a{j}], %[d{hi % 3}], %[wc], %[a{j}]")
+                else:
+                    lines.append(f"smlatb %[a{j}], %[d{lo % 3}], %[wa], {add}")
+                    lines.append(f"smlad %[a{j}], %[d{hi % 3}], %[wc], %[a{j}]")
+            else:
+                lines.append(f"smlad %[a{j}], %[d{j % 3}], %[wa], {add}")
+                lines.append(f"smlabt %[a{j}], %[d{(j + 1) % 3}], %[wc], %[a{j}]")
+    # requantization (short form): y = ssat8((SMMLAR(acc, M, K) + (acc >> 31)) >> e)
+    lines.append("ldrd %[wa], %[wc], [%[w], #28]")
+    lines.append("ldr %[d0], [%[w], #36]")
+    for j in range(n):
+        lines.append(f"smmlar %[d1], %[a{j}], %[wa], %[wc]")
+        lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
+        lines.append("asr %[d1], %[d1], %[d0]")
+        lines.append("ssat %[d1], #8, %[d1]")
+        if post_store:
+            lines.append(f"strb %[d1], [%[o]], #{out_stride}")
+        else:
+            lines.append(f"strb %[d1], [%[o], #{j * out_stride}]")
+    if not post_store and step:
+        lines.append(f"add %[o], %[o], #{n * out_stride}")
+    return tuple(lines)
+
+
+def _dw_words(j: int, stride: int) -> tuple[int, int]:
+    return (j // 2, j // 2 + 1) if stride == 1 else (j, j + 1)
 
 
 @dataclass(frozen=True)
@@ -739,19 +819,26 @@ class _Specializer:
             # the vector requantization is exact for any shift: no doubling, TFLite's shift
             rq = plan_requant(np.full(v.out_c, ACC_LIMIT), v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
         scale = 2 if rq.fast else 1  # the short requantization wants a doubled accumulator
+        asm_loop: tuple[tuple[str, ...], ...] = ()
+        asm_tail: tuple[tuple[str, ...], ...] = ()
         if self.t.isa is Isa.DSP:
-            # int16 pairs (w0, w1), (w1, w2) per kernel row: 6 words per channel
+            # one record per channel: int16 pairs (w0, w1), (w1, w2) per kernel row (6 words),
+            # then the requantization row (bias, M, K or shift, e)
             pairs = np.zeros((v.out_c, 6), np.int64)
             for r in range(3):
                 w0, w1, w2 = (scale * w[:, 3 * r + k] for k in range(3))
                 pairs[:, 2 * r] = (w0 & 0xFFFF) | ((w1 & 0xFFFF) << 16)
                 pairs[:, 2 * r + 1] = (w1 & 0xFFFF) | ((w2 & 0xFFFF) << 16)
-            weights = self.const(i, "fw", "int32_t", wrap32(pairs).astype(np.int32),
-                                 f"weights x{scale} per channel: int16 pairs (w0,w1),(w1,w2) for rows 0..2")
+            records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
+            weights = self.const(i, "fw", "int32_t", records.astype(np.int32),
+                                 f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
+                                 f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+            table = weights
+            asm_loop, asm_tail = self._dw_asm(v, rq, plane_w)
         else:
             weights = self.const(i, "fw", "int16_t", (scale * w).astype(np.int16), f"weights x{scale} [channel][3x3]")
-        table = self.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
-                           f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+            table = self.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
+                               f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
         scratch_bytes = v.out_c * 3 * plane_w * 2  # the ring: 3 rows per channel
         sname = self.scratch_for(i, scratch_bytes)
         copy_rows = min(v.in_h, plane_h - v.pad_t)
@@ -760,7 +847,28 @@ class _Specializer:
             name=f"{self.name}_l{i}_dw", index=i, isa=self.t.isa.value, v=v, plane_h=plane_h, plane_w=plane_w, rq=rq,
             weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
             out_offset=v.output.offset, scratch_offset=-1, copy_rows=copy_rows, copy_cols=copy_cols,
+            asm_loop=asm_loop, asm_tail=asm_tail, asm_blocks=v.out_w // DW_BLOCK if asm_loop or asm_tail else 0,
         ), sname
+
+    @staticmethod
+    def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+        """The DSP depthwise assembly for the three ring cases, or nothing where the C path must
+        do: the general requantization or a narrower activation range (no single SSAT), or
+        offsets the load/store encodings cannot reach (ring rows within LDRD's 1020 bytes,
+        post-indexed STRB up to 255 bytes, else immediate offsets up to 4095)."""
+        c = v.out_c
+        post = c <= 255
+        if not (rq.fast and rq.clamp_is_int8) or 4 * plane_w + 4 * (DW_BLOCK + 1) > 1020 \
+                or (not post and DW_BLOCK * c > 4095):
+            return (), ()
+        step = 4 * v.sh * DW_BLOCK // 2
+        tail = v.out_w % DW_BLOCK
+        loops, tails = [], []
+        for rows in ((0, plane_w, 2 * plane_w), (plane_w, 2 * plane_w, 0), (2 * plane_w, 0, plane_w)):
+            offsets = tuple(2 * r for r in rows)  # bytes
+            loops.append(dw_asm_block(DW_BLOCK, v.sh, offsets, step, c, post) if v.out_w >= DW_BLOCK else ())
+            tails.append(dw_asm_block(tail, v.sh, offsets, 0, c, post) if tail else ())
+        return tuple(loops), tuple(tails)
 
     # -- CHAIN (fused A? -> depthwise B -> 1x1 C [-> ADD])
     def _chain_conv_stage(self, v: ConvView, i: int, role: str, length: int, direct: bool) -> ChainStage:
@@ -1030,7 +1138,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        emulate_macro=EMULATE_DSP_MACRO, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table") if hasattr(x, a)},
+        emulate_macro=EMULATE_DSP_MACRO, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table") if hasattr(x, a)},
     )
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),

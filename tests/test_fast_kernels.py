@@ -45,6 +45,7 @@ from mcugen.specialize import (
     ACC_LIMIT,
     KernelPassResult,
     ScratchBuffer,
+    _Specializer,
     apply_kernels,
     fast_requant_exact,
     mve_table,
@@ -201,12 +202,12 @@ class Builder:
         ins = [x, wt] + ([self.bias(x, wt, out_c)] if with_bias else [])
         return self.op(OpType.CONV_2D, ins, (n, oh, ow, out_c), Conv2DAttrs(s[0], s[1], d[0], d[1], padding, act))
 
-    def dw(self, x, k, s, d, m, padding, act, per_channel=True) -> int:
+    def dw(self, x, k, s, d, m, padding, act, per_channel=True, q=None) -> int:
         n, h, w, c = self.tensors[x].shape
         oh, ow = self.out_size(h, k[0], s[0], d[0], padding), self.out_size(w, k[1], s[1], d[1], padding)
         wt = self.weights((1, k[0], k[1], c * m), 3, per_channel)
         attrs = DepthwiseConv2DAttrs(s[0], s[1], d[0], d[1], padding, act, m)
-        return self.op(OpType.DEPTHWISE_CONV_2D, [x, wt, self.bias(x, wt, c * m)], (n, oh, ow, c * m), attrs)
+        return self.op(OpType.DEPTHWISE_CONV_2D, [x, wt, self.bias(x, wt, c * m)], (n, oh, ow, c * m), attrs, q=q)
 
     def fc(self, x, units, per_channel) -> int:
         depth = self.tensors[x].size
@@ -269,6 +270,28 @@ def random_graph(seed: int) -> Graph:
     else:
         out = b.fc(r, int(rng.integers(1, 9)), per_channel=bool(rng.random() < 0.5))
     return b.graph([out], name=f"rand{seed}")
+
+
+# (h, w, channels, stride, padding) of depthwise layers that take the DSP assembly path: every
+# row length mod 4 (and rows shorter than one step), both strides, odd and even left padding,
+# and more than 255 channels (stores by immediate offsets instead of post-indexed)
+DW_ASM_CASES = [
+    (5, 1, 4, 1, Padding.SAME), (4, 6, 8, 1, Padding.SAME), (3, 7, 12, 1, Padding.VALID),
+    (6, 11, 8, 2, Padding.SAME), (7, 16, 4, 2, Padding.VALID), (3, 10, 8, 2, Padding.SAME),
+    (4, 9, 260, 1, Padding.SAME), (5, 8, 264, 2, Padding.SAME),
+]
+
+
+def depthwise_asm_graph(seed: int) -> Graph:
+    """One 3x3 depthwise branch per DW_ASM_CASES entry, each with its own input and output, no
+    activation and output scales large enough that every channel takes the short requantization."""
+    b = Builder(seed)
+    outs = []
+    for h, w, c, s, pad in DW_ASM_CASES:
+        x = b.input((1, h, w, c))
+        scale = float(b.tensors[x].quant.s * b.rng.uniform(0.5, 2.0))
+        outs.append(b.dw(x, (3, 3), (s, s), (1, 1), 1, pad, Activation.NONE, q=b.act_quant(scale)))
+    return b.graph(outs, name=f"dwasm{seed}")
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -428,6 +451,22 @@ def test_random_graphs_bit_exact_on_the_emulated_cores(board):
         assert_equal_runs(run_board(gen, board, runs), [emulate(graph, r).outputs for r in runs], f"{graph.name} on {board}")
 
 
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_depthwise_assembly_bit_exact_on_the_m4():
+    graph = depthwise_asm_graph(3)
+    gen, _ = specialised(graph, "armv7em-dsp")
+    program = lower(graph, "net", strategy="layerwise")
+    planner = _Specializer(program, get_target("armv7em-dsp"))
+    plans = [planner.depthwise(layer)[0] for layer in program.layers if layer.op == "DEPTHWISE_CONV_2D"]
+    assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail for pl in plans), \
+        "every case must take the assembly path"
+    assert any(pl.v.out_c > 255 for pl in plans) and any(pl.asm_blocks == 0 for pl in plans)
+    runs = driver.random_inputs(graph, 2, seed=4)
+    want = [emulate(graph, r).outputs for r in runs]
+    assert_equal_runs(run_host(gen, runs), want, "depthwise cases on the host (C path)")
+    assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "depthwise assembly on the M4")
+
+
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mnv2") / "mnv2_035_96.tflite"
@@ -455,7 +494,11 @@ def test_mobilenet_v2_bit_exact_on_the_emulated_cores(mobilenet, board):
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
 def test_dsp_and_helium_code_compiles_at_any_optimization_level(tmp_path, flags):
     """The inline assembly asks for at most 13 registers, so r7 may stay a frame pointer."""
-    graph = random_graph(7)
+    for graph in (random_graph(7), depthwise_asm_graph(3)):
+        _compile_at(graph, tmp_path / graph.name, flags)
+
+
+def _compile_at(graph: Graph, tmp_path: Path, flags) -> None:
     for target, cpu in (("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16")), ("mve", ("-mcpu=cortex-m55",))):
         gen, _ = specialised(graph, target)
         folder = tmp_path / target

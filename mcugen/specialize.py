@@ -509,6 +509,96 @@ def _dw_words(j: int, stride: int) -> tuple[int, int]:
     return (j // 2, j // 2 + 1) if stride == 1 else (j, j + 1)
 
 
+THIN_X_REGS = ("r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10")  # a pixel's input, int16 pairs
+THIN_TEMPS = ("r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "lr")  # those not holding inputs
+THIN_MAX_INSTRUCTIONS = 640  # per pixel, all channels in line: bounds the code of one layer (~2.3 KB)
+
+
+@dataclass(frozen=True)
+class ThinConvPlan:
+    """Pointwise CONV_2D with few input channels (4..16) on the Armv7E-M DSP: a pixel's inputs
+    stay in registers as int16 pairs (in_c / 2 of them) and every output channel is one straight
+    run of assembly: load-multiple of its record (bias, weight pairs, M, K), in_c / 2 SMLAD, then
+    SMMLAR, the sign correction, SSAT with the channel's shift as an immediate, STRB. No scratch,
+    no loop over channels, no per-channel shift register; `lines` is that run for one pixel."""
+
+    kind: ClassVar[str] = "thin_conv"
+
+    name: str
+    index: int
+    isa: str
+    v: ConvView
+    npix: int
+    rq: Requant
+    weights: str  # the record stream: per channel bias, in_c/2 weight pairs, M, K (doubled)
+    table: str
+    record_words: int
+    lines: tuple[str, ...]
+    clobbers: tuple[str, ...]
+    scratch_offset: int = -1
+
+
+def thin_conv_asm(in_c: int, shifts: Sequence[int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The assembly of one pixel of a thin pointwise convolution and the registers it clobbers.
+
+    r0: the record stream (per channel: 2*bias', in_c/2 weight pairs, M, K), r1: the pixel's
+    output, r2: its input. Input word g (taps 4g..4g+3) becomes x[2g] = SXTB16 = (t4g, t4g+2)
+    and x[2g+1] = SXTB16 ROR 8 = (t4g+1, t4g+3); the record's weight pairs follow that order.
+    Each channel's record is loaded with as few LDM as the registers left allow (ascending
+    registers take ascending words); its accumulator is the register the bias lands in."""
+    nx = in_c // 2
+    xs = THIN_X_REGS[:nx]
+    temps = [r for r in THIN_TEMPS if r not in xs]
+    lines = []
+    for g in range(in_c // 4):  # raw words into the odd x registers first (r2 is the pointer)
+        lines.append(f"ldr {xs[2 * g + 1]}, [r2, #{4 * g}]")
+    for g in range(in_c // 4):
+        lines.append(f"sxtb16 {xs[2 * g]}, {xs[2 * g + 1]}")
+        lines.append(f"sxtb16 {xs[2 * g + 1]}, {xs[2 * g + 1]}, ror #8")
+    words = ["b"] + [f"w{k}" for k in range(nx)] + ["m", "k"]
+    # chunks of the record: the first fills temps from the accumulator on, the next ones the
+    # temps after it; M and K always arrive together
+    chunks: list[list[str]] = []
+    rest = list(words)
+    cap = len(temps)
+    while rest:
+        take = rest[:cap]
+        if "m" in take and "k" not in take:
+            take = take[: take.index("m")]
+        chunks.append(take)
+        rest = rest[len(take):]
+        cap = len(temps) - 1
+    for j, e in enumerate(shifts):
+        where: dict[str, str] = {}
+        for n, chunk in enumerate(chunks):
+            regs = temps[: len(chunk)] if n == 0 else temps[1: 1 + len(chunk)]
+            lines.append(f"ldm r0!, {{{', '.join(regs)}}}")
+            where.update(zip(chunk, regs))
+            acc = where["b"]
+            for name in chunk:
+                if name.startswith("w"):
+                    k = int(name[1:])
+                    lines.append(f"smlad {acc}, {xs[k]}, {where[name]}, {acc}")
+        m, kk = where["m"], where["k"]
+        lines.append(f"smmlar {m}, {acc}, {m}, {kk}")
+        lines.append(f"add {m}, {m}, {acc}, asr #31")
+        lines.append(f"ssat {m}, #8, {m}, asr #{int(e)}")
+        lines.append(f"strb {m}, [r1, #{j}]")
+    clobbers = tuple(sorted(set(temps + list(xs)) - {"r2"}, key=THIN_TEMPS.index))
+    return tuple(lines), clobbers
+
+
+def thin_conv_fits(in_c: int, out_c: int) -> bool:
+    """Few enough input channels for a pixel in registers, few enough output channels for the
+    code: in_c in 4, 8, 12, 16 and at most THIN_MAX_INSTRUCTIONS per pixel."""
+    if in_c % 4 or not 4 <= in_c <= 16:
+        return False
+    nx = in_c // 2
+    temps = len(THIN_TEMPS) - nx
+    per_channel = -(-(nx + 3 - temps) // (temps - 1)) + 1 if nx + 3 > temps else 1
+    return out_c * (per_channel + nx + 4) + 3 * in_c // 4 <= THIN_MAX_INSTRUCTIONS
+
+
 @dataclass(frozen=True)
 class FcPlan:
     """FULLY_CONNECTED: the input row unpacked once into int16 scratch, then `rows` units at a
@@ -777,6 +867,9 @@ class _Specializer:
                 weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
                 out_offset=v.output.offset, scratch_offset=-1, word_taps=False, unroll=1, doubled=False,
             ), sname
+        if (self.t.isa is Isa.DSP and pointwise and rq.fast and rq.clamp_is_int8
+                and thin_conv_fits(v.in_c, v.out_c)):
+            return self._thin_conv(v, i, w, bias, rq, npix), self.scratch_for(i, 0)  # no scratch (4 bytes)
         full_unroll = groups <= FULL_UNROLL_GROUPS
         block, tail = _choose_block(npix, _BLOCKS_UNROLLED if full_unroll else _BLOCKS)
         # Doubling the inputs as they are gathered costs 2 instructions per group and pixel and
@@ -794,6 +887,22 @@ class _Specializer:
             in_offset=v.input.offset, out_offset=v.output.offset, scratch_offset=-1, word_taps=v.in_c % 4 == 0,
             unroll=groups if full_unroll else _unroll(groups), doubled=doubled, full_unroll=full_unroll,
         ), sname
+
+    def _thin_conv(self, v: ConvView, i: int, w: np.ndarray, bias: np.ndarray, rq: Requant, npix: int) -> ThinConvPlan:
+        # weight pairs in the order of the input registers: (t4g, t4g+2), (t4g+1, t4g+3), doubled
+        g = (2 * w).reshape(v.out_c, v.in_c // 4, 4)
+        pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
+                          (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2).reshape(v.out_c, -1)
+        records = np.concatenate([wrap32(2 * bias)[:, None], wrap32(pairs), rq.multiplier.astype(np.int64)[:, None],
+                                  rq.k.astype(np.int64)[:, None]], axis=1)
+        weights = self.const(i, "fw", "int32_t", records.astype(np.int32),
+                             f"per channel: (bias + input_offset*sum(w)) x2, weights x2 as int16 pairs "
+                             f"(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K")
+        lines, clobbers = thin_conv_asm(v.in_c, rq.e)
+        return ThinConvPlan(
+            name=f"{self.name}_l{i}_conv", index=i, isa=self.t.isa.value, v=v, npix=npix, rq=rq, weights=weights,
+            table=weights, record_words=records.shape[1], lines=lines, clobbers=clobbers,
+        )
 
     # -- DEPTHWISE_CONV_2D
     def depthwise(self, layer: Layer):
@@ -1099,7 +1208,7 @@ class _Specializer:
                 continue
             replaced_consts.update(a.cname for a in layer.args if isinstance(a, ConstArg))
             self.choices[layer.index] = pl.name
-            if pl.kind in ("gemm_conv", "depthwise", "fc"):
+            if pl.kind in ("gemm_conv", "thin_conv", "depthwise", "fc"):
                 args = [layer.args[1], layer.args[6], ArenaArg(offset=pl.scratch_offset, ctype="uint32_t", const=False)]
             elif pl.kind == "add":
                 args = list(layer.args[1:4])

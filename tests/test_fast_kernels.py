@@ -294,6 +294,25 @@ def depthwise_asm_graph(seed: int) -> Graph:
     return b.graph(outs, name=f"dwasm{seed}")
 
 
+# (h, w, in_c, out_c) of pointwise layers for the thin kernel (a pixel's inputs in registers):
+# every input width it takes, one output channel up to the most its code allows
+THIN_CASES = [(2, 3, 4, 1), (1, 5, 4, 64), (3, 2, 8, 48), (2, 2, 8, 3), (1, 3, 12, 40), (2, 3, 16, 8), (1, 2, 16, 33)]
+
+
+def thin_conv_graph(seed: int) -> Graph:
+    """One pointwise branch per THIN_CASES entry (own input and output, no activation, output
+    scales that keep every channel in the short requantization)."""
+    b = Builder(seed)
+    outs = []
+    for h, w, cin, cout in THIN_CASES:
+        x = b.input((1, h, w, cin))
+        wt = b.weights((cout, 1, 1, cin), 0, True)
+        q = b.act_quant(float(b.tensors[x].quant.s * b.rng.uniform(0.5, 2.0)))
+        attrs = Conv2DAttrs(1, 1, 1, 1, Padding.SAME, Activation.NONE)
+        outs.append(b.op(OpType.CONV_2D, [x, wt, b.bias(x, wt, cout)], (1, h, w, cout), attrs, q=q))
+    return b.graph(outs, name=f"thin{seed}")
+
+
 # ---- helpers ----------------------------------------------------------------------------------
 
 
@@ -467,6 +486,31 @@ def test_depthwise_assembly_bit_exact_on_the_m4():
     assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "depthwise assembly on the M4")
 
 
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_thin_pointwise_assembly_bit_exact_on_the_m4():
+    graph = thin_conv_graph(5)
+    gen, _ = specialised(graph, "armv7em-dsp")
+    program = lower(graph, "net", strategy="layerwise")
+    planner = _Specializer(program, get_target("armv7em-dsp"))
+    kinds = [planner.conv(layer)[0].kind for layer in program.layers]
+    assert kinds == ["thin_conv"] * len(THIN_CASES), kinds
+    runs = driver.random_inputs(graph, 3, seed=6)
+    want = [emulate(graph, r).outputs for r in runs]
+    assert_equal_runs(run_host(gen, runs), want, "thin pointwise on the host (C path)")
+    assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "thin pointwise assembly on the M4")
+
+
+def test_thin_pointwise_code_is_bounded():
+    from mcugen.specialize import THIN_MAX_INSTRUCTIONS, thin_conv_asm, thin_conv_fits
+
+    for cin in (4, 8, 12, 16):
+        widest = max(c for c in range(1, 200) if thin_conv_fits(cin, c))
+        lines, clobbers = thin_conv_asm(cin, [7] * widest)
+        assert len(lines) <= THIN_MAX_INSTRUCTIONS and not thin_conv_fits(cin, widest + 1)
+        assert "r7" not in clobbers and "r0" not in clobbers and "r1" not in clobbers
+    assert not thin_conv_fits(20, 8) and not thin_conv_fits(6, 8)
+
+
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mnv2") / "mnv2_035_96.tflite"
@@ -494,7 +538,7 @@ def test_mobilenet_v2_bit_exact_on_the_emulated_cores(mobilenet, board):
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
 def test_dsp_and_helium_code_compiles_at_any_optimization_level(tmp_path, flags):
     """The inline assembly asks for at most 13 registers, so r7 may stay a frame pointer."""
-    for graph in (random_graph(7), depthwise_asm_graph(3)):
+    for graph in (random_graph(7), depthwise_asm_graph(3), thin_conv_graph(5)):
         _compile_at(graph, tmp_path / graph.name, flags)
 
 

@@ -515,12 +515,25 @@ THIN_MAX_INSTRUCTIONS = 640  # per pixel, all channels in line: bounds the code 
 
 
 @dataclass(frozen=True)
+class ThinCode:
+    """One pixel of a pointwise convolution with few input channels on the Armv7E-M DSP: a pixel's
+    inputs stay in registers as int16 pairs (in_c / 2 of them) and every output channel is one
+    straight run of assembly: load-multiple of its record (bias, weight pairs, M, K), in_c / 2
+    SMLAD, then SMMLAR, the sign correction, SSAT with the channel's shift as an immediate, STRB.
+    No scratch, no loop over channels, no per-channel shift register."""
+
+    records: str  # per channel: (bias + input_offset*sum(w)) x2, in_c/2 weight pairs x2, M, K
+    record_words: int
+    lines: tuple[str, ...]  # the assembly of one pixel (thin_conv_asm)
+    clobbers: tuple[str, ...]
+    shifts: tuple[int, ...]  # per channel right shift e (the C path's)
+    in_c: int
+    out_c: int
+
+
+@dataclass(frozen=True)
 class ThinConvPlan:
-    """Pointwise CONV_2D with few input channels (4..16) on the Armv7E-M DSP: a pixel's inputs
-    stay in registers as int16 pairs (in_c / 2 of them) and every output channel is one straight
-    run of assembly: load-multiple of its record (bias, weight pairs, M, K), in_c / 2 SMLAD, then
-    SMMLAR, the sign correction, SSAT with the channel's shift as an immediate, STRB. No scratch,
-    no loop over channels, no per-channel shift register; `lines` is that run for one pixel."""
+    """Pointwise CONV_2D with 4..16 input channels on the DSP, pixel by pixel (`code`)."""
 
     kind: ClassVar[str] = "thin_conv"
 
@@ -530,11 +543,9 @@ class ThinConvPlan:
     v: ConvView
     npix: int
     rq: Requant
-    weights: str  # the record stream: per channel bias, in_c/2 weight pairs, M, K (doubled)
+    weights: str
     table: str
-    record_words: int
-    lines: tuple[str, ...]
-    clobbers: tuple[str, ...]
+    code: ThinCode
     scratch_offset: int = -1
 
 
@@ -741,6 +752,8 @@ class ChainPlan:
     in_row: int  # bytes of one input row of the chain
     patch_bytes: int  # bytes of one patch of A (0: A reads the input directly)
     a_pixels: int = 1  # pixels of A per step (2: weight and requantization loads shared by two patches)
+    a_thin: Optional[ThinCode] = None  # DSP: stage A (1x1, 4..16 input channels) pixel by pixel in registers
+    c_thin: Optional[ThinCode] = None  # DSP: stage C likewise (no residual ADD)
 
 
 def _round_up(x: int, m: int) -> int:
@@ -888,20 +901,25 @@ class _Specializer:
             unroll=groups if full_unroll else _unroll(groups), doubled=doubled, full_unroll=full_unroll,
         ), sname
 
-    def _thin_conv(self, v: ConvView, i: int, w: np.ndarray, bias: np.ndarray, rq: Requant, npix: int) -> ThinConvPlan:
+    def _thin_code(self, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant) -> ThinCode:
         # weight pairs in the order of the input registers: (t4g, t4g+2), (t4g+1, t4g+3), doubled
         g = (2 * w).reshape(v.out_c, v.in_c // 4, 4)
         pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
                           (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2).reshape(v.out_c, -1)
         records = np.concatenate([wrap32(2 * bias)[:, None], wrap32(pairs), rq.multiplier.astype(np.int64)[:, None],
                                   rq.k.astype(np.int64)[:, None]], axis=1)
-        weights = self.const(i, "fw", "int32_t", records.astype(np.int32),
-                             f"per channel: (bias + input_offset*sum(w)) x2, weights x2 as int16 pairs "
-                             f"(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K")
+        name = self.const(i, role, "int32_t", records.astype(np.int32),
+                          "per channel: (bias + input_offset*sum(w)) x2, weights x2 as int16 pairs "
+                          "(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K")
         lines, clobbers = thin_conv_asm(v.in_c, rq.e)
+        return ThinCode(records=name, record_words=records.shape[1], lines=lines, clobbers=clobbers,
+                        shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c)
+
+    def _thin_conv(self, v: ConvView, i: int, w: np.ndarray, bias: np.ndarray, rq: Requant, npix: int) -> ThinConvPlan:
+        code = self._thin_code(v, i, "fw", w, bias, rq)
         return ThinConvPlan(
-            name=f"{self.name}_l{i}_conv", index=i, isa=self.t.isa.value, v=v, npix=npix, rq=rq, weights=weights,
-            table=weights, record_words=records.shape[1], lines=lines, clobbers=clobbers,
+            name=f"{self.name}_l{i}_conv", index=i, isa=self.t.isa.value, v=v, npix=npix, rq=rq, weights=code.records,
+            table=code.records, code=code,
         )
 
     # -- DEPTHWISE_CONV_2D
@@ -1051,7 +1069,7 @@ class _Specializer:
         if not (not c.depthwise and c.kh == 1 and c.kw == 1 and c.sh == 1 and c.sw == 1 and c.pad_t == 0
                 and c.pad_l == 0 and c.in_c == b.out_c and c.out_h == b.out_h and c.out_w == b.out_w):
             return None
-        a_stage, patch_bytes = None, 0
+        a_stage, patch_bytes, a_thin = None, 0, None
         if int(p["has_a"]):
             a = chain_stage_view(layer, self.consts, "a")
             if a.depthwise:
@@ -1064,6 +1082,13 @@ class _Specializer:
                     return None
             a_stage = self._chain_conv_stage(a, i, "a", length, direct)
             in_row = a.in_w * a.in_c
+            if self.t.isa is Isa.DSP and direct and a_stage.rq.fast and a_stage.rq.clamp_is_int8 \
+                    and thin_conv_fits(a.in_c, a.out_c):
+                # the thin kernel's records replace stage A's weights and table
+                dropped = {a_stage.weights, a_stage.table}
+                self.new_consts = [c for c in self.new_consts if c.cname not in dropped]
+                wa = a.weights.reshape(a.out_c, a.in_c)
+                a_thin = self._thin_code(a, i, "a_thin", wa, a.bias + a.input_offset * wa.sum(axis=1), a_stage.rq)
         else:
             in_row = b.in_w * b.in_c
         residual = None
@@ -1074,12 +1099,20 @@ class _Specializer:
                 r("left_shift"), r("value_multiplier"), r("value_shift"), r("residual_multiplier"), r("residual_shift"),
                 r("output_multiplier"), r("output_shift"), r("output_offset"), r("act_min"), r("act_max"),
             )
+        c_stage = self._chain_conv_stage(c, i, "c", c.in_c, True)
+        c_thin = None
+        if self.t.isa is Isa.DSP and residual is None and c_stage.rq.fast and c_stage.rq.clamp_is_int8 \
+                and thin_conv_fits(c.in_c, c.out_c):
+            dropped = {c_stage.weights, c_stage.table}
+            self.new_consts = [k for k in self.new_consts if k.cname not in dropped]
+            wc = c.weights.reshape(c.out_c, c.in_c)
+            c_thin = self._thin_code(c, i, "c_thin", wc, c.bias + c.input_offset * wc.sum(axis=1), c_stage.rq)
         return ChainPlan(
             name=f"{self.name}_l{i}_chain", index=i, isa=self.t.isa.value, a=a_stage, b=self._chain_dw_stage(b, i),
-            c=self._chain_conv_stage(c, i, "c", c.in_c, True), residual=residual, ring_rows=int(p["ring_rows"]),
+            c=c_stage, residual=residual, ring_rows=int(p["ring_rows"]), c_thin=c_thin,
             in_row=in_row, patch_bytes=patch_bytes,
             # two pixels per step share the weight and requantization loads
-            a_pixels=2,
+            a_pixels=2, a_thin=a_thin,
         ), None
 
     # -- FULLY_CONNECTED
@@ -1237,7 +1270,7 @@ def specialize(program: Program, target: Target) -> KernelPassResult:
 def _plan_parts(pl) -> list:
     """A plan and, for a chain, its stages (each with its own constants)."""
     if pl.kind == "chain":
-        return [pl] + [st for st in (pl.a, pl.b, pl.c) if st is not None]
+        return [pl] + [st for st in (pl.a, pl.b, pl.c, pl.a_thin, pl.c_thin) if st is not None]
     return [pl]
 
 
@@ -1247,7 +1280,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        emulate_macro=EMULATE_DSP_MACRO, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table") if hasattr(x, a)},
+        emulate_macro=EMULATE_DSP_MACRO, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records") if hasattr(x, a)},
     )
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),

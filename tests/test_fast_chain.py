@@ -150,6 +150,33 @@ def test_chains_bit_exact_on_the_emulated_cores(board):
         assert_equal_runs(run_board(gen, board, inputs), [emulate(graph, r).outputs for r in inputs], f"{case} on {board}")
 
 
+def thin_chain(seed: int, stride: int, h: int, w: int, cin: int, mid: int, out_c: int) -> Graph:
+    """1x1 expand -> 3x3 depthwise -> 1x1 project, no activations and output scales that keep
+    every channel in the short requantization: stages A and C take the thin DSP kernel."""
+    b = Builder(seed)
+    x = b.input((1, h, w, cin))
+    near = lambda t: b.act_quant(float(b.tensors[t].quant.s * b.rng.uniform(0.5, 2.0)))  # noqa: E731
+    y = b.conv(x, mid, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE, q=near(x))
+    y = b.dw(y, (3, 3), (stride, stride), (1, 1), 1, Padding.SAME, Activation.NONE, q=near(y))
+    z = b.conv(y, out_c, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE, q=near(y))
+    return b.graph([z], name=f"thinchain{seed}")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_thin_chain_stages_bit_exact_on_the_m4():
+    for seed, (stride, h, w, cin, mid, out_c) in enumerate([(1, 7, 6, 8, 16, 8), (2, 8, 9, 4, 12, 16), (1, 5, 3, 16, 8, 4)]):
+        graph = thin_chain(seed, stride, h, w, cin, mid, out_c)
+        program = lower(graph, "net", strategy="fused", fusion="all")
+        gen, result = generated(graph, program, "armv7em-dsp")
+        assert chain_kernels(result)
+        text = gen.files["net_layers.c"]
+        assert "Row `row` of stage A into `slot`: 1x1 on" in text and "Stage C: 1x1" in text, "thin stages not taken"
+        inputs = driver.random_inputs(graph, 2, seed=6)
+        want = [emulate(graph, r).outputs for r in inputs]
+        assert_equal_runs(run_host(gen, inputs), want, f"{graph.name} on the host")
+        assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), want, f"{graph.name} on the M4")
+
+
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 @pytest.mark.parametrize("board", ["qemu-mps2-an386", "qemu-mps3-an547"])
 def test_mobilenet_v2_fused_bit_exact_and_fast(mobilenet, board):
@@ -175,7 +202,11 @@ def test_mobilenet_v2_fused_bit_exact_and_fast(mobilenet, board):
                     reason="needs arm-none-eabi-gcc (scripts/setup.sh)")
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
 def test_chain_code_compiles_at_any_optimization_level(flags):
-    graph = block(4, stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8)
+    for graph in (block(4, stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8), thin_chain(0, 1, 7, 6, 8, 16, 8)):
+        _compile_chain_at(graph, flags)
+
+
+def _compile_chain_at(graph: Graph, flags) -> None:
     for target, cpu in (("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16")), ("mve", ("-mcpu=cortex-m55",))):
         gen, _ = generated(graph, lower(graph, "net", strategy="fused", fusion="all"), target)
         with tempfile.TemporaryDirectory() as tmp:

@@ -195,12 +195,12 @@ class Builder:
         eff = (k - 1) * d + 1
         return math.ceil(size / s) if padding is Padding.SAME else math.ceil((size - eff + 1) / s)
 
-    def conv(self, x, out_c, k, s, d, padding, act, per_channel=True, with_bias=True) -> int:
+    def conv(self, x, out_c, k, s, d, padding, act, per_channel=True, with_bias=True, q=None) -> int:
         n, h, w, c = self.tensors[x].shape
         oh, ow = self.out_size(h, k[0], s[0], d[0], padding), self.out_size(w, k[1], s[1], d[1], padding)
         wt = self.weights((out_c, k[0], k[1], c), 0, per_channel)
         ins = [x, wt] + ([self.bias(x, wt, out_c)] if with_bias else [])
-        return self.op(OpType.CONV_2D, ins, (n, oh, ow, out_c), Conv2DAttrs(s[0], s[1], d[0], d[1], padding, act))
+        return self.op(OpType.CONV_2D, ins, (n, oh, ow, out_c), Conv2DAttrs(s[0], s[1], d[0], d[1], padding, act), q=q)
 
     def dw(self, x, k, s, d, m, padding, act, per_channel=True, q=None) -> int:
         n, h, w, c = self.tensors[x].shape

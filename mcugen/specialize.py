@@ -529,6 +529,7 @@ class ThinCode:
     shifts: tuple[int, ...]  # per channel right shift e (the C path's)
     in_c: int
     out_c: int
+    looped: bool = False  # THIN_LOOP_UNROLL channels per iteration (else every channel in line)
 
 
 @dataclass(frozen=True)
@@ -549,65 +550,123 @@ class ThinConvPlan:
     scratch_offset: int = -1
 
 
-def thin_conv_asm(in_c: int, shifts: Sequence[int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+THIN_LOOP_UNROLL = 4  # output channels per iteration of the looped thin kernel
+_REG_NUMBER = {f"r{n}": n for n in range(13)} | {"lr": 14}
+
+
+def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The assembly of one pixel of a thin pointwise convolution and the registers it clobbers.
 
-    r0: the record stream (per channel: 2*bias', in_c/2 weight pairs, M, K), r1: the pixel's
-    output, r2: its input. Input word g (taps 4g..4g+3) becomes x[2g] = SXTB16 = (t4g, t4g+2)
-    and x[2g+1] = SXTB16 ROR 8 = (t4g+1, t4g+3); the record's weight pairs follow that order.
-    Each channel's record is loaded with as few LDM as the registers left allow (ascending
-    registers take ascending words); its accumulator is the register the bias lands in."""
+    r0: the record stream, r1: the pixel's output, r2: its input. Input word g (taps 4g..4g+3)
+    becomes x[2g] = SXTB16 = (t4g, t4g+2) and x[2g+1] = SXTB16 ROR 8 = (t4g+1, t4g+3); the
+    record's weight pairs follow that order. Each channel's record is loaded with as few LDM as
+    the registers left allow (ascending registers take ascending words); its accumulator is the
+    register the bias lands in.
+
+    In line (`looped` False): every channel written out, record (2*bias', in_c/2 weight pairs, M,
+    K), the channel's shift an immediate of SSAT, the store at its offset. Looped: THIN_LOOP_UNROLL
+    channels per iteration, r7 saved on the stack and used too, the record also carries the shift
+    e (bit 31 set on the loop's last channel: register shifts read only the low byte, and the
+    loop ends when the loaded e is negative), stores post-indexed; the channels past the last
+    full iteration follow in line."""
     nx = in_c // 2
     xs = THIN_X_REGS[:nx]
-    temps = [r for r in THIN_TEMPS if r not in xs]
-    lines = []
+    temps = sorted([r for r in THIN_TEMPS if r not in xs] + (["r7"] if looped else []), key=_REG_NUMBER.get)
+    lines = ["push {r7}"] if looped else []
     for g in range(in_c // 4):  # raw words into the odd x registers first (r2 is the pointer)
         lines.append(f"ldr {xs[2 * g + 1]}, [r2, #{4 * g}]")
     for g in range(in_c // 4):
         lines.append(f"sxtb16 {xs[2 * g]}, {xs[2 * g + 1]}")
         lines.append(f"sxtb16 {xs[2 * g + 1]}, {xs[2 * g + 1]}, ror #8")
-    words = ["b"] + [f"w{k}" for k in range(nx)] + ["m", "k"]
+    tail = ["m", "k", "e"] if looped else ["m", "k"]
+    words = ["b"] + [f"w{k}" for k in range(nx)] + tail
     # chunks of the record: the first fills temps from the accumulator on, the next ones the
-    # temps after it; M and K always arrive together
+    # temps after it; the requantization words always arrive together
     chunks: list[list[str]] = []
     rest = list(words)
     cap = len(temps)
     while rest:
         take = rest[:cap]
-        if "m" in take and "k" not in take:
+        if "m" in take and tail[-1] not in take:
             take = take[: take.index("m")]
         chunks.append(take)
         rest = rest[len(take):]
         cap = len(temps) - 1
-    for j, e in enumerate(shifts):
+
+    def channel(j: int, e: int) -> list[str]:
+        out: list[str] = []
         where: dict[str, str] = {}
         for n, chunk in enumerate(chunks):
             regs = temps[: len(chunk)] if n == 0 else temps[1: 1 + len(chunk)]
-            lines.append(f"ldm r0!, {{{', '.join(regs)}}}")
+            out.append(f"ldm r0!, {{{', '.join(regs)}}}")
             where.update(zip(chunk, regs))
-            acc = where["b"]
             for name in chunk:
                 if name.startswith("w"):
-                    k = int(name[1:])
-                    lines.append(f"smlad {acc}, {xs[k]}, {where[name]}, {acc}")
-        m, kk = where["m"], where["k"]
-        lines.append(f"smmlar {m}, {acc}, {m}, {kk}")
-        lines.append(f"add {m}, {m}, {acc}, asr #31")
-        lines.append(f"ssat {m}, #8, {m}, asr #{int(e)}")
-        lines.append(f"strb {m}, [r1, #{j}]")
-    clobbers = tuple(sorted(set(temps + list(xs)) - {"r2"}, key=THIN_TEMPS.index))
+                    out.append(f"smlad {where['b']}, {xs[int(name[1:])]}, {where[name]}, {where['b']}")
+        acc, m, kk = where["b"], where["m"], where["k"]
+        out.append(f"smmlar {m}, {acc}, {m}, {kk}")
+        out.append(f"add {m}, {m}, {acc}, asr #31")
+        if looped:
+            out.append(f"asr {m}, {m}, {where['e']}")
+            out.append(f"ssat {m}, #8, {m}")
+            out.append(f"strb {m}, [r1], #1")
+        else:
+            out.append(f"ssat {m}, #8, {m}, asr #{int(e)}")
+            out.append(f"strb {m}, [r1, #{j}]")
+        return out
+
+    if looped:
+        full = len(shifts) // THIN_LOOP_UNROLL * THIN_LOOP_UNROLL
+        if full:
+            lines.append("1:")
+            for j in range(THIN_LOOP_UNROLL):
+                lines.extend(channel(j, 0))
+            e_reg = temps[1: 1 + len(chunks[-1])][-1] if len(chunks) > 1 else temps[len(chunks[0]) - 1]
+            lines.append(f"cmp {e_reg}, #0")
+            lines.append("bge 1b")
+        for j in range(full, len(shifts)):
+            lines.extend(channel(j, 0))
+        lines.append("pop {r7}")
+    else:
+        for j, e in enumerate(shifts):
+            lines.extend(channel(j, e))
+    clobbers = tuple(r for r in sorted(set(temps + list(xs)) - {"r2", "r7"}, key=_REG_NUMBER.get))
     return tuple(lines), clobbers
 
 
+def thin_records(w: np.ndarray, bias: np.ndarray, rq: Requant, looped: bool) -> np.ndarray:
+    """The thin kernel's record stream, [out_c][words]: 2*bias', weight pairs x2 in the input
+    registers' order ((t4g, t4g+2), (t4g+1, t4g+3)), M, K (and, looped, e with bit 31 on the
+    loop's last channel)."""
+    out_c, in_c = w.shape
+    g = (2 * np.asarray(w, np.int64)).reshape(out_c, in_c // 4, 4)
+    pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
+                      (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2).reshape(out_c, -1)
+    cols = [wrap32(2 * np.asarray(bias, np.int64))[:, None], wrap32(pairs), rq.multiplier.astype(np.int64)[:, None],
+            rq.k.astype(np.int64)[:, None]]
+    if looped:
+        e = rq.e.astype(np.int64).copy()
+        full = out_c // THIN_LOOP_UNROLL * THIN_LOOP_UNROLL
+        if full:
+            e[full - 1] |= 1 << 31
+        cols.append(wrap32(e)[:, None])
+    return np.concatenate(cols, axis=1)
+
+
 def thin_conv_fits(in_c: int, out_c: int) -> bool:
-    """Few enough input channels for a pixel in registers, few enough output channels for the
-    code: in_c in 4, 8, 12, 16 and at most THIN_MAX_INSTRUCTIONS per pixel."""
-    if in_c % 4 or not 4 <= in_c <= 16:
+    """Few enough input channels for a pixel in registers (in_c in 4, 8, 12, 16), few enough
+    output channels for the code in line: at most THIN_MAX_INSTRUCTIONS per pixel."""
+    if not thin_loop_fits(in_c):
         return False
     nx = in_c // 2
     temps = len(THIN_TEMPS) - nx
     per_channel = -(-(nx + 3 - temps) // (temps - 1)) + 1 if nx + 3 > temps else 1
     return out_c * (per_channel + nx + 4) + 3 * in_c // 4 <= THIN_MAX_INSTRUCTIONS
+
+
+def thin_loop_fits(in_c: int) -> bool:
+    """A pixel's inputs fit the registers: 4, 8, 12 or 16 input channels."""
+    return in_c % 4 == 0 and 4 <= in_c <= 16
 
 
 @dataclass(frozen=True)
@@ -881,7 +940,7 @@ class _Specializer:
                 out_offset=v.output.offset, scratch_offset=-1, word_taps=False, unroll=1, doubled=False,
             ), sname
         if (self.t.isa is Isa.DSP and pointwise and rq.fast and rq.clamp_is_int8
-                and thin_conv_fits(v.in_c, v.out_c)):
+                and thin_loop_fits(v.in_c)):
             return self._thin_conv(v, i, w, bias, rq, npix), self.scratch_for(i, 0)  # no scratch (4 bytes)
         full_unroll = groups <= FULL_UNROLL_GROUPS
         block, tail = _choose_block(npix, _BLOCKS_UNROLLED if full_unroll else _BLOCKS)
@@ -902,18 +961,14 @@ class _Specializer:
         ), sname
 
     def _thin_code(self, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant) -> ThinCode:
-        # weight pairs in the order of the input registers: (t4g, t4g+2), (t4g+1, t4g+3), doubled
-        g = (2 * w).reshape(v.out_c, v.in_c // 4, 4)
-        pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
-                          (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2).reshape(v.out_c, -1)
-        records = np.concatenate([wrap32(2 * bias)[:, None], wrap32(pairs), rq.multiplier.astype(np.int64)[:, None],
-                                  rq.k.astype(np.int64)[:, None]], axis=1)
+        looped = not thin_conv_fits(v.in_c, v.out_c)
+        records = thin_records(w, bias, rq, looped)
         name = self.const(i, role, "int32_t", records.astype(np.int32),
                           "per channel: (bias + input_offset*sum(w)) x2, weights x2 as int16 pairs "
-                          "(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K")
-        lines, clobbers = thin_conv_asm(v.in_c, rq.e)
+                          "(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K" + (", e (bit 31: the loop's last channel)" if looped else ""))
+        lines, clobbers = thin_conv_asm(v.in_c, rq.e, looped)
         return ThinCode(records=name, record_words=records.shape[1], lines=lines, clobbers=clobbers,
-                        shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c)
+                        shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=looped)
 
     def _thin_conv(self, v: ConvView, i: int, w: np.ndarray, bias: np.ndarray, rq: Requant, npix: int) -> ThinConvPlan:
         code = self._thin_code(v, i, "fw", w, bias, rq)
@@ -1083,7 +1138,7 @@ class _Specializer:
             a_stage = self._chain_conv_stage(a, i, "a", length, direct)
             in_row = a.in_w * a.in_c
             if self.t.isa is Isa.DSP and direct and a_stage.rq.fast and a_stage.rq.clamp_is_int8 \
-                    and thin_conv_fits(a.in_c, a.out_c):
+                    and thin_loop_fits(a.in_c):
                 # the thin kernel's records replace stage A's weights and table
                 dropped = {a_stage.weights, a_stage.table}
                 self.new_consts = [c for c in self.new_consts if c.cname not in dropped]
@@ -1102,7 +1157,7 @@ class _Specializer:
         c_stage = self._chain_conv_stage(c, i, "c", c.in_c, True)
         c_thin = None
         if self.t.isa is Isa.DSP and residual is None and c_stage.rq.fast and c_stage.rq.clamp_is_int8 \
-                and thin_conv_fits(c.in_c, c.out_c):
+                and thin_loop_fits(c.in_c):
             dropped = {c_stage.weights, c_stage.table}
             self.new_consts = [k for k in self.new_consts if k.cname not in dropped]
             wc = c.weights.reshape(c.out_c, c.in_c)

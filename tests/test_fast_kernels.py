@@ -296,7 +296,9 @@ def depthwise_asm_graph(seed: int) -> Graph:
 
 # (h, w, in_c, out_c) of pointwise layers for the thin kernel (a pixel's inputs in registers):
 # every input width it takes, one output channel up to the most its code allows
-THIN_CASES = [(2, 3, 4, 1), (1, 5, 4, 64), (3, 2, 8, 48), (2, 2, 8, 3), (1, 3, 12, 40), (2, 3, 16, 8), (1, 2, 16, 33)]
+# (every channel in line) and past it (the looped form: full iterations, a tail, or both)
+THIN_CASES = [(2, 3, 4, 1), (1, 5, 4, 64), (3, 2, 8, 48), (2, 2, 8, 3), (1, 3, 12, 40), (2, 3, 16, 8), (1, 2, 16, 33),
+              (2, 2, 16, 96), (1, 3, 8, 70), (1, 2, 4, 130), (2, 1, 12, 51)]
 
 
 def thin_conv_graph(seed: int) -> Graph:
@@ -492,8 +494,9 @@ def test_thin_pointwise_assembly_bit_exact_on_the_m4():
     gen, _ = specialised(graph, "armv7em-dsp")
     program = lower(graph, "net", strategy="layerwise")
     planner = _Specializer(program, get_target("armv7em-dsp"))
-    kinds = [planner.conv(layer)[0].kind for layer in program.layers]
-    assert kinds == ["thin_conv"] * len(THIN_CASES), kinds
+    plans = [planner.conv(layer)[0] for layer in program.layers]
+    assert [pl.kind for pl in plans] == ["thin_conv"] * len(THIN_CASES)
+    assert {pl.code.looped for pl in plans} == {False, True}
     runs = driver.random_inputs(graph, 3, seed=6)
     want = [emulate(graph, r).outputs for r in runs]
     assert_equal_runs(run_host(gen, runs), want, "thin pointwise on the host (C path)")
@@ -508,6 +511,9 @@ def test_thin_pointwise_code_is_bounded():
         lines, clobbers = thin_conv_asm(cin, [7] * widest)
         assert len(lines) <= THIN_MAX_INSTRUCTIONS and not thin_conv_fits(cin, widest + 1)
         assert "r7" not in clobbers and "r0" not in clobbers and "r1" not in clobbers
+        # looped: the same few iterations' code for any number of channels, r7 saved and restored
+        looped, clobbers = thin_conv_asm(cin, [7] * 1000, looped=True)
+        assert len(looped) < 120 and looped[0] == "push {r7}" and looped[-1] == "pop {r7}" and "r7" not in clobbers
     assert not thin_conv_fits(20, 8) and not thin_conv_fits(6, 8)
 
 

@@ -827,30 +827,43 @@ def _unroll(groups: int) -> int:
 # Pixels per block of the conv kernels. The dot product loop keeps P accumulators, four input
 # registers, two weight registers and three pointers: P <= 4 fits in 13 registers, leaving r7
 # to a frame pointer (-O0, -fno-omit-frame-pointer). Without the loop (few groups, fully
-# unrolled: no end pointer) P = 5 fits in 13 too.
-_BLOCKS = (4, 3, 2, 1)
-_BLOCKS_UNROLLED = (5, 4, 3, 2, 1)
+# unrolled: no end pointer) P = 5 fits in 13 too. One pixel more (5 with the loop, 6 without)
+# takes r7 as well: the assembly saves and restores it (R7_BLOCK_COST instructions per block).
+_BLOCKS = (5, 4, 3, 2, 1)
+_BLOCKS_UNROLLED = (6, 5, 4, 3, 2, 1)
+R7_BLOCK_COST = 2
+R7_MIN_SAVING = 0.08
 FULL_UNROLL_GROUPS = 8  # groups of 4 taps up to which the dot product is fully unrolled
 FC_UNITS = 3  # fully connected units per step on the DSP target
 CHAIN_MAX_PATCH = 128  # bytes of one input patch of a chain's stage A (two sit on the stack)
 
 
-def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS) -> tuple[int, int]:
-    """(P, tail): the main block size and the last block's size (0 when P divides npix)."""
+def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS, groups: int = 1) -> tuple[int, int]:
+    """(P, tail): the main block size and the last block's size (0 when P divides npix), the
+    cheapest in instructions per output channel. The largest block of the list needs r7 and
+    larger code (its own dot product function); it is taken only where it saves at least
+    R7_MIN_SAVING of the dot product's instructions (flash is part of the budget too)."""
 
-    def per_group(p: int) -> int:
-        # unpack one weight word (3), load the inputs (a load-multiple per two pixels), 2 SMLAD per pixel
-        return 3 + (p + 1) // 2 + 2 * p
+    def cost(p: int) -> int:
+        # per group: unpack one weight word (3), load the inputs (a load-multiple per two
+        # pixels), 2 SMLAD per pixel; per block: saving r7 where it is needed
+        return groups * (3 + (p + 1) // 2 + 2 * p) + (R7_BLOCK_COST if p == blocks[0] else 0)
 
-    best = None
-    for p in blocks:
-        if p > npix:
-            continue
-        tail = npix % p
-        cost = (npix // p) * per_group(p) + (per_group(tail) if tail else 0)
-        if best is None or cost < best[0]:
-            best = (cost, p, tail)
-    return best[1], best[2]
+    def best(candidates: Sequence[int]) -> tuple[int, int, int]:
+        found = None
+        for p in candidates:
+            if p > npix:
+                continue
+            tail = npix % p
+            total = (npix // p) * cost(p) + (cost(tail) if tail else 0)
+            if found is None or total < found[0]:
+                found = (total, p, tail)
+        return found
+
+    plain = best(blocks[1:])
+    wide = best(blocks)
+    chosen = wide if plain is None or wide[0] <= (1 - R7_MIN_SAVING) * plain[0] else plain
+    return chosen[1], chosen[2]
 
 
 def _add_plan(name: str, index: int, isa: str, size: int, off1: int, off2: int, ls: int, m1: int, s1: int,
@@ -943,7 +956,7 @@ class _Specializer:
                 and thin_loop_fits(v.in_c)):
             return self._thin_conv(v, i, w, bias, rq, npix), self.scratch_for(i, 0)  # no scratch (4 bytes)
         full_unroll = groups <= FULL_UNROLL_GROUPS
-        block, tail = _choose_block(npix, _BLOCKS_UNROLLED if full_unroll else _BLOCKS)
+        block, tail = _choose_block(npix, _BLOCKS_UNROLLED if full_unroll else _BLOCKS, groups)
         # Doubling the inputs as they are gathered costs 2 instructions per group and pixel and
         # saves one per output (the short requantization wants 2 * acc): worth it when the
         # layer has more output channels than twice its groups.

@@ -315,6 +315,20 @@ def thin_conv_graph(seed: int) -> Graph:
     return b.graph(outs, name=f"thin{seed}")
 
 
+# (h, w, in_c, out_c, k) of convolutions whose dot product takes one pixel more than 13
+# registers hold (r7 saved by the assembly): 6 pixels in line, 5 with the loop (+ a tail)
+WIDE_CASES = [(2, 3, 24, 20, 1), (3, 3, 56, 12, 1), (3, 3, 112, 9, 1), (2, 3, 3, 8, 3)]
+
+
+def wide_block_graph(seed: int) -> Graph:
+    b = Builder(seed)
+    outs = []
+    for h, w, cin, cout, k in WIDE_CASES:
+        x = b.input((1, h, w, cin))
+        outs.append(b.conv(x, cout, (k, k), (1, 1), (1, 1), Padding.SAME, Activation.NONE))
+    return b.graph(outs, name=f"wide{seed}")
+
+
 # ---- helpers ----------------------------------------------------------------------------------
 
 
@@ -517,6 +531,20 @@ def test_thin_pointwise_code_is_bounded():
     assert not thin_conv_fits(20, 8) and not thin_conv_fits(6, 8)
 
 
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_wide_blocks_bit_exact_on_the_m4():
+    graph = wide_block_graph(2)
+    gen, _ = specialised(graph, "armv7em-dsp")
+    program = lower(graph, "net", strategy="layerwise")
+    planner = _Specializer(program, get_target("armv7em-dsp"))
+    plans = [planner.conv(layer)[0] for layer in program.layers]
+    assert [(pl.block, pl.full_unroll) for pl in plans] == [(6, True), (5, False), (5, False), (6, True)]
+    runs = driver.random_inputs(graph, 2, seed=3)
+    want = [emulate(graph, r).outputs for r in runs]
+    assert_equal_runs(run_host(gen, runs), want, "wide blocks on the host (C path)")
+    assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "wide blocks (r7) on the M4")
+
+
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mnv2") / "mnv2_035_96.tflite"
@@ -544,7 +572,7 @@ def test_mobilenet_v2_bit_exact_on_the_emulated_cores(mobilenet, board):
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
 def test_dsp_and_helium_code_compiles_at_any_optimization_level(tmp_path, flags):
     """The inline assembly asks for at most 13 registers, so r7 may stay a frame pointer."""
-    for graph in (random_graph(7), depthwise_asm_graph(3), thin_conv_graph(5)):
+    for graph in (random_graph(7), depthwise_asm_graph(3), thin_conv_graph(5), wide_block_graph(2)):
         _compile_at(graph, tmp_path / graph.name, flags)
 
 

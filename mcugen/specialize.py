@@ -432,6 +432,9 @@ class DepthwisePlan:
     asm_loop: tuple[tuple[str, ...], ...] = ()
     asm_tail: tuple[tuple[str, ...], ...] = ()
     asm_blocks: int = 0  # loop steps per row
+    # DSP, stride 1: one assembly for every ring case, the three kernel rows through their own
+    # pointers (post-incremented): a row's loop steps, its last out_w % DW_BLOCK outputs
+    asm_rows: tuple[str, ...] = ()
 
 
 DW_BLOCK = 4  # outputs of one channel per step of the DSP depthwise assembly
@@ -503,6 +506,84 @@ def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out
     if not post_store and step:
         lines.append(f"add %[o], %[o], #{n * out_stride}")
     return tuple(lines)
+
+
+DW_ROWS_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wc": "r4", "d0": "r5", "d1": "r6",
+                "p0": "r8", "p1": "r9", "p2": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)
+DW_LAST_CHANNEL = 1 << 31  # in the record's e: the channel loop of dw_asm_rows ends after it
+
+
+def dw_asm_rows(out_w: int, out_c: int, plane_w: int) -> tuple[str, ...]:
+    """Every channel of one output row of a stride-1 3x3 depthwise in Armv7E-M assembly, whatever
+    ring slots the kernel rows sit in. %[p0..p2] point at channel 0's three ring rows (words of
+    int16 column pairs) and move on 8 bytes per loop step of DW_BLOCK outputs (post-indexed
+    LDRD); the step loop runs while %[p0] != %[end]; then the row's last out_w % DW_BLOCK
+    outputs; then every pointer moves to the next channel (its ring rows, output byte, record)
+    and the channel loop goes on unless the record's e had bit 31 set (the last channel; register
+    shifts read only its low byte). Fourteen registers: r7 carries the weight pair wa, saved and
+    restored here (it may be the frame pointer), every operand is pinned (DW_ROWS_REGS). Record
+    at %[w] (DW_RECORD words): 6 weight pairs, bias, M, K, e (doubled). Output j reads words j//2
+    and j//2 + 1 of each row; two data registers suffice (word 2 replaces word 0 once outputs 0
+    and 1 are done). Stores: post-indexed by out_c up to 255 channels, else immediate offsets."""
+    post = out_c <= 255
+
+    def block(n: int, step: int) -> list[str]:
+        lines = [f"ldr %[a{n - 1}], [%[w], #24]"]  # the bias: every output starts from it
+        for k in range(3):
+            lines.append(f"ldrd r7, %[wc], [%[w], #{8 * k}]")
+            lines.append(f"ldrd %[d0], %[d1], [%[p{k}]], #{step}" if step else f"ldrd %[d0], %[d1], [%[p{k}]]")
+            for j in range(n):
+                if j == 2:  # word 2 into d0: outputs 0 and 1 no longer need word 0
+                    lines.append(f"ldr %[d0], [%[p{k}]]" if step else f"ldr %[d0], [%[p{k}], #8]")
+                lo, hi = ("%[d0]", "%[d1]") if j < 2 else ("%[d1]", "%[d0]")
+                add = f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]"
+                if j % 2 == 0:
+                    lines.append(f"smlad %[a{j}], {lo}, r7, {add}")
+                    lines.append(f"smlabt %[a{j}], {hi}, %[wc], %[a{j}]")
+                else:
+                    lines.append(f"smlatb %[a{j}], {lo}, r7, {add}")
+                    lines.append(f"smlad %[a{j}], {hi}, %[wc], %[a{j}]")
+        lines.append("ldrd r7, %[wc], [%[w], #28]")
+        lines.append("ldr %[d0], [%[w], #36]")
+        for j in range(n):
+            lines.append(f"smmlar %[d1], %[a{j}], r7, %[wc]")
+            lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
+            lines.append("asr %[d1], %[d1], %[d0]")
+            lines.append("ssat %[d1], #8, %[d1]")
+            lines.append(f"strb %[d1], [%[o]], #{out_c}" if post else f"strb %[d1], [%[o], #{j * out_c}]")
+        if not post and step:
+            lines.append(f"add %[o], %[o], #{n * out_c}")
+        return lines
+
+    blocks, tail = divmod(out_w, DW_BLOCK)
+    lines = ["push {r7}", "2:"]
+    if blocks:
+        lines.append("1:")
+        lines.extend(block(DW_BLOCK, 4 * DW_BLOCK // 2))
+        lines.extend(["cmp %[p0], %[end]", "bne 1b"])
+    if tail:
+        lines.extend(block(tail, 0))
+    # on to the next channel: its ring rows (3 * plane_w int16 further), output byte, record
+    moved = 8 * blocks
+    ring_step = 6 * plane_w - moved
+    out_moved = out_w * out_c if post else blocks * DW_BLOCK * out_c
+    for k in range(3):
+        lines.append(f"add %[p{k}], %[p{k}], #{ring_step}")
+    lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
+    if blocks:
+        lines.append(f"add %[end], %[end], #{6 * plane_w}")
+    lines.append(f"add %[w], %[w], #{4 * DW_RECORD}")
+    lines.append("cmp %[d0], #0")  # e of the channel just done: negative on the last one
+    lines.append("bge 2b")
+    lines.append("pop {r7}")
+    return tuple(lines)
+
+
+def dw_rows_fit(out_w: int, out_c: int, plane_w: int) -> bool:
+    """The immediates of dw_asm_rows encode: pointer steps and the output rewind within 4095."""
+    post = out_c <= 255
+    out_moved = out_w * out_c if post else (out_w // DW_BLOCK) * DW_BLOCK * out_c
+    return 6 * plane_w <= 4095 and out_moved <= 4096 and (post or DW_BLOCK * out_c <= 4095)
 
 
 def _dw_words(j: int, stride: int) -> tuple[int, int]:
@@ -1016,6 +1097,7 @@ class _Specializer:
         scale = 2 if rq.fast else 1  # the short requantization wants a doubled accumulator
         asm_loop: tuple[tuple[str, ...], ...] = ()
         asm_tail: tuple[tuple[str, ...], ...] = ()
+        asm_rows: tuple[str, ...] = ()
         if self.t.isa is Isa.DSP:
             # one record per channel: int16 pairs (w0, w1), (w1, w2) per kernel row (6 words),
             # then the requantization row (bias, M, K or shift, e)
@@ -1025,11 +1107,17 @@ class _Specializer:
                 pairs[:, 2 * r] = (w0 & 0xFFFF) | ((w1 & 0xFFFF) << 16)
                 pairs[:, 2 * r + 1] = (w1 & 0xFFFF) | ((w2 & 0xFFFF) << 16)
             records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
+            rows = v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
+            if rows:
+                asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w)
+                records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
             weights = self.const(i, "fw", "int32_t", records.astype(np.int32),
                                  f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
-                                 f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+                                 f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e"
+                                 + (" (bit 31: the last channel)" if rows else ""))
             table = weights
-            asm_loop, asm_tail = self._dw_asm(v, rq, plane_w)
+            if not rows:
+                asm_loop, asm_tail = self._dw_asm(v, rq, plane_w)
         else:
             weights = self.const(i, "fw", "int16_t", (scale * w).astype(np.int16), f"weights x{scale} [channel][3x3]")
             table = self.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
@@ -1042,7 +1130,8 @@ class _Specializer:
             name=f"{self.name}_l{i}_dw", index=i, isa=self.t.isa.value, v=v, plane_h=plane_h, plane_w=plane_w, rq=rq,
             weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
             out_offset=v.output.offset, scratch_offset=-1, copy_rows=copy_rows, copy_cols=copy_cols,
-            asm_loop=asm_loop, asm_tail=asm_tail, asm_blocks=v.out_w // DW_BLOCK if asm_loop or asm_tail else 0,
+            asm_loop=asm_loop, asm_tail=asm_tail, asm_blocks=v.out_w // DW_BLOCK if asm_loop or asm_tail or asm_rows else 0,
+            asm_rows=asm_rows,
         ), sname
 
     @staticmethod

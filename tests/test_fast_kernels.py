@@ -493,9 +493,11 @@ def test_depthwise_assembly_bit_exact_on_the_m4():
     program = lower(graph, "net", strategy="layerwise")
     planner = _Specializer(program, get_target("armv7em-dsp"))
     plans = [planner.depthwise(layer)[0] for layer in program.layers if layer.op == "DEPTHWISE_CONV_2D"]
-    assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail for pl in plans), \
+    assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail or pl.asm_rows for pl in plans), \
         "every case must take the assembly path"
-    assert any(pl.v.out_c > 255 for pl in plans) and any(pl.asm_blocks == 0 for pl in plans)
+    # stride 1: one loop over every channel through row pointers; stride 2: per ring case
+    assert all(bool(pl.asm_rows) == (pl.v.sh == 1) for pl in plans)
+    assert {pl.v.sh for pl in plans if pl.v.out_c > 255} == {1, 2} and any(pl.asm_blocks == 0 for pl in plans)
     runs = driver.random_inputs(graph, 2, seed=4)
     want = [emulate(graph, r).outputs for r in runs]
     assert_equal_runs(run_host(gen, runs), want, "depthwise cases on the host (C path)")

@@ -913,7 +913,7 @@ def _unroll(groups: int) -> int:
 _BLOCKS = (5, 4, 3, 2, 1)
 _BLOCKS_UNROLLED = (6, 5, 4, 3, 2, 1)
 R7_BLOCK_COST = 2
-R7_MIN_SAVING = 0.08
+R7_MIN_SAVING = 0.05
 FULL_UNROLL_GROUPS = 8  # groups of 4 taps up to which the dot product is fully unrolled
 FC_UNITS = 3  # fully connected units per step on the DSP target
 CHAIN_MAX_PATCH = 128  # bytes of one input patch of a chain's stage A (two sit on the stack)

@@ -613,6 +613,60 @@ class ThinCode:
     looped: bool = False  # THIN_LOOP_UNROLL channels per iteration (else every channel in line)
 
 
+NARROW_ACC = ("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8")  # up to 8 output channels per pass
+NARROW_MAX_WEIGHTS = 1024  # in_c * out_c: its weights are stored unpacked (2 bytes each)
+
+
+@dataclass(frozen=True)
+class NarrowCode:
+    """One pixel of a pointwise convolution with few output channels (<= 16) and more input
+    channels than the thin kernel holds, on the Armv7E-M DSP: up to 8 output channels per pass
+    accumulate in registers while the input streams through once (each word of 4 inputs
+    unpacked once, then per channel one LDRD of its two weight pairs, stored unpacked, and 2
+    SMLAD); then per channel SMMLAR, the sign correction, SSAT with the shift as an immediate,
+    STRB. `passes[p]` is pass p's (first channel, channels, word offset in the records, lines)."""
+
+    records: str
+    passes: tuple[tuple[int, int, int, tuple[str, ...]], ...]
+    shifts: tuple[int, ...]
+    in_c: int
+    out_c: int
+    groups_per_step: int
+
+
+def narrow_conv_fits(in_c: int, out_c: int) -> bool:
+    return in_c % 4 == 0 and in_c > 16 and 2 <= out_c <= 2 * len(NARROW_ACC) and in_c * out_c <= NARROW_MAX_WEIGHTS
+
+
+def narrow_conv_asm(groups: int, shifts: Sequence[int], unroll: int) -> tuple[str, ...]:
+    """One pass of the narrow kernel for len(shifts) <= 8 channels (see NarrowCode). On entry r0:
+    the pass's first output byte, r1: the end of the pixel's input, r9: the pixel's input, r10:
+    the pass's records (biases, then per group and channel 2 weight pairs, then per channel M,
+    K); r7 is saved and used, r0/r1 go to the stack while r0.. hold the accumulators."""
+    n = len(shifts)
+    acc = NARROW_ACC[:n]
+    lines = ["push {r7}", "push {r0, r1}", f"ldm r10!, {{{', '.join(acc)}}}"]
+    looped = groups > unroll
+    if looped:
+        lines.append("1:")
+    for _ in range(unroll if looped else groups):
+        lines += ["ldr r12, [r9], #4", "sxtb16 r11, r12", "sxtb16 r12, r12, ror #8"]
+        for a in acc:
+            lines += ["ldrd lr, r7, [r10], #8", f"smlad {a}, r11, lr, {a}", f"smlad {a}, r12, r7, {a}"]
+    if looped:
+        lines += ["ldr r11, [sp, #4]", "cmp r9, r11", "bne 1b"]
+    lines.append("pop {r9, r11}")  # r9: the output
+    for c in range(0, n, 2):
+        pair = c + 1 < n
+        lines.append("ldm r10!, {r7, r11, r12, lr}" if pair else "ldm r10!, {r11, r12}")
+        for j, (m, k) in enumerate((("r7", "r11"), ("r12", "lr")) if pair else (("r11", "r12"),)):
+            a = acc[c + j]
+            lines += [f"smmlar {m}, {a}, {m}, {k}", f"add {m}, {m}, {a}, asr #31",
+                      f"ssat {m}, #8, {m}, asr #{int(shifts[c + j])}", f"strb {m}, [r9, #{c + j}]"]
+    lines.append("pop {r7}")
+    return tuple(lines)
+
+
 @dataclass(frozen=True)
 class ThinConvPlan:
     """Pointwise CONV_2D with 4..16 input channels on the DSP, pixel by pixel (`code`)."""
@@ -627,8 +681,9 @@ class ThinConvPlan:
     rq: Requant
     weights: str
     table: str
-    code: ThinCode
+    code: Optional[ThinCode]
     scratch_offset: int = -1
+    narrow: Optional[NarrowCode] = None  # few output channels instead: the narrow kernel
 
 
 THIN_LOOP_UNROLL = 4  # output channels per iteration of the looped thin kernel
@@ -894,6 +949,7 @@ class ChainPlan:
     a_pixels: int = 1  # pixels of A per step (2: weight and requantization loads shared by two patches)
     a_thin: Optional[ThinCode] = None  # DSP: stage A (1x1, 4..16 input channels) pixel by pixel in registers
     c_thin: Optional[ThinCode] = None  # DSP: stage C likewise (no residual ADD)
+    c_narrow: Optional["NarrowCode"] = None  # DSP: stage C with few output channels (no residual ADD)
 
 
 def _round_up(x: int, m: int) -> int:
@@ -1036,6 +1092,13 @@ class _Specializer:
         if (self.t.isa is Isa.DSP and pointwise and rq.fast and rq.clamp_is_int8
                 and thin_loop_fits(v.in_c)):
             return self._thin_conv(v, i, w, bias, rq, npix), self.scratch_for(i, 0)  # no scratch (4 bytes)
+        if (self.t.isa is Isa.DSP and pointwise and rq.fast and rq.clamp_is_int8
+                and narrow_conv_fits(v.in_c, v.out_c)):
+            code = self._narrow_code(v, i, "fw", w, bias, rq)
+            return ThinConvPlan(
+                name=f"{self.name}_l{i}_conv", index=i, isa=self.t.isa.value, v=v, npix=npix, rq=rq,
+                weights=code.records, table=code.records, code=None, narrow=code,
+            ), self.scratch_for(i, 0)
         full_unroll = groups <= FULL_UNROLL_GROUPS
         block, tail = _choose_block(npix, _BLOCKS_UNROLLED if full_unroll else _BLOCKS, groups)
         # Doubling the inputs as they are gathered costs 2 instructions per group and pixel and
@@ -1063,6 +1126,29 @@ class _Specializer:
         lines, clobbers = thin_conv_asm(v.in_c, rq.e, looped)
         return ThinCode(records=name, record_words=records.shape[1], lines=lines, clobbers=clobbers,
                         shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=looped)
+
+    def _narrow_code(self, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant) -> NarrowCode:
+        groups = v.in_c // 4
+        unroll = next(u for u in (4, 3, 2, 1) if groups % u == 0)
+        w2 = 2 * np.asarray(w, np.int64).reshape(v.out_c, groups, 4)
+        words, passes = [], []
+        for first in range(0, v.out_c, len(NARROW_ACC)):
+            chans = list(range(first, min(first + len(NARROW_ACC), v.out_c)))
+            start = len(words)
+            words += [int(x) for x in wrap32(2 * np.asarray(bias, np.int64)[chans])]
+            for g in range(groups):
+                for c in chans:
+                    t = w2[c, g]
+                    words += [(int(t[0]) & 0xFFFF) | ((int(t[2]) & 0xFFFF) << 16),
+                              (int(t[1]) & 0xFFFF) | ((int(t[3]) & 0xFFFF) << 16)]
+            for c in chans:
+                words += [int(rq.multiplier[c]), int(rq.k[c])]
+            passes.append((first, len(chans), start, narrow_conv_asm(groups, [int(rq.e[c]) for c in chans], unroll)))
+        name = self.const(i, role, "int32_t", wrap32(np.array(words, np.int64)).astype(np.int32),
+                          "per pass of <= 8 channels: (bias + input_offset*sum(w)) x2, per group of 4 inputs and "
+                          "channel the weights x2 as int16 pairs (t0,t2),(t1,t3), per channel multiplier, K")
+        return NarrowCode(records=name, passes=tuple(passes), shifts=tuple(int(e) for e in rq.e), in_c=v.in_c,
+                          out_c=v.out_c, groups_per_step=unroll)
 
     def _thin_conv(self, v: ConvView, i: int, w: np.ndarray, bias: np.ndarray, rq: Requant, npix: int) -> ThinConvPlan:
         code = self._thin_code(v, i, "fw", w, bias, rq)
@@ -1264,9 +1350,16 @@ class _Specializer:
             self.new_consts = [k for k in self.new_consts if k.cname not in dropped]
             wc = c.weights.reshape(c.out_c, c.in_c)
             c_thin = self._thin_code(c, i, "c_thin", wc, c.bias + c.input_offset * wc.sum(axis=1), c_stage.rq)
+        c_narrow = None
+        if self.t.isa is Isa.DSP and residual is None and c_thin is None and c_stage.rq.fast \
+                and c_stage.rq.clamp_is_int8 and narrow_conv_fits(c.in_c, c.out_c):
+            dropped = {c_stage.weights, c_stage.table}
+            self.new_consts = [k for k in self.new_consts if k.cname not in dropped]
+            wc = c.weights.reshape(c.out_c, c.in_c)
+            c_narrow = self._narrow_code(c, i, "c_narrow", wc, c.bias + c.input_offset * wc.sum(axis=1), c_stage.rq)
         return ChainPlan(
             name=f"{self.name}_l{i}_chain", index=i, isa=self.t.isa.value, a=a_stage, b=self._chain_dw_stage(b, i),
-            c=c_stage, residual=residual, ring_rows=int(p["ring_rows"]), c_thin=c_thin,
+            c=c_stage, residual=residual, ring_rows=int(p["ring_rows"]), c_thin=c_thin, c_narrow=c_narrow,
             in_row=in_row, patch_bytes=patch_bytes,
             # two pixels per step share the weight and requantization loads
             a_pixels=2, a_thin=a_thin,
@@ -1427,7 +1520,7 @@ def specialize(program: Program, target: Target) -> KernelPassResult:
 def _plan_parts(pl) -> list:
     """A plan and, for a chain, its stages (each with its own constants)."""
     if pl.kind == "chain":
-        return [pl] + [st for st in (pl.a, pl.b, pl.c, pl.a_thin, pl.c_thin) if st is not None]
+        return [pl] + [st for st in (pl.a, pl.b, pl.c, pl.a_thin, pl.c_thin, pl.c_narrow) if st is not None]
     return [pl]
 
 
@@ -1437,7 +1530,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        emulate_macro=EMULATE_DSP_MACRO, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records") if hasattr(x, a)},
+        emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records") if hasattr(x, a)},
     )
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),

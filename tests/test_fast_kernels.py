@@ -301,12 +301,17 @@ THIN_CASES = [(2, 3, 4, 1), (1, 5, 4, 64), (3, 2, 8, 48), (2, 2, 8, 3), (1, 3, 1
               (2, 2, 16, 96), (1, 3, 8, 70), (1, 2, 4, 130), (2, 1, 12, 51)]
 
 
-def thin_conv_graph(seed: int) -> Graph:
+# (h, w, in_c, out_c) for the narrow kernel (few output channels accumulating in registers):
+# one and two passes, an odd channel count, groups in and past one loop step
+NARROW_CASES = [(2, 3, 20, 2), (3, 2, 48, 8), (1, 3, 48, 16), (2, 2, 36, 7), (1, 4, 64, 9), (2, 1, 24, 13)]
+
+
+def thin_conv_graph(seed: int, cases=None) -> Graph:
     """One pointwise branch per THIN_CASES entry (own input and output, no activation, output
     scales that keep every channel in the short requantization)."""
     b = Builder(seed)
     outs = []
-    for h, w, cin, cout in THIN_CASES:
+    for h, w, cin, cout in cases or THIN_CASES:
         x = b.input((1, h, w, cin))
         wt = b.weights((cout, 1, 1, cin), 0, True)
         q = b.act_quant(float(b.tensors[x].quant.s * b.rng.uniform(0.5, 2.0)))
@@ -519,6 +524,21 @@ def test_thin_pointwise_assembly_bit_exact_on_the_m4():
     assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "thin pointwise assembly on the M4")
 
 
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_narrow_pointwise_assembly_bit_exact_on_the_m4():
+    graph = thin_conv_graph(7, NARROW_CASES)
+    gen, _ = specialised(graph, "armv7em-dsp")
+    program = lower(graph, "net", strategy="layerwise")
+    planner = _Specializer(program, get_target("armv7em-dsp"))
+    plans = [planner.conv(layer)[0] for layer in program.layers]
+    assert all(pl.kind == "thin_conv" and pl.narrow is not None for pl in plans)
+    assert {len(pl.narrow.passes) for pl in plans} == {1, 2}
+    runs = driver.random_inputs(graph, 3, seed=8)
+    want = [emulate(graph, r).outputs for r in runs]
+    assert_equal_runs(run_host(gen, runs), want, "narrow pointwise on the host (C path)")
+    assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "narrow pointwise assembly on the M4")
+
+
 def test_thin_pointwise_code_is_bounded():
     from mcugen.specialize import THIN_MAX_INSTRUCTIONS, thin_conv_asm, thin_conv_fits
 
@@ -574,7 +594,8 @@ def test_mobilenet_v2_bit_exact_on_the_emulated_cores(mobilenet, board):
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
 def test_dsp_and_helium_code_compiles_at_any_optimization_level(tmp_path, flags):
     """The inline assembly asks for at most 13 registers, so r7 may stay a frame pointer."""
-    for graph in (random_graph(7), depthwise_asm_graph(3), thin_conv_graph(5), wide_block_graph(2)):
+    for graph in (random_graph(7), depthwise_asm_graph(3), thin_conv_graph(5), wide_block_graph(2),
+                  thin_conv_graph(7, NARROW_CASES)):
         _compile_at(graph, tmp_path / graph.name, flags)
 
 

@@ -280,6 +280,16 @@ class Requant:
         """The activation range is the whole int8 range: one SSAT clamps."""
         return self.act_min == -128 and self.act_max == 127
 
+    @property
+    def sign_free(self) -> bool:
+        """The short form may drop its sign correction (acc >> 31): true when the activation's
+        lower bound is at or above the output zero point (a ReLU / ReLU6 output, zero point
+        -128). Proof: for acc < 0 and M > 0, SMMLAR(2*acc, M, 0) = floor((2*acc*M + 2**31) /
+        2**32) <= 0, so with or without the -1 the shifted value is <= K >> e = zero_point
+        (K = 2**(e-1) + zero_point * 2**e), and the clamp lifts both to act_min; for acc >= 0
+        the correction is 0. TFLite's value for acc < 0 is <= zero_point as well."""
+        return self.fast and self.act_min >= self.output_offset
+
 
 ACC_LIMIT = 2**30  # |acc| below this: 2*acc fits int32, and x + K cannot overflow (with K small)
 
@@ -442,7 +452,7 @@ DW_RECORD = 10  # words per channel in the DSP depthwise stream: 6 weight pairs,
 
 
 def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out_stride: int,
-                 post_store: bool) -> tuple[str, ...]:
+                 post_store: bool, sign_free: bool = False) -> tuple[str, ...]:
     """Armv7E-M instructions for `n` consecutive outputs of one channel of a 3x3 depthwise row.
 
     Registers (asm operand names): %[r] the channel's ring at the block's first column (words of
@@ -496,7 +506,8 @@ def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out
     lines.append("ldr %[d0], [%[w], #36]")
     for j in range(n):
         lines.append(f"smmlar %[d1], %[a{j}], %[wa], %[wc]")
-        lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
+        if not sign_free:
+            lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
         lines.append("asr %[d1], %[d1], %[d0]")
         lines.append("ssat %[d1], #8, %[d1]")
         if post_store:
@@ -513,7 +524,7 @@ DW_ROWS_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wc": "r4", "d0"
 DW_LAST_CHANNEL = 1 << 31  # in the record's e: the channel loop of dw_asm_rows ends after it
 
 
-def dw_asm_rows(out_w: int, out_c: int, plane_w: int) -> tuple[str, ...]:
+def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -> tuple[str, ...]:
     """Every channel of one output row of a stride-1 3x3 depthwise in Armv7E-M assembly, whatever
     ring slots the kernel rows sit in. %[p0..p2] point at channel 0's three ring rows (words of
     int16 column pairs) and move on 8 bytes per loop step of DW_BLOCK outputs (post-indexed
@@ -547,7 +558,8 @@ def dw_asm_rows(out_w: int, out_c: int, plane_w: int) -> tuple[str, ...]:
         lines.append("ldr %[d0], [%[w], #36]")
         for j in range(n):
             lines.append(f"smmlar %[d1], %[a{j}], r7, %[wc]")
-            lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
+            if not sign_free:
+                lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
             lines.append("asr %[d1], %[d1], %[d0]")
             lines.append("ssat %[d1], #8, %[d1]")
             lines.append(f"strb %[d1], [%[o]], #{out_c}" if post else f"strb %[d1], [%[o], #{j * out_c}]")
@@ -638,7 +650,7 @@ def narrow_conv_fits(in_c: int, out_c: int) -> bool:
     return in_c % 4 == 0 and in_c > 16 and 2 <= out_c <= 2 * len(NARROW_ACC) and in_c * out_c <= NARROW_MAX_WEIGHTS
 
 
-def narrow_conv_asm(groups: int, shifts: Sequence[int], unroll: int) -> tuple[str, ...]:
+def narrow_conv_asm(groups: int, shifts: Sequence[int], unroll: int, sign_free: bool = False) -> tuple[str, ...]:
     """One pass of the narrow kernel for len(shifts) <= 8 channels (see NarrowCode). On entry r0:
     the pass's first output byte, r1: the end of the pixel's input, r9: the pixel's input, r10:
     the pass's records (biases, then per group and channel 2 weight pairs, then per channel M,
@@ -661,8 +673,10 @@ def narrow_conv_asm(groups: int, shifts: Sequence[int], unroll: int) -> tuple[st
         lines.append("ldm r10!, {r7, r11, r12, lr}" if pair else "ldm r10!, {r11, r12}")
         for j, (m, k) in enumerate((("r7", "r11"), ("r12", "lr")) if pair else (("r11", "r12"),)):
             a = acc[c + j]
-            lines += [f"smmlar {m}, {a}, {m}, {k}", f"add {m}, {m}, {a}, asr #31",
-                      f"ssat {m}, #8, {m}, asr #{int(shifts[c + j])}", f"strb {m}, [r9, #{c + j}]"]
+            lines.append(f"smmlar {m}, {a}, {m}, {k}")
+            if not sign_free:
+                lines.append(f"add {m}, {m}, {a}, asr #31")
+            lines += [f"ssat {m}, #8, {m}, asr #{int(shifts[c + j])}", f"strb {m}, [r9, #{c + j}]"]
     lines.append("pop {r7}")
     return tuple(lines)
 
@@ -690,7 +704,8 @@ THIN_LOOP_UNROLL = 4  # output channels per iteration of the looped thin kernel
 _REG_NUMBER = {f"r{n}": n for n in range(13)} | {"lr": 14}
 
 
-def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
+                  sign_free: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The assembly of one pixel of a thin pointwise convolution and the registers it clobbers.
 
     r0: the record stream, r1: the pixel's output, r2: its input. Input word g (taps 4g..4g+3)
@@ -741,7 +756,8 @@ def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False) -> tup
                     out.append(f"smlad {where['b']}, {xs[int(name[1:])]}, {where[name]}, {where['b']}")
         acc, m, kk = where["b"], where["m"], where["k"]
         out.append(f"smmlar {m}, {acc}, {m}, {kk}")
-        out.append(f"add {m}, {m}, {acc}, asr #31")
+        if not sign_free:
+            out.append(f"add {m}, {m}, {acc}, asr #31")
         if looped:
             out.append(f"asr {m}, {m}, {where['e']}")
             out.append(f"ssat {m}, #8, {m}")
@@ -1123,7 +1139,7 @@ class _Specializer:
         name = self.const(i, role, "int32_t", records.astype(np.int32),
                           "per channel: (bias + input_offset*sum(w)) x2, weights x2 as int16 pairs "
                           "(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K" + (", e (bit 31: the loop's last channel)" if looped else ""))
-        lines, clobbers = thin_conv_asm(v.in_c, rq.e, looped)
+        lines, clobbers = thin_conv_asm(v.in_c, rq.e, looped, rq.sign_free)
         return ThinCode(records=name, record_words=records.shape[1], lines=lines, clobbers=clobbers,
                         shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=looped)
 
@@ -1143,7 +1159,8 @@ class _Specializer:
                               (int(t[1]) & 0xFFFF) | ((int(t[3]) & 0xFFFF) << 16)]
             for c in chans:
                 words += [int(rq.multiplier[c]), int(rq.k[c])]
-            passes.append((first, len(chans), start, narrow_conv_asm(groups, [int(rq.e[c]) for c in chans], unroll)))
+            passes.append((first, len(chans), start,
+                           narrow_conv_asm(groups, [int(rq.e[c]) for c in chans], unroll, rq.sign_free)))
         name = self.const(i, role, "int32_t", wrap32(np.array(words, np.int64)).astype(np.int32),
                           "per pass of <= 8 channels: (bias + input_offset*sum(w)) x2, per group of 4 inputs and "
                           "channel the weights x2 as int16 pairs (t0,t2),(t1,t3), per channel multiplier, K")
@@ -1195,7 +1212,7 @@ class _Specializer:
             records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
             rows = v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
             if rows:
-                asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w)
+                asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
                 records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
             weights = self.const(i, "fw", "int32_t", records.astype(np.int32),
                                  f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
@@ -1236,8 +1253,8 @@ class _Specializer:
         loops, tails = [], []
         for rows in ((0, plane_w, 2 * plane_w), (plane_w, 2 * plane_w, 0), (2 * plane_w, 0, plane_w)):
             offsets = tuple(2 * r for r in rows)  # bytes
-            loops.append(dw_asm_block(DW_BLOCK, v.sh, offsets, step, c, post) if v.out_w >= DW_BLOCK else ())
-            tails.append(dw_asm_block(tail, v.sh, offsets, 0, c, post) if tail else ())
+            loops.append(dw_asm_block(DW_BLOCK, v.sh, offsets, step, c, post, rq.sign_free) if v.out_w >= DW_BLOCK else ())
+            tails.append(dw_asm_block(tail, v.sh, offsets, 0, c, post, rq.sign_free) if tail else ())
         return tuple(loops), tuple(tails)
 
     # -- CHAIN (fused A? -> depthwise B -> 1x1 C [-> ADD])

@@ -97,6 +97,33 @@ def test_short_requant_equals_tflite_at_the_edges(m, shift, zp):
         assert short_requant(acc, m, k, e) == want, (acc, m, shift, zp)
 
 
+@pytest.mark.parametrize("m", EDGE_MULTIPLIERS[:-1])
+@pytest.mark.parametrize("shift", (-1, -2, -7, -17, -31))
+@pytest.mark.parametrize("zp,act_min", [(-128, -128), (-5, 0), (3, 3)])
+def test_sign_free_short_requant_equals_tflite_after_the_clamp(m, shift, zp, act_min):
+    """Requant.sign_free: where the activation's lower bound is at or above the zero point, the
+    short form without its sign correction, then the clamp, equals TFLite's: every tie of the
+    rounding and the whole range near zero, negative accumulators above all."""
+    e = -shift
+    k = (1 << (e - 1)) + zp * (1 << e)
+    rq = plan_requant(np.array([1 << 20]), np.array([m]), np.array([shift]), zp, act_min, 127)
+    if not rq.fast:  # K = 2**(e-1) + zp * 2**e does not fit: the general form, never sign-free
+        assert abs(k) >= 2**31 - (1 << 21) and not rq.sign_free
+        return
+    assert rq.sign_free
+    rng = np.random.default_rng(m % 1000 + e)
+    accs = set(range(-3000, 3001)) | {int(v) for v in rng.integers(-(1 << 20), (1 << 20) + 1, size=2000)}
+    for q in range(-64, 65):
+        for d in (-1, 0, 1):
+            accs.add(int(np.clip(q * (1 << max(e - 1, 0)) + d, -(1 << 20), 1 << 20)))
+    for acc in sorted(accs):
+        want = min(max(int(quant.multiply_by_quantized_multiplier(acc, m, shift)) + zp, act_min), 127)
+        got = min(max(smmlar(2 * acc, m, k) >> e, act_min), 127)  # no (acc >> 31)
+        assert got == want, (acc, m, shift, zp)
+    # and where the zero point is above the bound, the correction matters: not sign-free
+    assert not plan_requant(np.array([1 << 20]), np.array([m]), np.array([shift]), 0, -128, 127).sign_free
+
+
 def test_fast_requant_is_refused_where_it_could_differ():
     m, s = np.array([2**31 - 1]), np.array([-1])
     assert fast_requant_exact(np.array([ACC_LIMIT - 1]), m, s, 0)
@@ -158,8 +185,8 @@ class Builder:
         self.tensors.append(Tensor(len(self.tensors), f"t{len(self.tensors)}", tuple(shape), dtype, q, data))
         return len(self.tensors) - 1
 
-    def act_quant(self, scale=None) -> Quant:
-        zp = int(self.rng.choice([-128, -127, -5, 0, 3, 126, 127]))
+    def act_quant(self, scale=None, zp=None) -> Quant:
+        zp = int(self.rng.choice([-128, -127, -5, 0, 3, 126, 127])) if zp is None else zp
         s = scale if scale is not None else float(self.rng.uniform(0.01, 0.1))
         return Quant(np.array([s], np.float32), np.array([zp], np.int64))
 
@@ -287,10 +314,11 @@ def depthwise_asm_graph(seed: int) -> Graph:
     activation and output scales large enough that every channel takes the short requantization."""
     b = Builder(seed)
     outs = []
-    for h, w, c, s, pad in DW_ASM_CASES:
+    for n, (h, w, c, s, pad) in enumerate(DW_ASM_CASES):
         x = b.input((1, h, w, c))
         scale = float(b.tensors[x].quant.s * b.rng.uniform(0.5, 2.0))
-        outs.append(b.dw(x, (3, 3), (s, s), (1, 1), 1, pad, Activation.NONE, q=b.act_quant(scale)))
+        zp = -128 if n % 2 else 5  # -128: the requantization without its sign correction (sign-free)
+        outs.append(b.dw(x, (3, 3), (s, s), (1, 1), 1, pad, Activation.NONE, q=b.act_quant(scale, zp)))
     return b.graph(outs, name=f"dwasm{seed}")
 
 
@@ -311,10 +339,10 @@ def thin_conv_graph(seed: int, cases=None) -> Graph:
     scales that keep every channel in the short requantization)."""
     b = Builder(seed)
     outs = []
-    for h, w, cin, cout in cases or THIN_CASES:
+    for n, (h, w, cin, cout) in enumerate(cases or THIN_CASES):
         x = b.input((1, h, w, cin))
         wt = b.weights((cout, 1, 1, cin), 0, True)
-        q = b.act_quant(float(b.tensors[x].quant.s * b.rng.uniform(0.5, 2.0)))
+        q = b.act_quant(float(b.tensors[x].quant.s * b.rng.uniform(0.5, 2.0)), -128 if n % 2 else -3)
         attrs = Conv2DAttrs(1, 1, 1, 1, Padding.SAME, Activation.NONE)
         outs.append(b.op(OpType.CONV_2D, [x, wt, b.bias(x, wt, cout)], (1, h, w, cout), attrs, q=q))
     return b.graph(outs, name=f"thin{seed}")
@@ -322,15 +350,16 @@ def thin_conv_graph(seed: int, cases=None) -> Graph:
 
 # (h, w, in_c, out_c, k) of convolutions whose dot product takes one pixel more than 13
 # registers hold (r7 saved by the assembly): 6 pixels in line, 5 with the loop (+ a tail)
-WIDE_CASES = [(2, 3, 24, 20, 1), (3, 3, 56, 12, 1), (3, 3, 112, 9, 1), (2, 3, 3, 8, 3)]
+WIDE_CASES = [(2, 3, 24, 20, 1), (3, 3, 56, 24, 1), (3, 3, 112, 20, 1), (2, 3, 3, 8, 3)]
 
 
 def wide_block_graph(seed: int) -> Graph:
     b = Builder(seed)
     outs = []
-    for h, w, cin, cout, k in WIDE_CASES:
+    for n, (h, w, cin, cout, k) in enumerate(WIDE_CASES):
         x = b.input((1, h, w, cin))
-        outs.append(b.conv(x, cout, (k, k), (1, 1), (1, 1), Padding.SAME, Activation.NONE))
+        q = b.act_quant(None, -128 if n % 2 else 7)
+        outs.append(b.conv(x, cout, (k, k), (1, 1), (1, 1), Padding.SAME, Activation.NONE, q=q))
     return b.graph(outs, name=f"wide{seed}")
 
 
@@ -502,6 +531,7 @@ def test_depthwise_assembly_bit_exact_on_the_m4():
         "every case must take the assembly path"
     # stride 1: one loop over every channel through row pointers; stride 2: per ring case
     assert all(bool(pl.asm_rows) == (pl.v.sh == 1) for pl in plans)
+    assert {pl.rq.sign_free for pl in plans if pl.v.sh == 1} == {pl.rq.sign_free for pl in plans if pl.v.sh == 2} == {True, False}
     assert {pl.v.sh for pl in plans if pl.v.out_c > 255} == {1, 2} and any(pl.asm_blocks == 0 for pl in plans)
     runs = driver.random_inputs(graph, 2, seed=4)
     want = [emulate(graph, r).outputs for r in runs]
@@ -517,7 +547,7 @@ def test_thin_pointwise_assembly_bit_exact_on_the_m4():
     planner = _Specializer(program, get_target("armv7em-dsp"))
     plans = [planner.conv(layer)[0] for layer in program.layers]
     assert [pl.kind for pl in plans] == ["thin_conv"] * len(THIN_CASES)
-    assert {pl.code.looped for pl in plans} == {False, True}
+    assert {pl.code.looped for pl in plans} == {False, True} and {pl.rq.sign_free for pl in plans} == {False, True}
     runs = driver.random_inputs(graph, 3, seed=6)
     want = [emulate(graph, r).outputs for r in runs]
     assert_equal_runs(run_host(gen, runs), want, "thin pointwise on the host (C path)")
@@ -532,7 +562,7 @@ def test_narrow_pointwise_assembly_bit_exact_on_the_m4():
     planner = _Specializer(program, get_target("armv7em-dsp"))
     plans = [planner.conv(layer)[0] for layer in program.layers]
     assert all(pl.kind == "thin_conv" and pl.narrow is not None for pl in plans)
-    assert {len(pl.narrow.passes) for pl in plans} == {1, 2}
+    assert {len(pl.narrow.passes) for pl in plans} == {1, 2} and {pl.rq.sign_free for pl in plans} == {False, True}
     runs = driver.random_inputs(graph, 3, seed=8)
     want = [emulate(graph, r).outputs for r in runs]
     assert_equal_runs(run_host(gen, runs), want, "narrow pointwise on the host (C path)")
@@ -561,6 +591,7 @@ def test_wide_blocks_bit_exact_on_the_m4():
     planner = _Specializer(program, get_target("armv7em-dsp"))
     plans = [planner.conv(layer)[0] for layer in program.layers]
     assert [(pl.block, pl.full_unroll) for pl in plans] == [(6, True), (5, False), (5, False), (6, True)]
+    assert [pl.rq.sign_free for pl in plans] == [False, True, False, True]
     runs = driver.random_inputs(graph, 2, seed=3)
     want = [emulate(graph, r).outputs for r in runs]
     assert_equal_runs(run_host(gen, runs), want, "wide blocks on the host (C path)")

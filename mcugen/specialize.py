@@ -964,8 +964,8 @@ class ChainPlan:
     patch_bytes: int  # bytes of one patch of A (0: A reads the input directly)
     a_pixels: int = 1  # pixels of A per step (2: weight and requantization loads shared by two patches)
     a_thin: Optional[ThinCode] = None  # DSP: stage A (1x1, 4..16 input channels) pixel by pixel in registers
-    c_thin: Optional[ThinCode] = None  # DSP: stage C likewise (no residual ADD)
-    c_narrow: Optional["NarrowCode"] = None  # DSP: stage C with few output channels (no residual ADD)
+    c_thin: Optional[ThinCode] = None  # DSP: stage C likewise (into a pixel on the stack when an ADD follows)
+    c_narrow: Optional["NarrowCode"] = None  # DSP: stage C with few output channels (likewise)
 
 
 def _round_up(x: int, m: int) -> int:
@@ -1361,14 +1361,14 @@ class _Specializer:
             )
         c_stage = self._chain_conv_stage(c, i, "c", c.in_c, True)
         c_thin = None
-        if self.t.isa is Isa.DSP and residual is None and c_stage.rq.fast and c_stage.rq.clamp_is_int8 \
+        if self.t.isa is Isa.DSP and c_stage.rq.fast and c_stage.rq.clamp_is_int8 \
                 and thin_loop_fits(c.in_c):
             dropped = {c_stage.weights, c_stage.table}
             self.new_consts = [k for k in self.new_consts if k.cname not in dropped]
             wc = c.weights.reshape(c.out_c, c.in_c)
             c_thin = self._thin_code(c, i, "c_thin", wc, c.bias + c.input_offset * wc.sum(axis=1), c_stage.rq)
         c_narrow = None
-        if self.t.isa is Isa.DSP and residual is None and c_thin is None and c_stage.rq.fast \
+        if self.t.isa is Isa.DSP and c_thin is None and c_stage.rq.fast \
                 and c_stage.rq.clamp_is_int8 and narrow_conv_fits(c.in_c, c.out_c):
             dropped = {c_stage.weights, c_stage.table}
             self.new_consts = [k for k in self.new_consts if k.cname not in dropped]

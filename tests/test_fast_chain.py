@@ -150,7 +150,7 @@ def test_chains_bit_exact_on_the_emulated_cores(board):
         assert_equal_runs(run_board(gen, board, inputs), [emulate(graph, r).outputs for r in inputs], f"{case} on {board}")
 
 
-def thin_chain(seed: int, stride: int, h: int, w: int, cin: int, mid: int, out_c: int) -> Graph:
+def thin_chain(seed: int, stride: int, h: int, w: int, cin: int, mid: int, out_c: int, residual: bool = False) -> Graph:
     """1x1 expand -> 3x3 depthwise -> 1x1 project, no activations and output scales that keep
     every channel in the short requantization: stages A and C take the thin DSP kernel."""
     b = Builder(seed)
@@ -159,16 +159,20 @@ def thin_chain(seed: int, stride: int, h: int, w: int, cin: int, mid: int, out_c
     y = b.conv(x, mid, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE, q=near(x))
     y = b.dw(y, (3, 3), (stride, stride), (1, 1), 1, Padding.SAME, Activation.NONE, q=near(y))
     z = b.conv(y, out_c, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE, q=near(y))
+    if residual:
+        z = b.add(z, x, Activation.NONE)
     return b.graph([z], name=f"thinchain{seed}")
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 def test_thin_chain_stages_bit_exact_on_the_m4():
-    # the last two: stage C with few output channels takes the narrow kernel
-    cases = [(1, 7, 6, 8, 16, 8), (2, 8, 9, 4, 12, 16), (1, 5, 3, 16, 8, 4), (1, 4, 3, 16, 100, 8), (2, 5, 6, 8, 40, 16),
-             (1, 5, 4, 8, 48, 8), (2, 6, 5, 8, 24, 11)]
-    for seed, (stride, h, w, cin, mid, out_c) in enumerate(cases):
-        graph = thin_chain(seed, stride, h, w, cin, mid, out_c)
+    # stage C with few output channels takes the narrow kernel; with a residual ADD both write a
+    # pixel on the stack first
+    cases = [(1, 7, 6, 8, 16, 8, False), (2, 8, 9, 4, 12, 16, False), (1, 5, 3, 16, 8, 4, False),
+             (1, 4, 3, 16, 100, 8, False), (2, 5, 6, 8, 40, 16, False), (1, 5, 4, 8, 48, 8, False),
+             (2, 6, 5, 8, 24, 11, False), (1, 6, 5, 8, 48, 8, True), (1, 5, 7, 8, 16, 8, True)]
+    for seed, (stride, h, w, cin, mid, out_c, residual) in enumerate(cases):
+        graph = thin_chain(seed, stride, h, w, cin, mid, out_c, residual)
         program = lower(graph, "net", strategy="fused", fusion="all")
         gen, result = generated(graph, program, "armv7em-dsp")
         assert chain_kernels(result)
@@ -176,6 +180,7 @@ def test_thin_chain_stages_bit_exact_on_the_m4():
         assert "Row `row` of stage A into `slot`: 1x1 on" in text, "thin stage A not taken"
         assert ("its inputs in registers, every output channel in line" in text) == (mid <= 16), "thin stage C"
         assert ("channels per pass accumulating in registers" in text) == (mid > 16 and mid * out_c <= 1024)
+        assert ("then the ADD with the residual, element by element" in text) == residual
         inputs = driver.random_inputs(graph, 2, seed=6)
         want = [emulate(graph, r).outputs for r in inputs]
         assert_equal_runs(run_host(gen, inputs), want, f"{graph.name} on the host")

@@ -491,32 +491,38 @@ def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out
                 loaded.update((w, w + 1) if pair else (w,))
             add = bias if row_index == 0 and j < n - 1 else f"%[a{j}]"
             if stride == 1:
-                lo, hi = j // 2, j // 2 + 1
-                if j % 2 == 0:
-                    lines.append(f"smlad %[a{j}], %[d{lo % 3}], %[wa], {add}")
-                    lines.append(f"smlabt %[a{j}], %[d{hi % 3}], %[wc], %[a{j}]")
-                else:
-                    lines.append(f"smlatb %[a{j}], %[d{lo % 3}], %[wa], {add}")
-                    lines.append(f"smlad %[a{j}], %[d{hi % 3}], %[wc], %[a{j}]")
+                lines += _dw_s1_macs(j, f"%[d{(j // 2) % 3}]", f"%[d{(j // 2 + 1) % 3}]", "%[wa]", add)
             else:
                 lines.append(f"smlad %[a{j}], %[d{j % 3}], %[wa], {add}")
                 lines.append(f"smlabt %[a{j}], %[d{(j + 1) % 3}], %[wc], %[a{j}]")
-    # requantization (short form): y = ssat8((SMMLAR(acc, M, K) + (acc >> 31)) >> e)
-    lines.append("ldrd %[wa], %[wc], [%[w], #28]")
-    lines.append("ldr %[d0], [%[w], #36]")
+    lines += _dw_requant(n, "%[wa]", step, out_stride, post_store, sign_free)
+    return tuple(lines)
+
+
+def _dw_s1_macs(j: int, lo: str, hi: str, wa: str, add: str) -> list[str]:
+    """Stride 1, output j of a step, one kernel row: ring words lo = (c_x, c_x+1) and hi =
+    (c_x+2, c_x+3) with x = j rounded down to even, weight pairs wa = (w0, w1), %[wc] = (w1, w2).
+    The first SMLAxy adds to `add` (the bias holder in the first row)."""
+    if j % 2 == 0:
+        return [f"smlad %[a{j}], {lo}, {wa}, {add}", f"smlabt %[a{j}], {hi}, %[wc], %[a{j}]"]
+    return [f"smlatb %[a{j}], {lo}, {wa}, {add}", f"smlad %[a{j}], {hi}, %[wc], %[a{j}]"]
+
+
+def _dw_requant(n: int, wa: str, step: int, out_stride: int, post_store: bool, sign_free: bool) -> list[str]:
+    """The short requantization of accumulators %[a0..] and their stores (post-indexed by
+    out_stride, or at immediate offsets and the output pointer moved when `step`):
+    y = ssat8((SMMLAR(acc, M, K) [+ (acc >> 31)]) >> e), M and K from the record into wa/%[wc],
+    e into %[d0], y in %[d1]."""
+    lines = [f"ldrd {wa}, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
     for j in range(n):
-        lines.append(f"smmlar %[d1], %[a{j}], %[wa], %[wc]")
+        lines.append(f"smmlar %[d1], %[a{j}], {wa}, %[wc]")
         if not sign_free:
             lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
-        lines.append("asr %[d1], %[d1], %[d0]")
-        lines.append("ssat %[d1], #8, %[d1]")
-        if post_store:
-            lines.append(f"strb %[d1], [%[o]], #{out_stride}")
-        else:
-            lines.append(f"strb %[d1], [%[o], #{j * out_stride}]")
+        lines += ["asr %[d1], %[d1], %[d0]", "ssat %[d1], #8, %[d1]"]
+        lines.append(f"strb %[d1], [%[o]], #{out_stride}" if post_store else f"strb %[d1], [%[o], #{j * out_stride}]")
     if not post_store and step:
         lines.append(f"add %[o], %[o], #{n * out_stride}")
-    return tuple(lines)
+    return lines
 
 
 DW_ROWS_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wc": "r4", "d0": "r5", "d1": "r6",
@@ -547,25 +553,8 @@ def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -
                 if j == 2:  # word 2 into d0: outputs 0 and 1 no longer need word 0
                     lines.append(f"ldr %[d0], [%[p{k}]]" if step else f"ldr %[d0], [%[p{k}], #8]")
                 lo, hi = ("%[d0]", "%[d1]") if j < 2 else ("%[d1]", "%[d0]")
-                add = f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]"
-                if j % 2 == 0:
-                    lines.append(f"smlad %[a{j}], {lo}, r7, {add}")
-                    lines.append(f"smlabt %[a{j}], {hi}, %[wc], %[a{j}]")
-                else:
-                    lines.append(f"smlatb %[a{j}], {lo}, r7, {add}")
-                    lines.append(f"smlad %[a{j}], {hi}, %[wc], %[a{j}]")
-        lines.append("ldrd r7, %[wc], [%[w], #28]")
-        lines.append("ldr %[d0], [%[w], #36]")
-        for j in range(n):
-            lines.append(f"smmlar %[d1], %[a{j}], r7, %[wc]")
-            if not sign_free:
-                lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
-            lines.append("asr %[d1], %[d1], %[d0]")
-            lines.append("ssat %[d1], #8, %[d1]")
-            lines.append(f"strb %[d1], [%[o]], #{out_c}" if post else f"strb %[d1], [%[o], #{j * out_c}]")
-        if not post and step:
-            lines.append(f"add %[o], %[o], #{n * out_c}")
-        return lines
+                lines += _dw_s1_macs(j, lo, hi, "r7", f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]")
+        return lines + _dw_requant(n, "r7", step, out_c, post, sign_free)
 
     blocks, tail = divmod(out_w, DW_BLOCK)
     lines = ["push {r7}", "2:"]

@@ -400,6 +400,25 @@ def run_board(gen: driver.Generated, board_name: str, runs, cflags=()) -> list[l
                 for out in res.outputs]
 
 
+def dsp_plans(graph: Graph, op: str) -> tuple[driver.Generated, list]:
+    """The graph specialised for the DSP target, and the plans of its `op` layers ("conv" or
+    "depthwise", as the specialiser makes them)."""
+    gen, _ = specialised(graph, "armv7em-dsp")
+    program = lower(graph, "net", strategy="layerwise")
+    planner = _Specializer(program, get_target("armv7em-dsp"))
+    layers = [l for l in program.layers if l.op == ("CONV_2D" if op == "conv" else "DEPTHWISE_CONV_2D")]
+    return gen, [getattr(planner, op)(layer)[0] for layer in layers]
+
+
+def exact_on_host_and_m4(gen: driver.Generated, runs: int, seed: int, what: str) -> None:
+    """`runs` seeded inputs: the C path on the host and the assembly on the emulated M4 both
+    equal the numpy emulator."""
+    inputs = driver.random_inputs(gen.graph, runs, seed=seed)
+    want = [emulate(gen.graph, r).outputs for r in inputs]
+    assert_equal_runs(run_host(gen, inputs), want, f"{what} on the host (C path)")
+    assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), want, f"{what} on the M4")
+
+
 def assert_equal_runs(got, want, what: str) -> None:
     for r, (g_run, w_run) in enumerate(zip(got, want)):
         for k, (a, b) in enumerate(zip(g_run, w_run)):
@@ -522,51 +541,30 @@ def test_random_graphs_bit_exact_on_the_emulated_cores(board):
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 def test_depthwise_assembly_bit_exact_on_the_m4():
-    graph = depthwise_asm_graph(3)
-    gen, _ = specialised(graph, "armv7em-dsp")
-    program = lower(graph, "net", strategy="layerwise")
-    planner = _Specializer(program, get_target("armv7em-dsp"))
-    plans = [planner.depthwise(layer)[0] for layer in program.layers if layer.op == "DEPTHWISE_CONV_2D"]
+    gen, plans = dsp_plans(depthwise_asm_graph(3), "depthwise")
     assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail or pl.asm_rows for pl in plans), \
         "every case must take the assembly path"
     # stride 1: one loop over every channel through row pointers; stride 2: per ring case
     assert all(bool(pl.asm_rows) == (pl.v.sh == 1) for pl in plans)
     assert {pl.rq.sign_free for pl in plans if pl.v.sh == 1} == {pl.rq.sign_free for pl in plans if pl.v.sh == 2} == {True, False}
     assert {pl.v.sh for pl in plans if pl.v.out_c > 255} == {1, 2} and any(pl.asm_blocks == 0 for pl in plans)
-    runs = driver.random_inputs(graph, 2, seed=4)
-    want = [emulate(graph, r).outputs for r in runs]
-    assert_equal_runs(run_host(gen, runs), want, "depthwise cases on the host (C path)")
-    assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "depthwise assembly on the M4")
+    exact_on_host_and_m4(gen, 2, 4, "depthwise cases")
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 def test_thin_pointwise_assembly_bit_exact_on_the_m4():
-    graph = thin_conv_graph(5)
-    gen, _ = specialised(graph, "armv7em-dsp")
-    program = lower(graph, "net", strategy="layerwise")
-    planner = _Specializer(program, get_target("armv7em-dsp"))
-    plans = [planner.conv(layer)[0] for layer in program.layers]
+    gen, plans = dsp_plans(thin_conv_graph(5), "conv")
     assert [pl.kind for pl in plans] == ["thin_conv"] * len(THIN_CASES)
     assert {pl.code.looped for pl in plans} == {False, True} and {pl.rq.sign_free for pl in plans} == {False, True}
-    runs = driver.random_inputs(graph, 3, seed=6)
-    want = [emulate(graph, r).outputs for r in runs]
-    assert_equal_runs(run_host(gen, runs), want, "thin pointwise on the host (C path)")
-    assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "thin pointwise assembly on the M4")
+    exact_on_host_and_m4(gen, 3, 6, "thin pointwise")
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 def test_narrow_pointwise_assembly_bit_exact_on_the_m4():
-    graph = thin_conv_graph(7, NARROW_CASES)
-    gen, _ = specialised(graph, "armv7em-dsp")
-    program = lower(graph, "net", strategy="layerwise")
-    planner = _Specializer(program, get_target("armv7em-dsp"))
-    plans = [planner.conv(layer)[0] for layer in program.layers]
+    gen, plans = dsp_plans(thin_conv_graph(7, NARROW_CASES), "conv")
     assert all(pl.kind == "thin_conv" and pl.narrow is not None for pl in plans)
     assert {len(pl.narrow.passes) for pl in plans} == {1, 2} and {pl.rq.sign_free for pl in plans} == {False, True}
-    runs = driver.random_inputs(graph, 3, seed=8)
-    want = [emulate(graph, r).outputs for r in runs]
-    assert_equal_runs(run_host(gen, runs), want, "narrow pointwise on the host (C path)")
-    assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "narrow pointwise assembly on the M4")
+    exact_on_host_and_m4(gen, 3, 8, "narrow pointwise")
 
 
 def test_thin_pointwise_code_is_bounded():
@@ -585,17 +583,10 @@ def test_thin_pointwise_code_is_bounded():
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 def test_wide_blocks_bit_exact_on_the_m4():
-    graph = wide_block_graph(2)
-    gen, _ = specialised(graph, "armv7em-dsp")
-    program = lower(graph, "net", strategy="layerwise")
-    planner = _Specializer(program, get_target("armv7em-dsp"))
-    plans = [planner.conv(layer)[0] for layer in program.layers]
+    gen, plans = dsp_plans(wide_block_graph(2), "conv")
     assert [(pl.block, pl.full_unroll) for pl in plans] == [(6, True), (5, False), (5, False), (6, True)]
     assert [pl.rq.sign_free for pl in plans] == [False, True, False, True]
-    runs = driver.random_inputs(graph, 2, seed=3)
-    want = [emulate(graph, r).outputs for r in runs]
-    assert_equal_runs(run_host(gen, runs), want, "wide blocks on the host (C path)")
-    assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, "wide blocks (r7) on the M4")
+    exact_on_host_and_m4(gen, 2, 3, "wide blocks (r7)")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,18 @@ def test_real_models_bit_exact_on_cortex_m4(name):
     assert report.bit_exact, report.per_run
 
 
+@pytest.mark.parametrize("strategy", ["fused", "layerwise"])
+@pytest.mark.parametrize("name", real_models() or ["(none)"])
+def test_real_models_bit_exact_with_the_dsp_kernels_on_cortex_m4(name, strategy):
+    """The kernels specialised for the Armv7E-M DSP (assembly included) on every real model, both
+    memory plans: their quantization (zero points, shifts, channel counts) differs from ours."""
+    if name == "(none)":
+        pytest.skip(f"{SHARED_REAL} is absent")
+    report = validate(real_model(name), count=1, seed=4, strategy=strategy, kernels="mcugen",
+                      kernel_target="armv7em-dsp", **runner_kwargs("qemu-mps2-an386"))
+    assert report.bit_exact, report.per_run
+
+
 @pytest.mark.parametrize("board", ["qemu-mps2-an500", "qemu-mps3-an547"])
 def test_small_models_bit_exact_on_m7_and_m55(board):
     for model in ("chain_conv_dw_conv_add_mean_fc_softmax.tflite", "quantize_dequantize_float_io.tflite",

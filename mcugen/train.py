@@ -175,4 +175,7 @@ def train(module, images: np.ndarray, labels: np.ndarray, options: TrainOptions 
         if len(val_index):
             val = accuracy(module, images[val_index], labels[val_index])
             history[-1] = EpochStats(history[-1].epoch, history[-1].loss, history[-1].train_accuracy, val)
+        if options.progress:
+            after = f": validation accuracy {val:.4f}" if len(val_index) else ""
+            print(f"batch norm statistics re-estimated on {len(order)} training images{after}", file=sys.stderr)
     return TrainResult(tuple(history), time.monotonic() - start, len(train_index), len(val_index))

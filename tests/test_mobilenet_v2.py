@@ -249,6 +249,20 @@ def test_training_reduces_loss_and_is_reproducible():
     assert accuracy(trained, x, y) >= 0.9
 
 
+def test_training_reports_the_batch_norm_re_estimation_after_the_last_epoch(capsys):
+    """The last epoch's line is printed before batch norm is re-estimated; the validation
+    accuracy after it comes on a line of its own, last."""
+    from mcugen.train import TrainOptions, train
+
+    x, y = _toy_data(n=40)
+    module = mnv2.build_mobilenet_v2(0.35, 32, classes=2, seed=2, batch_norm=True)
+    result = train(module, x, y, TrainOptions(epochs=2, batch_size=8, seed=2, validation_split=0.2, progress=True))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("epoch 2/2: loss", "batch norm"))]
+    assert len(lines) == 2 and lines[0].startswith("epoch 2/2:")
+    assert lines[1] == (f"batch norm statistics re-estimated on 32 training images: validation accuracy "
+                        f"{result.history[-1].validation_accuracy:.4f}")
+
+
 def test_training_rejects_bad_input():
     from mcugen.train import TrainOptions, train
 

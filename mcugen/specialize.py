@@ -1058,7 +1058,9 @@ class _Specializer:
 
     # -- CONV_2D
     def conv(self, layer: Layer):
-        v = conv_view(layer, self.consts)
+        return self._conv_plan(conv_view(layer, self.consts), layer.index)
+
+    def _conv_plan(self, v: ConvView, i: int):
         if v.batches != 1:
             return None
         pointwise = v.kh == 1 and v.kw == 1 and v.sh == 1 and v.sw == 1 and v.pad_t == 0 and v.pad_l == 0
@@ -1072,7 +1074,6 @@ class _Specializer:
         acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
         rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
         npix = v.out_h * v.out_w
-        i = layer.index
         if self.t.isa is Isa.MVE:
             l16 = _round_up(patch, 16)
             oc4 = _round_up(v.out_c, 4)
@@ -1166,6 +1167,13 @@ class _Specializer:
     # -- DEPTHWISE_CONV_2D
     def depthwise(self, layer: Layer):
         v = conv_view(layer, self.consts)
+        if v.in_c == 1 and v.depth_multiplier > 1 and layer.kernel == "mcugen_depthwise_conv2d_s8":
+            # one input channel (person_detect's first layer): the depthwise is a convolution with
+            # depth_multiplier output channels, weights [1, kh, kw, M] read as [M, kh, kw, 1]; the
+            # same window over the same rows, so the same overlap rules hold
+            return self._conv_plan(dataclasses.replace(
+                v, depthwise=False, depth_multiplier=1, weights=np.ascontiguousarray(v.weights.transpose(3, 1, 2, 0)),
+            ), layer.index)
         if not (v.batches == 1 and v.kh == 3 and v.kw == 3 and v.dh == 1 and v.dw == 1 and v.depth_multiplier == 1
                 and v.sh == v.sw and v.sh in (1, 2)):
             return None

@@ -589,6 +589,24 @@ def test_wide_blocks_bit_exact_on_the_m4():
     exact_on_host_and_m4(gen, 2, 3, "wide blocks (r7)")
 
 
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_depthwise_of_one_channel_is_a_convolution_and_exact():
+    """A depthwise layer on one input channel with a depth multiplier (person_detect's first layer)
+    takes the convolution kernel: its weights [1, kh, kw, M] read as [M, kh, kw, 1]."""
+    b = Builder(11)
+    outs = []
+    for h, w, m, s, pad in ((9, 10, 8, 2, Padding.SAME), (7, 6, 4, 1, Padding.VALID), (5, 5, 3, 1, Padding.SAME)):
+        x = b.input((1, h, w, 1))
+        outs.append(b.dw(x, (3, 3), (s, s), (1, 1), m, pad, Activation.RELU6))
+    graph = b.graph(outs, name="dw1")
+    gen, plans = dsp_plans(graph, "depthwise")
+    assert [pl.kind for pl in plans] == ["gemm_conv"] * 3
+    exact_on_host_and_m4(gen, 2, 5, "one-channel depthwise as a convolution")
+    gen_portable, _ = specialised(graph, "portable")
+    inputs = driver.random_inputs(graph, 2, seed=5)
+    assert_equal_runs(run_host(gen_portable, inputs), [emulate(graph, r).outputs for r in inputs], "portable")
+
+
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mnv2") / "mnv2_035_96.tflite"

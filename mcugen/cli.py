@@ -75,6 +75,8 @@ def cmd_generate(args) -> int:
 
     gen = generate(args.model, args.output, name=args.name, force=args.force, strategy=args.strategy,
                    kernels=args.kernels, target=args.target, cmsis_nn=args.cmsis_nn)
+    for note in gen.notes:
+        print(note, file=sys.stderr)
     p = gen.program
     print(
         f"wrote {len(gen.files)} files to {args.output}: {', '.join(sorted(gen.files))} "
@@ -118,6 +120,8 @@ def cmd_validate(args) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
+        for note in report.notes:
+            print(note, file=sys.stderr)
         verdict = "BIT-EXACT" if report.bit_exact else f"MISMATCH (max abs diff {report.max_abs_diff})"
         print(f"{report.model} on {report.target}: {verdict} over {report.runs} runs against {', '.join(report.oracles)}")
         for d in report.oracle_disagreements:

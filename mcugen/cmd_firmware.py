@@ -107,6 +107,8 @@ def _sources_for(model: Path, name: str | None, gen_dir: Path, generated_out: li
 
     target = target_for_board(board).name if board is not None else "portable"
     generated = driver.generate(model, gen_dir, name=name, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
+    for note in generated.notes:
+        print(note, file=sys.stderr)
     if generated_out is not None:
         generated_out.append(generated)
     return gen_dir, generated.program.name

@@ -29,6 +29,7 @@ class Generated:
     program: Program
     files: dict[str, str]
     cflags: tuple[str, ...] = ()  # what compiling the files needs (CMSIS-NN include paths)
+    notes: tuple[str, ...] = ()  # one-line notes for the user (the CLI prints them on stderr)
 
 
 def build(
@@ -46,18 +47,29 @@ def build(
     for `target`: portable, armv7em-dsp or mve) or "cmsis-nn" (calls to the CMSIS-NN checkout
     `cmsis_nn`, else $CMSIS_NN_PATH).
     """
+    graph = read_tflite(model_path)
+    if kernels is None:
+        program = lower(graph, name, strategy=strategy)
+        verify(program.buffers, program.plan, program.aliases)
+        return Generated(graph=graph, program=program, files=codegen.render_model(program, graph))
+    result = _lower_with_kernels(graph, name, strategy, kernels, target, cmsis_nn)
+    files = result.merged_files(codegen.render_model(result.program, graph))
+    notes = _unspecialised_chain_notes(graph, name, result.program, kernels, target, cmsis_nn)
+    return Generated(graph=graph, program=result.program, files=files, cflags=result.cflags, notes=notes)
+
+
+def _lower_with_kernels(graph: Graph, name: Optional[str], strategy: str, kernels: str, target: str,
+                        cmsis_nn: Optional[str]):
+    """Lower, plan (verified) and run the kernel pass. The pass names the scratch each of its
+    layers needs: plan it with the tensors (keyed by the layer's output tensor, which survives a
+    new choice of fused chains) and lower again, until every scratch buffer fits where the plan
+    put it."""
     from mcugen.specialize import apply_kernels
     from mcugen.targets import get_target
 
-    graph = read_tflite(model_path)
     program = lower(graph, name, strategy=strategy)
     verify(program.buffers, program.plan, program.aliases)
-    if kernels is None:
-        return Generated(graph=graph, program=program, files=codegen.render_model(program, graph))
     result = apply_kernels(program, kernels, get_target(target), cmsis_nn)
-    # The kernel pass names the scratch each of its layers needs. Plan it with the tensors
-    # (keyed by the layer's output tensor, which survives a new choice of fused chains) and
-    # lower again, until every scratch buffer fits where the plan put it.
     needs: dict[int, int] = {}
     for _ in range(3):
         if result.program.arena_bytes <= program.arena_bytes:
@@ -69,8 +81,27 @@ def build(
         program = lower(graph, name, strategy=strategy, extra_scratch=needs)
         verify(program.buffers, program.plan, program.aliases)
         result = apply_kernels(program, kernels, get_target(target), cmsis_nn)
-    files = result.merged_files(codegen.render_model(result.program, graph))
-    return Generated(graph=graph, program=result.program, files=files, cflags=result.cflags)
+    return result
+
+
+PORTABLE_CHAIN_KERNEL = "mcugen_chain_s8"
+
+
+def _unspecialised_chain_notes(graph: Graph, name: Optional[str], program: Program, kernels: str,
+                               target: str, cmsis_nn: Optional[str]) -> tuple[str, ...]:
+    """A fused chain the kernel pass has no kernel for runs the portable chain kernel, several
+    times slower than its layers would run specialised one by one: say so, with what the
+    layer-by-layer plan would cost in arena, so that the choice is the user's."""
+    slow = [l for l in program.layers if l.op == "CHAIN" and l.kernel == PORTABLE_CHAIN_KERNEL]
+    if not slow:
+        return ()
+    layerwise = _lower_with_kernels(graph, name, "layerwise", kernels, target, cmsis_nn).program.arena_bytes
+    return tuple(
+        f"note: layer {l.index} ({l.comment[0].split(': ', 1)[-1]}) has no {kernels} kernel for {target} and runs "
+        f"the portable chain kernel, several times slower; --strategy layerwise avoids it with an arena of "
+        f"{layerwise:,} bytes instead of {program.arena_bytes:,}"
+        for l in slow
+    )
 
 
 def check_output_dir(out_dir: Path, force: bool) -> None:

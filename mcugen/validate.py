@@ -35,6 +35,7 @@ class ValidationReport:
     per_run: list[dict] = field(default_factory=list)
     first_bad_layer: Optional[LayerMismatch] = None
     oracle_disagreements: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the generator's notes (driver.Generated.notes)
 
     def to_json(self) -> dict:
         d = {
@@ -47,6 +48,7 @@ class ValidationReport:
             "reference_oracle": self.oracles[0] if self.oracles else None,
             "per_run": self.per_run,
             "oracle_disagreements": self.oracle_disagreements,
+            "notes": self.notes,
         }
         if self.first_bad_layer is not None:
             d["first_bad_layer"] = vars(self.first_bad_layer)
@@ -184,6 +186,7 @@ def validate(
         oracles=[o.name for o in oracles],
         per_run=per_run,
         oracle_disagreements=disagreements,
+        notes=list(gen.notes),
     )
     if worst and layers:
         report.first_bad_layer = first_bad_layer(gen, runs, oracles, progress)

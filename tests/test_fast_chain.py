@@ -164,6 +164,27 @@ def thin_chain(seed: int, stride: int, h: int, w: int, cin: int, mid: int, out_c
     return b.graph([z], name=f"thinchain{seed}")
 
 
+def test_a_chain_without_a_specialised_kernel_is_named_with_its_cost(tmp_path, capsys):
+    """A fused chain the kernel pass cannot specialise (ResNet-8's conv -> conv -> ADD) runs the
+    portable chain kernel: `generate` says so on stderr, with the arena layer by layer; chains
+    it does specialise (MobileNet's) and the layerwise plan say nothing."""
+    from helpers import OPS_DIR, SHARED_REAL, real_model
+    from mcugen.cli import main as cli_main
+
+    if not SHARED_REAL.is_dir():
+        pytest.skip(f"{SHARED_REAL} is absent")
+    resnet = real_model("mlperf_tiny_ic_resnet_quant.tflite")
+    assert cli_main(["generate", str(resnet), "-o", str(tmp_path / "a"), "--kernels", "mcugen", "--target", "armv7em-dsp"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and all(line.startswith("note: layer ") and "runs the portable chain kernel" in line
+                       and "--strategy layerwise avoids it with an arena of 35,088 bytes instead of 26,112" in line
+                       for line in err), err
+    gen = driver.build(resnet, strategy="layerwise", kernels="mcugen", target="armv7em-dsp")
+    assert gen.notes == () and gen.program.arena_bytes == 35_088
+    chained = driver.build(OPS_DIR / "chain_conv_dw_conv_add_mean_fc_softmax.tflite", kernels="mcugen", target="armv7em-dsp")
+    assert any(l.op == "CHAIN" for l in chained.program.layers) and chained.notes == ()
+
+
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 def test_thin_chain_stages_bit_exact_on_the_m4():
     # stage C with few output channels takes the narrow kernel; with a residual ADD both write a

@@ -353,6 +353,17 @@ def wrap32(values: np.ndarray) -> np.ndarray:
     return (((v + 2**31) % 2**32) - 2**31).astype(np.int64)
 
 
+def int16_pair(lo, hi):
+    """The word holding two int16 values: `lo` in bits 0..15, `hi` in bits 16..31 (int64 out)."""
+    return (np.asarray(lo, np.int64) & 0xFFFF) | ((np.asarray(hi, np.int64) & 0xFFFF) << 16)
+
+
+def sxtb16_pairs(g: np.ndarray) -> np.ndarray:
+    """[..., 4] int values -> [..., 2] words in SXTB16's order: (v0, v2), (v1, v3), the pairs
+    SXTB16 and SXTB16 ROR 8 make of the 4 bytes they sit against."""
+    return np.stack([int16_pair(g[..., 0], g[..., 2]), int16_pair(g[..., 1], g[..., 3])], axis=-1)
+
+
 def rq_table(bias: np.ndarray, rq: Requant) -> np.ndarray:
     """The per-channel table the kernels read with one load-multiple: [bias, M, K or shift, e]."""
     third = rq.k if rq.fast else rq.shift
@@ -781,8 +792,7 @@ def thin_records(w: np.ndarray, bias: np.ndarray, rq: Requant, looped: bool) -> 
     loop's last channel)."""
     out_c, in_c = w.shape
     g = (2 * np.asarray(w, np.int64)).reshape(out_c, in_c // 4, 4)
-    pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
-                      (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2).reshape(out_c, -1)
+    pairs = sxtb16_pairs(g).reshape(out_c, -1)
     cols = [wrap32(2 * np.asarray(bias, np.int64))[:, None], wrap32(pairs), rq.multiplier.astype(np.int64)[:, None],
             rq.k.astype(np.int64)[:, None]]
     if looped:
@@ -1043,7 +1053,6 @@ class _Specializer:
         self.consts = {c.cname: c for c in program.consts}
         self.new_consts: list[ConstArray] = []
         self.scratch: list[ScratchBuffer] = []
-        self.plans: list = []
         self.choices: dict[int, str] = {}
 
     def const(self, layer: int, role: str, ctype: str, values: np.ndarray, comment: str) -> str:
@@ -1142,11 +1151,7 @@ class _Specializer:
             chans = list(range(first, min(first + len(NARROW_ACC), v.out_c)))
             start = len(words)
             words += [int(x) for x in wrap32(2 * np.asarray(bias, np.int64)[chans])]
-            for g in range(groups):
-                for c in chans:
-                    t = w2[c, g]
-                    words += [(int(t[0]) & 0xFFFF) | ((int(t[2]) & 0xFFFF) << 16),
-                              (int(t[1]) & 0xFFFF) | ((int(t[3]) & 0xFFFF) << 16)]
+            words += [int(x) for x in sxtb16_pairs(w2[chans]).transpose(1, 0, 2).reshape(-1)]  # [group][channel][2]
             for c in chans:
                 words += [int(rq.multiplier[c]), int(rq.k[c])]
             passes.append((first, len(chans), start,
@@ -1204,8 +1209,8 @@ class _Specializer:
             pairs = np.zeros((v.out_c, 6), np.int64)
             for r in range(3):
                 w0, w1, w2 = (scale * w[:, 3 * r + k] for k in range(3))
-                pairs[:, 2 * r] = (w0 & 0xFFFF) | ((w1 & 0xFFFF) << 16)
-                pairs[:, 2 * r + 1] = (w1 & 0xFFFF) | ((w2 & 0xFFFF) << 16)
+                pairs[:, 2 * r] = int16_pair(w0, w1)
+                pairs[:, 2 * r + 1] = int16_pair(w1, w2)
             records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
             rows = v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
             if rows:
@@ -1273,8 +1278,7 @@ class _Specializer:
         else:
             scale = 2 if rq.fast else 1
             g = (scale * w).reshape(v.out_c, length // 4, 4)
-            pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
-                              (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2)
+            pairs = sxtb16_pairs(g)
             weights = self.const(i, f"{role}_fw", "int32_t", wrap32(pairs.reshape(-1)).astype(np.int32),
                                  f"stage {role.upper()} weights x{scale} [{v.out_c}][{length // 4}] int16 pairs (taps 4g+0,4g+2), (4g+1,4g+3)")
         table = self.const(i, f"{role}_rq", "int32_t", rq_table(scale * bias, rq),
@@ -1301,8 +1305,7 @@ class _Specializer:
                               scale=1)
         scale = 2 if rq.fast else 1
         g = (scale * w).reshape(9, v.out_c // 4, 4).transpose(1, 0, 2)  # [block][tap][4 channels]
-        pairs = np.stack([(g[:, :, 0] & 0xFFFF) | ((g[:, :, 2] & 0xFFFF) << 16),
-                          (g[:, :, 1] & 0xFFFF) | ((g[:, :, 3] & 0xFFFF) << 16)], axis=2)
+        pairs = sxtb16_pairs(g)
         rq_words = rq_table(scale * bias, rq).reshape(v.out_c // 4, 16)
         blocks = np.concatenate([wrap32(pairs.reshape(v.out_c // 4, 18)), rq_words.astype(np.int64)], axis=1)
         weights = self.const(i, "b_fw", "int32_t", blocks.reshape(-1).astype(np.int32),

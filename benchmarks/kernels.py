@@ -47,11 +47,11 @@ from mcugen.oracle import oracles_for  # noqa: E402  (loads tflite-runtime befor
 import numpy as np  # noqa: E402
 
 from mcugen import bench, codegen, driver, firmware  # noqa: E402
-from mcugen.backend_cmsis_nn import ENV_VAR, cmsis_nn_path  # noqa: E402
 from mcugen.boards import get_board  # noqa: E402
 from mcugen.errors import McugenError  # noqa: E402
+from mcugen.kernels import apply_kernels  # noqa: E402
+from mcugen.kernels.cmsis_nn import ENV_VAR, cmsis_nn_path  # noqa: E402
 from mcugen.lower import Layer, Program, lower  # noqa: E402
-from mcugen.specialize import apply_kernels  # noqa: E402
 from mcugen.targets import EMULATE_DSP_MACRO, get_target, target_for_board  # noqa: E402
 from mcugen.tflite_reader import read_tflite  # noqa: E402
 

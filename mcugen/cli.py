@@ -142,7 +142,7 @@ def cmd_validate(args) -> int:
 
 def add_kernel_options(p: argparse.ArgumentParser, with_target: bool = False) -> None:
     """--kernels, --cmsis-nn (and --target for commands that have no board)."""
-    from mcugen.specialize import KERNELS
+    from mcugen.kernels import KERNELS
     from mcugen.targets import TARGETS
 
     p.add_argument("--kernels", choices=KERNELS, default="mcugen",

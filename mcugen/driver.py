@@ -64,7 +64,7 @@ def _lower_with_kernels(graph: Graph, name: Optional[str], strategy: str, kernel
     layers needs: plan it with the tensors (keyed by the layer's output tensor, which survives a
     new choice of fused chains) and lower again, until every scratch buffer fits where the plan
     put it."""
-    from mcugen.specialize import apply_kernels
+    from mcugen.kernels import apply_kernels
     from mcugen.targets import get_target
 
     program = lower(graph, name, strategy=strategy)

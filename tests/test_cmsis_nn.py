@@ -1,4 +1,4 @@
-"""The CMSIS-NN backend (mcugen.backend_cmsis_nn): the checkout is found or refused with a clear
+"""The CMSIS-NN backend (mcugen.kernels.cmsis_nn): the checkout is found or refused with a clear
 message, calls and scratch are generated from the library's own API, and models built against it
 are bit-exact with tflite-runtime on the host and on the emulated cores.
 
@@ -22,11 +22,11 @@ from helpers import OPS_DIR
 from mcugen.oracle import oracles_for  # noqa: I001  (loads tflite-runtime before TensorFlow can be)
 
 from mcugen import codegen, driver
-from mcugen.backend_cmsis_nn import ENV_VAR, cmsis_nn_path, source_index, to_cmsis_nn
 from mcugen.boards import get_board
 from mcugen.errors import ToolError
+from mcugen.kernels import apply_kernels
+from mcugen.kernels.cmsis_nn import ENV_VAR, cmsis_nn_path, source_index, to_cmsis_nn
 from mcugen.lower import lower
-from mcugen.specialize import apply_kernels
 from mcugen.targets import get_target, target_for_board
 from mcugen.tflite_reader import read_tflite
 

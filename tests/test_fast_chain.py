@@ -1,4 +1,4 @@
-"""Specialised fused chains (mcugen.specialize ChainPlan, templates/c/fast/chain.c.j2): which chains
+"""Specialised fused chains (mcugen.kernels.chain ChainPlan, templates/c/fast/chain.c.j2): which chains
 are replaced, bit-exact against the emulator on the host (DSP code through its C99 stand-ins and
 the portable target, arena poisoned between layers) for adversarial quantizations, strides, paddings, residuals and a stem
 convolution, correct with the output placed at the overlap rule's limit, and on the emulated
@@ -22,7 +22,7 @@ from mcugen.fusion import find_chains
 from mcugen.ir import Activation, Graph, Padding
 from mcugen.lower import emit, lower, plan_schedule
 from mcugen.passes import fold_pads
-from mcugen.specialize import specialize
+from mcugen.kernels import specialize
 from mcugen.boards import get_board
 from mcugen.targets import get_target, target_for_board
 

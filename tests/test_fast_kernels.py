@@ -1,4 +1,4 @@
-"""Kernels specialised per layer (mcugen.specialize): the exactness proofs pinned at their edges, the
+"""Kernels specialised per layer (mcugen.kernels): the exactness proofs pinned at their edges, the
 pass's bookkeeping, then bit-exact C against tflite-runtime / the emulator on the host (portable
 and DSP code, the latter with its C99 stand-ins) and on the emulated cores (DSP assembly on the
 Cortex-M4/M7, Helium on the M55)."""
@@ -40,19 +40,12 @@ from mcugen.ir import (
     SoftmaxAttrs,
     Tensor,
 )
+from mcugen.kernels import KernelPassResult, ScratchBuffer, apply_kernels, place_scratch, specialize
+from mcugen.kernels.base import KernelContext
+from mcugen.kernels.conv import select_conv
+from mcugen.kernels.depthwise import select_depthwise
+from mcugen.kernels.requant import ACC_LIMIT, fast_requant_exact, mve_table, plan_requant
 from mcugen.lower import lower
-from mcugen.specialize import (
-    ACC_LIMIT,
-    KernelPassResult,
-    ScratchBuffer,
-    _Specializer,
-    apply_kernels,
-    fast_requant_exact,
-    mve_table,
-    place_scratch,
-    plan_requant,
-    specialize,
-)
 from mcugen.targets import EMULATE_DSP_MACRO, get_target, target_for_board, target_for_cpu
 from mcugen.tflite_reader import read_tflite
 
@@ -405,9 +398,10 @@ def dsp_plans(graph: Graph, op: str) -> tuple[driver.Generated, list]:
     "depthwise", as the specialiser makes them)."""
     gen, _ = specialised(graph, "armv7em-dsp")
     program = lower(graph, "net", strategy="layerwise")
-    planner = _Specializer(program, get_target("armv7em-dsp"))
+    ctx = KernelContext(program, get_target("armv7em-dsp"))
+    select = select_conv if op == "conv" else select_depthwise
     layers = [l for l in program.layers if l.op == ("CONV_2D" if op == "conv" else "DEPTHWISE_CONV_2D")]
-    return gen, [getattr(planner, op)(layer)[0] for layer in layers]
+    return gen, [select(ctx, layer)[0] for layer in layers]
 
 
 def exact_on_host_and_m4(gen: driver.Generated, runs: int, seed: int, what: str) -> None:
@@ -568,7 +562,7 @@ def test_narrow_pointwise_assembly_bit_exact_on_the_m4():
 
 
 def test_thin_pointwise_code_is_bounded():
-    from mcugen.specialize import THIN_MAX_INSTRUCTIONS, thin_conv_asm, thin_conv_fits
+    from mcugen.kernels.conv import THIN_MAX_INSTRUCTIONS, thin_conv_asm, thin_conv_fits
 
     for cin in (4, 8, 12, 16):
         widest = max(c for c in range(1, 200) if thin_conv_fits(cin, c))

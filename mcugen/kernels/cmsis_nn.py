@@ -1,4 +1,4 @@
-"""CMSIS-NN backend pass: replaces a lowered Program's kernel calls by calls to Arm's CMSIS-NN library.
+"""CMSIS-NN kernel pass, a peer of mcugen's own kernels: replaces a lowered Program's kernel calls by calls to Arm's CMSIS-NN library.
 
     lower(graph) -> Program --to_cmsis_nn(program, target, path)--> KernelPassResult
         .program  layers CMSIS-NN covers (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
@@ -32,21 +32,15 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Optional
 
 import numpy as np
 
-from mcugen.errors import ToolError, UnsupportedError
+from mcugen.errors import ToolError
+from mcugen.kernels.base import KernelPassResult, ScratchBuffer, conv_view, fc_view, place_scratch
+from mcugen.kernels.base import layer_params as _p
+from mcugen.kernels.requant import wrap32
 from mcugen.lower import ArenaArg, ConstArg, ConstArray, Layer, NullArg, Program
-from mcugen.specialize import _params as _p
-from mcugen.specialize import (
-    KernelPassResult,
-    ScratchBuffer,
-    conv_view,
-    fc_view,
-    place_scratch,
-    wrap32,
-)
 from mcugen.targets import Isa, Target
 
 ENV_VAR = "CMSIS_NN_PATH"

@@ -1,0 +1,209 @@
+"""Fused chain kernels (conv A? -> 3x3 depthwise B -> 1x1 C [-> ADD]): the stages' plans and the chain's selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from mcugen.kernels.base import ConvView, KernelContext, chain_stage_view, layer_params, round_up
+from mcugen.kernels.conv import NarrowCode, ThinCode, narrow_code, narrow_conv_fits, thin_code, thin_loop_fits
+from mcugen.kernels.elementwise import AddPlan, add_plan
+from mcugen.kernels.requant import (
+    Requant,
+    input_magnitude,
+    mve_table,
+    plan_requant,
+    rq_table,
+    sxtb16_pairs,
+    wrap32,
+)
+from mcugen.lower import Layer
+from mcugen.targets import Isa
+
+CHAIN_MAX_PATCH = 128  # bytes of one input patch of a chain's stage A (two sit on the stack)
+
+
+@dataclass(frozen=True)
+class ChainStage:
+    """One convolution stage of a specialised chain: its view, the requantization, and the
+    weights as int16 pairs (doubled when the short requantization applies) in flash.
+
+    Conv stages (A, C): per output channel, `groups` pairs of words (taps 4g+{0,2}, 4g+{1,3}) over
+    the `length` bytes of a pixel or patch (zero weights past the real taps). Depthwise stage B:
+    per block of 4 channels, per tap, the words (c0, c2) and (c1, c3)."""
+
+    v: ConvView
+    rq: Requant
+    weights: str
+    table: str
+    length: int  # bytes of the vector each output reads (conv: in_c or the padded patch)
+    direct: bool  # conv A: 1x1 on words of the input pixel, no patch copy
+    x_lo: int = 0  # depthwise B: output columns x_lo..x_hi read no column outside the input
+    x_hi: int = -1
+    scale: int = 0  # weights and bias x2 (the short requantization's doubled accumulator); 0: as rq.fast
+
+    @property
+    def doubled(self) -> bool:
+        return self.scale == 2 if self.scale else self.rq.fast
+
+    @property
+    def groups(self) -> int:
+        return self.length // 4
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """A fused chain A? -> 3x3 depthwise B -> 1x1 C [-> residual ADD], computed as the portable
+    mcugen_chain_s8 does (same ring of A's int8 rows, same pixel buffer, same order of rows and
+    pixels, so the same overlaps of output and input stay correct) with stages specialised, bias
+    folded with the input offset and TFLite's requantization (short form where proved exact):
+    A takes two pixels per step (assembly: x two output channels; C: x four), C one pixel x four
+    channels, both SMLAD over int16 weight pairs stored in SXTB16's order; B takes four channels
+    per step from one word of a ring row per tap (SMLABB/SMLATT; interior taps in assembly).
+    MVE target: A and C one output channel per step, 16 taps per VMLADAVA; B four channels in
+    the lanes with the exact vector requantization. Portable target: the DSP form in C99.
+    Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words."""
+
+    kind: ClassVar[str] = "chain"
+    name: str
+    index: int
+    isa: str
+    a: Optional[ChainStage]
+    b: ChainStage
+    c: ChainStage
+    residual: Optional["AddPlan"]
+    ring_rows: int
+    in_row: int  # bytes of one input row of the chain
+    patch_bytes: int  # bytes of one patch of A (0: A reads the input directly)
+    a_pixels: int = 1  # pixels of A per step (2: weight and requantization loads shared by two patches)
+    a_thin: Optional[ThinCode] = None  # DSP: stage A (1x1, 4..16 input channels) pixel by pixel in registers
+    c_thin: Optional[ThinCode] = None  # DSP: stage C likewise (into a pixel on the stack when an ADD follows)
+    c_narrow: Optional["NarrowCode"] = None  # DSP: stage C with few output channels (likewise)
+
+
+def _conv_stage(ctx: KernelContext, v: ConvView, i: int, role: str, length: int, direct: bool) -> ChainStage:
+    """Conv stage A or C (`role`): weights over `length` bytes per output channel, and its table."""
+    patch = v.kh * v.kw * v.in_c
+    w = np.zeros((v.out_c, length), np.int64)
+    w[:, :patch] = v.weights.reshape(v.out_c, patch)
+    bias = v.bias + v.input_offset * w.sum(axis=1)
+    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+    rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    if ctx.t.isa is Isa.MVE:
+        # Helium: int8 rows for VMLADAVA (16 taps per instruction), plus 16 bytes so that the
+        # last row's vector loads stay inside the array; the accumulator is not doubled
+        scale = 1
+        rows = np.zeros(v.out_c * length + 16, np.int64)
+        rows[: v.out_c * length] = w.reshape(-1)
+        weights = ctx.const(i, f"{role}_fw", "int8_t", rows.astype(np.int8),
+                            f"stage {role.upper()} weights [{v.out_c}][{length}] (+16 bytes)")
+    else:
+        scale = 2 if rq.fast else 1
+        g = (scale * w).reshape(v.out_c, length // 4, 4)
+        pairs = sxtb16_pairs(g)
+        weights = ctx.const(i, f"{role}_fw", "int32_t", wrap32(pairs.reshape(-1)).astype(np.int32),
+                            f"stage {role.upper()} weights x{scale} [{v.out_c}][{length // 4}] int16 pairs (taps 4g+0,4g+2), (4g+1,4g+3)")
+    table = ctx.const(i, f"{role}_rq", "int32_t", rq_table(scale * bias, rq),
+                      f"stage {role.upper()} per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+    return ChainStage(v=v, rq=rq, weights=weights, table=table, length=length, direct=direct, scale=scale)
+
+
+def _dw_stage(ctx: KernelContext, v: ConvView, i: int) -> ChainStage:
+    """Depthwise stage B: per block of 4 channels, its taps' weights followed by its table."""
+    w = v.weights.reshape(9, v.out_c)  # [tap][channel]
+    bias = v.bias + v.input_offset * w.sum(axis=0)
+    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=0)
+    rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    x_lo = min(-(-v.pad_l // v.sw), v.out_w)
+    x_hi = min((v.in_w - 3 + v.pad_l) // v.sw, v.out_w - 1)
+    if ctx.t.isa is Isa.MVE:
+        # Helium: per block of 4 channels, 9 taps x 4 int32 weights, then the vector
+        # requantization's table (bias, multiplier, left, -right, mask; exact for any shift)
+        taps = w.reshape(9, v.out_c // 4, 4).transpose(1, 0, 2).reshape(v.out_c // 4, 36)
+        rqv = mve_table(bias, v.multiplier, v.shift, v.out_c).reshape(v.out_c // 4, 20)
+        blocks = np.concatenate([taps, rqv.astype(np.int64)], axis=1)
+        weights = ctx.const(i, "b_fw", "int32_t", blocks.reshape(-1).astype(np.int32),
+                            "stage B per block of 4 channels: 9 taps x 4 weights, then bias + input_offset*sum(w), "
+                            "multiplier, left, -right, mask")
+        return ChainStage(v=v, rq=rq, weights=weights, table=weights, length=0, direct=False, x_lo=x_lo, x_hi=x_hi,
+                          scale=1)
+    scale = 2 if rq.fast else 1
+    g = (scale * w).reshape(9, v.out_c // 4, 4).transpose(1, 0, 2)  # [block][tap][4 channels]
+    pairs = sxtb16_pairs(g)
+    rq_words = rq_table(scale * bias, rq).reshape(v.out_c // 4, 16)
+    blocks = np.concatenate([wrap32(pairs.reshape(v.out_c // 4, 18)), rq_words.astype(np.int64)], axis=1)
+    weights = ctx.const(i, "b_fw", "int32_t", blocks.reshape(-1).astype(np.int32),
+                        f"stage B per block of 4 channels: 9 taps x int16 pairs (c0,c2), (c1,c3) of weights x{scale}, "
+                        f"then per channel (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+    table = weights  # one stream: a block's requantization follows its weights
+    return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
+
+
+def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, None]]:
+    """A fused CHAIN with every stage specialised (ChainPlan); None where a stage has no
+    specialised form (the portable chain kernel stays)."""
+    # every target: DSP (SMLAD family), MVE (Helium stages), portable (the DSP operations
+    # written in C99)
+    p = layer_params(layer)
+    if int(p["fc.enabled"]) or not int(p["has_c"]):
+        return None
+    i = layer.index
+    b = chain_stage_view(layer, ctx.consts, "b")
+    c = chain_stage_view(layer, ctx.consts, "c")
+    if not (b.depthwise and b.depth_multiplier == 1 and b.kh == 3 and b.kw == 3 and b.dh == 1 and b.dw == 1
+            and b.out_c % 4 == 0 and 2 * b.out_c < 4096 and b.sh in (1, 2) and b.sw in (1, 2)):
+        return None
+    if not (not c.depthwise and c.kh == 1 and c.kw == 1 and c.sh == 1 and c.sw == 1 and c.pad_t == 0
+            and c.pad_l == 0 and c.in_c == b.out_c and c.out_h == b.out_h and c.out_w == b.out_w):
+        return None
+    a_stage, patch_bytes, a_thin = None, 0, None
+    if int(p["has_a"]):
+        a = chain_stage_view(layer, ctx.consts, "a")
+        if a.depthwise:
+            return None
+        direct = a.kh == 1 and a.kw == 1 and a.pad_t == 0 and a.pad_l == 0 and a.in_c % 4 == 0
+        length = a.in_c if direct else round_up(a.kh * a.kw * a.in_c, 4)
+        if not direct:
+            patch_bytes = length
+            if length > CHAIN_MAX_PATCH:
+                return None
+        a_stage = _conv_stage(ctx, a, i, "a", length, direct)
+        in_row = a.in_w * a.in_c
+        if ctx.t.isa is Isa.DSP and direct and a_stage.rq.fast and a_stage.rq.clamp_is_int8 \
+                and thin_loop_fits(a.in_c):
+            # the thin kernel's records replace stage A's weights and table
+            ctx.drop_consts({a_stage.weights, a_stage.table})
+            wa = a.weights.reshape(a.out_c, a.in_c)
+            a_thin = thin_code(ctx, a, i, "a_thin", wa, a.bias + a.input_offset * wa.sum(axis=1), a_stage.rq)
+    else:
+        in_row = b.in_w * b.in_c
+    residual = None
+    if int(p["residual.enabled"]):
+        r = lambda k: int(p[f"residual.{k}"])  # noqa: E731
+        residual = add_plan(
+            f"{ctx.name}_l{i}_res", i, ctx.t.isa.value, c.out_c, r("value_offset"), r("residual_offset"),
+            r("left_shift"), r("value_multiplier"), r("value_shift"), r("residual_multiplier"), r("residual_shift"),
+            r("output_multiplier"), r("output_shift"), r("output_offset"), r("act_min"), r("act_max"),
+        )
+    c_stage = _conv_stage(ctx, c, i, "c", c.in_c, True)
+    c_thin = None
+    if ctx.t.isa is Isa.DSP and c_stage.rq.fast and c_stage.rq.clamp_is_int8 \
+            and thin_loop_fits(c.in_c):
+        ctx.drop_consts({c_stage.weights, c_stage.table})
+        wc = c.weights.reshape(c.out_c, c.in_c)
+        c_thin = thin_code(ctx, c, i, "c_thin", wc, c.bias + c.input_offset * wc.sum(axis=1), c_stage.rq)
+    c_narrow = None
+    if ctx.t.isa is Isa.DSP and c_thin is None and c_stage.rq.fast \
+            and c_stage.rq.clamp_is_int8 and narrow_conv_fits(c.in_c, c.out_c):
+        ctx.drop_consts({c_stage.weights, c_stage.table})
+        wc = c.weights.reshape(c.out_c, c.in_c)
+        c_narrow = narrow_code(ctx, c, i, "c_narrow", wc, c.bias + c.input_offset * wc.sum(axis=1), c_stage.rq)
+    return ChainPlan(
+        name=f"{ctx.name}_l{i}_chain", index=i, isa=ctx.t.isa.value, a=a_stage, b=_dw_stage(ctx, b, i),
+        c=c_stage, residual=residual, ring_rows=int(p["ring_rows"]), c_thin=c_thin, c_narrow=c_narrow,
+        in_row=in_row, patch_bytes=patch_bytes,
+        # two pixels per step share the weight and requantization loads
+        a_pixels=2, a_thin=a_thin,
+    ), None

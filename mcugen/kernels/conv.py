@@ -1,0 +1,434 @@
+"""CONV_2D (and 1x1 pointwise) kernels: the im2col GEMM plan and its block choice, the thin and narrow DSP assembly, and their selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Sequence
+
+import numpy as np
+
+from mcugen.kernels.base import ConvView, KernelContext, conv_view, round_up
+from mcugen.kernels.requant import (
+    Requant,
+    input_magnitude,
+    mve_table,
+    plan_requant,
+    rq_table,
+    sxtb16_pairs,
+    wrap32,
+)
+from mcugen.lower import Layer
+from mcugen.targets import Isa
+
+
+@dataclass(frozen=True)
+class GemmConvPlan:
+    """CONV_2D as blocks of P output pixels: gather their input patches (im2col) into int16
+    scratch, then one dot product per output channel and pixel over `groups` words of 4 taps.
+
+    `pointwise`: 1x1, stride 1, no padding: a block's patches are consecutive input pixels.
+    `patch` = kh*kw*in_c taps, padded to `groups`*4 with zero weights.
+    """
+
+    kind: ClassVar[str] = "gemm_conv"
+
+    name: str
+    index: int
+    isa: str
+    pointwise: bool
+    v: ConvView
+    groups: int
+    block: int  # P, pixels per block in the main loop
+    tail: int  # pixels in the last, smaller block (0: none)
+    npix: int
+    rq: Requant
+    weights: str
+    table: str
+    scratch_bytes: int
+    in_offset: int
+    out_offset: int
+    scratch_offset: int
+    word_taps: bool  # in_c % 4 == 0: the gather copies whole words per tap
+    unroll: int  # groups per iteration of the dot product loop
+    doubled: bool  # the gather doubles the inputs (and the table the bias): 2*acc for free
+    full_unroll: bool = False  # the dot product has no loop (DSP: every group in line)
+
+
+THIN_X_REGS = ("r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10")  # a pixel's input, int16 pairs
+THIN_TEMPS = ("r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "lr")  # those not holding inputs
+THIN_MAX_INSTRUCTIONS = 640  # per pixel, all channels in line: bounds the code of one layer (~2.3 KB)
+
+
+@dataclass(frozen=True)
+class ThinCode:
+    """One pixel of a pointwise convolution with few input channels on the Armv7E-M DSP: a pixel's
+    inputs stay in registers as int16 pairs (in_c / 2 of them) and every output channel is one
+    straight run of assembly: load-multiple of its record (bias, weight pairs, M, K), in_c / 2
+    SMLAD, then SMMLAR, the sign correction, SSAT with the channel's shift as an immediate, STRB.
+    No scratch, no loop over channels, no per-channel shift register."""
+
+    records: str  # per channel: (bias + input_offset*sum(w)) x2, in_c/2 weight pairs x2, M, K
+    record_words: int
+    lines: tuple[str, ...]  # the assembly of one pixel (thin_conv_asm)
+    clobbers: tuple[str, ...]
+    shifts: tuple[int, ...]  # per channel right shift e (the C path's)
+    in_c: int
+    out_c: int
+    looped: bool = False  # THIN_LOOP_UNROLL channels per iteration (else every channel in line)
+
+
+NARROW_ACC = ("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8")  # up to 8 output channels per pass
+NARROW_MAX_WEIGHTS = 1024  # in_c * out_c: its weights are stored unpacked (2 bytes each)
+
+
+@dataclass(frozen=True)
+class NarrowCode:
+    """One pixel of a pointwise convolution with few output channels (<= 16) and more input
+    channels than the thin kernel holds, on the Armv7E-M DSP: up to 8 output channels per pass
+    accumulate in registers while the input streams through once (each word of 4 inputs
+    unpacked once, then per channel one LDRD of its two weight pairs, stored unpacked, and 2
+    SMLAD); then per channel SMMLAR, the sign correction, SSAT with the shift as an immediate,
+    STRB. `passes[p]` is pass p's (first channel, channels, word offset in the records, lines)."""
+
+    records: str
+    passes: tuple[tuple[int, int, int, tuple[str, ...]], ...]
+    shifts: tuple[int, ...]
+    in_c: int
+    out_c: int
+    groups_per_step: int
+
+
+def narrow_conv_fits(in_c: int, out_c: int) -> bool:
+    return in_c % 4 == 0 and in_c > 16 and 2 <= out_c <= 2 * len(NARROW_ACC) and in_c * out_c <= NARROW_MAX_WEIGHTS
+
+
+def narrow_conv_asm(groups: int, shifts: Sequence[int], unroll: int, sign_free: bool = False) -> tuple[str, ...]:
+    """One pass of the narrow kernel for len(shifts) <= 8 channels (see NarrowCode). On entry r0:
+    the pass's first output byte, r1: the end of the pixel's input, r9: the pixel's input, r10:
+    the pass's records (biases, then per group and channel 2 weight pairs, then per channel M,
+    K); r7 is saved and used, r0/r1 go to the stack while r0.. hold the accumulators."""
+    n = len(shifts)
+    acc = NARROW_ACC[:n]
+    lines = ["push {r7}", "push {r0, r1}", f"ldm r10!, {{{', '.join(acc)}}}"]
+    looped = groups > unroll
+    if looped:
+        lines.append("1:")
+    for _ in range(unroll if looped else groups):
+        lines += ["ldr r12, [r9], #4", "sxtb16 r11, r12", "sxtb16 r12, r12, ror #8"]
+        for a in acc:
+            lines += ["ldrd lr, r7, [r10], #8", f"smlad {a}, r11, lr, {a}", f"smlad {a}, r12, r7, {a}"]
+    if looped:
+        lines += ["ldr r11, [sp, #4]", "cmp r9, r11", "bne 1b"]
+    lines.append("pop {r9, r11}")  # r9: the output
+    for c in range(0, n, 2):
+        pair = c + 1 < n
+        lines.append("ldm r10!, {r7, r11, r12, lr}" if pair else "ldm r10!, {r11, r12}")
+        for j, (m, k) in enumerate((("r7", "r11"), ("r12", "lr")) if pair else (("r11", "r12"),)):
+            a = acc[c + j]
+            lines.append(f"smmlar {m}, {a}, {m}, {k}")
+            if not sign_free:
+                lines.append(f"add {m}, {m}, {a}, asr #31")
+            lines += [f"ssat {m}, #8, {m}, asr #{int(shifts[c + j])}", f"strb {m}, [r9, #{c + j}]"]
+    lines.append("pop {r7}")
+    return tuple(lines)
+
+
+@dataclass(frozen=True)
+class ThinConvPlan:
+    """Pointwise CONV_2D with 4..16 input channels on the DSP, pixel by pixel (`code`)."""
+
+    kind: ClassVar[str] = "thin_conv"
+
+    name: str
+    index: int
+    isa: str
+    v: ConvView
+    npix: int
+    rq: Requant
+    weights: str
+    table: str
+    code: Optional[ThinCode]
+    scratch_offset: int = -1
+    narrow: Optional[NarrowCode] = None  # few output channels instead: the narrow kernel
+
+
+THIN_LOOP_UNROLL = 4  # output channels per iteration of the looped thin kernel
+_REG_NUMBER = {f"r{n}": n for n in range(13)} | {"lr": 14}
+
+
+def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
+                  sign_free: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The assembly of one pixel of a thin pointwise convolution and the registers it clobbers.
+
+    r0: the record stream, r1: the pixel's output, r2: its input. Input word g (taps 4g..4g+3)
+    becomes x[2g] = SXTB16 = (t4g, t4g+2) and x[2g+1] = SXTB16 ROR 8 = (t4g+1, t4g+3); the
+    record's weight pairs follow that order. Each channel's record is loaded with as few LDM as
+    the registers left allow (ascending registers take ascending words); its accumulator is the
+    register the bias lands in.
+
+    In line (`looped` False): every channel written out, record (2*bias', in_c/2 weight pairs, M,
+    K), the channel's shift an immediate of SSAT, the store at its offset. Looped: THIN_LOOP_UNROLL
+    channels per iteration, r7 saved on the stack and used too, the record also carries the shift
+    e (bit 31 set on the loop's last channel: register shifts read only the low byte, and the
+    loop ends when the loaded e is negative), stores post-indexed; the channels past the last
+    full iteration follow in line."""
+    nx = in_c // 2
+    xs = THIN_X_REGS[:nx]
+    temps = sorted([r for r in THIN_TEMPS if r not in xs] + (["r7"] if looped else []), key=_REG_NUMBER.get)
+    lines = ["push {r7}"] if looped else []
+    for g in range(in_c // 4):  # raw words into the odd x registers first (r2 is the pointer)
+        lines.append(f"ldr {xs[2 * g + 1]}, [r2, #{4 * g}]")
+    for g in range(in_c // 4):
+        lines.append(f"sxtb16 {xs[2 * g]}, {xs[2 * g + 1]}")
+        lines.append(f"sxtb16 {xs[2 * g + 1]}, {xs[2 * g + 1]}, ror #8")
+    tail = ["m", "k", "e"] if looped else ["m", "k"]
+    words = ["b"] + [f"w{k}" for k in range(nx)] + tail
+    # chunks of the record: the first fills temps from the accumulator on, the next ones the
+    # temps after it; the requantization words always arrive together
+    chunks: list[list[str]] = []
+    rest = list(words)
+    cap = len(temps)
+    while rest:
+        take = rest[:cap]
+        if "m" in take and tail[-1] not in take:
+            take = take[: take.index("m")]
+        chunks.append(take)
+        rest = rest[len(take):]
+        cap = len(temps) - 1
+
+    def channel(j: int, e: int) -> list[str]:
+        out: list[str] = []
+        where: dict[str, str] = {}
+        for n, chunk in enumerate(chunks):
+            regs = temps[: len(chunk)] if n == 0 else temps[1: 1 + len(chunk)]
+            out.append(f"ldm r0!, {{{', '.join(regs)}}}")
+            where.update(zip(chunk, regs))
+            for name in chunk:
+                if name.startswith("w"):
+                    out.append(f"smlad {where['b']}, {xs[int(name[1:])]}, {where[name]}, {where['b']}")
+        acc, m, kk = where["b"], where["m"], where["k"]
+        out.append(f"smmlar {m}, {acc}, {m}, {kk}")
+        if not sign_free:
+            out.append(f"add {m}, {m}, {acc}, asr #31")
+        if looped:
+            out.append(f"asr {m}, {m}, {where['e']}")
+            out.append(f"ssat {m}, #8, {m}")
+            out.append(f"strb {m}, [r1], #1")
+        else:
+            out.append(f"ssat {m}, #8, {m}, asr #{int(e)}")
+            out.append(f"strb {m}, [r1, #{j}]")
+        return out
+
+    if looped:
+        full = len(shifts) // THIN_LOOP_UNROLL * THIN_LOOP_UNROLL
+        if full:
+            lines.append("1:")
+            for j in range(THIN_LOOP_UNROLL):
+                lines.extend(channel(j, 0))
+            e_reg = temps[1: 1 + len(chunks[-1])][-1] if len(chunks) > 1 else temps[len(chunks[0]) - 1]
+            lines.append(f"cmp {e_reg}, #0")
+            lines.append("bge 1b")
+        for j in range(full, len(shifts)):
+            lines.extend(channel(j, 0))
+        lines.append("pop {r7}")
+    else:
+        for j, e in enumerate(shifts):
+            lines.extend(channel(j, e))
+    clobbers = tuple(r for r in sorted(set(temps + list(xs)) - {"r2", "r7"}, key=_REG_NUMBER.get))
+    return tuple(lines), clobbers
+
+
+def thin_records(w: np.ndarray, bias: np.ndarray, rq: Requant, looped: bool) -> np.ndarray:
+    """The thin kernel's record stream, [out_c][words]: 2*bias', weight pairs x2 in the input
+    registers' order ((t4g, t4g+2), (t4g+1, t4g+3)), M, K (and, looped, e with bit 31 on the
+    loop's last channel)."""
+    out_c, in_c = w.shape
+    g = (2 * np.asarray(w, np.int64)).reshape(out_c, in_c // 4, 4)
+    pairs = sxtb16_pairs(g).reshape(out_c, -1)
+    cols = [wrap32(2 * np.asarray(bias, np.int64))[:, None], wrap32(pairs), rq.multiplier.astype(np.int64)[:, None],
+            rq.k.astype(np.int64)[:, None]]
+    if looped:
+        e = rq.e.astype(np.int64).copy()
+        full = out_c // THIN_LOOP_UNROLL * THIN_LOOP_UNROLL
+        if full:
+            e[full - 1] |= 1 << 31
+        cols.append(wrap32(e)[:, None])
+    return np.concatenate(cols, axis=1)
+
+
+def thin_conv_fits(in_c: int, out_c: int) -> bool:
+    """Few enough input channels for a pixel in registers (in_c in 4, 8, 12, 16), few enough
+    output channels for the code in line: at most THIN_MAX_INSTRUCTIONS per pixel."""
+    if not thin_loop_fits(in_c):
+        return False
+    nx = in_c // 2
+    temps = len(THIN_TEMPS) - nx
+    per_channel = -(-(nx + 3 - temps) // (temps - 1)) + 1 if nx + 3 > temps else 1
+    return out_c * (per_channel + nx + 4) + 3 * in_c // 4 <= THIN_MAX_INSTRUCTIONS
+
+
+def thin_loop_fits(in_c: int) -> bool:
+    """A pixel's inputs fit the registers: 4, 8, 12 or 16 input channels."""
+    return in_c % 4 == 0 and 4 <= in_c <= 16
+
+
+def _unroll(groups: int) -> int:
+    """Groups of 4 taps per loop iteration: the largest of 4, 2, 1 dividing `groups`."""
+    return next(u for u in (4, 2, 1) if groups % u == 0)
+
+
+# Pixels per block of the conv kernels. The dot product loop keeps P accumulators, four input
+# registers, two weight registers and three pointers: P <= 4 fits in 13 registers, leaving r7
+# to a frame pointer (-O0, -fno-omit-frame-pointer). Without the loop (few groups, fully
+# unrolled: no end pointer) P = 5 fits in 13 too. One pixel more (5 with the loop, 6 without)
+# takes r7 as well: the assembly saves and restores it (R7_BLOCK_COST instructions per block).
+_BLOCKS = (5, 4, 3, 2, 1)
+_BLOCKS_UNROLLED = (6, 5, 4, 3, 2, 1)
+R7_BLOCK_COST = 2
+R7_MIN_SAVING = 0.05
+FULL_UNROLL_GROUPS = 8  # groups of 4 taps up to which the dot product is fully unrolled
+
+
+def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS, groups: int = 1) -> tuple[int, int]:
+    """(P, tail): the main block size and the last block's size (0 when P divides npix), the
+    cheapest in instructions per output channel. The largest block of the list needs r7 and
+    larger code (its own dot product function); it is taken only where it saves at least
+    R7_MIN_SAVING of the dot product's instructions (flash is part of the budget too)."""
+
+    def cost(p: int) -> int:
+        # per group: unpack one weight word (3), load the inputs (a load-multiple per two
+        # pixels), 2 SMLAD per pixel; per block: saving r7 where it is needed
+        return groups * (3 + (p + 1) // 2 + 2 * p) + (R7_BLOCK_COST if p == blocks[0] else 0)
+
+    def best(candidates: Sequence[int]) -> tuple[int, int, int]:
+        found = None
+        for p in candidates:
+            if p > npix:
+                continue
+            tail = npix % p
+            total = (npix // p) * cost(p) + (cost(tail) if tail else 0)
+            if found is None or total < found[0]:
+                found = (total, p, tail)
+        return found
+
+    plain = best(blocks[1:])
+    wide = best(blocks)
+    chosen = wide if plain is None or wide[0] <= (1 - R7_MIN_SAVING) * plain[0] else plain
+    return chosen[1], chosen[2]
+
+
+def select_conv(ctx: KernelContext, layer: Layer) -> Optional[tuple[GemmConvPlan | ThinConvPlan, str]]:
+    """CONV_2D, every target (batch 1): see `conv_plan`."""
+    return conv_plan(ctx, conv_view(layer, ctx.consts), layer.index)
+
+
+def conv_plan(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[GemmConvPlan | ThinConvPlan, str]]:
+    """The kernel for convolution `v` (layer `i`) and its scratch buffer's name: MVE the GEMM
+    with 16 taps per instruction; DSP 1x1 layers whose short requantization is exact and clamps
+    to int8 the thin kernel (4..16 input channels) or the narrow one (<= 16 output channels);
+    otherwise the im2col GEMM in blocks of pixels (`_choose_block` states their cost)."""
+    if v.batches != 1:
+        return None
+    pointwise = v.kh == 1 and v.kw == 1 and v.sh == 1 and v.sw == 1 and v.pad_t == 0 and v.pad_l == 0
+    patch = v.kh * v.kw * v.in_c
+    groups = round_up(patch, 4) // 4
+    w = v.weights.reshape(v.out_c, patch)
+    wpad = np.zeros((v.out_c, groups * 4), np.int64)
+    wpad[:, :patch] = w
+    sum_w = w.sum(axis=1)
+    bias = v.bias + v.input_offset * sum_w
+    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+    rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    npix = v.out_h * v.out_w
+    if ctx.t.isa is Isa.MVE:
+        l16 = round_up(patch, 16)
+        oc4 = round_up(v.out_c, 4)
+        # rows of `patch` bytes (the loads are predicated, no padding to 16); channels
+        # padded to 4 with zero rows, plus 16 bytes so that the last row's vector loads
+        # stay inside the array
+        wm = np.zeros(oc4 * patch + 16, np.int64)
+        wm[: v.out_c * patch] = w.reshape(-1)
+        weights = ctx.const(i, "fw", "int8_t", wm.astype(np.int8), f"weights [{oc4}][{patch}] (+16 bytes), channels padded to 4")
+        table = ctx.const(i, "rq", "int32_t", mve_table(bias, v.multiplier, v.shift, oc4),
+                          "per 4 channels: bias + input_offset*sum(w), multiplier, left, -right, mask")
+        block = 2 if npix >= 2 else 1
+        tail = npix % block
+        scratch_bytes = 0 if pointwise else block * l16
+        sname = ctx.scratch_for(i, scratch_bytes)
+        return GemmConvPlan(
+            name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, pointwise=pointwise, v=v, groups=l16 // 4,
+            block=block, tail=tail, npix=npix, rq=plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max),
+            weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+            out_offset=v.output.offset, scratch_offset=-1, word_taps=False, unroll=1, doubled=False,
+        ), sname
+    if (ctx.t.isa is Isa.DSP and pointwise and rq.fast and rq.clamp_is_int8
+            and thin_loop_fits(v.in_c)):
+        return _thin_conv(ctx, v, i, w, bias, rq, npix), ctx.scratch_for(i, 0)  # no scratch (4 bytes)
+    if (ctx.t.isa is Isa.DSP and pointwise and rq.fast and rq.clamp_is_int8
+            and narrow_conv_fits(v.in_c, v.out_c)):
+        code = narrow_code(ctx, v, i, "fw", w, bias, rq)
+        return ThinConvPlan(
+            name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, v=v, npix=npix, rq=rq,
+            weights=code.records, table=code.records, code=None, narrow=code,
+        ), ctx.scratch_for(i, 0)
+    full_unroll = groups <= FULL_UNROLL_GROUPS
+    block, tail = _choose_block(npix, _BLOCKS_UNROLLED if full_unroll else _BLOCKS, groups)
+    # Doubling the inputs as they are gathered costs 2 instructions per group and pixel and
+    # saves one per output (the short requantization wants 2 * acc): worth it when the
+    # layer has more output channels than twice its groups.
+    doubled = rq.fast and 2 * groups < v.out_c
+    weights = ctx.const(i, "fw", "int8_t", wpad.astype(np.int8), f"weights [{v.out_c}][{groups * 4}], rows padded to words")
+    table = ctx.const(i, "rq", "int32_t", rq_table((2 if doubled else 1) * bias, rq),
+                      f"per channel: bias + input_offset*sum(w){' (x2)' if doubled else ''}, multiplier, K or shift, e")
+    scratch_bytes = groups * block * 8 + groups * 4  # int16 pairs + a byte patch
+    sname = ctx.scratch_for(i, scratch_bytes)
+    return GemmConvPlan(
+        name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, pointwise=pointwise, v=v, groups=groups,
+        block=block, tail=tail, npix=npix, rq=rq, weights=weights, table=table, scratch_bytes=scratch_bytes,
+        in_offset=v.input.offset, out_offset=v.output.offset, scratch_offset=-1, word_taps=v.in_c % 4 == 0,
+        unroll=groups if full_unroll else _unroll(groups), doubled=doubled, full_unroll=full_unroll,
+    ), sname
+
+
+def thin_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant) -> ThinCode:
+    """The thin kernel for 1x1 convolution `v` (weights `w` [out_c][in_c], folded `bias`): its
+    records as constant `role` and its assembly, channels in line where they fit, else looped."""
+    looped = not thin_conv_fits(v.in_c, v.out_c)
+    records = thin_records(w, bias, rq, looped)
+    name = ctx.const(i, role, "int32_t", records.astype(np.int32),
+                     "per channel: (bias + input_offset*sum(w)) x2, weights x2 as int16 pairs "
+                     "(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K" + (", e (bit 31: the loop's last channel)" if looped else ""))
+    lines, clobbers = thin_conv_asm(v.in_c, rq.e, looped, rq.sign_free)
+    return ThinCode(records=name, record_words=records.shape[1], lines=lines, clobbers=clobbers,
+                    shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=looped)
+
+
+def narrow_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant) -> NarrowCode:
+    """The narrow kernel for 1x1 convolution `v`: its records as constant `role` and one
+    assembly pass per <= 8 output channels."""
+    groups = v.in_c // 4
+    unroll = next(u for u in (4, 3, 2, 1) if groups % u == 0)
+    w2 = 2 * np.asarray(w, np.int64).reshape(v.out_c, groups, 4)
+    words, passes = [], []
+    for first in range(0, v.out_c, len(NARROW_ACC)):
+        chans = list(range(first, min(first + len(NARROW_ACC), v.out_c)))
+        start = len(words)
+        words += [int(x) for x in wrap32(2 * np.asarray(bias, np.int64)[chans])]
+        words += [int(x) for x in sxtb16_pairs(w2[chans]).transpose(1, 0, 2).reshape(-1)]  # [group][channel][2]
+        for c in chans:
+            words += [int(rq.multiplier[c]), int(rq.k[c])]
+        passes.append((first, len(chans), start,
+                       narrow_conv_asm(groups, [int(rq.e[c]) for c in chans], unroll, rq.sign_free)))
+    name = ctx.const(i, role, "int32_t", wrap32(np.array(words, np.int64)).astype(np.int32),
+                     "per pass of <= 8 channels: (bias + input_offset*sum(w)) x2, per group of 4 inputs and "
+                     "channel the weights x2 as int16 pairs (t0,t2),(t1,t3), per channel multiplier, K")
+    return NarrowCode(records=name, passes=tuple(passes), shifts=tuple(int(e) for e in rq.e), in_c=v.in_c,
+                      out_c=v.out_c, groups_per_step=unroll)
+
+
+def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.ndarray, rq: Requant, npix: int) -> ThinConvPlan:
+    code = thin_code(ctx, v, i, "fw", w, bias, rq)
+    return ThinConvPlan(
+        name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, v=v, npix=npix, rq=rq, weights=code.records,
+        table=code.records, code=code,
+    )

@@ -1,0 +1,295 @@
+"""3x3 DEPTHWISE_CONV_2D kernels: the ring-of-rows plan, its Armv7E-M assembly, and their selection."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Sequence
+
+import numpy as np
+
+from mcugen.kernels.base import ConvView, KernelContext, conv_view, round_up
+from mcugen.kernels.conv import GemmConvPlan, ThinConvPlan, conv_plan
+from mcugen.kernels.requant import (
+    ACC_LIMIT,
+    Requant,
+    input_magnitude,
+    int16_pair,
+    plan_requant,
+    rq_table,
+    wrap32,
+)
+from mcugen.lower import Layer
+from mcugen.targets import Isa
+
+
+@dataclass(frozen=True)
+class DepthwisePlan:
+    """3x3 DEPTHWISE_CONV_2D (multiplier 1, stride 1 or 2, dilation 1), output row by output
+    row: each input row is transposed once into a ring of three int16 rows per channel, then
+    two outputs of a row come from six SMLAxy per kernel row (weights as int16 pairs (w0,w1),
+    (w1,w2), doubled when the short requantization applies). Row order keeps it correct when
+    the plan overlays the output on the input (in place or from below)."""
+
+    kind: ClassVar[str] = "depthwise"
+
+    name: str
+    index: int
+    isa: str
+    v: ConvView
+    plane_h: int
+    plane_w: int  # int16 elements per plane row (even)
+    rq: Requant
+    weights: str
+    table: str
+    scratch_bytes: int
+    in_offset: int
+    out_offset: int
+    scratch_offset: int
+    copy_rows: int  # input rows the kernel reads (from row 0)
+    copy_cols: int  # input columns the kernel reads (from column 0)
+    # DSP: per ring case (which slot holds kernel row 0), the assembly of a loop step of
+    # DW_BLOCK outputs and of the row's last out_w % DW_BLOCK outputs; empty: C only
+    asm_loop: tuple[tuple[str, ...], ...] = ()
+    asm_tail: tuple[tuple[str, ...], ...] = ()
+    asm_blocks: int = 0  # loop steps per row
+    # DSP, stride 1: one assembly for every ring case, the three kernel rows through their own
+    # pointers (post-incremented): a row's loop steps, its last out_w % DW_BLOCK outputs
+    asm_rows: tuple[str, ...] = ()
+
+
+DW_BLOCK = 4  # outputs of one channel per step of the DSP depthwise assembly
+DW_RECORD = 10  # words per channel in the DSP depthwise stream: 6 weight pairs, bias, M, K, e
+
+
+def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out_stride: int,
+                 post_store: bool, sign_free: bool = False) -> tuple[str, ...]:
+    """Armv7E-M instructions for `n` consecutive outputs of one channel of a 3x3 depthwise row.
+
+    Registers (asm operand names): %[r] the channel's ring at the block's first column (words of
+    int16 column pairs), %[w] the channel's record (6 weight pairs (w0,w1),(w1,w2) per kernel
+    row, then bias, M, K, e; everything doubled for the short requantization), %[o] the first
+    output; %[a0..a3] accumulators, %[wa] %[wc] weight pairs, %[d0..d2] ring words.
+    `row_offsets[k]`: byte offset of kernel row k's ring row from %[r]. `step` > 0: %[r] moves
+    on by `step` bytes (post-indexed on the first load). Output j's accumulator starts from the
+    last one's (which holds the bias) so that no copies are needed. Stride 1: output j reads
+    words j//2 and j//2 + 1; stride 2: words j and j + 1 (its third column is the next word's
+    bottom half)."""
+    words = (n - 1) // 2 + 2 if stride == 1 else n + 1
+    first_use = [min(j for j in range(n) if w in _dw_words(j, stride)) for w in range(words)]
+    last_use = [max(j for j in range(n) if w in _dw_words(j, stride)) for w in range(words)]
+    bias = f"%[a{n - 1}]"
+    lines = [f"ldr {bias}, [%[w], #24]"]
+    order = sorted(range(3), key=lambda k: (row_offsets[k] != 0, k))  # the row at offset 0 first
+    moved = 0
+    for row_index, k in enumerate(order):
+        lines.append(f"ldrd %[wa], %[wc], [%[w], #{8 * k}]")
+        loaded: set[int] = set()
+        for j in range(n):
+            for w in sorted(_dw_words(j, stride)):
+                if w in loaded:
+                    continue
+                pair = w + 1 < words and w + 1 not in loaded and (w - 2 < 0 or last_use[w - 2] < j) \
+                    and first_use[w + 1] <= j + 1
+                addr = row_offsets[k] + 4 * w - moved
+                regs = f"%[d{w % 3}], %[d{(w + 1) % 3}]" if pair else f"%[d{w % 3}]"
+                op = "ldrd" if pair else "ldr"
+                if step and not moved and row_index == 0 and w == 0 and addr == 0:
+                    lines.append(f"{op} {regs}, [%[r]], #{step}")
+                    moved = step
+                else:
+                    lines.append(f"{op} {regs}, [%[r], #{addr}]")
+                loaded.update((w, w + 1) if pair else (w,))
+            add = bias if row_index == 0 and j < n - 1 else f"%[a{j}]"
+            if stride == 1:
+                lines += _dw_s1_macs(j, f"%[d{(j // 2) % 3}]", f"%[d{(j // 2 + 1) % 3}]", "%[wa]", add)
+            else:
+                lines.append(f"smlad %[a{j}], %[d{j % 3}], %[wa], {add}")
+                lines.append(f"smlabt %[a{j}], %[d{(j + 1) % 3}], %[wc], %[a{j}]")
+    lines += _dw_requant(n, "%[wa]", step, out_stride, post_store, sign_free)
+    return tuple(lines)
+
+
+def _dw_s1_macs(j: int, lo: str, hi: str, wa: str, add: str) -> list[str]:
+    """Stride 1, output j of a step, one kernel row: ring words lo = (c_x, c_x+1) and hi =
+    (c_x+2, c_x+3) with x = j rounded down to even, weight pairs wa = (w0, w1), %[wc] = (w1, w2).
+    The first SMLAxy adds to `add` (the bias holder in the first row)."""
+    if j % 2 == 0:
+        return [f"smlad %[a{j}], {lo}, {wa}, {add}", f"smlabt %[a{j}], {hi}, %[wc], %[a{j}]"]
+    return [f"smlatb %[a{j}], {lo}, {wa}, {add}", f"smlad %[a{j}], {hi}, %[wc], %[a{j}]"]
+
+
+def _dw_requant(n: int, wa: str, step: int, out_stride: int, post_store: bool, sign_free: bool) -> list[str]:
+    """The short requantization of accumulators %[a0..] and their stores (post-indexed by
+    out_stride, or at immediate offsets and the output pointer moved when `step`):
+    y = ssat8((SMMLAR(acc, M, K) [+ (acc >> 31)]) >> e), M and K from the record into wa/%[wc],
+    e into %[d0], y in %[d1]."""
+    lines = [f"ldrd {wa}, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
+    for j in range(n):
+        lines.append(f"smmlar %[d1], %[a{j}], {wa}, %[wc]")
+        if not sign_free:
+            lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
+        lines += ["asr %[d1], %[d1], %[d0]", "ssat %[d1], #8, %[d1]"]
+        lines.append(f"strb %[d1], [%[o]], #{out_stride}" if post_store else f"strb %[d1], [%[o], #{j * out_stride}]")
+    if not post_store and step:
+        lines.append(f"add %[o], %[o], #{n * out_stride}")
+    return lines
+
+
+DW_ROWS_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wc": "r4", "d0": "r5", "d1": "r6",
+                "p0": "r8", "p1": "r9", "p2": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)
+DW_LAST_CHANNEL = 1 << 31  # in the record's e: the channel loop of dw_asm_rows ends after it
+
+
+def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -> tuple[str, ...]:
+    """Every channel of one output row of a stride-1 3x3 depthwise in Armv7E-M assembly, whatever
+    ring slots the kernel rows sit in. %[p0..p2] point at channel 0's three ring rows (words of
+    int16 column pairs) and move on 8 bytes per loop step of DW_BLOCK outputs (post-indexed
+    LDRD); the step loop runs while %[p0] != %[end]; then the row's last out_w % DW_BLOCK
+    outputs; then every pointer moves to the next channel (its ring rows, output byte, record)
+    and the channel loop goes on unless the record's e had bit 31 set (the last channel; register
+    shifts read only its low byte). Fourteen registers: r7 carries the weight pair wa, saved and
+    restored here (it may be the frame pointer), every operand is pinned (DW_ROWS_REGS). Record
+    at %[w] (DW_RECORD words): 6 weight pairs, bias, M, K, e (doubled). Output j reads words j//2
+    and j//2 + 1 of each row; two data registers suffice (word 2 replaces word 0 once outputs 0
+    and 1 are done). Stores: post-indexed by out_c up to 255 channels, else immediate offsets."""
+    post = out_c <= 255
+
+    def block(n: int, step: int) -> list[str]:
+        lines = [f"ldr %[a{n - 1}], [%[w], #24]"]  # the bias: every output starts from it
+        for k in range(3):
+            lines.append(f"ldrd r7, %[wc], [%[w], #{8 * k}]")
+            lines.append(f"ldrd %[d0], %[d1], [%[p{k}]], #{step}" if step else f"ldrd %[d0], %[d1], [%[p{k}]]")
+            for j in range(n):
+                if j == 2:  # word 2 into d0: outputs 0 and 1 no longer need word 0
+                    lines.append(f"ldr %[d0], [%[p{k}]]" if step else f"ldr %[d0], [%[p{k}], #8]")
+                lo, hi = ("%[d0]", "%[d1]") if j < 2 else ("%[d1]", "%[d0]")
+                lines += _dw_s1_macs(j, lo, hi, "r7", f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]")
+        return lines + _dw_requant(n, "r7", step, out_c, post, sign_free)
+
+    blocks, tail = divmod(out_w, DW_BLOCK)
+    lines = ["push {r7}", "2:"]
+    if blocks:
+        lines.append("1:")
+        lines.extend(block(DW_BLOCK, 4 * DW_BLOCK // 2))
+        lines.extend(["cmp %[p0], %[end]", "bne 1b"])
+    if tail:
+        lines.extend(block(tail, 0))
+    # on to the next channel: its ring rows (3 * plane_w int16 further), output byte, record
+    moved = 8 * blocks
+    ring_step = 6 * plane_w - moved
+    out_moved = out_w * out_c if post else blocks * DW_BLOCK * out_c
+    for k in range(3):
+        lines.append(f"add %[p{k}], %[p{k}], #{ring_step}")
+    lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
+    if blocks:
+        lines.append(f"add %[end], %[end], #{6 * plane_w}")
+    lines.append(f"add %[w], %[w], #{4 * DW_RECORD}")
+    lines.append("cmp %[d0], #0")  # e of the channel just done: negative on the last one
+    lines.append("bge 2b")
+    lines.append("pop {r7}")
+    return tuple(lines)
+
+
+def dw_rows_fit(out_w: int, out_c: int, plane_w: int) -> bool:
+    """The immediates of dw_asm_rows encode: pointer steps and the output rewind within 4095."""
+    post = out_c <= 255
+    out_moved = out_w * out_c if post else (out_w // DW_BLOCK) * DW_BLOCK * out_c
+    return 6 * plane_w <= 4095 and out_moved <= 4096 and (post or DW_BLOCK * out_c <= 4095)
+
+
+def _dw_words(j: int, stride: int) -> tuple[int, int]:
+    return (j // 2, j // 2 + 1) if stride == 1 else (j, j + 1)
+
+
+def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[DepthwisePlan | GemmConvPlan | ThinConvPlan, str]]:
+    """DEPTHWISE_CONV_2D: on one input channel with a depth multiplier, the convolution kernel;
+    3x3, multiplier 1, stride 1 or 2, batch 1: the ring of rows (DSP: in assembly where the
+    short requantization applies and the offsets encode); otherwise None."""
+    v = conv_view(layer, ctx.consts)
+    if v.in_c == 1 and v.depth_multiplier > 1 and layer.kernel == "mcugen_depthwise_conv2d_s8":
+        # one input channel (person_detect's first layer): the depthwise is a convolution with
+        # depth_multiplier output channels, weights [1, kh, kw, M] read as [M, kh, kw, 1]; the
+        # same window over the same rows, so the same overlap rules hold
+        return conv_plan(ctx, dataclasses.replace(
+            v, depthwise=False, depth_multiplier=1, weights=np.ascontiguousarray(v.weights.transpose(3, 1, 2, 0)),
+        ), layer.index)
+    if not (v.batches == 1 and v.kh == 3 and v.kw == 3 and v.dh == 1 and v.dw == 1 and v.depth_multiplier == 1
+            and v.sh == v.sw and v.sh in (1, 2)):
+        return None
+    w = v.weights.reshape(9, v.out_c).T  # [C][9]
+    sum_w = w.sum(axis=1)
+    bias = v.bias + v.input_offset * sum_w
+    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+    rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    s = v.sh
+    plane_h = (v.out_h - 1) * s + 3
+    # columns read: two outputs at a time read words up to (x+1)*s + 3 (stride 1) / 2x*s+5
+    # two outputs at a time read whole words: up to column out_w + 2 (stride 1) or
+    # 2 * out_w + 1 (stride 2); the row length is even so that rows stay word aligned
+    plane_w = round_up((v.out_w - 1) * s + 3 + s, 2)
+    if ctx.t.isa is Isa.MVE:  # four outputs at a time read up to column (round_up(out_w, 4) - 1) * s + 2
+        plane_w = max(plane_w, round_up((round_up(v.out_w, 4) - 1) * s + 3, 2))
+    i = layer.index
+    if ctx.t.isa is Isa.MVE:
+        # the vector requantization is exact for any shift: no doubling, TFLite's shift
+        rq = plan_requant(np.full(v.out_c, ACC_LIMIT), v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    scale = 2 if rq.fast else 1  # the short requantization wants a doubled accumulator
+    asm_loop: tuple[tuple[str, ...], ...] = ()
+    asm_tail: tuple[tuple[str, ...], ...] = ()
+    asm_rows: tuple[str, ...] = ()
+    if ctx.t.isa is Isa.DSP:
+        # one record per channel: int16 pairs (w0, w1), (w1, w2) per kernel row (6 words),
+        # then the requantization row (bias, M, K or shift, e)
+        pairs = np.zeros((v.out_c, 6), np.int64)
+        for r in range(3):
+            w0, w1, w2 = (scale * w[:, 3 * r + k] for k in range(3))
+            pairs[:, 2 * r] = int16_pair(w0, w1)
+            pairs[:, 2 * r + 1] = int16_pair(w1, w2)
+        records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
+        rows = v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
+        if rows:
+            asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
+            records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
+        weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
+                            f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
+                            f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e"
+                            + (" (bit 31: the last channel)" if rows else ""))
+        table = weights
+        if not rows:
+            asm_loop, asm_tail = _dw_asm(v, rq, plane_w)
+    else:
+        weights = ctx.const(i, "fw", "int16_t", (scale * w).astype(np.int16), f"weights x{scale} [channel][3x3]")
+        table = ctx.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
+                          f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+    scratch_bytes = v.out_c * 3 * plane_w * 2  # the ring: 3 rows per channel
+    sname = ctx.scratch_for(i, scratch_bytes)
+    copy_rows = min(v.in_h, plane_h - v.pad_t)
+    copy_cols = min(v.in_w, (v.out_w - 1) * s + 3 - v.pad_l)
+    return DepthwisePlan(
+        name=f"{ctx.name}_l{i}_dw", index=i, isa=ctx.t.isa.value, v=v, plane_h=plane_h, plane_w=plane_w, rq=rq,
+        weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+        out_offset=v.output.offset, scratch_offset=-1, copy_rows=copy_rows, copy_cols=copy_cols,
+        asm_loop=asm_loop, asm_tail=asm_tail, asm_blocks=v.out_w // DW_BLOCK if asm_loop or asm_tail or asm_rows else 0,
+        asm_rows=asm_rows,
+    ), sname
+
+
+def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+    """The DSP depthwise assembly for the three ring cases, or nothing where the C path must
+    do: the general requantization or a narrower activation range (no single SSAT), or
+    offsets the load/store encodings cannot reach (ring rows within LDRD's 1020 bytes,
+    post-indexed STRB up to 255 bytes, else immediate offsets up to 4095)."""
+    c = v.out_c
+    post = c <= 255
+    if not (rq.fast and rq.clamp_is_int8) or 4 * plane_w + 4 * (DW_BLOCK + 1) > 1020 \
+            or (not post and DW_BLOCK * c > 4095):
+        return (), ()
+    step = 4 * v.sh * DW_BLOCK // 2
+    tail = v.out_w % DW_BLOCK
+    loops, tails = [], []
+    for rows in ((0, plane_w, 2 * plane_w), (plane_w, 2 * plane_w, 0), (2 * plane_w, 0, plane_w)):
+        offsets = tuple(2 * r for r in rows)  # bytes
+        loops.append(dw_asm_block(DW_BLOCK, v.sh, offsets, step, c, post, rq.sign_free) if v.out_w >= DW_BLOCK else ())
+        tails.append(dw_asm_block(tail, v.sh, offsets, 0, c, post, rq.sign_free) if tail else ())
+    return tuple(loops), tuple(tails)

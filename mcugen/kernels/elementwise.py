@@ -1,0 +1,161 @@
+"""ADD, MEAN and SOFTMAX kernels: their plans and their selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from mcugen import quant
+from mcugen.kernels.base import KernelContext, layer_params
+from mcugen.kernels.requant import Requant, fast_requant_exact, input_magnitude, plan_requant
+from mcugen.lower import ArenaArg, Layer
+from mcugen.targets import Isa
+
+
+@dataclass(frozen=True)
+class AddPlan:
+    """ADD of two int8 tensors of one shape (no broadcasting), element by element.
+
+    `fast`: each of the three requantizations (both inputs, then the sum) takes the short form,
+    proved exact from the bounds of its operand; otherwise the general formula."""
+
+    kind: ClassVar[str] = "add"
+    name: str
+    index: int
+    isa: str
+    size: int
+    input1_offset: int
+    input2_offset: int
+    left_shift: int
+    fast: bool
+    m1: int
+    k1: int  # K or TFLite shift
+    e1: int
+    m2: int
+    k2: int
+    e2: int
+    mo: int
+    ko: int
+    eo: int
+    output_offset: int
+    act_min: int
+    act_max: int
+
+    @property
+    def clamp_is_int8(self) -> bool:
+        return self.act_min == -128 and self.act_max == 127
+
+
+@dataclass(frozen=True)
+class MeanPlan:
+    """MEAN over height and width: per channel, the sum of `count` pixels, requantized. The DSP
+    form sums four channels at a time in int16 lanes (SXTAB16), exact for count <= 256."""
+
+    kind: ClassVar[str] = "mean"
+    name: str
+    index: int
+    isa: str
+    batches: int
+    count: int
+    channels: int
+    input_zero_point: int
+    simd: bool
+    rq: Requant
+
+
+@dataclass(frozen=True)
+class SoftmaxPlan:
+    """SOFTMAX over the last axis of int8 data, TFLite's reference arithmetic with the
+    exponentials of the 256 possible differences (input - row max) taken from a table computed
+    here with the same fixed-point functions (0 where the reference skips the element)."""
+
+    kind: ClassVar[str] = "softmax"
+    name: str
+    index: int
+    isa: str
+    outer: int
+    depth: int
+    table: str
+
+
+def add_plan(name: str, index: int, isa: str, size: int, off1: int, off2: int, ls: int, m1: int, s1: int,
+             m2: int, s2: int, mo: int, so: int, zp: int, act_min: int, act_max: int) -> "AddPlan":
+    """ADD's arithmetic, in the short form where each of its three requantizations is proved exact."""
+    b1 = input_magnitude(off1) << ls
+    b2 = input_magnitude(off2) << ls
+    fast = (
+        fast_requant_exact(np.array([b1]), np.array([m1]), np.array([s1]), 0, allow_zero_shift=True)
+        and fast_requant_exact(np.array([b2]), np.array([m2]), np.array([s2]), 0, allow_zero_shift=True)
+    )
+    if fast:
+        bs = (b1 * m1 >> 31 >> -s1) + 1 + (b2 * m2 >> 31 >> -s2) + 1
+        fast = fast_requant_exact(np.array([bs]), np.array([mo]), np.array([so]), zp, allow_zero_shift=True)
+
+    def short(shift: int, zero_point: int) -> tuple[int, int]:
+        e = -shift
+        return ((1 << (e - 1)) if e > 0 else 0) + zero_point * (1 << e), e
+
+    if fast:
+        (k1, e1), (k2, e2), (ko, eo) = short(s1, 0), short(s2, 0), short(so, zp)
+    else:
+        k1, e1, k2, e2, ko, eo = s1, 0, s2, 0, so, 0
+    return AddPlan(
+        name=name, index=index, isa=isa, size=size, input1_offset=off1, input2_offset=off2, left_shift=ls, fast=fast,
+        m1=m1, k1=k1, e1=e1, m2=m2, k2=k2, e2=e2, mo=mo, ko=ko, eo=eo, output_offset=zp, act_min=act_min, act_max=act_max,
+    )
+
+
+def select_add(ctx: KernelContext, layer: Layer) -> Optional[tuple[AddPlan, None]]:
+    """ADD of two arena tensors of one shape, every target; None for a constant operand or broadcasting."""
+    p = layer_params(layer)
+    a = layer.args
+    if not all(isinstance(x, ArenaArg) for x in a[1:4]):
+        return None  # a constant operand: keep the portable kernel
+    shape = tuple(int(x) for x in p["out_shape"])
+    dense, acc = [], 1
+    for d in range(3, -1, -1):
+        dense.insert(0, acc)
+        acc *= shape[d]
+    if tuple(p["in1_strides"]) != tuple(dense) or tuple(p["in2_strides"]) != tuple(dense):
+        return None  # broadcasting
+    return add_plan(
+        f"{ctx.name}_l{layer.index}_add", layer.index, ctx.t.isa.value, int(np.prod(shape)),
+        int(p["input1_offset"]), int(p["input2_offset"]), int(p["left_shift"]),
+        *(int(p[k]) for k in ("input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
+                               "output_multiplier", "output_shift", "output_offset", "act_min", "act_max")),
+    ), None
+
+
+def select_mean(ctx: KernelContext, layer: Layer) -> tuple[MeanPlan, None]:
+    """MEAN over height and width, every target (DSP and MVE: four channels at a time where exact)."""
+    p = layer_params(layer)
+    count = int(p["in_h"]) * int(p["in_w"])
+    channels = int(p["channels"])
+    zp_in = int(p["input_zero_point"])
+    bound = np.array([count * input_magnitude(-zp_in)])
+    rq = plan_requant(bound, np.array([int(p["multiplier"])]), np.array([int(p["shift"])]),
+                      int(p["output_zero_point"]), -128, 127)
+    simd = ctx.t.isa in (Isa.DSP, Isa.MVE) and channels % 4 == 0 and count <= 256
+    return MeanPlan(
+        name=f"{ctx.name}_l{layer.index}_mean", index=layer.index, isa=ctx.t.isa.value,
+        batches=int(p["batches"]), count=count, channels=channels, input_zero_point=zp_in, simd=simd, rq=rq,
+    ), None
+
+
+def select_softmax(ctx: KernelContext, layer: Layer) -> tuple[SoftmaxPlan, None]:
+    """SOFTMAX, every target: the exponential of each of the 256 differences from a table made here."""
+    p = layer_params(layer)
+    params = quant.SoftmaxParams(int(p["input_multiplier"]), int(p["input_left_shift"]), int(p["diff_min"]))
+    diff = -np.arange(256, dtype=np.int64)  # table index d: input - max = -d
+    scaled = np.asarray(quant.multiply_by_quantized_multiplier_greater_than_one(
+        diff, params.input_multiplier, params.input_left_shift), np.int64)
+    exps = np.asarray(quant.exp_on_negative_values(scaled, quant.SOFTMAX_SCALED_DIFF_INTEGER_BITS), np.int64)
+    exps = np.where(diff >= params.diff_min, exps, 0)
+    table = ctx.const(layer.index, "exp", "int32_t", exps.astype(np.int32),
+                      "exp(input - row max) in Q0.31 for input - max = 0, -1, ..., -255 (0: skipped)")
+    return SoftmaxPlan(
+        name=f"{ctx.name}_l{layer.index}_softmax", index=layer.index, isa=ctx.t.isa.value,
+        outer=int(p["outer"]), depth=int(p["depth"]), table=table,
+    ), None

@@ -1,0 +1,116 @@
+"""Kernel selection: which family's kernel each lowered layer gets, and the C files the chosen plans render to.
+
+    lower(graph) -> Program --specialize(program, target)--> KernelPassResult
+        .program   the same model, its CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD /
+                   SOFTMAX / MEAN layers and fused CHAIN layers (conv -> 3x3 depthwise -> 1x1
+                   [-> ADD], in the ring and scratch lowering planned for them) now calling
+                   `<name>_l<i>_<kind>()`, their constants
+                   repacked (weights reordered, bias folded with the input offset, one
+                   requantization table per layer), the arena grown by the scratch they need
+        .files     `<name>_layers.c` / `<name>_layers.h` (rendered from templates/c/fast/) and
+                   a `mcugen_kernels.h` that declares both the portable and the specialised kernels
+        .scratch   the scratch buffers, one per layer that needs one (name, bytes, step)
+
+Each kernel family's module (conv, depthwise, chain, fc, elementwise) has a `select_<family>(ctx,
+layer)` returning its plan and the name of the scratch buffer the plan needs (None: none), or
+None where the family has no kernel for the layer.
+
+Python decides everything (which layers, block sizes, tables, exactness conditions); the
+templates only print. Every specialised kernel is bit-exact with TFLite's reference kernels:
+requantization takes the one-instruction SMMLAR route only when a bound on the accumulator,
+computed from the weights, proves the short formula equal to TFLite's double rounding
+(`requant.plan_requant`); otherwise the layer uses the exact general formula. Layers a target has
+no specialised kernel for keep the portable kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mcugen.kernels.base import KernelContext, KernelPassResult, place_scratch
+from mcugen.kernels.chain import select_chain
+from mcugen.kernels.conv import NARROW_ACC, select_conv
+from mcugen.kernels.depthwise import DW_BLOCK, DW_RECORD, DW_ROWS_REGS, select_depthwise
+from mcugen.kernels.elementwise import select_add, select_mean, select_softmax
+from mcugen.kernels.fc import FC_UNITS, select_fc
+from mcugen.lower import ArenaArg, ConstArg, Program
+from mcugen.targets import EMULATE_DSP_MACRO, Target
+
+# the portable kernel a lowered layer calls -> the family that may replace it
+SELECT = {
+    "mcugen_conv2d_s8": select_conv,
+    "mcugen_depthwise_conv2d_s8": select_depthwise,
+    "mcugen_depthwise_conv2d_inplace_s8": select_depthwise,
+    "mcugen_fully_connected_s8": select_fc,
+    "mcugen_add_s8": select_add,
+    "mcugen_mean_hw_s8": select_mean,
+    "mcugen_softmax_s8": select_softmax,
+    "mcugen_chain_s8": select_chain,
+}
+
+
+def specialize(program: Program, target: Target) -> KernelPassResult:
+    """Replace the layers `target` has specialised kernels for; see the module docstring."""
+    ctx = KernelContext(program, target)
+    pending = []
+    for layer in program.layers:
+        fn = SELECT.get(layer.kernel or "")
+        made = fn(ctx, layer) if fn else None
+        if made is None:
+            continue
+        pending.append(made)
+    program, offsets = place_scratch(program, ctx.scratch)
+    plans = [dataclasses.replace(plan, scratch_offset=offsets[sname]) if sname else plan for plan, sname in pending]
+    by_index = {pl.index: pl for pl in plans}
+    layers = []
+    replaced_consts: set[str] = set()
+    choices: dict[int, str] = {}
+    for layer in program.layers:
+        pl = by_index.get(layer.index)
+        if pl is None:
+            layers.append(layer)
+            continue
+        replaced_consts.update(a.cname for a in layer.args if isinstance(a, ConstArg))
+        choices[layer.index] = pl.name
+        if pl.kind in ("gemm_conv", "thin_conv", "depthwise", "fc"):
+            args = [layer.args[1], layer.args[6], ArenaArg(offset=pl.scratch_offset, ctype="uint32_t", const=False)]
+        elif pl.kind == "add":
+            args = list(layer.args[1:4])
+        elif pl.kind == "chain":
+            args = [layer.args[1], layer.args[19], layer.args[18]]  # input, output, the chain's scratch
+        else:
+            args = list(layer.args[1:3])
+        layers.append(dataclasses.replace(
+            layer, kernel=pl.name, kernel_group=None, params_type=None, params=[], args=args,
+        ))
+    still_used = {a.cname for l in layers for a in l.args if isinstance(a, ConstArg)}
+    consts = [c for c in program.consts if c.cname not in replaced_consts or c.cname in still_used] + ctx.new_consts
+    program = dataclasses.replace(
+        program, layers=layers, consts=consts,
+        kernel_groups=sorted({l.kernel_group for l in layers if l.kernel_group}),
+    )
+    files = render_layers(program, plans, target) if plans else {}
+    return KernelPassResult(program=program, files=files, scratch=list(ctx.scratch), choices=choices)
+
+
+def _plan_parts(pl) -> list:
+    """A plan and, for a chain, its stages (each with its own constants)."""
+    if pl.kind == "chain":
+        return [pl] + [st for st in (pl.a, pl.b, pl.c, pl.a_thin, pl.c_thin, pl.c_narrow) if st is not None]
+    return [pl]
+
+
+def render_layers(program: Program, plans: list, target: Target) -> dict[str, str]:
+    """The C files of the chosen plans: `<name>_layers.h/.c` and `mcugen_kernels.h`."""
+    from mcugen import __version__, codegen
+
+    env = codegen.environment()
+    ctx = dict(
+        p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
+        emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records") if hasattr(x, a)},
+    )
+    return {
+        f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),
+        f"{program.name}_layers.c": env.get_template("c/fast/layers.c.j2").render(ctx),
+        "mcugen_kernels.h": env.get_template("c/fast/kernels.h.j2").render(ctx),
+    }

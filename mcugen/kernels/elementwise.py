@@ -1,4 +1,8 @@
-"""ADD, MEAN and SOFTMAX kernels: their plans and their selection."""
+"""ADD, MEAN and SOFTMAX kernels: their plans and their selection.
+
+The templates that print these plans: templates/c/fast/misc.c.j2 (macros add, mean, softmax), called
+from layers.c.j2.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""FULLY_CONNECTED kernels: the plan (units per step, weight interleaving) and its selection."""
+"""FULLY_CONNECTED kernels: the plan (units per step, weight interleaving) and its selection.
+
+The templates that print these plans: templates/c/fast/fc.c.j2 (macros fully_connected,
+fully_connected_mve), called from layers.c.j2.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared ground of the kernel families: the pass result, scratch placement, views of the lowered layers, the selection context."""
+"""Shared ground of the kernel families: pass result, scratch placement, layer views, selection context."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Fused chain kernels (conv A? -> 3x3 depthwise B -> 1x1 C [-> ADD]): the stages' plans and the chain's selection.
 
-The templates that print these plans: templates/c/fast/chain.c.j2 (macros chain), called from
+The templates that print these plans: templates/c/fast/chain.c.j2 (macro chain), called from
 layers.c.j2.
 """
 

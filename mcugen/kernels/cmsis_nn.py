@@ -1,4 +1,4 @@
-"""CMSIS-NN kernel pass, a peer of mcugen's own kernels: replaces a lowered Program's kernel calls by calls to Arm's CMSIS-NN library.
+"""CMSIS-NN kernel pass (a peer of mcugen's own kernels): replaces kernel calls by calls to Arm's CMSIS-NN library.
 
     lower(graph) -> Program --to_cmsis_nn(program, target, path)--> KernelPassResult
         .program  layers CMSIS-NN covers (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,

@@ -1,4 +1,4 @@
-"""CONV_2D (and 1x1 pointwise) kernels: the im2col GEMM plan and its block choice, the thin and narrow DSP assembly, and their selection.
+"""CONV_2D and 1x1 kernels: the im2col GEMM plan and its block cost, the thin and narrow DSP assembly, their selection.
 
 The templates that print these plans: templates/c/fast/conv.c.j2 (macros gemm_conv, gemm_conv_mve,
 thin_conv), called from layers.c.j2.

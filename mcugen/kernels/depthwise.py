@@ -1,6 +1,6 @@
 """3x3 DEPTHWISE_CONV_2D kernels: the ring-of-rows plan, its Armv7E-M assembly, and their selection.
 
-The templates that print these plans: templates/c/fast/depthwise.c.j2 (macros depthwise), called
+The templates that print these plans: templates/c/fast/depthwise.c.j2 (macro depthwise), called
 from layers.c.j2.
 """
 

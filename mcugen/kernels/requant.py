@@ -1,4 +1,4 @@
-"""Requantization planning: the short SMMLAR form where a bound on the accumulator proves it exact, and the tables the kernels read."""
+"""Requantization: the short SMMLAR form where a bound on the accumulator proves it exact, and the kernels' tables."""
 
 from __future__ import annotations
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from mcugen import __version__
 from mcugen.boards import get_board
 from mcugen.errors import McugenError
+from mcugen.options import add_compile_options, options_from_args
 
 # Modules that add their own sub-commands through `register(subparsers)`.
 COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo", "mcugen.cmd_firmware", "mcugen.memory_report")
-STRATEGY_HELP = "memory plan: fused (default; row-streamed chains where they lower the peak) or layerwise"
 
 
 def _progress(quiet: bool):
@@ -34,20 +34,21 @@ def cmd_info(args) -> int:
     from mcugen.driver import build
     from mcugen.ir import op_macs
 
-    gen = build(args.model, strategy=args.strategy)
+    gen = build(args.model, options=options_from_args(args))
     g, p = gen.graph, gen.program
     ops = Counter(op.op.value for op in g.operators)
     info = {
         "model": str(args.model),
         "name": p.name,
+        "options": gen.options.to_json(),
         "operators": len(g.operators),
         "ops": dict(sorted(ops.items())),
         "tensors": len(g.tensors),
         "inputs": [{"shape": list(g.t(i).shape), "dtype": g.t(i).dtype.value} for i in g.inputs],
         "outputs": [{"shape": list(g.t(i).shape), "dtype": g.t(i).dtype.value} for i in g.outputs],
         "macs": g.macs(),
+        **gen.numbers(),
         "weight_bytes": p.weight_bytes,
-        "arena_bytes": p.arena_bytes,
         "arena_lower_bound_bytes": p.plan.lower_bound_bytes,
         "layers": [
             {"index": op.index, "op": op.op.value, "output_shape": list(g.t(op.outputs[0]).shape), "macs": op_macs(g, op)}
@@ -57,6 +58,7 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    o = gen.options
     print(f"model:        {info['model']}  (C name: {p.name})")
     print(f"operators:    {info['operators']}  " + ", ".join(f"{k} x{v}" for k, v in info["ops"].items()))
     print(f"tensors:      {info['tensors']}")
@@ -65,22 +67,27 @@ def cmd_info(args) -> int:
     for k, t in enumerate(info["outputs"]):
         print(f"output {k}:     {t['shape']} {t['dtype']}")
     print(f"MACs:         {info['macs']:,}")
-    print(f"weights:      {info['weight_bytes']:,} bytes (flash)")
-    print(f"arena:        {info['arena_bytes']:,} bytes (RAM; lower bound {info['arena_lower_bound_bytes']:,})")
+    print(f"kernels:      {o.kernels or 'generic'} for {o.kernel_target}, --strategy {o.strategy}"
+          + (f", board {o.board}" if o.board else ""))
+    print(f"constants:    {info['const_bytes']:,} bytes (flash: weights, biases, requantization tables as generated)")
+    print(f"arena:        {info['arena_bytes']:,} bytes (RAM, of which kernel scratch up to {info['scratch_bytes']:,}; "
+          f"lower bound {info['arena_lower_bound_bytes']:,})")
+    print(f"instructions: {info['estimated_instructions']:,} (estimated for {o.kernel_target}; `mcugen bench` counts them)")
     return 0
 
 
 def cmd_generate(args) -> int:
     from mcugen.driver import generate
 
-    gen = generate(args.model, args.output, name=args.name, force=args.force, strategy=args.strategy,
-                   kernels=args.kernels, target=args.target, cmsis_nn=args.cmsis_nn)
+    opts = options_from_args(args)
+    gen = generate(args.model, args.output, force=args.force, options=opts)
     for note in gen.notes:
         print(note, file=sys.stderr)
     p = gen.program
     print(
-        f"wrote {len(gen.files)} files to {args.output}: {', '.join(sorted(gen.files))} "
-        f"(arena {p.arena_bytes:,} bytes, weights {p.weight_bytes:,} bytes)"
+        f"wrote {len(gen.files) + 1} files to {args.output}: {', '.join(sorted(gen.files))}, mcugen-build.json "
+        f"(arena {p.arena_bytes:,} bytes, constants {p.weight_bytes:,} bytes, "
+        f"~{gen.estimated_instructions:,} instructions on {opts.kernel_target})"
     )
     return 0
 
@@ -100,21 +107,16 @@ def cmd_validate(args) -> int:
         from mcugen.validate import poisoned_host_runner
 
         kw = {"runner": poisoned_host_runner, "target": "host (poisoned arena)"}
-    from mcugen.targets import target_for_board
-
-    on_board = bool(args.board and args.board != "host")
+    opts = options_from_args(args)
     report = validate(
         args.model,
-        kernels=args.kernels,
-        kernel_target=target_for_board(get_board(args.board)).name if on_board else "portable",
-        cmsis_nn=args.cmsis_nn,
+        options=opts,
         input_files=args.input or (),
         count=args.count,
         seed=args.seed,
         save_outputs=Path(args.save_outputs) if args.save_outputs else None,
         layers=args.layers,
         progress=progress,
-        strategy=args.strategy,
         **kw,
     )
     if args.json:
@@ -140,19 +142,6 @@ def cmd_validate(args) -> int:
     return 0 if report.bit_exact else 1
 
 
-def add_kernel_options(p: argparse.ArgumentParser, with_target: bool = False) -> None:
-    """--kernels, --cmsis-nn (and --target for commands that have no board)."""
-    from mcugen.kernels import KERNELS
-    from mcugen.targets import TARGETS
-
-    p.add_argument("--kernels", choices=KERNELS, default="mcugen",
-                   help="mcugen: kernels specialised per layer for the target (default); cmsis-nn: calls to Arm's CMSIS-NN")
-    p.add_argument("--cmsis-nn", metavar="PATH", help="CMSIS-NN checkout for --kernels cmsis-nn (default: $CMSIS_NN_PATH)")
-    if with_target:
-        p.add_argument("--target", choices=sorted(TARGETS), default="portable",
-                       help="instruction set of the kernels: portable (C99, default), armv7em-dsp (Cortex-M4/M7/M33), mve (Cortex-M55)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcugen",
@@ -162,19 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("info", help="ops, tensors, MACs, weight bytes and planned arena of a model")
+    p = sub.add_parser("info", help="ops, tensors, MACs, constants, planned arena and estimated instructions of a model")
     p.add_argument("model", help="an int8 .tflite file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--strategy", choices=("fused", "layerwise"), default="fused", help=STRATEGY_HELP)
+    add_compile_options(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("generate", help="generate the C model library")
     p.add_argument("model", help="an int8 .tflite file")
     p.add_argument("-o", "--output", required=True, help="output folder (created; replaced only if mcugen made it)")
-    p.add_argument("--name", help="C name prefix (default: from the file name, sanitised)")
     p.add_argument("--force", action="store_true", help="overwrite an existing folder mcugen did not create")
-    p.add_argument("--strategy", choices=("fused", "layerwise"), default="fused", help=STRATEGY_HELP)
-    add_kernel_options(p, with_target=True)
+    add_compile_options(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("validate", help="generate, compile, run and compare with tflite-runtime bit for bit")
@@ -185,12 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-outputs", metavar="DIR", help="write run<i>_input<k>.npy and run<i>_output<k>.npy")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--layers", action="store_true", help="on a mismatch, name the first layer that differs")
-    p.add_argument("--board", default="host", help="where to run: host (default), qemu-mps2-an386 (M4), qemu-mps2-an500 (M7), qemu-mps3-an547 (M55)")
-    p.add_argument("--strategy", choices=("fused", "layerwise"), default="fused", help=STRATEGY_HELP)
     p.add_argument("--poison", action="store_true",
                    help="host build that overwrites every dead arena byte between layers (-DMCUGEN_POISON)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
-    add_kernel_options(p)
+    add_compile_options(p, host_board=True)
     p.set_defaults(func=cmd_validate)
 
     for modname in COMMAND_MODULES:

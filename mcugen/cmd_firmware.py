@@ -5,12 +5,11 @@ import argparse
 import importlib.util
 import json
 import random
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -19,50 +18,32 @@ from mcugen.bench import BenchResult, bench_elf
 from mcugen.boards import BOARDS, Board, get_board
 from mcugen.errors import McugenError, ModelError, OutputError, ToolError, UnsupportedError
 from mcugen.firmware import MANIFEST, FirmwareBuild, ModelInterface, build_firmware
-
-_SIZE = re.compile(r"^(0x[0-9a-fA-F]+|\d+)\s*([kKmM]i?[bB]?|[bB])?$")
-
-
-def parse_size(text: str) -> int:
-    """"327680", "0x50000", "320K", "320KiB", "1M" -> bytes (K = 1024)."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 262144, 256K, 1M)")
-    value = int(match.group(1), 0)
-    unit = (match.group(2) or "").lower()[:1]
-    return value * {"k": 1024, "m": 1024 * 1024}.get(unit, 1)
-
+from mcugen.options import CompileOptions, add_compile_options, options_from_args, parse_size
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds `firmware`, `bench` and `flash`; each sets `func(args) -> int` (mcugen.cli calls args.func)."""
     boards = sorted(BOARDS)
 
-    def add_common(p: argparse.ArgumentParser, *, board_required: bool = True) -> None:
-        p.add_argument("--board", required=board_required, choices=boards, metavar="BOARD",
-                       help="target board: " + ", ".join(boards))
-        p.add_argument("--name", help="C name of the model (default: from the file name)")
+    def add_input(p: argparse.ArgumentParser) -> None:
         p.add_argument("--input", action="append", default=[], metavar="FILE",
                        help="input k as .npy or raw .bin (once per model input; default: seeded random bytes)")
-        p.add_argument("--kernels", choices=("mcugen", "cmsis-nn"), default="mcugen",
-                       help="mcugen: kernels specialised per layer for the board's CPU (default); cmsis-nn: Arm's CMSIS-NN")
-        p.add_argument("--cmsis-nn", metavar="PATH", help="CMSIS-NN checkout for --kernels cmsis-nn (default: $CMSIS_NN_PATH)")
 
     p = subparsers.add_parser("firmware", help="generate a model and build firmware for a board")
-    p.add_argument("model", type=Path, help=".tflite model, or a folder of generated C sources")
+    p.add_argument("model", type=Path, help=".tflite model, or a folder `mcugen generate` wrote")
     p.add_argument("-o", "--out", type=Path, required=True, help="firmware project folder to create")
-    add_common(p)
+    add_compile_options(p, board_required=True)
+    add_input(p)
     p.add_argument("--profile", action="store_true", help="call per-layer markers (for `mcugen bench`)")
     p.add_argument("--semihosting", action="store_true",
                    help="real boards: print results through semihosting (needs a debugger attached)")
-    p.add_argument("--ram-limit", type=parse_size, help="fail if RAM use exceeds this (default: the board's RAM)")
-    p.add_argument("--flash-limit", type=parse_size, help="fail if flash use exceeds this (default: the board's flash)")
     p.add_argument("--stack", type=parse_size, help="stack to reserve (default: the board's)")
     p.set_defaults(func=run_firmware)
 
     p = subparsers.add_parser("bench", help="count instructions per layer, stack and sizes on an emulated board")
-    p.add_argument("model", type=Path, help=".tflite model, or a folder of generated C sources")
+    p.add_argument("model", type=Path, help=".tflite model, or a folder `mcugen generate` wrote")
     p.add_argument("-o", "--out", type=Path, help="keep the firmware project here (default: a temporary folder)")
-    add_common(p)
+    add_compile_options(p, board_required=True)
+    add_input(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--png", type=Path, metavar="FILE", help="draw instructions and MACs per layer into a PNG")
     p.add_argument("--timeout", type=float, default=qemu.DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
@@ -70,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("flash", help="flash firmware with pyOCD (emulated boards: run it in QEMU)")
     p.add_argument("target_path", type=Path, metavar="DIR_OR_ELF", help="firmware project folder or its .elf")
-    add_common(p, board_required=False)
+    p.add_argument("--board", choices=boards, metavar="BOARD", help="target board (default: the project's): " + ", ".join(boards))
+    add_input(p)
     p.add_argument("--probe", choices=["pyocd"], default="pyocd", help="flashing tool (default: pyocd)")
     p.add_argument("--target", help="pyOCD target name (default: the board's)")
     p.add_argument("--semihosting", action="store_true",
@@ -83,35 +65,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _sources_for(model: Path, name: str | None, gen_dir: Path, generated_out: list | None = None,
-                 board: Board | None = None, kernels: str | None = None, cmsis_nn: str | None = None) -> tuple[Path, str]:
-    """(folder of generated C sources, model name): generate from a .tflite file into
-    `gen_dir`, or use a folder that already holds <name>.h / <name>.c."""
+@dataclass
+class Sources:
+    """The generated C a firmware is built from: its folder, C name and compiler flags, and the
+    Generated result when it was generated here (None for a folder `generate` wrote)."""
+
+    folder: Path
+    name: str
+    cflags: tuple[str, ...]
+    generated: object = None
+
+
+def _sources_for(model: Path, opts: CompileOptions, gen_dir: Path) -> Sources:
+    """Generate from a .tflite file into `gen_dir` with `opts`, or use a folder that
+    `mcugen generate` wrote (its mcugen-build.json gives the name and the compiler flags)."""
+    from mcugen import driver
+
     if model.is_dir():
+        info = driver.read_build_info(model)
+        if info is not None:
+            if opts.name is not None and opts.name != info["name"]:
+                raise ModelError(f"{model}: holds model {info['name']!r}, not --name {opts.name!r}")
+            return Sources(model, info["name"], tuple(info["cflags"]))
+        name = opts.name
         if name is None:
             headers = [h.stem for h in sorted(model.glob("*.h")) if (model / f"{h.stem}.c").is_file()
                        and h.stem != "mcugen_kernels"]
             if len(headers) != 1:
-                raise ModelError(f"{model}: cannot tell which model to use ({headers or 'no <name>.h with <name>.c'}); give --name")
+                raise ModelError(f"{model}: cannot tell which model to use ({headers or 'no <name>.h with <name>.c'}); "
+                                 "give --name, or generate the folder with `mcugen generate`")
             name = headers[0]
-        return model, name
+        return Sources(model, name, ())
     if not model.is_file():
         raise ModelError(f"{model} not found")
     if model.suffix != ".tflite":
         raise UnsupportedError(f"{model}: expected a .tflite file or a folder of generated C sources")
-    try:
-        from mcugen import driver  # the code generator (lead's module)
-    except ImportError as missing:
-        raise ToolError(f"the code generator is not available in this checkout ({missing})") from None
-    from mcugen.targets import target_for_board
-
-    target = target_for_board(board).name if board is not None else "portable"
-    generated = driver.generate(model, gen_dir, name=name, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
+    generated = driver.generate(model, gen_dir, options=opts)
     for note in generated.notes:
         print(note, file=sys.stderr)
-    if generated_out is not None:
-        generated_out.append(generated)
-    return gen_dir, generated.program.name
+    return Sources(gen_dir, generated.program.name, tuple(generated.cflags), generated)
 
 
 def _read_inputs(files: Sequence[Path | str], interface: ModelInterface) -> list[bytes]:
@@ -166,8 +158,8 @@ def _run_firmware(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise OutputError(f"refusing to write into {out}: it is not empty and not an mcugen firmware project")
-    generated: list = []
-    model_dir, name = _sources_for(args.model, args.name, out / "model", generated, board, args.kernels, args.cmsis_nn)
+    src = _sources_for(args.model, options_from_args(args), out / "model")
+    model_dir, name = src.folder, src.name
     builtin = None
     if args.input:
         if board.emulated:
@@ -176,7 +168,7 @@ def _run_firmware(args: argparse.Namespace) -> int:
 
         builtin = _read_inputs(args.input, read_model_interface(model_dir, name))
     build = build_firmware(
-        model_dir, name, board, out, profile=args.profile, extra_cflags=generated[0].cflags if generated else (),
+        model_dir, name, board, out, profile=args.profile, extra_cflags=src.cflags,
         semihosting=True if args.semihosting else None, builtin_inputs=builtin,
         stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit,
     )
@@ -185,14 +177,15 @@ def _run_firmware(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace, folder: Path, generated: list) -> tuple[FirmwareBuild, BenchResult]:
+def _bench(args: argparse.Namespace, folder: Path) -> tuple[FirmwareBuild, BenchResult, Sources]:
     board = get_board(args.board)
     if not board.emulated:
         raise UnsupportedError(f"bench runs on emulated boards ({', '.join(b for b in BOARDS if BOARDS[b].emulated)}), not {board.name}")
-    model_dir, name = _sources_for(args.model, args.name, folder / "model", generated, board, args.kernels, args.cmsis_nn)
-    build = build_firmware(model_dir, name, board, folder, profile=True, extra_cflags=generated[0].cflags if generated else ())
+    src = _sources_for(args.model, options_from_args(args), folder / "model")
+    build = build_firmware(src.folder, src.name, board, folder, profile=True, extra_cflags=src.cflags,
+                           ram_limit=args.ram_limit, flash_limit=args.flash_limit)
     inputs = _read_inputs(args.input, build.interface)
-    return build, bench_elf(build.elf, board, inputs, timeout=args.timeout)
+    return build, bench_elf(build.elf, board, inputs, timeout=args.timeout), src
 
 
 def bench_record(build: FirmwareBuild, result: BenchResult, program=None) -> dict:
@@ -245,20 +238,29 @@ def _draw_png(record: dict, path: Path) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    generated: list = []
     if args.out is not None:
-        build, result = _bench(args, args.out, generated)
+        build, result, src = _bench(args, args.out)
     else:
         with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:
-            build, result = _bench(args, Path(scratch) / "firmware", generated)
-    program = generated[0].program if generated else None
-    record = bench_record(build, result, program)
+            build, result, src = _bench(args, Path(scratch) / "firmware")
+    gen = src.generated
+    record = bench_record(build, result, gen.program if gen is not None else None)
+    if gen is not None:
+        record.update({k: v for k, v in gen.numbers().items() if k != "arena_bytes"})
+        record["options"] = gen.options.to_json()
+        if record["estimated_instructions"]:
+            record["estimate_ratio"] = round(record["estimated_instructions"] / max(result.instructions, 1), 4)
+        record["notes"] = list(_like_with_like(gen))
     if args.png is not None:
         _draw_png(record, args.png)
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
-    print(f"model {build.name} on {result.board}: {result.instructions:,} instructions per inference")
+    for note in record.get("notes", []):
+        print(note)
+    print(f"model {build.name} on {result.board}: {result.instructions:,} instructions per inference"
+          + (f" (estimated {record['estimated_instructions']:,}, ratio {record['estimate_ratio']:.3f})"
+             if record.get("estimated_instructions") else ""))
     if record["layers"]:
         print("layer  op                   MACs  instructions  instr/MAC  share")
         for l in record["layers"]:
@@ -267,6 +269,19 @@ def run_bench(args: argparse.Namespace) -> int:
                   f"{100.0 * l['instructions'] / max(1, result.instructions):5.1f}%")
     _print_sizes(build.sizes, build.board, result.stack_bytes)
     return 0
+
+
+def _like_with_like(gen) -> tuple[str, ...]:
+    """With --kernels cmsis-nn: which blocks run layer by layer because CMSIS-NN has no fused
+    chain kernel, so that its count compares with mcugen's like with like."""
+    if gen.options.kernels != "cmsis-nn" or gen.schedule is None or not gen.schedule.blocks:
+        return ()
+    blocks = gen.schedule.blocks
+    fused = [b for b in blocks if b.chosen == "fused"]
+    return (f"note: CMSIS-NN has no fused-chain kernel: {len(blocks) - len(fused)} of {len(blocks)} fusable blocks run "
+            f"layer by layer with CMSIS-NN's kernels" + (f"; {len(fused)} run mcugen's portable chain kernel "
+                                                        f"(--strategy {gen.options.strategy}, for RAM)" if fused else "")
+            + "; compare with `mcugen bench --kernels mcugen --strategy layerwise` for the same plan",)
 
 
 def _locate_firmware(path: Path, board_name: str | None) -> tuple[Path, Board, dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcugen.errors import McugenError
+from mcugen.options import CompileOptions, add_compile_options, options_from_args
 
 DEFAULT_ALPHA = 0.35
 DEFAULT_RESOLUTION = 96
@@ -51,7 +53,8 @@ class _Stages:
 
 def run_demo(out_dir: Path, *, alpha: float = DEFAULT_ALPHA, resolution: int = DEFAULT_RESOLUTION,
              classes: int = DEFAULT_CLASSES, board: str = "qemu-mps2-an386", count: int = 2, seed: int = 0,
-             force: bool = False, quiet: bool = False) -> DemoReport:
+             force: bool = False, quiet: bool = False, options=None) -> DemoReport:
+    """`options`: the CompileOptions to generate with (the board's kernels and budget by default)."""
     from mcugen import driver
     from mcugen.validate import validate
 
@@ -76,17 +79,13 @@ def run_demo(out_dir: Path, *, alpha: float = DEFAULT_ALPHA, resolution: int = D
         model_path = Path(tmp) / "mobilenet_v2.tflite"
         model_path.write_bytes(tflite)
         kw: dict = {}
-        kernel_target = "portable"
         if board != "host":
             from mcugen import validate_board
-            from mcugen.boards import get_board
-            from mcugen.targets import target_for_board
 
             kw = validate_board.runner_kwargs(board)
-            kernel_target = target_for_board(get_board(board)).name
+        opts = dataclasses.replace(options or CompileOptions(), name="mobilenet_v2", board=board)
         # Generated once; validation and measurement use these very files.
-        gen = st.run("generate C", lambda: driver.build(model_path, "mobilenet_v2", kernels="mcugen",
-                                                         target=kernel_target))
+        gen = st.run("generate C", lambda: driver.build(model_path, options=opts))
         report.macs = gen.graph.macs()
         report.weight_bytes = gen.program.weight_bytes
         report.arena_bytes = gen.program.arena_bytes
@@ -140,6 +139,7 @@ def register(subparsers) -> None:
     p.add_argument("--count", type=int, default=2, help="random inputs to compare (default 2)")
     p.add_argument("--force", action="store_true", help="overwrite an output folder mcugen did not create")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_compile_options(p, board=False, name=False)
     p.set_defaults(func=_cmd)
 
 
@@ -147,6 +147,7 @@ def _cmd(args) -> int:
     if args.alpha <= 0 or args.resolution < 32 or args.classes < 1 or args.count < 1:
         raise McugenError("demo: need --alpha > 0, --resolution >= 32, --classes >= 1 and --count >= 1")
     report = run_demo(Path(args.output), alpha=args.alpha, resolution=args.resolution, classes=args.classes,
-                      board=args.board, count=args.count, force=args.force, quiet=args.quiet)
+                      board=args.board, count=args.count, force=args.force, quiet=args.quiet,
+                      options=options_from_args(args))
     print(format_report(report, Path(args.output)))
     return 0 if report.bit_exact else 1

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -15,8 +16,12 @@ import numpy as np
 from mcugen import codegen
 from mcugen.errors import OutputError, ToolError
 from mcugen.ir import DType, Graph, OpType
-from mcugen.lower import Program, lower
-from mcugen.planner import verify
+from mcugen.lower import Program, c_identifier, emit, plan_schedule
+from mcugen.options import DEFAULT_STRATEGY, CompileOptions
+from mcugen.passes import fold_pads
+from mcugen.planner import PlanError, verify
+from mcugen.schedule import ScheduleChoice, choose_schedule
+from mcugen.supported import check_graph
 from mcugen.tflite_reader import read_tflite
 
 MARKER = ".mcugen-output"
@@ -30,76 +35,90 @@ class Generated:
     files: dict[str, str]
     cflags: tuple[str, ...] = ()  # what compiling the files needs (CMSIS-NN include paths)
     notes: tuple[str, ...] = ()  # one-line notes for the user (the CLI prints them on stderr)
+    options: CompileOptions = field(default_factory=CompileOptions)
+    schedule: Optional[ScheduleChoice] = None  # how the fused chains were chosen, with every step's cost
+    kernel_plans: dict = field(default_factory=dict)  # layer index -> the kernel pass's plan for it
+
+    @property
+    def estimated_instructions(self) -> int:
+        """Sum of the chosen steps' instruction estimates for the target (see mcugen.kernels.cost)."""
+        if self.schedule is None:
+            return 0
+        return sum(self.schedule.step_cost(step.ops).instructions for step in self.program.schedule.steps)
+
+    def numbers(self) -> dict:
+        """The one set of numbers every command reports for this model and these options."""
+        p = self.program
+        return {
+            "arena_bytes": p.arena_bytes,
+            "scratch_bytes": p.scratch_bytes,
+            "const_bytes": p.weight_bytes,
+            "estimated_instructions": self.estimated_instructions,
+        }
 
 
 def build(
     model_path: str | Path,
     name: Optional[str] = None,
-    strategy: str = "fused",
+    strategy: str = DEFAULT_STRATEGY,
     kernels: Optional[str] = None,
     target: str = "portable",
     cmsis_nn: Optional[str] = None,
+    options: Optional[CompileOptions] = None,
 ) -> Generated:
-    """Read, check, lower, plan (verified), choose the kernels and render a model; writes nothing.
+    """The pipeline, in its one order; writes nothing:
 
-    `strategy`: "fused" (default: row-streamed chains where they lower the peak) or "layerwise".
-    `kernels`: None (mcugen's generic portable kernels), "mcugen" (kernels specialised per layer
-    for `target`: portable, armv7em-dsp or mve) or "cmsis-nn" (calls to the CMSIS-NN checkout
-    `cmsis_nn`, else $CMSIS_NN_PATH).
+    read -> check -> graph passes (PAD folding, chain candidates) -> kernel selection for the
+    target, with each step's cost (`mcugen.schedule`) -> the schedule chosen by cost under the
+    budget -> plan once (kernel scratch planned with the tensors) and verify -> lower -> kernel
+    pass -> render.
+
+    `options` (a CompileOptions) overrides the keyword arguments, which are kept for callers
+    that only set a few: `kernels` None means mcugen's generic portable kernels (tests), "mcugen"
+    kernels specialised for `target`, "cmsis-nn" calls to the CMSIS-NN checkout `cmsis_nn`.
     """
+    opts = options or CompileOptions(name=name, strategy=strategy, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
     graph = read_tflite(model_path)
-    if kernels is None:
-        program = lower(graph, name, strategy=strategy)
-        verify(program.buffers, program.plan, program.aliases)
-        return Generated(graph=graph, program=program, files=codegen.render_model(program, graph))
-    result = _lower_with_kernels(graph, name, strategy, kernels, target, cmsis_nn)
-    files = result.merged_files(codegen.render_model(result.program, graph))
-    notes = _unspecialised_chain_notes(graph, name, result.program, kernels, target, cmsis_nn)
-    return Generated(graph=graph, program=result.program, files=files, cflags=result.cflags, notes=notes)
-
-
-def _lower_with_kernels(graph: Graph, name: Optional[str], strategy: str, kernels: str, target: str,
-                        cmsis_nn: Optional[str]):
-    """Lower, plan (verified) and run the kernel pass. The pass names the scratch each of its
-    layers needs: plan it with the tensors (keyed by the layer's output tensor, which survives a
-    new choice of fused chains) and lower again, until every scratch buffer fits where the plan
-    put it."""
+    check_graph(graph)
+    folded, pads = fold_pads(graph)
+    cname = c_identifier(opts.name or graph.name)
+    choice = choose_schedule(folded, pads, cname, graph.name, opts)
+    planned = plan_schedule(folded, pads, choice.chains, choice.extra_scratch)
+    verify(planned.bufs.buffers, planned.plan, planned.bufs.aliases)
+    program = emit(planned, cname, graph.name, opts.strategy)
+    if opts.kernels is None:
+        return Generated(graph=graph, program=program, files=codegen.render_model(program, graph), options=opts,
+                         schedule=choice)
     from mcugen.kernels import apply_kernels
     from mcugen.targets import get_target
 
-    program = lower(graph, name, strategy=strategy)
-    verify(program.buffers, program.plan, program.aliases)
-    result = apply_kernels(program, kernels, get_target(target), cmsis_nn)
-    needs: dict[int, int] = {}
-    for _ in range(3):
-        if result.program.arena_bytes <= program.arena_bytes:
-            break
-        by_step = {l.index: l.output for l in program.layers}
-        for s in result.scratch:
-            tensor = by_step[s.step]
-            needs[tensor] = max(needs.get(tensor, 0), s.size)
-        program = lower(graph, name, strategy=strategy, extra_scratch=needs)
-        verify(program.buffers, program.plan, program.aliases)
-        result = apply_kernels(program, kernels, get_target(target), cmsis_nn)
-    return result
+    result = apply_kernels(program, opts.kernels, get_target(opts.kernel_target), opts.cmsis_nn)
+    if result.program.arena_bytes != program.arena_bytes:
+        raise PlanError(
+            f"internal error: the kernel pass needed {result.program.arena_bytes - program.arena_bytes} bytes of scratch "
+            f"that kernel selection did not state (layers {sorted(s.step for s in result.scratch)})"
+        )
+    files = result.merged_files(codegen.render_model(result.program, graph))
+    return Generated(graph=graph, program=result.program, files=files, cflags=result.cflags,
+                     notes=_unspecialised_chain_notes(result.program, choice, opts), options=opts, schedule=choice,
+                     kernel_plans=dict(result.plans))
 
 
 PORTABLE_CHAIN_KERNEL = "mcugen_chain_s8"
 
 
-def _unspecialised_chain_notes(graph: Graph, name: Optional[str], program: Program, kernels: str,
-                               target: str, cmsis_nn: Optional[str]) -> tuple[str, ...]:
+def _unspecialised_chain_notes(program: Program, choice: ScheduleChoice, opts: CompileOptions) -> tuple[str, ...]:
     """A fused chain the kernel pass has no kernel for runs the portable chain kernel, several
-    times slower than its layers would run specialised one by one: say so, with what the
-    layer-by-layer plan would cost in arena, so that the choice is the user's."""
+    times slower than its layers would run specialised one by one: say so (auto only fuses it
+    when the RAM budget needs it), with what the layer-by-layer plan costs in arena."""
     slow = [l for l in program.layers if l.op == "CHAIN" and l.kernel == PORTABLE_CHAIN_KERNEL]
     if not slow:
         return ()
-    layerwise = _lower_with_kernels(graph, name, "layerwise", kernels, target, cmsis_nn).program.arena_bytes
+    layerwise = next(a for a in choice.alternatives if a.label == "layerwise")
     return tuple(
-        f"note: layer {l.index} ({l.comment[0].split(': ', 1)[-1]}) has no {kernels} kernel for {target} and runs "
-        f"the portable chain kernel, several times slower; --strategy layerwise avoids it with an arena of "
-        f"{layerwise:,} bytes instead of {program.arena_bytes:,}"
+        f"note: layer {l.index} ({l.comment[0].split(': ', 1)[-1]}) has no {opts.kernels} kernel for "
+        f"{opts.kernel_target} and runs the portable chain kernel, several times slower; --strategy layerwise avoids "
+        f"it with an arena of {layerwise.arena_bytes:,} bytes instead of {program.arena_bytes:,}"
         for l in slow
     )
 
@@ -150,12 +169,45 @@ def write_output_dir(out_dir: Path, files: dict[str, str], force: bool = False, 
         raise
 
 
+BUILD_INFO = "mcugen-build.json"  # in a generated folder: what building and benchmarking it needs
+
+
+def build_info(gen: Generated) -> dict:
+    """What a generated folder needs to be built and measured without repeating an option:
+    its C name, the compiler flags (CMSIS-NN include paths), the options and the numbers."""
+    return {
+        "name": gen.program.name,
+        "model": gen.program.model_comment,
+        "options": gen.options.to_json(),
+        "cflags": list(gen.cflags),
+        "sources": codegen.model_sources(gen.files),
+        **gen.numbers(),
+    }
+
+
+def read_build_info(folder: Path) -> Optional[dict]:
+    """The build info of a folder `generate` wrote, None for a folder without one."""
+    path = Path(folder) / BUILD_INFO
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise OutputError(f"{path}: unreadable ({e}); generate the folder again") from None
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not isinstance(info.get("cflags"), list):
+        raise OutputError(f"{path}: not an mcugen build info file; generate the folder again")
+    return info
+
+
 def generate(
-    model_path: str | Path, out_dir: str | Path, name: Optional[str] = None, force: bool = False, strategy: str = "fused",
-    kernels: Optional[str] = None, target: str = "portable", cmsis_nn: Optional[str] = None,
+    model_path: str | Path, out_dir: str | Path, name: Optional[str] = None, force: bool = False,
+    strategy: str = DEFAULT_STRATEGY, kernels: Optional[str] = None, target: str = "portable",
+    cmsis_nn: Optional[str] = None, options: Optional[CompileOptions] = None,
 ) -> Generated:
-    gen = build(model_path, name, strategy, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
-    write_output_dir(Path(out_dir), gen.files, force=force)
+    gen = build(model_path, name, strategy, kernels=kernels, target=target, cmsis_nn=cmsis_nn, options=options)
+    files = dict(gen.files)
+    files[BUILD_INFO] = json.dumps(build_info(gen), indent=2) + "\n"
+    write_output_dir(Path(out_dir), files, force=force)
     return gen
 
 
@@ -242,7 +294,7 @@ def run_host(exe: Path, gen: Generated, runs: list[list[np.ndarray]], work_dir: 
 
 
 def compile_and_run_host(
-    model_path: str | Path, inputs: list[list[np.ndarray]], extra_cflags: Sequence[str] = (), strategy: str = "fused"
+    model_path: str | Path, inputs: list[list[np.ndarray]], extra_cflags: Sequence[str] = (), strategy: str = DEFAULT_STRATEGY
 ) -> list[list[np.ndarray]]:
     """Generate, compile with host gcc and run the model on each run's inputs; returns outputs."""
     gen = build(model_path, strategy=strategy)

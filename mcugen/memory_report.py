@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from mcugen.errors import McugenError, OutputError
-from mcugen.lower import STRATEGIES, Program
+from mcugen.lower import Program
 from mcugen.planner import plan_naive
 
 
@@ -148,32 +148,33 @@ def draw_plan(program: Program, report: PlanReport, path: Path) -> None:
         plt.close(fig)
 
 
-def _build(model: str, strategy: str) -> tuple[Program, object]:
-    from mcugen.lower import lower
-    from mcugen.planner import verify
-    from mcugen.tflite_reader import read_tflite
-
-    graph = read_tflite(model)
-    program = lower(graph, strategy=strategy)
-    verify(program.buffers, program.plan, program.aliases)
-    return program, graph
-
-
 def cmd_plan(args) -> int:
-    program, _ = _build(args.model, args.strategy)
+    from mcugen.driver import build
+    from mcugen.options import options_from_args
+
+    gen = build(args.model, options=options_from_args(args))
+    program = gen.program
     tflm = None
     if not args.no_tflm:
         from mcugen.oracle import tflm_arena_bytes
 
         tflm = tflm_arena_bytes(args.model)
     report = plan_report(program, str(args.model), tflm)
+    choice = gen.schedule
     if args.png:
         png = Path(args.png)
         if png.suffix.lower() != ".png":
             raise McugenError(f"--png {png}: the picture's file name must end in .png")
         draw_plan(program, report, png)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        out = report.to_json()
+        out.update(gen.numbers())
+        out["options"] = gen.options.to_json()
+        out["budget"] = {"arena_bytes": choice.budget.arena_bytes, "const_bytes": choice.budget.const_bytes,
+                         "source": choice.budget.source}
+        out["alternatives"] = [a.to_json() for a in choice.alternatives]
+        out["blocks"] = [b.to_json() for b in choice.blocks]
+        print(json.dumps(out, indent=2))
         return 0
     print(f"model:     {report.model}  (plan: {report.strategy}, planner ordering {report.planner})")
     print(f"{'layer':>5} {'op':<22} {'live bytes':>11} {'tensors':>9} {'scratch':>8}")
@@ -187,16 +188,39 @@ def cmd_plan(args) -> int:
     print(f"fused:     {report.fused_layers} layers are fused chains")
     if tflm is not None:
         print(f"TFLM:      {tflm:,} bytes of arena; mcugen needs {report.ratio_to_tflm:.1%} of it")
+    print_choice(gen)
     if args.png:
         print(f"picture:   {args.png}")
     return 0
 
 
+def print_choice(gen) -> None:
+    """The plan chosen and the alternatives it rejected, in one short table."""
+    choice, o = gen.schedule, gen.options
+    budget = choice.budget
+    limit = ", ".join(x for x in (
+        f"arena <= {budget.arena_bytes:,}" if budget.arena_bytes is not None else "",
+        f"constants <= {budget.const_bytes:,}" if budget.const_bytes is not None else "") if x) or "none"
+    print(f"choice:    --strategy {o.strategy}, {o.kernels or 'generic'} kernels for {o.kernel_target}; budget: {limit} "
+          f"({budget.source})")
+    print(f"  {'plan':<10} {'arena':>10} {'constants':>11} {'est. instructions':>18}  fits")
+    for a in choice.alternatives:
+        print(f"  {a.label + (' *' if a.chosen else ''):<10} {a.arena_bytes:>10,} {a.const_bytes:>11,} "
+              f"{a.instructions:>18,}  {'yes' if a.fits else 'no'}")
+    fused = sum(1 for b in choice.blocks if b.chosen == "fused")
+    if choice.blocks:
+        print(f"  blocks fused: {fused} of {len(choice.blocks)} (per block in --json 'blocks')")
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("plan", help="the memory plan: live bytes per layer, peak, arena, scratch, ratio to TFLite Micro")
+    from mcugen.options import add_compile_options
+
+    p = subparsers.add_parser("plan", help="the memory plan: live bytes per layer, peak, arena, scratch, ratio to TFLite Micro, "
+                                           "the plan chosen and the alternatives")
     p.add_argument("model", help="an int8 .tflite file")
-    p.add_argument("--strategy", choices=STRATEGIES, default="fused", help="layerwise: one op at a time; fused (default): also fused chains where they lower the arena")
-    p.add_argument("--json", action="store_true", help="print one JSON object (peak_bytes, arena_bytes, scratch_bytes, tflm_arena_bytes, ratio_to_tflm, layers)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (arena_bytes, scratch_bytes, const_bytes, "
+                                                       "estimated_instructions, tflm_arena_bytes, ratio_to_tflm, alternatives, blocks, layers)")
     p.add_argument("--png", metavar="FILE", help="draw the plan (tensors as time x address rectangles) into FILE.png")
     p.add_argument("--no-tflm", action="store_true", help="skip measuring TFLite Micro's arena")
+    add_compile_options(p)
     p.set_defaults(func=cmd_plan)

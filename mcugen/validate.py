@@ -12,6 +12,7 @@ import numpy as np
 from mcugen import driver
 from mcugen.errors import DataError, McugenError
 from mcugen.ir import DType, Graph
+from mcugen.options import DEFAULT_STRATEGY, CompileOptions
 
 
 @dataclass
@@ -120,20 +121,23 @@ def validate(
     layers: bool = False,
     runner: Runner = host_runner,
     target: str = "host",
-    strategy: str = "fused",
+    strategy: str = DEFAULT_STRATEGY,
     kernels: Optional[str] = None,
     kernel_target: str = "portable",
     cmsis_nn: Optional[str] = None,
+    options: Optional[CompileOptions] = None,
     generated: Optional[driver.Generated] = None,
     progress: Callable[[str], None] = lambda s: None,
 ) -> ValidationReport:
     """`generated`: the code already generated from `model_path` (then strategy and kernels are
-    those it was generated with); otherwise it is generated here."""
+    those it was generated with); otherwise it is generated here with `options` (a
+    CompileOptions), or else with the keyword arguments."""
     from mcugen.oracle import oracles_for
 
     model_path = Path(model_path)
     progress("reading and generating")
-    gen = generated or driver.build(model_path, strategy=strategy, kernels=kernels, target=kernel_target, cmsis_nn=cmsis_nn)
+    gen = generated or driver.build(model_path, strategy=strategy, kernels=kernels, target=kernel_target,
+                                    cmsis_nn=cmsis_nn, options=options)
     if input_files:
         runs = load_inputs(gen.graph, input_files)
     else:

@@ -71,17 +71,17 @@ class BoardMeasurement:
     arena_bytes: int
 
 
-def measure(model_path, board_name: str, seed: int = 0, strategy: str = "fused", kernels: str | None = "mcugen",
+def measure(model_path, board_name: str, seed: int = 0, strategy: str = "auto", kernels: str | None = "mcugen",
             generated=None) -> BoardMeasurement:
     """Instruction counts (whole inference and per layer), flash and RAM on an emulated board,
     with the kernels specialised for the board's CPU (or `kernels=None`: generic portable C).
     `generated`: code already generated from `model_path` (then it is measured as it is)."""
     from mcugen import driver
     from mcugen.bench import bench_elf
-    from mcugen.targets import target_for_board
+    from mcugen.options import CompileOptions
 
     board = get_board(board_name)
-    gen = generated or driver.build(model_path, strategy=strategy, kernels=kernels, target=target_for_board(board).name)
+    gen = generated or driver.build(model_path, options=CompileOptions(board=board_name, strategy=strategy, kernels=kernels))
     runs = driver.random_inputs(gen.graph, 1, seed)
     with tempfile.TemporaryDirectory(prefix="mcugen-measure-") as tmp:
         fw = _firmware(gen, board, Path(tmp), profile=True)

@@ -10,7 +10,7 @@ import pytest
 from mcugen.bench import elf_sizes, read_elf
 from mcugen.boards import BOARDS, EMULATED_BOARDS, KIB, MIB, get_board
 from mcugen.cmd_firmware import main as cli_main
-from mcugen.cmd_firmware import parse_size
+from mcugen.options import parse_size
 from mcugen.errors import LimitError, UnsupportedError
 from mcugen.firmware import build_firmware
 

@@ -39,6 +39,7 @@ class KernelPassResult:
     scratch: list[ScratchBuffer]
     cflags: tuple[str, ...] = ()
     choices: dict[int, str] = field(default_factory=dict)  # layer index -> kernel chosen
+    plans: dict[int, object] = field(default_factory=dict)  # layer index -> its plan (what the cost model reads)
 
     def merged_files(self, rendered: dict[str, str]) -> dict[str, str]:
         """The model's files (codegen.render_model of `self.program`) with this pass's files.

@@ -442,6 +442,7 @@ def to_cmsis_nn(program: Program, target: Target, root: Optional[str | os.PathLi
         scratch=needs,
         cflags=(f"-I{root / 'Include'}", f"-I{root / 'Source'}"),
         choices={pl.index: pl.function for pl in plans},
+        plans=by_index,
     )
 
 

@@ -90,7 +90,7 @@ def specialize(program: Program, target: Target) -> KernelPassResult:
         kernel_groups=sorted({l.kernel_group for l in layers if l.kernel_group}),
     )
     files = render_layers(program, plans, target) if plans else {}
-    return KernelPassResult(program=program, files=files, scratch=list(ctx.scratch), choices=choices)
+    return KernelPassResult(program=program, files=files, scratch=list(ctx.scratch), choices=choices, plans=by_index)
 
 
 def _plan_parts(pl) -> list:

@@ -1,0 +1,111 @@
+"""Instruction estimates: the cost each chosen kernel (or fused chain) states, per kernel family and instruction set.
+
+A step's estimate is a linear function of its work, with one row of coefficients per
+(instruction set, kernel family) in `mcugen.kernels.cost_table`:
+
+    instructions ~ c[0] * MACs + c[1] * output elements + c[2] * input elements + c[3]
+
+and for a fused chain, whose stages run at different rates,
+
+    instructions ~ c[0] * A MACs + c[1] * B MACs + c[2] * C MACs + c[3] * FC MACs
+                   + c[4] * output elements + c[5]
+
+The coefficients are fitted (non-negative least squares) to the instruction counts that
+`mcugen bench` measures per layer on the emulated Cortex-M4 (DSP, portable and generic
+kernels, CMSIS-NN) and Cortex-M55 (Helium) over the real models and MobileNet v2:
+`python benchmarks/estimate.py --fit` measures them again and rewrites the table, and
+`python benchmarks/estimate.py` prints the estimate against the measured count per model.
+Instructions are not cycles; the estimate is for choosing between plans, within ~10%.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from mcugen.kernels.cost_table import COEFFICIENTS
+from mcugen.lower import Layer
+from mcugen.passes import Schedule, Step
+from mcugen.targets import Target
+
+# When a family has no coefficients for an instruction set, the nearest one that has.
+FALLBACK_ISA = {"dsp": ("mve", "portable", "generic"), "mve": ("dsp", "portable", "generic"),
+                "portable": ("generic",), "cmsis-mve": ("cmsis-dsp",), "cmsis-dsp": (), "generic": ()}
+GENERIC_PER_MAC = 10.0  # a layer with no fitted family at all: a generic kernel's rate
+
+
+def _elements(schedule: Schedule, tensors: Sequence[int]) -> int:
+    g = schedule.graph
+    total = 0
+    for i in tensors:
+        n = 1
+        for d in g.t(i).shape:
+            n *= int(d)
+        total += n
+    return total
+
+
+def _stage_macs(stage) -> int:
+    if stage is None:
+        return 0
+    w = stage.window
+    return w.out_h * w.out_w * w.out_c * w.kernel_h * w.kernel_w * (1 if stage.depthwise else w.in_c)
+
+
+def cost_isa(plan, target: Target, kernels: Optional[str]) -> str:
+    """The row of the table a layer's kernel uses: generic portable kernels ("generic"),
+    CMSIS-NN ("cmsis-dsp" / "cmsis-mve") or mcugen's kernels for the target's ISA."""
+    if plan is None:
+        return "generic"
+    if kernels == "cmsis-nn":
+        return "cmsis-mve" if target.isa.value == "mve" else "cmsis-dsp"
+    return target.isa.value
+
+
+def family(layer: Layer, plan, step: Step) -> str:
+    """The kernel family of a layer: what its plan is, or the generic kernel it calls."""
+    if plan is None:
+        name = layer.kernel or "view"
+        if layer.op == "CONV_2D" and "(1x1 " in (layer.comment[0] if layer.comment else ""):
+            name += "/1x1"
+        return name
+    kind = getattr(plan, "kind", "")
+    if hasattr(plan, "function"):  # a CMSIS-NN call
+        return plan.function
+    if kind == "gemm_conv":
+        return "conv/gemm-1x1" if plan.pointwise else "conv/gemm"
+    if kind == "thin_conv":
+        if plan.narrow is not None:
+            return "conv/narrow"
+        return "conv/thin-loop" if plan.code is not None and plan.code.looped else "conv/thin"
+    if kind == "depthwise":
+        v = plan.v
+        return f"depthwise/{v.kh}x{v.kw}/s{v.sh}"
+    return kind
+
+
+def features(layer: Layer, step: Step, schedule: Schedule) -> list[int]:
+    """The work a step does, in the order of its family's coefficients (see the module docstring)."""
+    if step.chain is not None:
+        c = step.chain
+        w = c.out_window
+        fc_macs = c.fc_units * w.out_h * w.out_w * w.out_c if c.fc is not None else 0
+        return [_stage_macs(c.a), _stage_macs(c.b), _stage_macs(c.c), fc_macs, _elements(schedule, step.writes), 1]
+    return [layer.macs, _elements(schedule, step.writes), _elements(schedule, step.reads[:1]), 1]
+
+
+def key(layer: Layer, plan, step: Step, target: Target, kernels: Optional[str]) -> tuple[str, str]:
+    return cost_isa(plan, target, kernels), family(layer, plan, step)
+
+
+def estimate_layer(layer: Layer, plan, schedule: Schedule, step: Step, target: Target,
+                   kernels: Optional[str]) -> int:
+    """Estimated instructions of one step with the kernel chosen for it."""
+    isa, fam = key(layer, plan, step, target, kernels)
+    x = features(layer, step, schedule)
+    for candidate in (isa, *FALLBACK_ISA.get(isa, ())):
+        coef = COEFFICIENTS.get((candidate, fam))
+        if coef is not None and len(coef) == len(x):
+            return int(round(sum(a * b for a, b in zip(coef, x))))
+    if layer.kernel is None:
+        return 0  # a view: nothing runs
+    return int(round(GENERIC_PER_MAC * layer.macs + x[-2]))

@@ -257,9 +257,9 @@ def _print_bench_table(record: dict) -> None:
         print(f"model {record['model']} on {record['board']}: {total:,} instructions per inference "
               f"(no timing table for this core: no cycle estimate)")
     else:
-        print(f"model {record['model']} on {record['board']}: {total:,} instructions, {cycles:,} estimated cycles "
-              f"per inference ({cycles / max(1, total):.2f} cycles/instruction; {record['cycles_timing']} "
-              f"timing table, zero wait states: mcugen/cycles.py)")
+        print(f"model {record['model']} on {record['board']}: {total:,} instructions per inference, "
+              f"{cycles:,} estimated cycles ({cycles / max(1, total):.2f} per instruction; "
+              f"{record['cycles_timing']} timing table, zero wait states: mcugen/cycles.py)")
     if record["layers"]:
         print("layer  op                   MACs  instructions  instr/MAC   est.cycles  cyc/MAC  cyc/instr  share")
         for l in record["layers"]:

@@ -190,11 +190,11 @@ def make_sweep(work: Path) -> list[Path]:
     from mcugen.quantize import QuantizeOptions, convert_concrete_function, import_tensorflow
 
     tf = import_tensorflow()
-    for (name, kind, k, stride, (h, w, c), cout), path in zip(SWEEP, paths):
+    for seed, ((name, kind, k, stride, (h, w, c), cout), path) in enumerate(zip(SWEEP, paths)):
         if path.exists():
             continue
         print(f"building {path.name} ...", flush=True)
-        rng = np.random.default_rng(len(name))
+        rng = np.random.default_rng(seed)
         module = tf.Module()
         shape = (k, k, c, 1) if kind == "depthwise" else (k, k, c, cout)
         module.w = tf.Variable(rng.normal(0.0, 0.5 / k, shape).astype(np.float32))

@@ -8,7 +8,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -217,7 +217,7 @@ class BenchResult:
     outputs: list[bytes]
     wall_seconds: float
     estimated_cycles: int | None = None
-    layer_cycles: list[int] = dataclass_field(default_factory=list)
+    layer_cycles: list[int] = field(default_factory=list)
     total_cycles: int | None = None
     timing: str | None = None  # the core whose timing table gave the cycles
     unclassified: int = 0

@@ -261,13 +261,16 @@ def _print_bench_table(record: dict) -> None:
               f"{cycles:,} estimated cycles ({cycles / max(1, total):.2f} per instruction; "
               f"{record['cycles_timing']} timing table, zero wait states: mcugen/cycles.py)")
     if record["layers"]:
+        # share: of the estimated cycles (of the instructions without a timing table)
         print("layer  op                   MACs  instructions  instr/MAC   est.cycles  cyc/MAC  cyc/instr  share")
         for l in record["layers"]:
             macs, n, c = l["macs"], l["instructions"], l["estimated_cycles"]
             ipm = f"{n / macs:9.2f}" if macs else "        -"
-            cyc = f"{c:11d}  " + (f"{c / macs:7.2f}" if macs else "      -") + f"  {c / max(1, n):9.2f}" if c is not None \
-                else f"{'-':>11s}  {'-':>7s}  {'-':>9s}"
-            share = c / max(1, cycles) if c is not None else n / max(1, total)
+            if c is None:
+                cyc, share = f"{'-':>11s}  {'-':>7s}  {'-':>9s}", n / max(1, total)
+            else:
+                cpm = f"{c / macs:7.2f}" if macs else "      -"
+                cyc, share = f"{c:11d}  {cpm}  {c / max(1, n):9.2f}", c / max(1, cycles)
             print(f"{l['index']:5d}  {(l['op'] or '?'):18s} {macs or 0:>8}  {n:12d}  {ipm}  {cyc}  {100.0 * share:5.1f}%")
     if record.get("unclassified_instructions"):
         print(f"note: {record['unclassified_instructions']:,} executed instructions were not classified "

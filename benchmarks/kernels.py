@@ -10,19 +10,26 @@ and run once in QEMU with the instruction-counting plugin on one seeded input; i
 are compared with tflite-runtime's reference kernels (BUILTIN_REF), and each backend also
 runs on the host (portable target / CMSIS-NN's C paths) against the same oracle.
 
-Reported: instructions per layer type (CONV_2D 1x1, other CONV_2D, DEPTHWISE_CONV_2D 3x3 by
-stride, FULLY_CONNECTED, ADD, MEAN, SOFTMAX) with instructions per MAC (per element for
-ADD/MEAN, per row element for SOFTMAX), the whole model, and the flash taken by the
-generated model (code + constants of the model's objects in the linked image, from the
-linker map; the CMSIS-NN library's objects count for the cmsis-nn build). Then the goals.
+Reported: instructions per layer type (CONV_2D and DEPTHWISE by kernel size and stride, e.g.
+"CONV_2D 1x1 s1", "DEPTHWISE 5x5 s2"; FULLY_CONNECTED, ADD, MEAN, SOFTMAX) with instructions
+per MAC (per element for ADD/MEAN, per row element for SOFTMAX), then the same table in
+estimated cycles (the plugin's Cortex-M4/M7 timing table, mcugen/cycles.py; none on the M55)
+with cycles per MAC and per instruction, the whole model, and the flash taken by each part of
+the generated model (code and constants of the model's objects in the linked image, from the
+linker map: the invoke function, the layers, the weights, the kernel library; the CMSIS-NN
+library's objects count as the kernel library of the cmsis-nn build). Then the goals.
 
 Models: MobileNet v2 alpha 0.35 at 96x96 and alpha 1.0 at 224x224 (1000 classes, int8, built
-with `mcugen model mobilenet_v2` into --work and reused), or the .tflite files given.
+with `mcugen model mobilenet_v2` into --work and reused), or the .tflite files given; plus a
+sweep of one-layer models (built with TensorFlow into --work and reused: pointwise 1x1 and
+depthwise 3x3, 5x5 and 7x7, stride 1 and 2, SAME, RELU6) for the kernel sizes MobileNet v2
+lacks.
 
-Usage: python benchmarks/kernels.py [--quick] [--boards M4,M7,M55] [--work DIR]
+Usage: python benchmarks/kernels.py [--quick] [--no-sweep] [--boards M4,M7,M55] [--work DIR]
                                     [--cmsis-nn PATH] [--json FILE] [MODEL.tflite ...]
-  --quick   MobileNet v2 0.35/96 only
-This is a benchmark, not a test: the full run builds 18 firmware images and takes minutes.
+  --quick     MobileNet v2 0.35/96 (and the sweep) only
+  --no-sweep  leave out the one-layer sweep
+This is a benchmark, not a test: the full run builds ~60 firmware images and takes minutes.
 """
 
 from __future__ import annotations
@@ -68,21 +75,36 @@ class Run:
     board: str
     kind: str
     instructions: int
-    flash_model: int  # bytes of code + constants of the model's objects in the linked image
+    cycles: Optional[int]  # estimated (mcugen/cycles.py); None without a timing table (M55)
+    flash_parts: dict[str, list[int]]  # part -> [code bytes, constant bytes] in the linked image
     bit_exact: bool  # outputs equal tflite-runtime's reference kernels
-    by_type: dict[str, list[int]] = field(default_factory=dict)  # type -> [instructions, MACs or elements]
+    # type -> [instructions, MACs or elements, estimated cycles]
+    by_type: dict[str, list[int]] = field(default_factory=dict)
     layers: list[int] = field(default_factory=list)
+    layer_cycles: list[int] = field(default_factory=list)
+
+    @property
+    def flash_model(self) -> int:
+        """Bytes of code + constants of the model's objects in the linked image."""
+        return sum(code + const for code, const in self.flash_parts.values())
+
+
+_KERNEL = re.compile(r"\((\d+)x(\d+) stride (\d+)x(\d+) dilation (\d+)x(\d+)")
 
 
 def layer_type(layer: Layer) -> str:
+    """"CONV_2D 1x1 s1", "DEPTHWISE 5x5 s2", "DEPTHWISE 3x3 s1 d2" (dilation), or the op."""
     head = layer.comment[0] if layer.comment else ""
-    if layer.op == "CONV_2D":
-        return "CONV_2D 1x1" if "(1x1 " in head else "CONV_2D other"
-    if layer.op == "DEPTHWISE_CONV_2D":
-        if "(3x3 " not in head:
-            return "DEPTHWISE other"
-        return "DEPTHWISE 3x3 s2" if "stride 2x2" in head else "DEPTHWISE 3x3 s1"
-    return layer.op
+    if layer.op not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return layer.op
+    name = "CONV_2D" if layer.op == "CONV_2D" else "DEPTHWISE"
+    m = _KERNEL.search(head)
+    if m is None:
+        return f"{name} other"
+    kh, kw, sh, sw, dh, dw = m.groups()
+    stride = f"s{sh}" if sh == sw else f"s{sh}x{sw}"
+    dilation = "" if (dh, dw) == ("1", "1") else (f" d{dh}" if dh == dw else f" d{dh}x{dw}")
+    return f"{name} {kh}x{kw} {stride}{dilation}"
 
 
 def work_units(layer: Layer, program: Program) -> int:
@@ -95,24 +117,41 @@ def work_units(layer: Layer, program: Program) -> int:
 _MAP_INPUT = re.compile(r"^\s+(?:(\S+)\s+)?0x[0-9a-f]+\s+0x([0-9a-f]+)\s+(\S+\.o)\s*$")
 
 
-def model_flash(map_path: Path, prefix: str = "build/model/") -> int:
-    """Bytes of .text*, .rodata* and .data* input sections from the model's objects, as linked
-    (sections --gc-sections dropped are listed before the memory map and are not counted)."""
+PARTS = ("invoke", "layers", "weights", "kernel library")
+
+
+def model_part(obj: str, name: str = NAME) -> str:
+    """Which part of the generated model an object file is: <name>.o the invoke function and
+    its tables, <name>_layers.o the layer calls and parameters, <name>_weights.o the weights,
+    anything else (mcugen_kernels.o, CMSIS-NN's objects) the kernel library."""
+    stem = Path(obj).stem
+    return {name: "invoke", f"{name}_layers": "layers", f"{name}_weights": "weights"}.get(stem, "kernel library")
+
+
+def model_flash_parts(map_path: Path, prefix: str = "build/model/") -> dict[str, list[int]]:
+    """Per model part, [code, constants]: bytes of .text* and of .rodata*/.data* input sections
+    from the model's objects, as linked (sections --gc-sections dropped are listed before the
+    memory map and are not counted)."""
     text = Path(map_path).read_text()
     start = text.find("Linker script and memory map")
-    total = 0
+    parts = {part: [0, 0] for part in PARTS}
     section = None
     for line in text[start:].splitlines():
         m = _MAP_INPUT.match(line)
         if m:
             name = m.group(1) or section
             if name and m.group(3).startswith(prefix) and name.startswith((".text", ".rodata", ".data")):
-                total += int(m.group(2), 16)
+                parts[model_part(m.group(3))][0 if name.startswith(".text") else 1] += int(m.group(2), 16)
             section = None
             continue
         stripped = line.strip()
         section = stripped if stripped.startswith(".") and len(stripped.split()) == 1 else None
-    return total
+    return parts
+
+
+def model_flash(map_path: Path, prefix: str = "build/model/") -> int:
+    """Bytes of code + constants of the model's objects, as linked."""
+    return sum(code + const for code, const in model_flash_parts(map_path, prefix).values())
 
 
 def make_mobilenet(work: Path, alpha: float, resolution: int) -> Path:
@@ -127,6 +166,52 @@ def make_mobilenet(work: Path, alpha: float, resolution: int) -> Path:
         if done.returncode != 0:
             raise SystemExit(f"building {path.name} failed: {done.stderr.strip()[-500:]}")
     return path
+
+
+# One-layer models for the kernel sizes and strides MobileNet v2 lacks: (name, kind, kernel,
+# stride, input H x W x C, output channels). Depthwise layers have depth multiplier 1; the
+# inputs are sized so that every stride-2 layer has the output of its stride-1 twin.
+SWEEP = (
+    ("sweep_conv_1x1_s1", "conv", 1, 1, (24, 24, 48), 48),
+    ("sweep_dw_3x3_s1", "depthwise", 3, 1, (24, 24, 48), 48),
+    ("sweep_dw_3x3_s2", "depthwise", 3, 2, (48, 48, 48), 48),
+    ("sweep_dw_5x5_s1", "depthwise", 5, 1, (24, 24, 48), 48),
+    ("sweep_dw_5x5_s2", "depthwise", 5, 2, (48, 48, 48), 48),
+    ("sweep_dw_7x7_s1", "depthwise", 7, 1, (24, 24, 48), 48),
+    ("sweep_dw_7x7_s2", "depthwise", 7, 2, (48, 48, 48), 48),
+)
+
+
+def make_sweep(work: Path) -> list[Path]:
+    """The SWEEP models as int8 .tflite files in `work` (built once with TensorFlow, reused)."""
+    paths = [work / f"{name}.tflite" for name, *_ in SWEEP]
+    if all(p.exists() for p in paths):
+        return paths
+    from mcugen.quantize import QuantizeOptions, convert_concrete_function, import_tensorflow
+
+    tf = import_tensorflow()
+    for seed, ((name, kind, k, stride, (h, w, c), cout), path) in enumerate(zip(SWEEP, paths)):
+        if path.exists():
+            continue
+        print(f"building {path.name} ...", flush=True)
+        rng = np.random.default_rng(seed)
+        module = tf.Module()
+        shape = (k, k, c, 1) if kind == "depthwise" else (k, k, c, cout)
+        module.w = tf.Variable(rng.normal(0.0, 0.5 / k, shape).astype(np.float32))
+        module.b = tf.Variable(rng.normal(0.0, 0.1, (cout,)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec((1, h, w, c), tf.float32)])
+        def layer(x, module=module, kind=kind, stride=stride):
+            if kind == "depthwise":
+                y = tf.nn.depthwise_conv2d(x, module.w, (1, stride, stride, 1), "SAME")
+            else:
+                y = tf.nn.conv2d(x, module.w, stride, "SAME")
+            return tf.nn.relu6(y + module.b)
+
+        calibration = [[rng.uniform(-1.0, 1.0, (1, h, w, c)).astype(np.float32)] for _ in range(16)]
+        data = convert_concrete_function(layer.get_concrete_function(), module, calibration, QuantizeOptions())
+        path.write_bytes(data)
+    return paths
 
 
 def program_files(graph, kind: str, target, cmsis: Optional[Path]) -> tuple[Program, dict[str, str], tuple[str, ...]]:
@@ -159,12 +244,16 @@ def run_board(model: Path, graph, board_key: str, kind: str, work: Path, inputs,
         np.frombuffer(data, dtype=graph.t(i).dtype.numpy).reshape(graph.t(i).shape)
         for data, i in zip(result.outputs, graph.outputs)
     ]
-    run = Run(model.stem, board_key, kind, result.instructions, model_flash(fw.map), same(outputs, reference))
+    run = Run(model.stem, board_key, kind, result.instructions, result.estimated_cycles,
+              model_flash_parts(fw.map), same(outputs, reference))
     run.layers = list(result.layers)
-    for layer, count in zip(program.layers, result.layers):
-        entry = run.by_type.setdefault(layer_type(layer), [0, 0])
+    run.layer_cycles = list(result.layer_cycles)
+    cycles = result.layer_cycles or [0] * len(result.layers)
+    for layer, count, cyc in zip(program.layers, result.layers, cycles):
+        entry = run.by_type.setdefault(layer_type(layer), [0, 0, 0])
         entry[0] += count
         entry[1] += work_units(layer, program)
+        entry[2] += cyc
     return run
 
 
@@ -178,6 +267,10 @@ def host_exact(graph, kind: str, cmsis, inputs, reference, work: Path) -> bool:
 
 def per_mac(entry: list[int]) -> str:
     return f"{entry[0]:>12,} {entry[0] / entry[1]:7.2f}"
+
+
+def cycles_per_mac(entry: list[int]) -> str:
+    return f"{entry[2]:>12,} {entry[2] / entry[1]:7.2f} {entry[2] / max(entry[0], 1):5.2f}"
 
 
 def print_model(runs: list[Run], model: str, boards: list[str], kinds: list[str]) -> None:
@@ -202,7 +295,32 @@ def print_model(runs: list[Run], model: str, boards: list[str], kinds: list[str]
             if k in here:
                 row += f" {here[k].instructions:>20,}"
         print(row)
-        row = f"  {'model flash (bytes)':22s}"
+        if all(r.cycles is not None for r in here.values()):
+            print(f"  estimated cycles, cycles per MAC, cycles per instruction ({BOARDS[board]}'s timing table, "
+                  "mcugen/cycles.py)")
+            print(f"  {'layer type':22s}" + "".join(f" {k:>26s}" for k in kinds if k in here))
+            for t in types:
+                row = f"  {t:22s}"
+                for k in kinds:
+                    if k in here:
+                        e = here[k].by_type.get(t)
+                        row += f" {cycles_per_mac(e) if e else '-':>26s}"
+                print(row)
+            row = f"  {'whole model':22s}"
+            for k in kinds:
+                if k in here:
+                    r = here[k]
+                    row += f" {f'{r.cycles:,} {r.cycles / r.instructions:5.2f}':>26s}"
+            print(row)
+        print(f"  {'model flash (bytes)':22s}" + "".join(f" {'code + constants':>20s}" for k in kinds if k in here))
+        for part in PARTS:
+            row = f"  {'  ' + part:22s}"
+            for k in kinds:
+                if k in here:
+                    code, const = here[k].flash_parts[part]
+                    row += f" {f'{code:,} + {const:,}':>20s}"
+            print(row)
+        row = f"  {'  total':22s}"
         for k in kinds:
             if k in here:
                 row += f" {here[k].flash_model:>20,}"
@@ -213,9 +331,39 @@ def print_model(runs: list[Run], model: str, boards: list[str], kinds: list[str]
                 row += f" {str(here[k].bit_exact):>20s}"
         print(row)
         if "mcugen" in here and "cmsis-nn" in here:
-            print(f"  mcugen / cmsis-nn: {here['mcugen'].instructions / here['cmsis-nn'].instructions:.3f}"
-                  + (f"   mcugen / portable: {here['mcugen'].instructions / here['portable'].instructions:.3f}"
+            m, c = here["mcugen"], here["cmsis-nn"]
+            print(f"  mcugen / cmsis-nn: {m.instructions / c.instructions:.3f} in instructions"
+                  + (f", {m.cycles / c.cycles:.3f} in estimated cycles" if m.cycles and c.cycles else "")
+                  + (f"   mcugen / portable: {m.instructions / here['portable'].instructions:.3f}"
                      if "portable" in here else ""))
+
+
+def print_kernel_summary(runs: list[Run], boards: list[str], kinds: list[str]) -> None:
+    """Per board, every CONV_2D / DEPTHWISE kernel size and stride over all models: instructions
+    per MAC and estimated cycles per MAC of each backend."""
+    for board in boards:
+        here = [r for r in runs if r.board == board]
+        totals: dict[tuple[str, str], list[int]] = {}
+        for r in here:
+            for t, v in r.by_type.items():
+                if t.startswith(("CONV_2D", "DEPTHWISE")):
+                    entry = totals.setdefault((t, r.kind), [0, 0, 0])
+                    for i in range(3):
+                        entry[i] += v[i]
+        if not totals:
+            continue
+        present = [k for k in kinds if any(kind == k for _, kind in totals)]
+        with_cycles = all(r.cycles is not None for r in here)
+        what = "instructions/MAC" + (", estimated cycles/MAC" if with_cycles else "")
+        print(f"\nKernels on {board} ({BOARDS[board]}), all models: {what}")
+        print(f"  {'layer type':22s}" + "".join(f" {k:>16s}" for k in present))
+        for t in sorted({t for t, _ in totals}, key=lambda t: (t.split()[0], t.split()[1:])):
+            row = f"  {t:22s}"
+            for k in present:
+                e = totals.get((t, k))
+                cell = "-" if e is None else (f"{e[0] / e[1]:.2f}" + (f" / {e[2] / e[1]:.2f}" if with_cycles else ""))
+                row += f" {cell:>16s}"
+            print(row)
 
 
 def goals(runs: list[Run], host: dict, sizes: dict[str, int], primary: str) -> list[tuple[str, bool, str]]:
@@ -225,6 +373,21 @@ def goals(runs: list[Run], host: dict, sizes: dict[str, int], primary: str) -> l
         ratio = m4["mcugen"].instructions / m4["cmsis-nn"].instructions
         out.append((f"{primary} on the M4: mcugen <= 0.5 x cmsis-nn instructions", ratio <= 0.5,
                     f"{m4['mcugen'].instructions:,} / {m4['cmsis-nn'].instructions:,} = {ratio:.3f}"))
+    if "mcugen" in m4 and "cmsis-nn" in m4 and m4["mcugen"].cycles and m4["cmsis-nn"].cycles:
+        ratio = m4["mcugen"].cycles / m4["cmsis-nn"].cycles
+        out.append((f"{primary} on the M4: mcugen <= 0.5 x cmsis-nn estimated cycles", ratio <= 0.5,
+                    f"{m4['mcugen'].cycles:,} / {m4['cmsis-nn'].cycles:,} = {ratio:.3f}"))
+    depthwise: dict[str, list[int]] = {}
+    for r in runs:
+        if r.board == "M4" and r.kind == "mcugen":
+            for t, v in r.by_type.items():
+                if t.startswith("DEPTHWISE ") and t.split()[1] in ("5x5", "7x7"):
+                    entry = depthwise.setdefault(t, [0, 0])
+                    entry[0] += v[0]
+                    entry[1] += v[1]
+    for t, (n, macs) in sorted(depthwise.items()):
+        out.append((f"{t} on the M4 (all models): <= 2.5 instructions per MAC", n / macs <= 2.5,
+                    f"{n:,} / {macs:,} MACs = {n / macs:.2f}"))
     if "mcugen" in m4:
         for t, limit in (("CONV_2D 1x1", 1.0), ("DEPTHWISE 3x3", 2.5)):
             n = sum(v[0] for k, v in m4["mcugen"].by_type.items() if k.startswith(t))
@@ -233,7 +396,7 @@ def goals(runs: list[Run], host: dict, sizes: dict[str, int], primary: str) -> l
                 out.append((f"{primary} on the M4: {t} <= {limit} instructions per MAC", n / macs <= limit,
                             f"{n:,} / {macs:,} MACs = {n / macs:.2f}"))
     for r in runs:
-        if r.kind == "mcugen":
+        if r.kind == "mcugen" and not r.model.startswith("sweep_"):
             limit = sizes[r.model] + FLASH_SLACK
             out.append((f"{r.model} on the {r.board}: flash of the model <= .tflite + 16 KiB", r.flash_model <= limit,
                         f"{r.flash_model:,} <= {sizes[r.model]:,} + {FLASH_SLACK:,} = {limit:,}"))
@@ -248,7 +411,8 @@ def goals(runs: list[Run], host: dict, sizes: dict[str, int], primary: str) -> l
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("models", nargs="*", help=".tflite files (default: MobileNet v2 0.35/96 and 1.0/224)")
-    ap.add_argument("--quick", action="store_true", help="MobileNet v2 0.35/96 only")
+    ap.add_argument("--quick", action="store_true", help="MobileNet v2 0.35/96 (and the sweep) only")
+    ap.add_argument("--no-sweep", action="store_true", help="leave out the one-layer kernel sweep")
     ap.add_argument("--boards", default="M4,M7,M55", help="comma-separated of M4, M7, M55")
     ap.add_argument("--work", help="keep models and builds here (default: a temporary folder)")
     ap.add_argument("--cmsis-nn", help=f"CMSIS-NN checkout (default: ${ENV_VAR})")
@@ -269,6 +433,8 @@ def main(argv=None) -> int:
     models = [Path(m) for m in args.models]
     if not models:
         models = [make_mobilenet(work, a, r) for a, r in (MOBILENETS[:1] if args.quick else MOBILENETS)]
+    if not args.no_sweep:
+        models += make_sweep(work)
     runs: list[Run] = []
     host: dict[tuple[str, str], bool] = {}
     sizes = {m.stem: m.stat().st_size for m in models}
@@ -289,6 +455,7 @@ def main(argv=None) -> int:
                       f"bit-exact {run.bit_exact} ({time.monotonic() - t:.0f}s)", flush=True)
     for model in models:
         print_model(runs, model.stem, boards, kinds)
+    print_kernel_summary(runs, boards, kinds)
     primary = models[0].stem
     print("\nGoals:")
     results = goals(runs, host, sizes, primary)

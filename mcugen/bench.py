@@ -1,4 +1,4 @@
-"""Firmware measurements: ELF section sizes, exact instruction counts (QEMU plugin), stack use."""
+"""Firmware measurements: ELF section sizes, exact instruction counts and estimated cycles (QEMU plugin), stack use."""
 from __future__ import annotations
 
 import atexit
@@ -8,11 +8,12 @@ import shutil
 import struct
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from mcugen.boards import Board
+from mcugen.cycles import Timing, timing_for_cpu
 from mcugen.errors import ToolError
 from mcugen import qemu
 
@@ -196,6 +197,11 @@ class BenchResult:
     mcugen_layer_end(i), so each includes about 5 instructions of marker overhead; empty
     unless the firmware was built with profile=True. `total_instructions`: the whole run,
     boot and semihosting file I/O included. Sizes are in bytes.
+
+    `estimated_cycles` / `layer_cycles` / `total_cycles`: the same windows in cycles
+    estimated from the timing table `timing` (mcugen/cycles.py) of the board's core; None /
+    empty when there is no table for it (Cortex-M55). `unclassified`: executed instructions
+    (whole run) the plugin's classifier did not know, charged one cycle each.
     """
 
     board: str
@@ -210,6 +216,11 @@ class BenchResult:
     stack_reserved: int
     outputs: list[bytes]
     wall_seconds: float
+    estimated_cycles: int | None = None
+    layer_cycles: list[int] = field(default_factory=list)
+    total_cycles: int | None = None
+    timing: str | None = None  # the core whose timing table gave the cycles
+    unclassified: int = 0
 
     @property
     def flash(self) -> int:
@@ -224,55 +235,86 @@ class BenchResult:
 class MarkerEvent:
     marker: int
     count: int
+    cycles: int = 0
 
 
-def parse_icount_log(text: str) -> tuple[list[MarkerEvent], int | None]:
-    """Events ("<marker> <count>") and the final total ("total <count>") of a plugin log."""
+@dataclass(frozen=True)
+class Window:
+    """One invoke_begin ... invoke_end window: instructions and estimated cycles, per layer too."""
+
+    instructions: int
+    cycles: int
+    layers: list[int]
+    layer_cycles: list[int]
+
+
+@dataclass(frozen=True)
+class IcountLog:
+    events: list[MarkerEvent]
+    total: int | None
+    total_cycles: int | None
+    unclassified: int
+    unclassified_names: tuple[str, ...]
+
+
+def parse_icount_log(text: str) -> IcountLog:
+    """A plugin log: events ("<marker> <count> <cycles>"), "total <count> <cycles>" and
+    "unclassified <count> <mnemonic> ..."."""
     events: list[MarkerEvent] = []
-    total = None
+    total = total_cycles = None
+    unclassified, names = 0, ()
     for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "total":
-            total = int(value)
-        elif key:
-            events.append(MarkerEvent(int(key), int(value)))
-    return events, total
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == "total":
+            total, total_cycles = int(fields[1]), int(fields[2])
+        elif fields[0] == "unclassified":
+            unclassified, names = int(fields[1]), tuple(fields[2:])
+        else:
+            events.append(MarkerEvent(int(fields[0]), int(fields[1]), int(fields[2])))
+    return IcountLog(events, total, total_cycles, unclassified, names)
 
 
-def split_invocations(events: Sequence[MarkerEvent]) -> list[tuple[int, list[int]]]:
-    """(instructions, per-layer instructions) of each invoke_begin ... invoke_end window."""
-    windows: list[tuple[int, list[int]]] = []
-    begin: int | None = None
-    layer_start: int | None = None
+def split_invocations(events: Sequence[MarkerEvent]) -> list[Window]:
+    """Instructions and cycles (whole and per layer) of each invoke_begin ... invoke_end window."""
+    windows: list[Window] = []
+    begin: MarkerEvent | None = None
+    layer_start: MarkerEvent | None = None
     layers: list[int] = []
+    layer_cycles: list[int] = []
     for event in events:
         if event.marker == INVOKE_BEGIN:
             if begin is not None:
                 raise ToolError("instruction-count log: invoke began twice without ending")
-            begin, layers, layer_start = event.count, [], None
+            begin, layers, layer_cycles, layer_start = event, [], [], None
         elif event.marker == INVOKE_END:
             if begin is None or layer_start is not None:
                 raise ToolError("instruction-count log: invoke ended without beginning, or inside a layer")
-            windows.append((event.count - begin, layers))
+            windows.append(Window(event.count - begin.count, event.cycles - begin.cycles, layers, layer_cycles))
             begin = None
         elif event.marker == LAYER_BEGIN:
             if begin is None or layer_start is not None:
                 raise ToolError("instruction-count log: layer began outside invoke, or inside a layer")
-            layer_start = event.count
+            layer_start = event
         elif event.marker == LAYER_END:
             if layer_start is None:
                 raise ToolError("instruction-count log: layer ended without beginning")
-            layers.append(event.count - layer_start)
+            layers.append(event.count - layer_start.count)
+            layer_cycles.append(event.cycles - layer_start.cycles)
             layer_start = None
     if begin is not None:
         raise ToolError("instruction-count log: the last invoke never ended")
     return windows
 
 
-def plugin_arguments(elf: Path, log: Path) -> str:
-    """The -plugin option value: library, log file and the marker addresses found in `elf`."""
+def plugin_arguments(elf: Path, log: Path, timing: Timing | None = None) -> str:
+    """The -plugin option value: library, log file, the marker addresses found in `elf` and
+    the timing table to estimate cycles with (none: no estimate)."""
     image = read_elf(elf)
     parts = [str(build_icount_plugin()), "out=" + str(log)]
+    if timing is not None:
+        parts.append(timing.plugin_argument())
     for index, name in enumerate(MARKER_SYMBOLS):
         symbol = image.symbol(name)
         if symbol is None:
@@ -292,7 +334,9 @@ def bench_elf(
     workdir: Path | None = None,
 ) -> BenchResult:
     """Runs `elf` once on `inputs` in QEMU with the instruction-count plugin; exact,
-    repeatable counts. Raises ToolError if the firmware does not exit with status 0."""
+    repeatable counts, and cycles estimated from the timing table of the board's core.
+    Raises ToolError if the firmware does not exit with status 0."""
+    timing = timing_for_cpu(board.cpu)
     with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:
         folder = Path(workdir) if workdir is not None else Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
@@ -300,7 +344,7 @@ def bench_elf(
         log.unlink(missing_ok=True)
         result = qemu.run_on_qemu(
             elf, board, inputs, timeout=timeout, workdir=folder,
-            extra_args=("-plugin", plugin_arguments(elf, log.resolve())),
+            extra_args=("-plugin", plugin_arguments(elf, log.resolve(), timing)),
         )
         if result.exit_code != 0:
             raise ToolError(
@@ -308,19 +352,19 @@ def bench_elf(
             )
         if not log.exists():
             raise ToolError(f"QEMU wrote no instruction-count log; its output: {result.stderr.strip()[:200]}")
-        events, total = parse_icount_log(log.read_text())
-    windows = split_invocations(events)
-    if len(windows) != 1 or total is None:
+        counted = parse_icount_log(log.read_text())
+    windows = split_invocations(counted.events)
+    if len(windows) != 1 or counted.total is None:
         raise ToolError(f"instruction-count log has {len(windows)} inferences (expected 1) or no total")
     if result.stack_bytes is None:
         raise ToolError("the firmware printed no MCUGEN_STACK_BYTES line")
-    instructions, layers = windows[0]
+    window = windows[0]
     sizes = elf_sizes(elf)
     return BenchResult(
         board=board.name,
-        instructions=instructions,
-        layers=layers,
-        total_instructions=total,
+        instructions=window.instructions,
+        layers=window.layers,
+        total_instructions=counted.total,
         stack_bytes=result.stack_bytes,
         text=sizes.text,
         rodata=sizes.rodata,
@@ -329,4 +373,9 @@ def bench_elf(
         stack_reserved=sizes.stack,
         outputs=result.outputs,
         wall_seconds=result.wall_seconds,
+        estimated_cycles=window.cycles if timing is not None else None,
+        layer_cycles=window.layer_cycles if timing is not None else [],
+        total_cycles=counted.total_cycles if timing is not None else None,
+        timing=timing.core if timing is not None else None,
+        unclassified=counted.unclassified,
     )

@@ -189,7 +189,9 @@ def _bench(args: argparse.Namespace, folder: Path) -> tuple[FirmwareBuild, Bench
 
 
 def bench_record(build: FirmwareBuild, result: BenchResult, program=None) -> dict:
-    """The `bench --json` object: totals, sizes and one entry per generated layer."""
+    """The `bench --json` object: totals, sizes and one entry per generated layer.
+    `estimated_cycles` (whole and per layer) come from the timing table of the board's core
+    (mcugen/cycles.py, named by `cycles_timing`); null where there is none (Cortex-M55)."""
     layers = []
     for i, count in enumerate(result.layers):
         layer = program.layers[i] if program is not None and i < len(program.layers) else None
@@ -198,11 +200,15 @@ def bench_record(build: FirmwareBuild, result: BenchResult, program=None) -> dic
             "op": layer.op if layer is not None else None,
             "macs": layer.macs if layer is not None else None,
             "instructions": count,
+            "estimated_cycles": result.layer_cycles[i] if i < len(result.layer_cycles) else None,
         })
     return {
         "model": build.name,
         "board": result.board,
         "instructions": result.instructions,
+        "estimated_cycles": result.estimated_cycles,
+        "cycles_timing": result.timing,
+        "unclassified_instructions": result.unclassified,
         "layers": layers,
         "flash_bytes": result.text + result.rodata + result.data,
         "ram_bytes": result.data + result.bss + result.stack_bytes,
@@ -237,6 +243,36 @@ def _draw_png(record: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _print_bench_table(record: dict) -> None:
+    """The `bench` table: instructions and estimated cycles, whole and per layer."""
+    total, cycles = record["instructions"], record["estimated_cycles"]
+    if cycles is None:
+        print(f"model {record['model']} on {record['board']}: {total:,} instructions per inference "
+              f"(no timing table for this core: no cycle estimate)")
+    else:
+        print(f"model {record['model']} on {record['board']}: {total:,} instructions per inference, "
+              f"{cycles:,} estimated cycles ({cycles / max(1, total):.2f} per instruction; "
+              f"{record['cycles_timing']} timing table, zero wait states: mcugen/cycles.py)")
+    if record.get("estimated_instructions"):
+        print(f"estimate before building: {record['estimated_instructions']:,} instructions "
+              f"({record['estimate_ratio']:.3f} of the count; mcugen/kernels/cost.py)")
+    if record["layers"]:
+        # share: of the estimated cycles (of the instructions without a timing table)
+        print("layer  op                   MACs  instructions  instr/MAC   est.cycles  cyc/MAC  cyc/instr  share")
+        for l in record["layers"]:
+            macs, n, c = l["macs"], l["instructions"], l["estimated_cycles"]
+            ipm = f"{n / macs:9.2f}" if macs else "        -"
+            if c is None:
+                cyc, share = f"{'-':>11s}  {'-':>7s}  {'-':>9s}", n / max(1, total)
+            else:
+                cpm = f"{c / macs:7.2f}" if macs else "      -"
+                cyc, share = f"{c:11d}  {cpm}  {c / max(1, n):9.2f}", c / max(1, cycles)
+            print(f"{l['index']:5d}  {(l['op'] or '?'):18s} {macs or 0:>8}  {n:12d}  {ipm}  {cyc}  {100.0 * share:5.1f}%")
+    if record.get("unclassified_instructions"):
+        print(f"note: {record['unclassified_instructions']:,} executed instructions were not classified "
+              f"(charged 1 cycle each)", file=sys.stderr)
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if args.out is not None:
         build, result, src = _bench(args, args.out)
@@ -258,15 +294,7 @@ def run_bench(args: argparse.Namespace) -> int:
         return 0
     for note in record.get("notes", []):
         print(note)
-    print(f"model {build.name} on {result.board}: {result.instructions:,} instructions per inference"
-          + (f" (estimated {record['estimated_instructions']:,}, ratio {record['estimate_ratio']:.3f})"
-             if record.get("estimated_instructions") else ""))
-    if record["layers"]:
-        print("layer  op                   MACs  instructions  instr/MAC  share")
-        for l in record["layers"]:
-            ipm = f"{l['instructions'] / l['macs']:9.2f}" if l["macs"] else "        -"
-            print(f"{l['index']:5d}  {(l['op'] or '?'):18s} {l['macs'] or 0:>8}  {l['instructions']:12d}  {ipm}  "
-                  f"{100.0 * l['instructions'] / max(1, result.instructions):5.1f}%")
+    _print_bench_table(record)
     _print_sizes(build.sizes, build.board, result.stack_bytes)
     return 0
 

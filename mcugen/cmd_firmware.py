@@ -16,7 +16,8 @@ from typing import Sequence
 
 from mcugen import qemu
 from mcugen.bench import BenchResult, bench_elf
-from mcugen.boards import BOARDS, Board, get_board
+from mcugen import outdir
+from mcugen.boards import BOARDS, Board, get_board, with_origins
 from mcugen.errors import McugenError, ModelError, OutputError, ToolError, UnsupportedError
 from mcugen.firmware import MANIFEST, FirmwareBuild, ModelInterface, build_firmware
 
@@ -57,12 +58,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ram-limit", type=parse_size, help="fail if RAM use exceeds this (default: the board's RAM)")
     p.add_argument("--flash-limit", type=parse_size, help="fail if flash use exceeds this (default: the board's flash)")
     p.add_argument("--stack", type=parse_size, help="stack to reserve (default: the board's)")
+    p.add_argument("--flash-origin", type=parse_size, metavar="ADDR",
+                   help="real boards: start of the application in flash, e.g. after a bootloader or the nRF "
+                        "SoftDevice (0x27000); the region keeps its end")
+    p.add_argument("--ram-origin", type=parse_size, metavar="ADDR",
+                   help="real boards: start of the RAM the firmware may use (e.g. above the SoftDevice's)")
+    p.add_argument("--force", action="store_true",
+                   help="replace generated files you edited outside the USER CODE sections (a copy goes to DIR/.mcugen-backup/)")
     p.set_defaults(func=run_firmware)
 
     p = subparsers.add_parser("bench", help="count instructions per layer, stack and sizes on an emulated board")
     p.add_argument("model", type=Path, help=".tflite model, or a folder of generated C sources")
     p.add_argument("-o", "--out", type=Path, help="keep the firmware project here (default: a temporary folder)")
     add_common(p)
+    p.add_argument("--force", action="store_true",
+                   help="with --out: replace files there that mcugen did not write as they are (a copy goes to OUT/.mcugen-backup/)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--png", type=Path, metavar="FILE", help="draw instructions and MACs per layer into a PNG")
     p.add_argument("--timeout", type=float, default=qemu.DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
@@ -86,7 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _sources_for(model: Path, name: str | None, gen_dir: Path, generated_out: list | None = None,
                  board: Board | None = None, kernels: str | None = None, cmsis_nn: str | None = None) -> tuple[Path, str]:
     """(folder of generated C sources, model name): generate from a .tflite file into
-    `gen_dir`, or use a folder that already holds <name>.h / <name>.c."""
+    `gen_dir` (a scratch folder: the project gets its copy through mcugen.outdir), or use a
+    folder that already holds <name>.h / <name>.c."""
     if model.is_dir():
         if name is None:
             headers = [h.stem for h in sorted(model.glob("*.h")) if (model / f"{h.stem}.c").is_file()
@@ -106,7 +117,11 @@ def _sources_for(model: Path, name: str | None, gen_dir: Path, generated_out: li
     from mcugen.targets import target_for_board
 
     target = target_for_board(board).name if board is not None else "portable"
-    generated = driver.generate(model, gen_dir, name=name, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
+    generated = driver.build(model, name, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
+    from mcugen.codegen import write_files
+
+    gen_dir.mkdir(parents=True, exist_ok=True)
+    write_files(generated.files, gen_dir)
     for note in generated.notes:
         print(note, file=sys.stderr)
     if generated_out is not None:
@@ -162,37 +177,74 @@ def run_firmware(args: argparse.Namespace) -> int:
 
 
 def _run_firmware(args: argparse.Namespace) -> int:
-    board = get_board(args.board)
+    board = with_origins(get_board(args.board), args.flash_origin, args.ram_origin)
     out: Path = args.out
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
-        raise OutputError(f"refusing to write into {out}: it is not empty and not an mcugen firmware project")
+    outdir.check(out, args.force)  # before any work: a refused folder is left exactly as it was
     generated: list = []
-    model_dir, name = _sources_for(args.model, args.name, out / "model", generated, board, args.kernels, args.cmsis_nn)
-    builtin = None
-    if args.input:
-        if board.emulated:
-            raise UnsupportedError("--input is for real boards (built-in input); emulated boards read inputs at run time")
-        from mcugen.firmware import read_model_interface
+    with tempfile.TemporaryDirectory(prefix="mcugen-firmware-") as scratch:
+        model_dir, name = _sources_for(args.model, args.name, Path(scratch) / "model", generated, board,
+                                       args.kernels, args.cmsis_nn)
+        builtin = None
+        if args.input:
+            if board.emulated:
+                raise UnsupportedError("--input is for real boards (built-in input); emulated boards read inputs at run time")
+            from mcugen.firmware import read_model_interface
 
-        builtin = _read_inputs(args.input, read_model_interface(model_dir, name))
-    build = build_firmware(
-        model_dir, name, board, out, profile=args.profile, extra_cflags=generated[0].cflags if generated else (),
-        semihosting=True if args.semihosting else None, builtin_inputs=builtin,
-        stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit,
-    )
+            builtin = _read_inputs(args.input, read_model_interface(model_dir, name))
+        build = build_firmware(
+            model_dir, name, board, out, profile=args.profile, extra_cflags=generated[0].cflags if generated else (),
+            semihosting=True if args.semihosting else None, builtin_inputs=builtin,
+            stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit, force=args.force,
+        )
     print(f"{build.elf}")
     _print_sizes(build.sizes, board, None)
+    if not board.emulated:
+        output = "semihosting (mcugen flash --semihosting)" if build.semihosting else "SEGGER RTT (e.g. pyocd rtt)"
+        print(f"results and the DWT cycle count are printed over {output}; flash with: mcugen flash {out}")
+        pack = _pack_note(board)
+        if pack:
+            print(pack)
     return 0
 
 
-def _bench(args: argparse.Namespace, folder: Path, generated: list) -> tuple[FirmwareBuild, BenchResult]:
+def _pack_note(board: Board) -> str | None:
+    if board.pyocd_pack is None:
+        return None
+    return (f"note: pyOCD knows target {board.pyocd_target} only from the CMSIS pack {board.pyocd_pack}; "
+            f"install it once with: pyocd pack install {board.pyocd_target}")
+
+
+def _bench(args: argparse.Namespace, folder: Path, generated: list, force: bool = False) -> tuple[FirmwareBuild, BenchResult]:
     board = get_board(args.board)
     if not board.emulated:
         raise UnsupportedError(f"bench runs on emulated boards ({', '.join(b for b in BOARDS if BOARDS[b].emulated)}), not {board.name}")
-    model_dir, name = _sources_for(args.model, args.name, folder / "model", generated, board, args.kernels, args.cmsis_nn)
-    build = build_firmware(model_dir, name, board, folder, profile=True, extra_cflags=generated[0].cflags if generated else ())
+    outdir.check(folder, force)  # before any work: a refused folder is left exactly as it was
+    with tempfile.TemporaryDirectory(prefix="mcugen-bench-model-") as scratch:
+        model_dir, name = _sources_for(args.model, args.name, Path(scratch) / "model", generated, board,
+                                       args.kernels, args.cmsis_nn)
+        build = build_firmware(model_dir, name, board, folder, profile=True,
+                               extra_cflags=generated[0].cflags if generated else (), force=force)
     inputs = _read_inputs(args.input, build.interface)
     return build, bench_elf(build.elf, board, inputs, timeout=args.timeout)
+
+
+def record_stack_bytes(build: FirmwareBuild, stack_bytes: int) -> bool:
+    """Writes the measured stack use of <name>_invoke() into the project's model header as
+    <NAME>_STACK_BYTES (replacing its "not measured" line); False if the header has no such
+    line (sources not generated by this mcugen) or the user changed it."""
+    rel = f"model/{build.name}.h"
+    header = build.project_dir / rel
+    if not header.is_file():
+        return False
+    text = header.read_text()
+    upper = build.name.upper()
+    pattern = re.compile(rf"^/\* {upper}_STACK_BYTES: .*\*/$|^#define {upper}_STACK_BYTES .*$", re.MULTILINE)
+    if not pattern.search(text):
+        return False
+    line = (f"#define {upper}_STACK_BYTES {stack_bytes} /* stack used by {build.name}_invoke(), measured by "
+            f"mcugen bench on {build.board.name} ({build.board.cpu}) */")
+    outdir.update(build.project_dir, {rel: pattern.sub(line, text, count=1)})
+    return f"#define {upper}_STACK_BYTES {stack_bytes} " in header.read_text()
 
 
 def bench_record(build: FirmwareBuild, result: BenchResult, program=None) -> dict:
@@ -247,7 +299,14 @@ def _draw_png(record: dict, path: Path) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     generated: list = []
     if args.out is not None:
-        build, result = _bench(args, args.out, generated)
+        created = not args.out.exists()
+        try:
+            build, result = _bench(args, args.out, generated, args.force)
+        except McugenError:
+            if created:
+                shutil.rmtree(args.out, ignore_errors=True)
+            raise
+        record_stack_bytes(build, result.stack_bytes)
     else:
         with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:
             build, result = _bench(args, Path(scratch) / "firmware", generated)
@@ -331,8 +390,12 @@ def run_flash(args: argparse.Namespace) -> int:
         raise ToolError(f"pyOCD did not finish flashing within {args.timeout:g} s") from None
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        raise ToolError(f"pyOCD could not flash {image.name} to {target}: {lines[-1] if lines else 'no output'}")
+        pack = _pack_note(board) if target == board.pyocd_target else None
+        hint = f" ({pack[len('note: '):]})" if pack else ""
+        raise ToolError(f"pyOCD could not flash {image.name} to {target}: {lines[-1] if lines else 'no output'}{hint}")
     print(f"flashed {image} to {target}")
+    if manifest.get("output") == "rtt" and not args.semihosting:
+        print(f"the firmware prints its results and DWT cycle count over SEGGER RTT: pyocd rtt --target {target}")
     if args.semihosting:
         command = _pyocd_command() + ["run", "--no-wait", "--target", target, "-O", "enable_semihosting=true",
                                       "-O", "semihost_console_type=console", "--timelimit", f"{args.timeout:g}"]

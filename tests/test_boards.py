@@ -70,10 +70,33 @@ def test_memory_maps_and_default_limits():
         assert board.stack_bytes < board.ram.length
 
 
-def test_stack_guard_only_on_armv7m():
-    assert BOARDS["qemu-mps2-an386"].stack_guard == (0x10000000, 28)
-    assert BOARDS["stm32f746"].stack_guard == (0x10000000, 28)
-    assert BOARDS["qemu-mps3-an547"].stack_guard is None  # Armv8-M uses MSPLIM
+# Vendor memory a stack guard must never cover: the firmware (or the SDK around it) reads it.
+VENDOR_MEMORY = {
+    "nrf52840": [(0x10000000, 0x10002000)],   # FICR + UICR
+    "stm32f746": [(0x1FF00000, 0x20000000)],  # system memory, OTP, unique ID, flash size, option bytes
+}
+
+
+@pytest.mark.parametrize("board_name", sorted(BOARDS))
+def test_stack_guard_covers_only_the_end_of_the_stack(board_name, tmp_path):
+    """The guard as built: linker symbols of the ELF (what the start-up code programs into
+    the MPU), and the compile definitions of the project (no fixed guard address left)."""
+    board = get_board(board_name)
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw")
+    symbols = {s.name: s.value for s in read_elf(build.elf).symbols}
+    base, size, limit = symbols["__stack_guard__"], symbols["__stack_guard_size__"], symbols["__stack_limit__"]
+    makefile = (build.project_dir / "Makefile").read_text() + (build.project_dir / "CMakeLists.txt").read_text()
+    assert "STACK_GUARD" not in makefile
+    if board.cpu == "cortex-m55":
+        assert size == 0 and board.stack_guard_bytes == 0  # Armv8-M: MSPLIM = __stack_limit__
+        return
+    assert size == board.stack_guard_bytes == 256
+    assert size & (size - 1) == 0 and base % size == 0  # one MPU region: a power of two, aligned
+    assert base + size == limit  # right at the stack's end, nothing between
+    assert board.ram.origin <= base and limit + board.stack_bytes <= board.ram.end
+    assert symbols["__stack_top__"] - limit == board.stack_bytes
+    for start, end in VENDOR_MEMORY.get(board_name, []):
+        assert base + size <= start or end <= base, f"guard 0x{base:x}+{size} covers vendor memory 0x{start:x}"
 
 
 def test_unknown_board_is_a_one_line_error():

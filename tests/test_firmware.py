@@ -127,6 +127,31 @@ def test_stack_overflow_faults_instead_of_corrupting(board_name, status, fault, 
     assert result.outputs == []
 
 
+@pytest.mark.parametrize("board_name, status, fault", [
+    ("qemu-mps2-an386", 104, "MemManage"),
+    ("qemu-mps2-an500", 104, "MemManage"),
+    ("qemu-mps3-an547", 106, "UsageFault"),
+])
+def test_stack_growing_frame_by_frame_meets_the_guard(board_name, status, fault, tmp_path):
+    """A recursion that overflows the stack faults in the guard right below the stack (M4/M7:
+    the MPU's MemManage at an address inside the 256-byte guard; M55: MSPLIM's UsageFault)."""
+    board = get_board(board_name)
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw", stack_bytes=4096,
+                           extra_cflags=["-DTINY_RECURSE_BYTES=16000"])
+    result = run_on_qemu(build.elf, board, [EDGE_INPUT], timeout=30)
+    assert result.exit_code == status, result.stderr
+    assert f"MCUGEN_FAULT={fault}" in result.stderr and result.outputs == []
+    if fault == "MemManage":
+        symbols = {s.name: s.value for s in read_elf(build.elf).symbols}
+        address = int(re.search(r"mmfar=(0x[0-9a-f]+)", result.stderr).group(1), 16)
+        assert symbols["__stack_guard__"] <= address < symbols["__stack_limit__"], result.stderr
+    # the same recursion within the stack runs bit-exact
+    ok = build_firmware(TINY, "tiny", board, tmp_path / "ok", stack_bytes=8192,
+                        extra_cflags=["-DTINY_RECURSE_BYTES=2000"])
+    fine = run_on_qemu(ok.elf, board, [EDGE_INPUT], timeout=30)
+    assert fine.exit_code == 0 and fine.outputs == [expected_tiny(EDGE_INPUT)], fine.stderr
+
+
 @pytest.mark.parametrize("board_name", EMULATED_BOARDS)
 def test_bad_access_ends_with_a_fault_status(board_name, tmp_path):
     board = get_board(board_name)
@@ -197,7 +222,7 @@ def test_project_folder_with_foreign_files_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     from mcugen.errors import OutputError
 
-    with pytest.raises(OutputError, match="refusing to write the firmware project"):
+    with pytest.raises(OutputError, match="folder holds files mcugen did not write .notes.txt.; nothing was written"):
         build_firmware(TINY, "tiny", get_board("qemu-mps2-an386"), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

@@ -239,7 +239,7 @@ def write(out_dir: Path, files: Mapping[str, str | bytes], *, force: bool = Fals
             path = out_dir / rel
             if _has_sections(data):
                 sectioned.add(rel)
-                if path.is_file() and rel not in conflicts:
+                if path.is_file():  # under --force too: the backup has the whole old file
                     merged, kept = _merge_sections(data.decode("utf-8"), path.read_text(errors="surrogateescape"))
                     data = merged.encode("utf-8", errors="surrogateescape")
                     result.kept_sections += [f"{rel}: {name}" for name in kept]

@@ -74,7 +74,10 @@ def cmd_generate(args) -> int:
     from mcugen.driver import generate
 
     gen = generate(args.model, args.output, name=args.name, force=args.force, strategy=args.strategy,
-                   kernels=args.kernels, target=args.target, cmsis_nn=args.cmsis_nn)
+                   kernels=args.kernels, target=args.target or "portable", cmsis_nn=args.cmsis_nn)
+    if args.target is None and args.kernels == "mcugen":
+        print("note: no --target given: emitted portable C kernels; for a Cortex-M4/M7 give --target armv7em-dsp, "
+              "for a Cortex-M55 --target mve (several times fewer instructions)", file=sys.stderr)
     for note in gen.notes:
         print(note, file=sys.stderr)
     p = gen.program
@@ -149,8 +152,8 @@ def add_kernel_options(p: argparse.ArgumentParser, with_target: bool = False) ->
                    help="mcugen: kernels specialised per layer for the target (default); cmsis-nn: calls to Arm's CMSIS-NN")
     p.add_argument("--cmsis-nn", metavar="PATH", help="CMSIS-NN checkout for --kernels cmsis-nn (default: $CMSIS_NN_PATH)")
     if with_target:
-        p.add_argument("--target", choices=sorted(TARGETS), default="portable",
-                       help="instruction set of the kernels: portable (C99, default), armv7em-dsp (Cortex-M4/M7/M33), mve (Cortex-M55)")
+        p.add_argument("--target", choices=sorted(TARGETS), default=None,
+                       help="instruction set of the kernels: portable (C99, default; a note says so), armv7em-dsp (Cortex-M4/M7/M33), mve (Cortex-M55)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="an int8 .tflite file")
     p.add_argument("-o", "--output", required=True, help="output folder (created; replaced only if mcugen made it)")
     p.add_argument("--name", help="C name prefix (default: from the file name, sanitised)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing folder mcugen did not create")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder mcugen did not create, or replace generated files you edited (a copy goes to OUTPUT/.mcugen-backup/)")
     p.add_argument("--strategy", choices=("fused", "layerwise"), default="fused", help=STRATEGY_HELP)
     add_kernel_options(p, with_target=True)
     p.set_defaults(func=cmd_generate)

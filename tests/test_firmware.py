@@ -152,6 +152,23 @@ def test_stack_growing_frame_by_frame_meets_the_guard(board_name, status, fault,
     assert fine.exit_code == 0 and fine.outputs == [expected_tiny(EDGE_INPUT)], fine.stderr
 
 
+@pytest.mark.parametrize("board_name", ["qemu-mps2-an386", "qemu-mps2-an500"])
+def test_the_stack_guard_leaves_vendor_memory_readable(board_name, tmp_path):
+    """Reads of the nRF52840's FICR/UICR (0x10000100) and the STM32F7's unique ID (0x1FF0F420)
+    and system memory, added to main.c's USER CODE, run through with the same start-up code
+    (QEMU maps these addresses; the old 256 MB guard below RAM made them MemManage faults)."""
+    board = get_board(board_name)
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw")
+    main_c = build.project_dir / "main.c"
+    reads = "".join(f"\n    mcugen_marker_sink += (int32_t)*(volatile const uint32_t *){a};"
+                    for a in ("0x10000100u", "0x10001000u", "0x1FF0F420u", "0x1FFF0000u", "0x1FFFFFF0u"))
+    main_c.write_text(main_c.read_text().replace("    /* USER CODE BEGIN setup */", "    /* USER CODE BEGIN setup */" + reads))
+    subprocess.run(["make", "-C", str(build.project_dir)], check=True, capture_output=True)
+    result = run_on_qemu(build.elf, board, [EDGE_INPUT], timeout=30)
+    assert result.exit_code == 0 and "MCUGEN_FAULT" not in result.stderr, result.stderr
+    assert result.outputs == [expected_tiny(EDGE_INPUT)]
+
+
 @pytest.mark.parametrize("board_name", EMULATED_BOARDS)
 def test_bad_access_ends_with_a_fault_status(board_name, tmp_path):
     board = get_board(board_name)

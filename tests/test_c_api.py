@@ -110,6 +110,13 @@ def test_arena_alignment_can_be_overridden_without_redefinition_errors(firmware_
     sections = subprocess.run(["arm-none-eabi-readelf", "-S", "-W", str(tmp_path / "d.o")],
                               check=True, capture_output=True, text=True).stdout
     assert re.search(r"\.bss\.dtcm\s+NOBITS", sections), sections
+    # host gcc too: an empty override, and the user-arena build (the arena is then only declared)
+    for define in ("-DMCUGEN_ARENA_ALIGN=", "-DMCUGEN_USER_ARENA"):
+        done = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", define, "-I", str(firmware_project / "model"),
+                               "-c", str(source), "-o", str(tmp_path / "h.o")], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    undefined = subprocess.run(["nm", "-u", str(tmp_path / "h.o")], check=True, capture_output=True, text=True).stdout
+    assert "detector_arena" in undefined
 
 
 @pytest.mark.qemu

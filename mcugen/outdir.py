@@ -160,7 +160,8 @@ def check(out_dir: Path, force: bool = False, files: Mapping[str, str | bytes] |
         return
     conflicts = _conflicts(out_dir, manifest, new, scratch)
     if conflicts:
-        what = "changed since mcugen wrote them" if manifest is not None else "mcugen did not write"
+        what = ("written by an older mcugen that kept no hashes (they may hold your edits)" if manifest.legacy
+                else "changed since mcugen wrote them")
         raise OutputError(
             f"{out_dir}: refusing to overwrite or delete files {what}: {', '.join(conflicts[:8])}"
             f"{', ...' if len(conflicts) > 8 else ''}; nothing was written (--force replaces them and keeps "

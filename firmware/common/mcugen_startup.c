@@ -93,6 +93,7 @@ static void protect_stack(void)
 #endif
 }
 
+#define SCB_CPUID (*(volatile const uint32_t *)0xE000ED00u)
 #define DEMCR (*(volatile uint32_t *)0xE000EDFCu)
 #define DWT_CTRL (*(volatile uint32_t *)0xE0001000u)
 #define DWT_CYCCNT (*(volatile uint32_t *)0xE0001004u)
@@ -101,7 +102,9 @@ static void protect_stack(void)
 int mcugen_cycle_counter_start(void)
 {
     DEMCR |= 1u << 24;        /* TRCENA: power the DWT */
-    DWT_LAR = 0xC5ACCE55u;    /* unlock (Cortex-M7; ignored where there is no lock) */
+    if (((SCB_CPUID >> 4) & 0xFFFu) == 0xC27u) {
+        DWT_LAR = 0xC5ACCE55u; /* Cortex-M7: unlock the DWT's software lock */
+    }
     if ((DWT_CTRL & (1u << 25)) != 0u) {
         return 0;             /* NOCYCCNT */
     }

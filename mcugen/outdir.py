@@ -112,9 +112,10 @@ def _conflicts(out_dir: Path, manifest: _Manifest | None, new: Mapping[str, byte
                 conflicts.append(rel)
     owned = set(manifest.files) if manifest is not None and not manifest.legacy else set()
     candidates = set(new or ())
-    if manifest is None or manifest.legacy:
-        # No record of what mcugen wrote: every file in the way (or in a build folder) is the user's.
-        candidates |= {f for f in _existing_files(out_dir) if f.startswith(tuple(f"{d}/" for d in scratch))}
+    new_scratch = tuple(f"{d}/" for d in scratch if f"{d}/" not in owned_scratch)
+    if new_scratch:
+        # Build folders mcugen will empty but did not make: what is in them is the user's.
+        candidates |= {f for f in _existing_files(out_dir) if f.startswith(new_scratch)}
     for rel in sorted(candidates - owned):
         path = out_dir / rel
         if not path.is_file() or rel.startswith(owned_scratch):

@@ -43,6 +43,16 @@ def test_regeneration_rewrites_only_what_mcugen_owns(tmp_path):
     assert (out / "mine.txt").read_text() == "the user's notes"
 
 
+def test_a_build_folder_mcugen_did_not_make_is_not_emptied_silently(tmp_path):
+    out = tmp_path / "out"
+    outdir.write(out, {"a.c": "int a;\n"})  # e.g. `generate`: no build folder of its own
+    (out / "build").mkdir()
+    (out / "build" / "mine.o").write_bytes(b"mine")
+    with pytest.raises(OutputError, match=r"build/mine\.o"):
+        outdir.write(out, {"a.c": "int a;\n"}, scratch=("build",))
+    assert (out / "build" / "mine.o").read_bytes() == b"mine"
+
+
 def test_an_edited_generated_file_is_refused_then_backed_up_with_force(tmp_path):
     out = tmp_path / "out"
     outdir.write(out, {"a.c": "int a;\n", "b.c": "int b;\n"})

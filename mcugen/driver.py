@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from mcugen import codegen, outdir
-from mcugen.errors import OutputError, ToolError
+from mcugen.errors import ToolError
 from mcugen.ir import DType, Graph, OpType
 from mcugen.lower import Program, lower
 from mcugen.planner import verify

@@ -1,7 +1,7 @@
 """Target boards: CPU flags, memory map, RAM/flash limits, QEMU machine or pyOCD target."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mcugen.errors import UnsupportedError
 
@@ -43,6 +43,7 @@ class Board:
     qemu_machine: str | None = None
     qemu_cpu: str | None = None
     pyocd_target: str | None = None
+    pyocd_pack: str | None = None  # pyOCD does not know the target without this CMSIS pack installed
 
     @property
     def emulated(self) -> bool:
@@ -59,15 +60,10 @@ class Board:
         return self.ram.length
 
     @property
-    def stack_guard(self) -> tuple[int, int] | None:
-        """(base, log2 size) of the MPU no-access block right below RAM on Armv7-M, where
-        the stack (at the bottom of RAM) would overflow into; None on Armv8-M (MSPLIM)."""
-        size_log2 = 28
-        if self.cpu not in ("cortex-m4", "cortex-m7"):
-            return None
-        if self.ram.origin < (1 << size_log2) or self.ram.origin % (1 << size_log2):
-            return None
-        return self.ram.origin - (1 << size_log2), size_log2
+    def stack_guard_bytes(self) -> int:
+        """Bytes of the no-access MPU region right below the stack on Armv7-M (a power of two,
+        aligned to its size); 0 on Armv8-M, where MSPLIM checks the stack's end instead."""
+        return 256 if self.cpu in ("cortex-m4", "cortex-m7") else 0
 
     @property
     def regions(self) -> tuple[MemoryRegion, ...]:
@@ -128,6 +124,7 @@ BOARDS: dict[str, Board] = {
             ram=MemoryRegion("RAM", 0x20000000, 320 * KIB, "rwx"),
             stack_bytes=16 * KIB,
             pyocd_target="stm32f746zgtx",
+            pyocd_pack="Keil.STM32F7xx_DFP",
         ),
         Board(
             name="nrf52840",
@@ -153,3 +150,36 @@ def get_board(name: str) -> Board:
         raise UnsupportedError(
             f"unknown board {name!r}; supported boards: {', '.join(sorted(BOARDS))}"
         ) from None
+
+
+def with_origins(board: Board, flash_origin: int | None = None, ram_origin: int | None = None) -> Board:
+    """`board` with its flash and/or RAM starting later (the end stays), for an application
+    behind a bootloader or the nRF SoftDevice. Real boards only: QEMU boots from the
+    emulated board's own memory map."""
+    if flash_origin is None and ram_origin is None:
+        return board
+    if board.emulated:
+        raise UnsupportedError(
+            f"--flash-origin/--ram-origin are for real boards; {board.name} is emulated and boots from its own memory map"
+        )
+    changes = {}
+    for option, origin, region, align in (("--flash-origin", flash_origin, board.flash, 0x200),
+                                          ("--ram-origin", ram_origin, board.ram, 8)):
+        if origin is None:
+            continue
+        if not region.origin <= origin < region.end:
+            raise UnsupportedError(
+                f"{option} 0x{origin:08x} is outside {board.name}'s {region.name} "
+                f"(0x{region.origin:08x}-0x{region.end - 1:08x})"
+            )
+        if origin % align:
+            raise UnsupportedError(f"{option} 0x{origin:08x} is not a multiple of 0x{align:x}"
+                                   + (" (the vector table's alignment)" if align == 0x200 else ""))
+        changes["flash" if region is board.flash else "ram"] = MemoryRegion(
+            region.name, origin, region.end - origin, region.access)
+    flash, ram = changes.get("flash", board.flash), changes.get("ram", board.ram)
+    return replace(
+        board, **changes,
+        description=f"{board.description}; application at 0x{flash.origin:08x} ({flash.length // KIB} KB flash), "
+                    f"RAM from 0x{ram.origin:08x} ({ram.length // KIB} KB)",
+    )

@@ -81,6 +81,9 @@ def cmd_generate(args) -> int:
 
     opts = options_from_args(args)
     gen = generate(args.model, args.output, force=args.force, options=opts)
+    if opts.target is None and opts.board is None and opts.kernels == "mcugen":
+        print("note: no --target or --board given: emitted portable C kernels; for a Cortex-M4/M7 give --target "
+              "armv7em-dsp, for a Cortex-M55 --target mve (several times fewer instructions)", file=sys.stderr)
     for note in gen.notes:
         print(note, file=sys.stderr)
     p = gen.program
@@ -160,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate the C model library")
     p.add_argument("model", help="an int8 .tflite file")
     p.add_argument("-o", "--output", required=True, help="output folder (created; replaced only if mcugen made it)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing folder mcugen did not create")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder mcugen did not create, or replace generated files you edited (a copy goes to OUTPUT/.mcugen-backup/)")
     add_compile_options(p)
     p.set_defaults(func=cmd_generate)
 

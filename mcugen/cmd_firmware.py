@@ -15,10 +15,12 @@ from typing import Sequence
 
 from mcugen import qemu
 from mcugen.bench import BenchResult, bench_elf
-from mcugen.boards import BOARDS, Board, get_board
+from mcugen import outdir
+from mcugen.boards import BOARDS, Board, get_board, with_origins
 from mcugen.errors import McugenError, ModelError, OutputError, ToolError, UnsupportedError
 from mcugen.firmware import MANIFEST, FirmwareBuild, ModelInterface, build_firmware
 from mcugen.options import CompileOptions, add_compile_options, options_from_args, parse_size
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds `firmware`, `bench` and `flash`; each sets `func(args) -> int` (mcugen.cli calls args.func)."""
@@ -37,6 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--semihosting", action="store_true",
                    help="real boards: print results through semihosting (needs a debugger attached)")
     p.add_argument("--stack", type=parse_size, help="stack to reserve (default: the board's)")
+    p.add_argument("--flash-origin", type=parse_size, metavar="ADDR",
+                   help="real boards: start of the application in flash, e.g. after a bootloader or the nRF "
+                        "SoftDevice (0x27000); the region keeps its end")
+    p.add_argument("--ram-origin", type=parse_size, metavar="ADDR",
+                   help="real boards: start of the RAM the firmware may use (e.g. above the SoftDevice's)")
+    p.add_argument("--force", action="store_true",
+                   help="replace generated files you edited outside the USER CODE sections (a copy goes to DIR/.mcugen-backup/)")
     p.set_defaults(func=run_firmware)
 
     p = subparsers.add_parser("bench", help="count instructions per layer, stack and sizes on an emulated board")
@@ -44,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", type=Path, help="keep the firmware project here (default: a temporary folder)")
     add_compile_options(p, board_required=True)
     add_input(p)
+    p.add_argument("--force", action="store_true",
+                   help="with --out: replace files there that mcugen did not write as they are (a copy goes to OUT/.mcugen-backup/)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--png", type=Path, metavar="FILE", help="draw instructions and MACs per layer into a PNG")
     p.add_argument("--timeout", type=float, default=qemu.DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
@@ -79,7 +90,7 @@ class Sources:
 def _sources_for(model: Path, opts: CompileOptions, gen_dir: Path) -> Sources:
     """Generate from a .tflite file into `gen_dir` with `opts`, or use a folder that
     `mcugen generate` wrote (its mcugen-build.json gives the name and the compiler flags)."""
-    from mcugen import driver
+    from mcugen import codegen, driver
 
     if model.is_dir():
         info = driver.read_build_info(model)
@@ -100,7 +111,11 @@ def _sources_for(model: Path, opts: CompileOptions, gen_dir: Path) -> Sources:
         raise ModelError(f"{model} not found")
     if model.suffix != ".tflite":
         raise UnsupportedError(f"{model}: expected a .tflite file or a folder of generated C sources")
-    generated = driver.generate(model, gen_dir, options=opts)
+    generated = driver.build(model, options=opts)
+    gen_dir.mkdir(parents=True, exist_ok=True)
+    files = dict(generated.files)
+    files[driver.BUILD_INFO] = json.dumps(driver.build_info(generated), indent=2) + "\n"
+    codegen.write_files(files, gen_dir)
     for note in generated.notes:
         print(note, file=sys.stderr)
     return Sources(gen_dir, generated.program.name, tuple(generated.cflags), generated)
@@ -154,38 +169,72 @@ def run_firmware(args: argparse.Namespace) -> int:
 
 
 def _run_firmware(args: argparse.Namespace) -> int:
-    board = get_board(args.board)
+    board = with_origins(get_board(args.board), args.flash_origin, args.ram_origin)
     out: Path = args.out
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
-        raise OutputError(f"refusing to write into {out}: it is not empty and not an mcugen firmware project")
-    src = _sources_for(args.model, options_from_args(args), out / "model")
-    model_dir, name = src.folder, src.name
-    builtin = None
-    if args.input:
-        if board.emulated:
-            raise UnsupportedError("--input is for real boards (built-in input); emulated boards read inputs at run time")
-        from mcugen.firmware import read_model_interface
+    outdir.check(out, args.force)  # before any work: a refused folder is left exactly as it was
+    with tempfile.TemporaryDirectory(prefix="mcugen-firmware-") as scratch:
+        src = _sources_for(args.model, options_from_args(args), Path(scratch) / "model")
+        model_dir, name = src.folder, src.name
+        builtin = None
+        if args.input:
+            if board.emulated:
+                raise UnsupportedError("--input is for real boards (built-in input); emulated boards read inputs at run time")
+            from mcugen.firmware import read_model_interface
 
-        builtin = _read_inputs(args.input, read_model_interface(model_dir, name))
-    build = build_firmware(
-        model_dir, name, board, out, profile=args.profile, extra_cflags=src.cflags,
-        semihosting=True if args.semihosting else None, builtin_inputs=builtin,
-        stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit,
-    )
+            builtin = _read_inputs(args.input, read_model_interface(model_dir, name))
+        build = build_firmware(
+            model_dir, name, board, out, profile=args.profile, extra_cflags=src.cflags,
+            semihosting=True if args.semihosting else None, builtin_inputs=builtin,
+            stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit, force=args.force,
+        )
     print(f"{build.elf}")
     _print_sizes(build.sizes, board, None)
+    if not board.emulated:
+        output = "semihosting (mcugen flash --semihosting)" if build.semihosting else "SEGGER RTT (e.g. pyocd rtt)"
+        print(f"results and the DWT cycle count are printed over {output}; flash with: mcugen flash {out}")
+        pack = _pack_note(board)
+        if pack:
+            print(pack)
     return 0
 
 
-def _bench(args: argparse.Namespace, folder: Path) -> tuple[FirmwareBuild, BenchResult, Sources]:
+def _pack_note(board: Board) -> str | None:
+    if board.pyocd_pack is None:
+        return None
+    return (f"note: pyOCD knows target {board.pyocd_target} only from the CMSIS pack {board.pyocd_pack}; "
+            f"install it once with: pyocd pack install {board.pyocd_target}")
+
+
+def _bench(args: argparse.Namespace, folder: Path, force: bool = False) -> tuple[FirmwareBuild, BenchResult, Sources]:
     board = get_board(args.board)
     if not board.emulated:
         raise UnsupportedError(f"bench runs on emulated boards ({', '.join(b for b in BOARDS if BOARDS[b].emulated)}), not {board.name}")
-    src = _sources_for(args.model, options_from_args(args), folder / "model")
-    build = build_firmware(src.folder, src.name, board, folder, profile=True, extra_cflags=src.cflags,
-                           ram_limit=args.ram_limit, flash_limit=args.flash_limit)
+    outdir.check(folder, force)  # before any work: a refused folder is left exactly as it was
+    with tempfile.TemporaryDirectory(prefix="mcugen-bench-model-") as scratch:
+        src = _sources_for(args.model, options_from_args(args), Path(scratch) / "model")
+        build = build_firmware(src.folder, src.name, board, folder, profile=True, extra_cflags=src.cflags,
+                               ram_limit=args.ram_limit, flash_limit=args.flash_limit, force=force)
     inputs = _read_inputs(args.input, build.interface)
     return build, bench_elf(build.elf, board, inputs, timeout=args.timeout), src
+
+
+def record_stack_bytes(build: FirmwareBuild, stack_bytes: int) -> bool:
+    """Writes the measured stack use of <name>_invoke() into the project's model header as
+    <NAME>_STACK_BYTES (replacing its "not measured" line); False if the header has no such
+    line (sources not generated by this mcugen) or the user changed it."""
+    rel = f"model/{build.name}.h"
+    header = build.project_dir / rel
+    if not header.is_file():
+        return False
+    text = header.read_text()
+    upper = build.name.upper()
+    pattern = re.compile(rf"^/\* {upper}_STACK_BYTES: .*\*/$|^#define {upper}_STACK_BYTES .*$", re.MULTILINE)
+    if not pattern.search(text):
+        return False
+    line = (f"#define {upper}_STACK_BYTES {stack_bytes} /* stack used by {build.name}_invoke(), measured by "
+            f"mcugen bench on {build.board.name} ({build.board.cpu}) */")
+    outdir.update(build.project_dir, {rel: pattern.sub(line, text, count=1)})
+    return f"#define {upper}_STACK_BYTES {stack_bytes} " in header.read_text()
 
 
 def bench_record(build: FirmwareBuild, result: BenchResult, program=None) -> dict:
@@ -275,7 +324,14 @@ def _print_bench_table(record: dict) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.out is not None:
-        build, result, src = _bench(args, args.out)
+        created = not args.out.exists()
+        try:
+            build, result, src = _bench(args, args.out, args.force)
+        except McugenError:
+            if created:
+                shutil.rmtree(args.out, ignore_errors=True)
+            raise
+        record_stack_bytes(build, result.stack_bytes)
     else:
         with tempfile.TemporaryDirectory(prefix="mcugen-bench-") as scratch:
             build, result, src = _bench(args, Path(scratch) / "firmware")
@@ -374,8 +430,12 @@ def run_flash(args: argparse.Namespace) -> int:
         raise ToolError(f"pyOCD did not finish flashing within {args.timeout:g} s") from None
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        raise ToolError(f"pyOCD could not flash {image.name} to {target}: {lines[-1] if lines else 'no output'}")
+        pack = _pack_note(board) if target == board.pyocd_target else None
+        hint = f" ({pack[len('note: '):]})" if pack else ""
+        raise ToolError(f"pyOCD could not flash {image.name} to {target}: {lines[-1] if lines else 'no output'}{hint}")
     print(f"flashed {image} to {target}")
+    if manifest.get("output") == "rtt" and not args.semihosting:
+        print(f"the firmware prints its results and DWT cycle count over SEGGER RTT: pyocd rtt --target {target}")
     if args.semihosting:
         command = _pyocd_command() + ["run", "--no-wait", "--target", target, "-O", "enable_semihosting=true",
                                       "-O", "semihost_console_type=console", "--timelimit", f"{args.timeout:g}"]

@@ -104,7 +104,7 @@ def run_demo(out_dir: Path, *, alpha: float = DEFAULT_ALPHA, resolution: int = D
             report.ram_bytes = bench.ram_bytes
         files = dict(gen.files)
         files["report.json"] = json.dumps(vars(report), indent=2) + "\n"
-        driver.write_output_dir(out_dir, files, force=True, binary={"mobilenet_v2.tflite": tflite})
+        driver.write_output_dir(out_dir, files, force=force, binary={"mobilenet_v2.tflite": tflite})
     return report
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import jinja2
 
 from mcugen.bench import ElfSizes, elf_sizes, firmware_sources_dir
 from mcugen.boards import Board
+from mcugen import outdir
 from mcugen.codegen import templates_dir
 from mcugen.errors import LimitError, ModelError, OutputError, ToolError, UnsupportedError
 from mcugen.qemu import require_tool
@@ -21,16 +21,14 @@ from mcugen.qemu import require_tool
 CROSS = "arm-none-eabi-"
 MANIFEST = "mcugen_firmware.json"
 
-# The only names build_firmware writes in a project folder.
-PROJECT_ENTRIES = frozenset(
-    {"model", "board", "build", "build-cmake", "main.c", "Makefile", "CMakeLists.txt",
-     "arm-none-eabi.cmake", MANIFEST}
-)
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OVERFLOW = re.compile(r"region `([A-Za-z0-9_]+)' overflowed by (\d+) bytes")
 _BOARD_SOURCES = ("mcugen_startup.c",)
 _SEMIHOST_SOURCES = ("mcugen_semihost.c",)
 _BOARD_HEADERS = ("mcugen_board.h", "mcugen_semihost.h")
+_RTT_SOURCES = ("mcugen_rtt.c",)
+_RTT_HEADERS = ("mcugen_rtt.h",)
+SCRATCH_DIRS = ("build", "build-cmake")  # build outputs: emptied whenever the project is written again
 
 
 @dataclass(frozen=True)
@@ -130,6 +128,7 @@ def render_linker_script(board: Board, stack_bytes: int | None = None) -> str:
     return _environment().get_template("linker.ld.j2").render(
         board=board, regions=board.regions, vectors=vectors,
         stack_bytes=stack_bytes if stack_bytes is not None else board.stack_bytes,
+        guard_bytes=board.stack_guard_bytes,
     )
 
 
@@ -138,22 +137,6 @@ def _byte_rows(data: bytes, per_row: int = 12) -> list[str]:
     return [
         " ".join(f"0x{b:02x}," for b in data[i : i + per_row]) for i in range(0, len(data), per_row)
     ]
-
-
-def _prepare_output_dir(out_dir: Path, model_dir: Path) -> None:
-    """Refuses to write into a non-empty folder that is not an mcugen firmware project."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and not (out_dir / MANIFEST).exists():
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in PROJECT_ENTRIES)
-        if foreign:
-            raise OutputError(
-                f"refusing to write the firmware project into {out_dir}: it holds files mcugen did not "
-                f"write ({', '.join(foreign[:3])}); name a new or empty folder"
-            )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if Path(model_dir).resolve() == out_dir.resolve():
-        raise OutputError(f"the firmware project folder {out_dir} must differ from the model folder")
 
 
 def write_firmware_project(
@@ -167,18 +150,22 @@ def write_firmware_project(
     semihosting: bool | None = None,
     builtin_inputs: Sequence[bytes] | None = None,
     stack_bytes: int | None = None,
+    force: bool = False,
 ) -> ModelInterface:
-    """Writes a standalone firmware project (Makefile and CMake) into `out_dir`.
+    """Writes a standalone firmware project (Makefile and CMake) into `out_dir`, through
+    mcugen.outdir: only the files mcugen owns change, build outputs of an earlier project are
+    removed, USER CODE sections of main.c survive, and a file the user edited elsewhere is
+    refused (OutputError, nothing written) unless `force` (then a copy is kept).
 
     Emulated boards get a main.c that exchanges inputs/outputs with the host through
     semihosting files; real boards get one that runs the model on `builtin_inputs`
-    (zeros by default) and keeps the results in RAM, printing them only if `semihosting`.
+    (zeros by default), keeps the results in RAM and prints them over SEGGER RTT, or
+    through semihosting if `semihosting`.
     """
     if not _C_IDENTIFIER.match(model_name):
         raise UnsupportedError(f"model name {model_name!r} is not a C identifier")
     model_dir = Path(model_dir)
     out_dir = Path(out_dir)
-    sources = sorted(p for p in model_dir.glob("*.c"))
     if not (model_dir / f"{model_name}.c").is_file():
         raise ModelError(f"{model_dir / (model_name + '.c')} not found: expected the generated model there")
     if semihosting is None:
@@ -197,31 +184,25 @@ def write_firmware_project(
     inputs = [bytes(b) for b in builtin_inputs] if builtin_inputs is not None else [
         bytes(n) for n in interface.input_bytes
     ]
+    if out_dir.exists() and Path(model_dir).resolve() == out_dir.resolve():
+        raise OutputError(f"the firmware project folder {out_dir} must differ from the model folder")
 
-    _prepare_output_dir(out_dir, model_dir)
-    model_out = out_dir / "model"
-    if model_dir.resolve() != model_out.resolve():
-        shutil.rmtree(model_out, ignore_errors=True)
-        model_out.mkdir()
-        for path in sorted(model_dir.iterdir()):
-            if path.is_file() and path.suffix in (".c", ".h"):
-                shutil.copy2(path, model_out / path.name)
-    board_out = out_dir / "board"
-    shutil.rmtree(board_out, ignore_errors=True)
-    board_out.mkdir()
-    board_sources = _BOARD_SOURCES + (_SEMIHOST_SOURCES if semihosting else ())
-    for file_name in board_sources + _BOARD_HEADERS:
-        shutil.copy2(firmware_sources_dir() / "common" / file_name, board_out / file_name)
+    files: dict[str, str | bytes] = {}
+    model_files = sorted(p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".c", ".h"))
+    for path in model_files:
+        files[f"model/{path.name}"] = path.read_bytes()
+    rtt = not semihosting
+    board_sources = _BOARD_SOURCES + (_SEMIHOST_SOURCES if semihosting else ()) + (_RTT_SOURCES if rtt else ())
+    for file_name in board_sources + _BOARD_HEADERS + (_RTT_HEADERS if rtt else ()):
+        files[f"board/{file_name}"] = (firmware_sources_dir() / "common" / file_name).read_bytes()
 
     env = _environment()
     linker_script = f"{board.name}.ld"
-    (board_out / linker_script).write_text(render_linker_script(board, stack_bytes))
+    files[f"board/{linker_script}"] = render_linker_script(board, stack_bytes)
     definitions = [f"MCUGEN_SEMIHOSTING={1 if semihosting else 0}"]
-    if board.stack_guard is not None:
-        base, size_log2 = board.stack_guard
-        definitions += [f"MCUGEN_STACK_GUARD_BASE=0x{base:08x}u", f"MCUGEN_STACK_GUARD_SIZE_LOG2={size_log2}"]
     if profile:
         definitions.append("MCUGEN_PROFILE")
+    model_sources = [f"model/{p.name}" for p in model_files if p.suffix == ".c"]
     context = dict(
         name=model_name,
         upper=model_name.upper(),
@@ -229,17 +210,18 @@ def write_firmware_project(
         interface=interface,
         profile=profile,
         semihosting=semihosting,
+        rtt=rtt,
         file_io=board.emulated,
         builtin_inputs=[_byte_rows(b) for b in inputs],
         builtin_from_user=builtin_inputs is not None,
         cpu_flags=list(board.cpu_flags),
         defines=[f"-D{d}" for d in definitions],
-        cmake_definitions=definitions,
+        board_definitions=definitions[:1],
         extra_cflags=list(extra_cflags),
         linker_script=linker_script,
-        sources=["main.c"]
-        + [f"board/{s}" for s in board_sources]
-        + [f"model/{p.name}" for p in sources],
+        sources=["main.c"] + [f"board/{s}" for s in board_sources] + model_sources,
+        board_sources=[f"board/{s}" for s in board_sources],
+        model_sources=model_sources,
     )
     for template, target in (
         ("main.c.j2", "main.c"),
@@ -247,18 +229,23 @@ def write_firmware_project(
         ("CMakeLists.txt.j2", "CMakeLists.txt"),
         ("arm-none-eabi.cmake.j2", "arm-none-eabi.cmake"),
     ):
-        (out_dir / target).write_text(env.get_template(template).render(**context))
+        files[target] = env.get_template(template).render(**context)
     manifest = {
         "board": board.name,
         "name": model_name,
         "profile": profile,
         "semihosting": semihosting,
+        "output": "semihosting" if semihosting else "rtt",
+        "flash_origin": board.flash.origin,
+        "ram_origin": board.ram.origin,
         "elf": f"build/{model_name}.elf",
         "sources": context["sources"],
         "stack_bytes": stack_bytes if stack_bytes is not None else board.stack_bytes,
+        "stack_guard_bytes": board.stack_guard_bytes,
         "interface": asdict(interface),
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    files[MANIFEST] = json.dumps(manifest, indent=2) + "\n"
+    outdir.write(out_dir, files, force=force, scratch=SCRATCH_DIRS)
     return interface
 
 
@@ -364,6 +351,7 @@ def build_firmware(
     ram_limit: int | None = None,
     flash_limit: int | None = None,
     jobs: int = 2,
+    force: bool = False,
 ) -> FirmwareBuild:
     """Writes the firmware project into `out_dir` and builds it with its own Makefile:
     build/<name>.elf, .bin, .hex and .map. LimitError if it does not fit the board or
@@ -376,7 +364,7 @@ def build_firmware(
                     stack_bytes=stack_bytes, ram_limit=ram_limit, flash_limit=flash_limit)
     interface = write_firmware_project(
         model_dir, model_name, board, out_dir, profile=profile, extra_cflags=extra_cflags,
-        semihosting=semihosting, builtin_inputs=builtin_inputs, stack_bytes=stack_bytes,
+        semihosting=semihosting, builtin_inputs=builtin_inputs, stack_bytes=stack_bytes, force=force,
     )
     build_dir = out_dir / "build"
     build_dir.mkdir(exist_ok=True)

@@ -70,10 +70,33 @@ def test_memory_maps_and_default_limits():
         assert board.stack_bytes < board.ram.length
 
 
-def test_stack_guard_only_on_armv7m():
-    assert BOARDS["qemu-mps2-an386"].stack_guard == (0x10000000, 28)
-    assert BOARDS["stm32f746"].stack_guard == (0x10000000, 28)
-    assert BOARDS["qemu-mps3-an547"].stack_guard is None  # Armv8-M uses MSPLIM
+# Vendor memory a stack guard must never cover: the firmware (or the SDK around it) reads it.
+VENDOR_MEMORY = {
+    "nrf52840": [(0x10000000, 0x10002000)],   # FICR + UICR
+    "stm32f746": [(0x1FF00000, 0x20000000)],  # system memory, OTP, unique ID, flash size, option bytes
+}
+
+
+@pytest.mark.parametrize("board_name", sorted(BOARDS))
+def test_stack_guard_covers_only_the_end_of_the_stack(board_name, tmp_path):
+    """The guard as built: linker symbols of the ELF (what the start-up code programs into
+    the MPU), and the compile definitions of the project (no fixed guard address left)."""
+    board = get_board(board_name)
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw")
+    symbols = {s.name: s.value for s in read_elf(build.elf).symbols}
+    base, size, limit = symbols["__stack_guard__"], symbols["__stack_guard_size__"], symbols["__stack_limit__"]
+    makefile = (build.project_dir / "Makefile").read_text() + (build.project_dir / "CMakeLists.txt").read_text()
+    assert "STACK_GUARD" not in makefile
+    if board.cpu == "cortex-m55":
+        assert size == 0 and board.stack_guard_bytes == 0  # Armv8-M: MSPLIM = __stack_limit__
+        return
+    assert size == board.stack_guard_bytes == 256
+    assert size & (size - 1) == 0 and base % size == 0  # one MPU region: a power of two, aligned
+    assert base + size == limit  # right at the stack's end, nothing between
+    assert board.ram.origin <= base and limit + board.stack_bytes <= board.ram.end
+    assert symbols["__stack_top__"] - limit == board.stack_bytes
+    for start, end in VENDOR_MEMORY.get(board_name, []):
+        assert base + size <= start or end <= base, f"guard 0x{base:x}+{size} covers vendor memory 0x{start:x}"
 
 
 def test_unknown_board_is_a_one_line_error():
@@ -187,3 +210,106 @@ def test_cli_flash_with_semihosting_and_no_probe_exits_2(tmp_path, capsys):
     code = cli_main(["flash", str(tmp_path / "fw"), "--probe", "pyocd", "--semihosting", "--timeout", "60"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("mcugen: error: ") and err.count("\n") == 1 and "pyOCD" in err
+
+
+def _rtt_text(ram: bytes, ram_origin: int) -> str:
+    """What a debug probe would read from RTT channel 0, found the way a probe finds it: the
+    "SEGGER RTT" signature of the control block, then the up-buffer's descriptor."""
+    import struct
+
+    at = ram.find(b"SEGGER RTT\0")
+    assert at >= 0, "no RTT control block in RAM"
+    max_up, _max_down = struct.unpack_from("<ii", ram, at + 16)
+    _name, buffer, size, write, read, _flags = struct.unpack_from("<6I", ram, at + 24)
+    assert max_up >= 1 and 0 <= read <= write < size
+    start = buffer - ram_origin
+    return ram[start + read:start + write].decode()
+
+
+@pytest.mark.qemu
+def test_real_board_firmware_prints_results_over_rtt(tmp_path):
+    """The nRF52840 firmware, unchanged, on the emulated Cortex-M4 (mps2-an386 has memory at
+    0 and 0x20000000 too; the firmware touches no nRF peripheral): once it sleeps, QEMU's
+    monitor saves its RAM and the RTT channel holds the outputs, status, cycle line and stack."""
+    import time
+
+    board = get_board("nrf52840")
+    data = bytes([0, 1, 2, 42, 43, 127, 128, 255])
+    expected = bytes([1, 4, 7, 127, 127, 127, 0x81, 0xFE])
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw", builtin_inputs=[data])
+    dump = tmp_path / "ram.bin"
+    qemu = subprocess.Popen(
+        ["qemu-system-arm", "-M", "mps2-an386", "-display", "none", "-serial", "null", "-monitor", "stdio",
+         "-kernel", str(build.elf)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    text = ""
+    try:
+        for _ in range(40):
+            time.sleep(0.25)
+            qemu.stdin.write(f"pmemsave 0x{board.ram.origin:x} 0x10000 {dump.name}\n")  # relative: '/' is division
+            qemu.stdin.flush()
+            time.sleep(0.25)
+            if dump.is_file() and b"SEGGER RTT\0" in dump.read_bytes():
+                text = _rtt_text(dump.read_bytes(), board.ram.origin)
+                if "MCUGEN_STACK_BYTES=" in text and text.endswith("\n"):
+                    break
+        qemu.stdin.write("quit\n")
+        qemu.stdin.flush()
+        qemu.wait(timeout=10)
+    finally:
+        if qemu.poll() is None:
+            qemu.kill()
+    lines = text.splitlines()
+    assert f"MCUGEN_OUTPUT={expected.hex()}" in lines, text
+    assert "MCUGEN_STATUS=0" in lines
+    # QEMU has no DWT (it reads as zero): the firmware says so instead of printing 0 cycles
+    assert "MCUGEN_CYCLES=unavailable (no DWT cycle counter; QEMU has none)" in lines
+    assert 0 <= int(next(l for l in lines if l.startswith("MCUGEN_STACK_BYTES=")).split("=")[1]) < 256
+    assert any(l.startswith("MCUGEN_CHECKSUM=") for l in lines)
+
+
+def test_flash_and_ram_origins_move_the_application(tmp_path):
+    from mcugen.boards import with_origins
+
+    board = with_origins(get_board("nrf52840"), 0x27000, 0x20006000)  # behind an S140 SoftDevice
+    assert (board.flash.origin, board.flash.end, board.ram.origin, board.ram.end) == (
+        0x27000, MIB, 0x20006000, 0x20000000 + 256 * KIB)
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw")
+    sections = {s.name: s for s in read_elf(build.elf).sections}
+    symbols = {s.name: s.value for s in read_elf(build.elf).symbols}
+    assert sections[".vectors"].address == 0x27000
+    assert all(s.address >= 0x27000 for s in sections.values() if s.name in (".text", ".rodata"))
+    assert symbols["__stack_guard__"] == 0x20006000 and symbols["__stack_limit__"] == 0x20006100
+    assert 0x20006000 <= sections[".bss"].address < board.ram.end
+    for bad, message in [((0x27001, None), "not a multiple of 0x200"), ((None, 0x30000000), "outside nrf52840's RAM"),
+                         ((0x100000, None), "outside nrf52840's FLASH")]:
+        with pytest.raises(UnsupportedError, match=message):
+            with_origins(get_board("nrf52840"), *bad)
+    with pytest.raises(UnsupportedError, match="for real boards"):
+        with_origins(get_board("qemu-mps2-an386"), 0x1000)
+    out = tmp_path / "cli"
+    assert cli_main(["firmware", str(TINY), "--board", "nrf52840", "-o", str(out),
+                     "--flash-origin", "0x27000", "--ram-origin", "0x20006000"]) == 0
+    import json
+
+    manifest = json.loads((out / "mcugen_firmware.json").read_text())
+    assert (manifest["flash_origin"], manifest["ram_origin"]) == (0x27000, 0x20006000)
+    assert cli_main(["firmware", str(TINY), "--board", "nrf52840", "-o", str(tmp_path / "bad"),
+                     "--flash-origin", "0x27001"]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_pyocd_pack_named_exactly_for_targets_pyocd_does_not_have_built_in(capsys, tmp_path):
+    """pyOCD's own target list decides: a board whose target is not built in names its pack."""
+    pytest.importorskip("pyocd")
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "pyocd", "list", "--targets"], capture_output=True, text=True,
+                            timeout=300).stdout
+    builtin = {line.split()[0] for line in listed.splitlines() if line.strip().endswith("builtin")}
+    for name in REAL_BOARDS:
+        board = get_board(name)
+        assert (board.pyocd_target in builtin) == (board.pyocd_pack is None), name
+    assert cli_main(["firmware", str(TINY), "--board", "stm32f746", "-o", str(tmp_path / "fw")]) == 0
+    out = capsys.readouterr().out
+    assert "pyocd pack install stm32f746zgtx" in out and "Keil.STM32F7xx_DFP" in out

@@ -91,6 +91,15 @@ def test_generate_is_deterministic_and_compiles_for_cortex_m4(tmp_path):
     assert "malloc" not in "".join((a / n).read_text() for n in names if n.endswith((".c", ".h")))
 
 
+def test_generate_without_target_says_it_emits_portable_kernels(tmp_path):
+    r = mcugen("generate", CHAIN, "-o", tmp_path / "a")
+    assert r.returncode == 0
+    notes = [l for l in r.stderr.splitlines() if "--target" in l]
+    assert len(notes) == 1 and notes[0].startswith("note: no --target given: emitted portable C kernels")
+    r = mcugen("generate", CHAIN, "-o", tmp_path / "b", "--target", "armv7em-dsp")
+    assert r.returncode == 0 and "portable" not in r.stderr
+
+
 def test_generate_refuses_foreign_folder_and_keeps_old_output_on_failure(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()

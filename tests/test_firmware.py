@@ -57,6 +57,8 @@ def test_runs_bit_exact_on_each_board(profiled):
     assert expected_tiny(EDGE_INPUT) == bytes([1, 4, 7, 127, 127, 127, 0x81, 0xFE])
     assert "MCUGEN_RUNS=3" in result.stdout
     assert 0 < result.stack_bytes < 256
+    # QEMU emulates no DWT cycle counter: the firmware notices instead of printing 0 cycles
+    assert "MCUGEN_CYCLES=unavailable (no DWT cycle counter; QEMU has none)" in result.stdout
 
 
 def test_instruction_counts_are_exact_and_repeatable(profiled):
@@ -125,6 +127,48 @@ def test_stack_overflow_faults_instead_of_corrupting(board_name, status, fault, 
     assert result.exit_code == status, result.stderr
     assert f"MCUGEN_FAULT={fault}" in result.stderr
     assert result.outputs == []
+
+
+@pytest.mark.parametrize("board_name, status, fault", [
+    ("qemu-mps2-an386", 104, "MemManage"),
+    ("qemu-mps2-an500", 104, "MemManage"),
+    ("qemu-mps3-an547", 106, "UsageFault"),
+])
+def test_stack_growing_frame_by_frame_meets_the_guard(board_name, status, fault, tmp_path):
+    """A recursion that overflows the stack faults in the guard right below the stack (M4/M7:
+    the MPU's MemManage at an address inside the 256-byte guard; M55: MSPLIM's UsageFault)."""
+    board = get_board(board_name)
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw", stack_bytes=4096,
+                           extra_cflags=["-DTINY_RECURSE_BYTES=16000"])
+    result = run_on_qemu(build.elf, board, [EDGE_INPUT], timeout=30)
+    assert result.exit_code == status, result.stderr
+    assert f"MCUGEN_FAULT={fault}" in result.stderr and result.outputs == []
+    if fault == "MemManage":
+        symbols = {s.name: s.value for s in read_elf(build.elf).symbols}
+        address = int(re.search(r"mmfar=(0x[0-9a-f]+)", result.stderr).group(1), 16)
+        assert symbols["__stack_guard__"] <= address < symbols["__stack_limit__"], result.stderr
+    # the same recursion within the stack runs bit-exact
+    ok = build_firmware(TINY, "tiny", board, tmp_path / "ok", stack_bytes=8192,
+                        extra_cflags=["-DTINY_RECURSE_BYTES=2000"])
+    fine = run_on_qemu(ok.elf, board, [EDGE_INPUT], timeout=30)
+    assert fine.exit_code == 0 and fine.outputs == [expected_tiny(EDGE_INPUT)], fine.stderr
+
+
+@pytest.mark.parametrize("board_name", ["qemu-mps2-an386", "qemu-mps2-an500"])
+def test_the_stack_guard_leaves_vendor_memory_readable(board_name, tmp_path):
+    """Reads of the nRF52840's FICR/UICR (0x10000100) and the STM32F7's unique ID (0x1FF0F420)
+    and system memory, added to main.c's USER CODE, run through with the same start-up code
+    (QEMU maps these addresses; the old 256 MB guard below RAM made them MemManage faults)."""
+    board = get_board(board_name)
+    build = build_firmware(TINY, "tiny", board, tmp_path / "fw")
+    main_c = build.project_dir / "main.c"
+    reads = "".join(f"\n    mcugen_marker_sink += (int32_t)*(volatile const uint32_t *){a};"
+                    for a in ("0x10000100u", "0x10001000u", "0x1FF0F420u", "0x1FFF0000u", "0x1FFFFFF0u"))
+    main_c.write_text(main_c.read_text().replace("    /* USER CODE BEGIN setup */", "    /* USER CODE BEGIN setup */" + reads))
+    subprocess.run(["make", "-C", str(build.project_dir)], check=True, capture_output=True)
+    result = run_on_qemu(build.elf, board, [EDGE_INPUT], timeout=30)
+    assert result.exit_code == 0 and "MCUGEN_FAULT" not in result.stderr, result.stderr
+    assert result.outputs == [expected_tiny(EDGE_INPUT)]
 
 
 @pytest.mark.parametrize("board_name", EMULATED_BOARDS)
@@ -197,7 +241,7 @@ def test_project_folder_with_foreign_files_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     from mcugen.errors import OutputError
 
-    with pytest.raises(OutputError, match="refusing to write the firmware project"):
+    with pytest.raises(OutputError, match="folder holds files mcugen did not write .notes.txt.; nothing was written"):
         build_firmware(TINY, "tiny", get_board("qemu-mps2-an386"), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

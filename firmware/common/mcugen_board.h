@@ -31,4 +31,14 @@ void mcugen_exit(int status) __attribute__((noreturn));
 extern volatile int32_t mcugen_exit_status;
 extern volatile uint32_t mcugen_fault_info[4];
 
+/* Formats `value` in decimal (or 0x-prefixed hex) into `out` (>= 12 bytes); returns `out`. */
+char *mcugen_format_u32(char *out, uint32_t value);
+char *mcugen_format_hex32(char *out, uint32_t value);
+
+/* The DWT cycle counter: mcugen_cycle_counter_start() enables and zeroes it and returns 1,
+ * or returns 0 if the core has none (Cortex-M0, or an emulator such as QEMU, where the
+ * DWT reads as zero). mcugen_cycle_count() reads it (0 without a counter). */
+int mcugen_cycle_counter_start(void);
+uint32_t mcugen_cycle_count(void);
+
 #endif /* MCUGEN_BOARD_H */

@@ -94,32 +94,3 @@ void mcugen_sh_exit(int status)
     for (;;) {
     }
 }
-
-char *mcugen_format_u32(char *out, uint32_t value)
-{
-    char digits[10];
-    int n = 0;
-    int i = 0;
-    do {
-        digits[n++] = (char)('0' + value % 10u);
-        value /= 10u;
-    } while (value != 0u);
-    while (n > 0) {
-        out[i++] = digits[--n];
-    }
-    out[i] = '\0';
-    return out;
-}
-
-char *mcugen_format_hex32(char *out, uint32_t value)
-{
-    static const char hex[] = "0123456789abcdef";
-    int i;
-    out[0] = '0';
-    out[1] = 'x';
-    for (i = 0; i < 8; ++i) {
-        out[2 + i] = hex[(value >> (28 - 4 * i)) & 0xFu];
-    }
-    out[10] = '\0';
-    return out;
-}

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mcugen_board.h" /* mcugen_format_u32, mcugen_format_hex32 */
+
 /* Open modes of SYS_OPEN (the index of the fopen() mode string). */
 #define MCUGEN_SH_MODE_READ_BINARY 1  /* "rb" */
 #define MCUGEN_SH_MODE_WRITE_BINARY 5 /* "wb" */
@@ -19,9 +21,5 @@ int mcugen_sh_write(int handle, const void *buffer, size_t bytes); /* 0 if all w
 void mcugen_sh_print(const char *text);                     /* to the host's stdout */
 void mcugen_sh_print_error(const char *text);               /* to the host's stderr */
 void mcugen_sh_exit(int status) __attribute__((noreturn));  /* ends the session with status */
-
-/* Formats `value` in decimal (or 0x-prefixed hex) into `out` (>= 12 bytes); returns `out`. */
-char *mcugen_format_u32(char *out, uint32_t value);
-char *mcugen_format_hex32(char *out, uint32_t value);
 
 #endif /* MCUGEN_SEMIHOST_H */

@@ -65,24 +65,59 @@ void mcugen_reset_handler(void)
 
 /* Stack overflow protection. The stack sits at the bottom of RAM and grows down.
  * Armv8-M: MSPLIM turns an overflow into a precise UsageFault (STKOF).
- * Armv7-M: MCUGEN_STACK_GUARD_BASE / _SIZE_LOG2 name the aligned block right below RAM,
- * which an MPU region makes inaccessible (MemManage fault); the default memory map
- * stays in force everywhere else (PRIVDEFENA). */
+ * Armv7-M: the linker script reserves __stack_guard_size__ bytes (a power of two, aligned
+ * to its size) right below __stack_limit__; one MPU region makes exactly those bytes
+ * inaccessible (MemManage fault). Nothing else changes: the default memory map stays in
+ * force everywhere else (PRIVDEFENA), so vendor areas (FICR/UICR, unique ID, system
+ * memory) stay readable. */
+extern uint8_t __stack_guard__[];
+extern uint8_t __stack_guard_size__[]; /* an absolute symbol: its address is the size */
+
 static void protect_stack(void)
 {
 #if defined(__ARM_ARCH_8M_MAIN__) || defined(__ARM_ARCH_8_1M_MAIN__)
     __asm__ volatile("msr msplim, %0" : : "r"(__stack_limit__));
-#elif defined(MCUGEN_STACK_GUARD_BASE) && defined(MCUGEN_STACK_GUARD_SIZE_LOG2)
-    MPU_RNR = 0u;
-    MPU_RBAR = (uint32_t)MCUGEN_STACK_GUARD_BASE;
-    MPU_RASR = (1u << 28)                                       /* XN */
-               | (0u << 24)                                     /* AP: no access */
-               | ((uint32_t)(MCUGEN_STACK_GUARD_SIZE_LOG2 - 1) << 1) /* SIZE */
-               | 1u;                                            /* ENABLE */
-    MPU_CTRL = (1u << 2) | 1u;                                  /* PRIVDEFENA | ENABLE */
-    __asm__ volatile("dsb\n"
-                     "isb\n" ::: "memory");
+#else
+    const uint32_t size = (uint32_t)(uintptr_t)__stack_guard_size__;
+    if (size >= 32u && (size & (size - 1u)) == 0u) {
+        MPU_RNR = 0u;
+        MPU_RBAR = (uint32_t)(uintptr_t)__stack_guard__;
+        MPU_RASR = (1u << 28)                                        /* XN */
+                   | (0u << 24)                                      /* AP: no access */
+                   | ((uint32_t)(__builtin_ctz(size) - 1) << 1)      /* SIZE: 2^(SIZE+1) bytes */
+                   | 1u;                                             /* ENABLE */
+        MPU_CTRL = (1u << 2) | 1u;                                   /* PRIVDEFENA | ENABLE */
+        __asm__ volatile("dsb\n"
+                         "isb\n" ::: "memory");
+    }
 #endif
+}
+
+#define SCB_CPUID (*(volatile const uint32_t *)0xE000ED00u)
+#define DEMCR (*(volatile uint32_t *)0xE000EDFCu)
+#define DWT_CTRL (*(volatile uint32_t *)0xE0001000u)
+#define DWT_CYCCNT (*(volatile uint32_t *)0xE0001004u)
+#define DWT_LAR (*(volatile uint32_t *)0xE0001FB0u)
+
+int mcugen_cycle_counter_start(void)
+{
+    DEMCR |= 1u << 24;        /* TRCENA: power the DWT */
+    if (((SCB_CPUID >> 4) & 0xFFFu) == 0xC27u) {
+        DWT_LAR = 0xC5ACCE55u; /* Cortex-M7: unlock the DWT's software lock */
+    }
+    if ((DWT_CTRL & (1u << 25)) != 0u) {
+        return 0;             /* NOCYCCNT */
+    }
+    DWT_CYCCNT = 0u;
+    DWT_CTRL |= 1u;           /* CYCCNTENA */
+    /* An emulator without a DWT reads zero: the counter has not moved. */
+    __asm__ volatile("nop\nnop\nnop\nnop" ::: "memory");
+    return DWT_CYCCNT != 0u;
+}
+
+uint32_t mcugen_cycle_count(void)
+{
+    return DWT_CYCCNT;
 }
 
 void mcugen_startup(void)
@@ -212,6 +247,9 @@ void mcugen_fault_report(const uint32_t *frame, uint32_t exc_return)
         print_field(" cfsr=", mcugen_fault_info[1]);
         print_field(" hfsr=", mcugen_fault_info[2]);
         print_field(" exc_return=", exc_return);
+        if ((mcugen_fault_info[1] & 0x80u) != 0u) { /* CFSR.MMARVALID: the address of a MemManage fault */
+            print_field(" mmfar=", *(volatile const uint32_t *)0xE000ED34u);
+        }
         mcugen_sh_print_error("\n");
     }
 #else
@@ -220,4 +258,33 @@ void mcugen_fault_report(const uint32_t *frame, uint32_t exc_return)
     /* Exit status 100 + exception number: 103 HardFault, 104 MemManage, 105 BusFault,
      * 106 UsageFault, 107 SecureFault. */
     mcugen_exit(100 + (int)ipsr);
+}
+
+char *mcugen_format_u32(char *out, uint32_t value)
+{
+    char digits[10];
+    int n = 0;
+    int i = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10u);
+        value /= 10u;
+    } while (value != 0u);
+    while (n > 0) {
+        out[i++] = digits[--n];
+    }
+    out[i] = '\0';
+    return out;
+}
+
+char *mcugen_format_hex32(char *out, uint32_t value)
+{
+    static const char hex[] = "0123456789abcdef";
+    int i;
+    out[0] = '0';
+    out[1] = 'x';
+    for (i = 0; i < 8; ++i) {
+        out[2 + i] = hex[(value >> (28 - 4 * i)) & 0xFu];
+    }
+    out[10] = '\0';
+    return out;
 }

@@ -100,20 +100,29 @@ def calibration_builds(cmsis: str | None):
 
 
 def fit(args, cmsis) -> int:
+    """Measure (or take from the cache in --work, except builds matching --refresh) and fit."""
+    import json
+    import re
+
     from scipy.optimize import nnls
 
+    cache_path = Path(args.work) / "estimate_rows.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     groups: dict[tuple[str, str], list] = {}
     for path in models(args):
         for board, opts in calibration_builds(cmsis):
-            try:
-                gen, counts, total = measure(path, opts, board)
-            except McugenError as e:
-                print(f"skip {path.name} {board} {opts.kernels} {opts.strategy}: {e}", flush=True)
-                continue
-            print(f"{path.name:44} {board:16} {str(opts.kernels):9} {opts.kernel_target:12} {opts.strategy:9} "
-                  f"{total:>13,}", flush=True)
-            for k, x, n in rows_of(gen, counts, board):
-                groups.setdefault(k, []).append((x, n))
+            tag = f"{path.name}|{board}|{opts.kernels}|{opts.kernel_target}|{opts.strategy}"
+            if tag not in cache or (args.refresh and re.search(args.refresh, tag)):
+                try:
+                    gen, counts, total = measure(path, opts, board)
+                except McugenError as e:
+                    print(f"skip {tag}: {e}", flush=True)
+                    continue
+                cache[tag] = [[list(k), x, n] for k, x, n in rows_of(gen, counts, board)]
+                cache_path.write_text(json.dumps(cache))
+                print(f"{tag:100} {total:>13,}", flush=True)
+            for k, x, n in cache[tag]:
+                groups.setdefault(tuple(k), []).append((x, n))
     table = {}
     for k, rows in sorted(groups.items()):
         x = np.array([r[0] for r in rows], float)
@@ -159,6 +168,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", help=".tflite files (default: MobileNet v2 0.35/96 and ../shared/models/real)")
     ap.add_argument("--fit", action="store_true", help="measure, fit and rewrite mcugen/kernels/cost_table.py")
+    ap.add_argument("--refresh", metavar="REGEX", help="with --fit: measure again the cached builds whose "
+                    "'model|board|kernels|target|strategy' matches")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "mcugen-estimate"), help="where models are built")
     ap.add_argument("--cmsis-nn", default=os.environ.get("CMSIS_NN_PATH"), help="CMSIS-NN checkout (default $CMSIS_NN_PATH)")
     args = ap.parse_args(argv)

@@ -14,7 +14,8 @@ from mcugen.boards import get_board
 from mcugen.errors import McugenError
 
 # Modules that add their own sub-commands through `register(subparsers)`.
-COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo", "mcugen.cmd_firmware", "mcugen.memory_report")
+COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo", "mcugen.cmd_firmware", "mcugen.memory_report",
+                   "mcugen.evaluate")
 STRATEGY_HELP = "memory plan: fused (default; row-streamed chains where they lower the peak) or layerwise"
 
 

@@ -220,12 +220,10 @@ def _run_host(gen, xq: np.ndarray, progress: bool) -> np.ndarray:
     return np.stack(outputs)
 
 
-def _run_board(model_path: Path, build: Build, board_name: str, xq: np.ndarray) -> np.ndarray:
-    from mcugen import validate_board
+def _run_board(runner, build: Build, board_name: str, xq: np.ndarray) -> np.ndarray:
     from mcugen.boards import get_board
     from mcugen.targets import target_for_board
 
-    runner = validate_board.make_runner(board_name)  # refuses boards that are not emulated
     gen = build(target_for_board(get_board(board_name)).name)
     with tempfile.TemporaryDirectory(prefix="mcugen-evaluate-board-") as tmp:
         outs = runner(gen, [[image[np.newaxis]] for image in xq], Path(tmp))
@@ -249,8 +247,13 @@ def evaluate(model_path: str | Path, data: str | Path, *, float_model: Optional[
     model_path = Path(model_path)
     if not model_path.is_file():
         raise DataError(f"model {model_path} does not exist (expected an int8 .tflite)")
-    if board is not None and count < 1:
-        raise DataError(f"--count {count}: the board needs at least one image")
+    runner = None
+    if board is not None:
+        from mcugen import validate_board
+
+        if count < 1:
+            raise DataError(f"--count {count}: the board needs at least one image")
+        runner = validate_board.make_runner(board)  # before any work: unknown and real boards are refused
     model = model_path.read_bytes()
     io = _model_io(model, model_path)
     recipe = _float_recipe(float_model)
@@ -292,7 +295,7 @@ def evaluate(model_path: str | Path, data: str | Path, *, float_model: Optional[
     if board is not None:
         sample = np.sort(np.random.default_rng(seed).choice(len(xq), min(count, len(xq)), replace=False))
         log(f"building firmware and running {len(sample)} images on {board}")
-        on_board = _run_board(model_path, build, board, xq[sample])
+        on_board = _run_board(runner, build, board, xq[sample])
         rows.append(_row("c_board", f"int8 mcugen C on {board}", on_board, labels[sample], io.classes))
         result.board = board
         result.board_sample = [int(i) for i in sample]

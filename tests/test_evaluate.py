@@ -135,6 +135,25 @@ def test_evaluate_on_the_emulated_board_agrees_with_the_host(digits):
     assert report["agreement"]["board_vs_host"] == 1.0 and report["agreement"]["board_vs_host_bit_exact"] is True
 
 
+def test_evaluate_with_a_saved_model_as_the_float_model(digits, tmp_path):
+    from mcugen import mobilenet_v2 as mnv2
+
+    tf = mnv2.import_tensorflow()
+    root, weights, model = digits
+    module = mnv2.build_mobilenet_v2(0.35, 48, channels=1, classes=10, weights=mnv2.load_weights(weights))
+    signature = tf.function(module.__call__, input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32,
+                                                                            name="images")])
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures=signature.get_concrete_function())
+    reports = []
+    for float_model in (tmp_path / "saved", weights):
+        r = _mcugen("evaluate", model, root / "test", "--float", float_model, "--json", "--quiet")
+        assert r.returncode == 0, r.stderr[-2000:]
+        reports.append(json.loads(r.stdout))
+    from_saved, from_weights = (rep["results"]["float"] for rep in reports)
+    same = np.mean(np.equal(from_saved["predictions"], from_weights["predictions"]))
+    assert same >= 0.99 and abs(from_saved["top1"] - from_weights["top1"]) <= 0.01, (same, from_saved["top1"])
+
+
 def test_quantize_reads_the_weights_file(digits, tmp_path):
     root, weights, model = digits
     out = tmp_path / "q.tflite"
@@ -221,6 +240,16 @@ def test_evaluate_bad_data_is_one_line_exit_2(tmp_path, capsys, case, message):
     else:
         data = tmp_path / "nothing"
     assert cli_main(["evaluate", str(CHAIN), str(data), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mcugen: error: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("board, message", [("stm32f746", "validation runs on an emulated board"),
+                                            ("nosuch", "unknown board 'nosuch'")])
+def test_evaluate_refuses_boards_it_cannot_run_before_any_work(tmp_path, capsys, board, message):
+    data = tmp_path / "d.npz"
+    _chain_npz(data)
+    assert cli_main(["evaluate", str(CHAIN), str(data), "--board", board]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mcugen: error: ") and err.count("\n") == 1 and message in err, err
 

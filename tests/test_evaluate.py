@@ -99,12 +99,19 @@ def _independent_int8_predictions(model: Path, folder: Path) -> tuple[np.ndarray
     return np.asarray(labels), np.asarray(predictions)
 
 
-def test_evaluate_float_int8_and_c_on_the_host(digits, tmp_path):
+@pytest.fixture(scope="module")
+def host_report(digits):
+    """`evaluate --float w.npz --json --png` on the 360 test images: (report, picture path)."""
     root, weights, model = digits
-    png = tmp_path / "confusion.png"
+    png = root / "confusion.png"
     r = _mcugen("evaluate", model, root / "test", "--float", weights, "--json", "--png", png)
     assert r.returncode == 0, r.stderr[-2000:]
-    report = json.loads(r.stdout)
+    return json.loads(r.stdout), png
+
+
+def test_evaluate_float_int8_and_c_on_the_host(digits, host_report):
+    root, weights, model = digits
+    report, png = host_report
     results = report["results"]
     assert report["images"] == 360 and report["classes"] == 10
     float_, int8, c = results["float"], results["int8_reference"], results["c_host"]
@@ -135,7 +142,7 @@ def test_evaluate_on_the_emulated_board_agrees_with_the_host(digits):
     assert report["agreement"]["board_vs_host"] == 1.0 and report["agreement"]["board_vs_host_bit_exact"] is True
 
 
-def test_evaluate_with_a_saved_model_as_the_float_model(digits, tmp_path):
+def test_evaluate_with_a_saved_model_as_the_float_model(digits, host_report, tmp_path):
     from mcugen import mobilenet_v2 as mnv2
 
     tf = mnv2.import_tensorflow()
@@ -144,12 +151,9 @@ def test_evaluate_with_a_saved_model_as_the_float_model(digits, tmp_path):
     signature = tf.function(module.__call__, input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32,
                                                                             name="images")])
     tf.saved_model.save(module, str(tmp_path / "saved"), signatures=signature.get_concrete_function())
-    reports = []
-    for float_model in (tmp_path / "saved", weights):
-        r = _mcugen("evaluate", model, root / "test", "--float", float_model, "--json", "--quiet")
-        assert r.returncode == 0, r.stderr[-2000:]
-        reports.append(json.loads(r.stdout))
-    from_saved, from_weights = (rep["results"]["float"] for rep in reports)
+    r = _mcugen("evaluate", model, root / "test", "--float", tmp_path / "saved", "--json", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    from_saved, from_weights = json.loads(r.stdout)["results"]["float"], host_report[0]["results"]["float"]
     same = np.mean(np.equal(from_saved["predictions"], from_weights["predictions"]))
     assert same >= 0.99 and abs(from_saved["top1"] - from_weights["top1"]) <= 0.01, (same, from_saved["top1"])
 

@@ -23,6 +23,7 @@ import numpy as np
 from mcugen import mobilenet_v2 as mnv2
 from mcugen.datasets import conform_images, preprocess
 from mcugen.quantize import QuantizeOptions, quantize_input, quantize_module, run_reference, write_model
+from mcugen.recipe import Recipe, save_with_recipe
 from mcugen.train import TrainOptions, predict_logits, train
 
 
@@ -66,7 +67,10 @@ def main(argv=None) -> int:
         folder = args.output_dir or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         model_path = write_model(model, folder / "digits.tflite")
-        mnv2.save_weights(export.folded_weights(), folder / "digits.npz")
+        # with its recipe, so that `mcugen evaluate digits.tflite DATA --float digits.npz` needs no flag
+        recipe = Recipe("mobilenet_v2", args.alpha, args.resolution, args.resolution, 3, 10,
+                        tuple(str(d) for d in range(10)))
+        save_with_recipe(export.folded_weights(), recipe, folder / "digits.npz")
         try:
             from mcugen.driver import compile_and_run_host
         except ImportError as exc:

@@ -15,7 +15,8 @@ from mcugen.errors import McugenError
 from mcugen.options import add_compile_options, options_from_args
 
 # Modules that add their own sub-commands through `register(subparsers)`.
-COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo", "mcugen.cmd_firmware", "mcugen.memory_report")
+COMMAND_MODULES = ("mcugen.cmd_model", "mcugen.demo", "mcugen.cmd_firmware", "mcugen.memory_report",
+                   "mcugen.evaluate")
 
 
 def _progress(quiet: bool):
@@ -170,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="generate, compile, run and compare with tflite-runtime bit for bit")
     p.add_argument("model", help="an int8 .tflite file")
-    p.add_argument("--input", nargs="+", metavar="FILE.npy", help="input arrays (one per model input, per run)")
+    p.add_argument("--input", nargs="+", metavar="FILE",
+                   help="inputs, one file per model input per run: .npy with one sample or a batch (N, *shape[1:]) "
+                        "giving N runs, or a PNG/JPEG/BMP image (resized, x/127.5-1, quantized with the input's scale)")
     p.add_argument("--count", type=int, default=3, help="number of seeded random runs (default 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--save-outputs", metavar="DIR", help="write run<i>_input<k>.npy and run<i>_output<k>.npy")

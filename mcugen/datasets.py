@@ -1,4 +1,18 @@
-"""Image data for training and calibration: labelled folders, .npz/.npy arrays, preprocessing."""
+"""Image data for training, calibration and evaluation: labelled folders, .npz/.npy arrays, preprocessing.
+
+The one statement of mcugen's preprocessing (train, calibration in `model`/`quantize`, `evaluate`
+and images given to `validate` all go through it):
+
+1. an image file (PNG/JPEG/BMP) is converted to grey ("L", 1 channel) or RGB (3 channels) and
+   resized bilinearly to the model's height x width (`read_image`); arrays (.npy/.npz) are taken
+   as pixels, a grey channel repeated to 3 if needed, resized bilinearly (`conform_images`);
+2. pixels (0..255) become x * scale + offset in float32 (`preprocess`; default x/127.5 - 1);
+3. for an int8/uint8 model that float is quantized with the model's input scale and zero point,
+   rounding half away from zero as TFLite's QUANTIZE kernel does (`mcugen.quantize.quantize_input`).
+
+scale and offset are recorded in the weights file by `train` (mcugen.recipe) and read from it by
+`model --weights`, `quantize` and `evaluate --float`.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +66,23 @@ def _read_image(path: Path, height: int, width: int, channels: int) -> np.ndarra
             pixels = np.asarray(image, np.float32)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"image {path} cannot be read ({exc})") from None
+    except Exception as exc:  # Pillow's decoders raise other kinds on corrupt files (SyntaxError, ...)
+        raise DataError(f"image {path} cannot be read ({type(exc).__name__}: {exc})") from None
     return pixels.reshape(height, width, channels)
+
+
+def read_image(path: str | os.PathLike, height: int, width: int, channels: int) -> np.ndarray:
+    """Raw pixels (float32 height x width x channels, 0..255) of one PNG/JPEG/BMP file (step 1)."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"image {path}: supported image files are {'/'.join(IMAGE_SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"image {path} does not exist")
+    return _read_image(path, height, width, channels)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def load_image_folder(folder: str | os.PathLike, height: int, width: int, channels: int) -> LabelledImages:
@@ -185,3 +215,38 @@ def synthetic_inputs(count: int, shape: tuple[int, ...], scale: float = DEFAULT_
     rng = np.random.default_rng(seed)
     raw = rng.integers(0, 256, (count, *shape)).astype(np.float32)
     return preprocess(raw, scale, offset)
+
+
+def load_evaluation(source: str | os.PathLike, height: int, width: int, channels: int, classes: int,
+                    class_names: tuple[str, ...] = ()) -> LabelledImages:
+    """Labelled test data for a model with `classes` outputs, labels mapped to the model's classes.
+
+    A folder's sub-folders are matched to `class_names` by name when the model's names are
+    known (a test folder may hold a subset); without names there must be exactly `classes`
+    sub-folders, taken in sorted order as `train` does. A `.npz` needs `y` in 0..classes-1.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"test data {source} does not exist (expected a folder with one sub-folder per class, "
+                        "or a .npz with 'x' and 'y')")
+    if not source.is_dir():
+        data = load_labelled(source, height, width, channels)
+        if data.classes > classes:
+            raise DataError(f"test data {source}: label {data.classes - 1} is out of range for a model with "
+                            f"{classes} classes (0..{classes - 1})")
+        names = class_names or tuple(str(i) for i in range(classes))
+        return LabelledImages(data.images, data.labels, names)
+    data = load_image_folder(source, height, width, channels)
+    if class_names:
+        unknown = [n for n in data.class_names if n not in class_names]
+        if unknown:
+            shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
+            raise DataError(f"test folder {source}: class folder {unknown[0]!r} is not one of the model's "
+                            f"{len(class_names)} classes ({shown})")
+        mapping = np.asarray([class_names.index(n) for n in data.class_names], np.int64)
+        return LabelledImages(data.images, mapping[data.labels], tuple(class_names))
+    if data.classes != classes:
+        raise DataError(f"test folder {source} has {data.classes} class folders but the model has {classes} "
+                        "classes; give the weights file (--float) so classes are matched by name, or one "
+                        "folder per class")
+    return data

@@ -288,13 +288,16 @@ def check_weights(config: MobileNetV2Config, weights: Mapping[str, np.ndarray], 
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a weights `.npz` into name -> array (no shape checks; see `check_weights`)."""
+    """Read a weights `.npz` into name -> array (no shape checks; see `check_weights`); the
+    recipe `mcugen train` stores beside the arrays is skipped (see mcugen.recipe.read_recipe)."""
+    from mcugen.recipe import RECIPE_KEY
+
     path = Path(path)
     if not path.is_file():
         raise McugenError(f"weights file {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+            return {name: data[name] for name in data.files if name != RECIPE_KEY}
     except (OSError, ValueError) as exc:
         raise ModelError(f"weights file {path} is not a readable .npz archive ({exc})") from None
 

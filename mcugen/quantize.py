@@ -254,10 +254,15 @@ def run_reference(model: bytes, inputs: np.ndarray, progress: Optional[Callable]
 def quantize_input(model: bytes, images: np.ndarray) -> np.ndarray:
     """Float preprocessed images -> the model's input type using its input quantization."""
     details = reference_interpreter(model).get_input_details()[0]
-    dtype = details["dtype"]
-    if dtype == np.float32:
-        return images.astype(np.float32)
     scale, zero_point = details["quantization"]
+    return quantize_values(images, scale, zero_point, details["dtype"])
+
+
+def quantize_values(images: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    """Float values -> `dtype` (int8/uint8) as TFLite's QUANTIZE kernel computes it; float32 stays float."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return np.asarray(images, np.float32)
     info = np.iinfo(dtype)
     ratio = images.astype(np.float32) / np.float32(scale)  # float32 division, like the QUANTIZE kernel
     q = np.sign(ratio) * np.floor(np.abs(ratio) + np.float32(0.5)) + zero_point  # half away from zero

@@ -26,7 +26,7 @@ class TrainOptions:
     learning_rate: float = 1e-3
     seed: int = 0
     validation_split: float = 0.0  # fraction of the data held out (seeded choice) for accuracy only
-    progress: bool = True  # tqdm progress bar on stderr
+    progress: bool = True  # on stderr: a bar on a terminal, plain periodic lines otherwise (mcugen.progress)
     deterministic: bool = True  # tf.config.experimental.enable_op_determinism()
 
     def __post_init__(self) -> None:
@@ -107,7 +107,7 @@ def accuracy(module, images: np.ndarray, labels: np.ndarray, batch_size: int = 6
 def train(module, images: np.ndarray, labels: np.ndarray, options: TrainOptions = TrainOptions()) -> TrainResult:
     """Train `module` in place on preprocessed float images N x H x W x C and labels 0..classes-1."""
     tf = import_tensorflow()
-    from tqdm import tqdm
+    from mcugen.progress import Progress
 
     config = module.config
     images = np.asarray(images, np.float32)
@@ -148,9 +148,8 @@ def train(module, images: np.ndarray, labels: np.ndarray, options: TrainOptions 
     for epoch in range(options.epochs):
         order = rng.permutation(len(x_train))
         losses, correct = [], 0
-        bar = tqdm(range(batches_per_epoch), desc=f"epoch {epoch + 1}/{options.epochs}", unit="batch",
-                   file=sys.stderr, disable=not options.progress, leave=False)
-        for b in bar:
+        bar = Progress(batches_per_epoch, f"epoch {epoch + 1}/{options.epochs}", "batches", options.progress)
+        for b in range(batches_per_epoch):
             # cosine decay from learning_rate to 0 over all steps
             optimizer.learning_rate.assign(0.5 * options.learning_rate * (1 + math.cos(math.pi * done / total_steps)))
             pick = order[b * batch:(b + 1) * batch]
@@ -158,7 +157,7 @@ def train(module, images: np.ndarray, labels: np.ndarray, options: TrainOptions 
             losses.append(float(loss))
             correct += int(hits)
             done += 1
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}", acc=f"{correct / ((b + 1) * batch):.3f}")
+            bar.update(loss=f"{np.mean(losses):.4f}", accuracy=f"{correct / ((b + 1) * batch):.3f}")
         bar.close()
         val = accuracy(module, images[val_index], labels[val_index]) if len(val_index) else None
         stats = EpochStats(epoch + 1, float(np.mean(losses)), correct / (batches_per_epoch * batch), val)

@@ -68,33 +68,76 @@ def diff(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def load_inputs(graph: Graph, files: Sequence[str]) -> list[list[np.ndarray]]:
-    """`.npy` files, one per model input, grouped into runs in order (k inputs per run)."""
+    """Input files, one per model input, grouped into runs in order (k inputs per run).
+
+    Each file is a `.npy` holding one sample (as many values as the input) or a batch of N
+    samples shaped (N, *input_shape[1:]), which gives N runs; or an image (PNG/JPEG/BMP) for an
+    NHWC input with 1 or 3 channels, read, resized and preprocessed as for training
+    (mcugen.datasets, default x/127.5 - 1) and quantized with the input's scale and zero point.
+    The files of one run must give the same number of samples.
+    """
     k = len(graph.inputs)
     if len(files) % k:
         raise DataError(f"{len(files)} --input files for a model with {k} inputs; give a multiple of {k}")
     runs = []
     for r in range(len(files) // k):
-        arrays = []
-        for j in range(k):
-            path = files[r * k + j]
-            t = graph.t(graph.inputs[j])
-            try:
-                a = np.load(path, allow_pickle=False)
-            except FileNotFoundError:
-                raise DataError(f"--input {path}: no such file") from None
-            except Exception as e:
-                raise DataError(f"--input {path}: not a readable .npy file ({type(e).__name__})") from None
-            if a.size != t.size:
-                raise DataError(
-                    f"--input {path}: has shape {list(a.shape)} ({a.size} values) but input {j} needs {list(t.shape)}"
-                )
-            if t.dtype in (DType.INT8, DType.UINT8) and a.dtype != t.dtype.numpy:
-                info = np.iinfo(t.dtype.numpy)
-                if not np.issubdtype(a.dtype, np.integer) or a.min() < info.min or a.max() > info.max:
-                    raise DataError(f"--input {path}: dtype {a.dtype} does not fit input {j} of type {t.dtype.value}")
-            arrays.append(a.astype(t.dtype.numpy).reshape(t.shape))
-        runs.append(arrays)
+        samples = [_load_input(graph, j, files[r * k + j]) for j in range(k)]
+        counts = {len(s) for s in samples}
+        if len(counts) > 1:
+            raise DataError(f"--input {', '.join(files[r * k:(r + 1) * k])}: the files of one run hold "
+                            f"{' and '.join(str(len(s)) for s in samples)} samples; they must match")
+        runs.extend([list(group) for group in zip(*samples)])
     return runs
+
+
+def _load_input(graph: Graph, j: int, path: str) -> list[np.ndarray]:
+    """The samples (one, or a batch's N) one input file gives for model input j."""
+    from mcugen.datasets import is_image_file
+
+    t = graph.t(graph.inputs[j])
+    if is_image_file(path):
+        return [_load_image_input(graph, j, path)]
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"--input {path}: no such file") from None
+    except Exception as e:
+        raise DataError(f"--input {path}: not a readable .npy file ({type(e).__name__}); inputs are .npy "
+                        "arrays or PNG/JPEG/BMP images") from None
+    if not isinstance(a, np.ndarray) or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise DataError(f"--input {path}: holds {getattr(a, 'dtype', type(a).__name__)}, not numbers")
+    batch = len(t.shape) >= 1 and t.shape[0] == 1 and a.ndim == len(t.shape) and a.shape[0] >= 1 \
+        and tuple(a.shape[1:]) == tuple(t.shape[1:])
+    if a.size != t.size and not batch:
+        raise DataError(
+            f"--input {path}: has shape {list(a.shape)} ({a.size} values) but input {j} needs {list(t.shape)} "
+            f"(one sample) or [N, {', '.join(str(d) for d in t.shape[1:])}] (a batch of N)"
+        )
+    if t.dtype in (DType.INT8, DType.UINT8) and a.dtype != t.dtype.numpy:
+        info = np.iinfo(t.dtype.numpy)
+        if not np.issubdtype(a.dtype, np.integer) or a.min() < info.min or a.max() > info.max:
+            raise DataError(f"--input {path}: dtype {a.dtype} does not fit input {j} of type {t.dtype.value}")
+    if a.size == t.size:
+        return [a.astype(t.dtype.numpy).reshape(t.shape)]
+    return [sample[np.newaxis].astype(t.dtype.numpy) for sample in a]
+
+
+def _load_image_input(graph: Graph, j: int, path: str) -> np.ndarray:
+    from mcugen.datasets import preprocess, read_image
+    from mcugen.quantize import quantize_values
+
+    t = graph.t(graph.inputs[j])
+    if len(t.shape) != 4 or t.shape[0] != 1 or t.shape[3] not in (1, 3):
+        raise DataError(f"--input {path}: an image can feed an input shaped [1, H, W, 1 or 3]; input {j} is "
+                        f"{list(t.shape)} (give a .npy)")
+    if t.dtype not in (DType.INT8, DType.UINT8, DType.FLOAT32):
+        raise DataError(f"--input {path}: input {j} is {t.dtype.value}; images feed int8, uint8 or float32 inputs")
+    x = preprocess(read_image(path, t.shape[1], t.shape[2], t.shape[3]))[np.newaxis]
+    if t.dtype is DType.FLOAT32:
+        return x
+    if t.quant is None or len(t.quant.scale) != 1:
+        raise DataError(f"--input {path}: input {j} has no per-tensor quantization to convert the image with")
+    return quantize_values(x, t.quant.s, t.quant.zp, t.dtype.numpy)
 
 
 Runner = Callable[[driver.Generated, list[list[np.ndarray]], Path], list[list[np.ndarray]]]

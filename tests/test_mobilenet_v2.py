@@ -349,4 +349,10 @@ def test_cli_summary_prints_the_table(capsys):
     args = _parser().parse_args(["model", "mobilenet_v2", "--alpha", "0.35", "--resolution", "96", "--summary"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "block16/project" in out and "3x3x336" in out and "11,934,128 MACs" in out
+    assert "block16/project" in out and "3x3x336" in out and "10,666,928 MACs" in out  # 10 classes by default
+
+
+def test_cli_defaults_fit_a_microcontroller(capsys):
+    args = _parser().parse_args(["model", "mobilenet_v2", "--summary"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.startswith("MobileNet v2 alpha 0.35, input 96x96x3, 10 classes")

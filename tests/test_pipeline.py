@@ -115,16 +115,20 @@ def test_auto_fuses_what_the_ram_budget_needs(capsys):
     assert re.search(r"chosen \*\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+no", out), out
 
 
-def test_flash_budget_prefers_the_smaller_constants():
-    """Fused chains may store more constants than their layers; under a flash limit below the
-    fused constants, auto runs chains layer by layer again while the RAM allows."""
-    path = real_model("person_detect.tflite")
-    free = driver.build(path, options=CompileOptions(board=M4))
-    layerwise = driver.build(path, options=CompileOptions(board=M4, strategy="layerwise"))
-    if free.program.weight_bytes <= layerwise.program.weight_bytes:
-        pytest.skip("no fused block here stores more constants than its layers")
-    tight = driver.build(path, options=CompileOptions(board=M4, flash_limit=layerwise.program.weight_bytes))
-    assert tight.program.weight_bytes <= layerwise.program.weight_bytes
+def test_flash_budget_prefers_the_smaller_constants(mobilenet):
+    """Under a flash limit below what auto's plan stores, auto runs chains whose constants are
+    larger fused than layer by layer one by one again, while the RAM allows."""
+    free = driver.build(mobilenet, options=CompileOptions(board=M4))
+    layerwise = driver.build(mobilenet, options=CompileOptions(board=M4, strategy="layerwise"))
+    assert free.program.weight_bytes != layerwise.program.weight_bytes  # the choice matters here
+    limit = min(free.program.weight_bytes, layerwise.program.weight_bytes) + abs(
+        free.program.weight_bytes - layerwise.program.weight_bytes) // 2
+    tight = driver.build(mobilenet, options=CompileOptions(board=M4, flash_limit=limit))
+    assert tight.program.weight_bytes <= limit
+    chosen = next(a for a in tight.schedule.alternatives if a.chosen)
+    assert chosen.fits and chosen.const_bytes == tight.program.weight_bytes
+    if free.program.weight_bytes > limit:
+        assert any("flash" in b.reason for b in tight.schedule.blocks)
 
 
 def test_every_command_takes_the_same_compile_options():

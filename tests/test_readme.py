@@ -21,3 +21,19 @@ def test_quick_start_commands_exist():
     readme = (REPO / "README.md").read_text()
     assert "bash scripts/demo.sh" in readme and "bash scripts/test.sh" in readme
     assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_every_command_example_in_the_readme_parses():
+    """The examples in the Commands table are accepted by the parser as they are written."""
+    import re
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    parser = build_parser()
+    examples = re.findall(r"^\| `[a-z]+` \| `mcugen ([^`]+)` \|", readme, re.M)
+    assert len(examples) >= 15
+    for example in examples:
+        try:
+            parser.parse_args(shlex.split(example))
+        except SystemExit:
+            raise AssertionError(f"the README's example `mcugen {example}` does not parse") from None

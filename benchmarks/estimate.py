@@ -44,6 +44,7 @@ from mcugen.targets import get_target  # noqa: E402
 M4, M55 = "qemu-mps2-an386", "qemu-mps3-an547"
 NAME = "net"
 TABLE = REPO / "mcugen" / "kernels" / "cost_table.py"
+CONSTANT_PRIOR = 1e-5  # weight of "no per-call constant": 10,000 instructions weigh as a 10% error on one layer
 
 
 def models(args) -> list[Path]:
@@ -94,7 +95,7 @@ def calibration_builds(cmsis: str | None):
                                    (M4, "cmsis-nn", None), (M55, "mcugen", None)):
         if kernels == "cmsis-nn" and not cmsis:
             continue
-        for strategy, fuse_all in (("layerwise", False), ("fused", True)):
+        for strategy, fuse_all in (("layerwise", False), ("fused", True)):  # every chain, to measure each
             yield board, CompileOptions(name=NAME, board=board, kernels=kernels, target=target, cmsis_nn=cmsis,
                                         strategy=strategy, fuse_all=fuse_all)
 
@@ -112,16 +113,25 @@ def fit(args, cmsis) -> int:
     for path in models(args):
         for board, opts in calibration_builds(cmsis):
             tag = f"{path.name}|{board}|{opts.kernels}|{opts.kernel_target}|{opts.strategy}"
-            if tag not in cache or (args.refresh and re.search(args.refresh, tag)):
+            entry = cache.get(tag)
+            if isinstance(entry, list):  # rows of an older cache: keep their counts
+                entry = {"version": 0, "counts": [n for _, _, n in entry], "rows": entry}
+            if entry is None or (args.refresh and re.search(args.refresh, tag)):
                 try:
                     gen, counts, total = measure(path, opts, board)
                 except McugenError as e:
                     print(f"skip {tag}: {e}", flush=True)
                     continue
-                cache[tag] = [[list(k), x, n] for k, x, n in rows_of(gen, counts, board)]
-                cache_path.write_text(json.dumps(cache))
+                entry = {"version": cost.FEATURES_VERSION, "counts": counts,
+                         "rows": [[list(k), x, n] for k, x, n in rows_of(gen, counts, board)]}
                 print(f"{tag:100} {total:>13,}", flush=True)
-            for k, x, n in cache[tag]:
+            elif entry["version"] != cost.FEATURES_VERSION:  # the counts stand; the features are computed again
+                gen = driver.build(path, options=opts)
+                entry = {"version": cost.FEATURES_VERSION, "counts": entry["counts"],
+                         "rows": [[list(k), x, n] for k, x, n in rows_of(gen, entry["counts"], board)]}
+            cache[tag] = entry
+            cache_path.write_text(json.dumps(cache))
+            for k, x, n in entry["rows"]:
                 groups.setdefault(tuple(k), []).append((x, n))
     table = {}
     for k, rows in sorted(groups.items()):
@@ -129,7 +139,14 @@ def fit(args, cmsis) -> int:
         y = np.array([r[1] for r in rows], float)
         scale = x.max(axis=0)
         scale[scale == 0] = 1
-        w, _ = nnls(x / scale, y)
+        # relative error: every layer counts, not only the largest model's largest layers
+        weight = 1.0 / np.maximum(y, 1.0)
+        a, b = x / scale * weight[:, None], y * weight
+        # a per-call constant is overhead (hundreds of instructions), never the bulk of a layer:
+        # one pseudo-observation holds it near 0 unless the data need it
+        prior = np.zeros((1, x.shape[1]))
+        prior[0, -1] = CONSTANT_PRIOR * scale[-1]
+        w, _ = nnls(np.vstack([a, prior]), np.append(b, 0.0))
         table[k] = tuple(float(f"{v:.4g}") for v in w / scale)
     lines = ['"""Fitted instruction-cost coefficients per (instruction set, kernel family): written by '
              '`python benchmarks/estimate.py --fit`."""', "",

@@ -9,12 +9,14 @@ block (a block is one candidate chain: fused, or its layers one by one):
 
 - `layerwise`: no chain is fused.
 - `fused`: every chain that lowers the planned arena (`lower.choose_chains`), whatever it costs.
-- `auto` (the default): the fastest plan that fits the budget, where a fused chain within
-  `TIE` (10%) of its layers' instruction estimate counts as fast as them (the estimate is not
-  closer than that to the measured counts), so the tie goes to the smaller arena; a chain that
-  costs more is fused only when the budget needs its RAM (the most bytes saved per added
-  instruction first); and a chain whose constants exceed its layers' is run layer by layer
-  again while the flash budget is exceeded and the RAM budget allows it.
+- `auto` (the default): the smallest arena whose estimated instructions stay within `TIE`
+  (10%) of the fastest plan's (the estimate is not closer than that to the measured counts):
+  from the smallest plan, the blocks that add the most instructions run layer by layer again
+  until the plan is that fast, unless the RAM budget needs their bytes; the blocks left fused
+  are those that lower the arena. Where the constants exceed the flash budget, blocks whose
+  fused form stores more constants run layer by layer again while the RAM allows.
+  (A literal "fastest plan that fits" would run MobileNet v2 0.35/96 layer by layer on a 4 MB
+  board: 4.2x the arena for 9% fewer instructions; 10% is the price auto pays for RAM.)
 The scratch each unfused layer's kernel needs is then planned with the tensors, once, by the
 caller (`driver.build`), so that the numbers stated here are the generated code's.
 """
@@ -255,47 +257,48 @@ def _fits(arena: int, const: int, budget: Budget) -> bool:
 
 def _auto(folded, pads, candidates, costs, budget: Budget, extra, reasons, plan_of, chains_of, fused_instr,
           layers_instr, ops) -> list[Chain]:
-    fast = [c for c in candidates if fused_instr(c) <= (1 + TIE) * layers_instr(c)]
-    for c in candidates:
-        if c not in fast:
-            reasons[c.ops] = (f"layer by layer: fused would take {fused_instr(c) / max(layers_instr(c), 1):.2f}x "
-                              f"the instructions")
-    planned = choose_chains(folded, pads, fast, extra) if fast else plan_of([])
+    fastest = _totals([], costs, ops)[1]
+    # the smallest arena: every block whose fusion lowers it (what --strategy fused runs)
+    planned = choose_chains(folded, pads, candidates, extra)
     chosen = chains_of(planned)
-    for c in fast:
-        reasons[c.ops] = ("fused: within 10% of layer by layer, lowers the arena" if c in chosen
-                          else "layer by layer: fusing does not lower the arena")
-    arena = planned.plan.arena_bytes
-    # RAM: fuse slower chains while the arena is over the budget, most bytes saved per added instruction first
-    remaining = [c for c in candidates if c not in chosen]
-    while budget.arena_bytes is not None and arena > budget.arena_bytes and remaining:
-        best = None
-        for c in remaining:
-            trial = plan_of(chosen + [c]).plan.arena_bytes
-            if trial < arena:
-                score = (arena - trial) / max(fused_instr(c) - layers_instr(c), 1)
-                if best is None or score > best[0]:
-                    best = (score, c, trial)
-        if best is None:
+    for c in candidates:
+        if c not in chosen:
+            reasons[c.ops] = "layer by layer: fusing does not lower the arena"
+    # time: run the blocks that cost the most instructions layer by layer again, until the
+    # plan is within TIE of the fastest, while the arena still fits the budget
+    while chosen and _totals(chosen, costs, ops)[1] > (1 + TIE) * fastest:
+        worst = max(chosen, key=lambda c: fused_instr(c) - layers_instr(c))
+        trial = chains_of(choose_chains(folded, pads, [c for c in chosen if c is not worst], extra))
+        if budget.arena_bytes is not None and plan_of(trial).plan.arena_bytes > budget.arena_bytes:
+            reasons[worst.ops] = (f"fused: {fused_instr(worst) / max(layers_instr(worst), 1):.2f}x the instructions "
+                                  f"of its layers, but the arena must fit {budget.arena_bytes:,} bytes ({budget.source})")
             break
-        _, c, arena = best
-        chosen.append(c)
-        remaining.remove(c)
-        reasons[c.ops] = f"fused: the arena must fit {budget.arena_bytes:,} bytes ({budget.source})"
-    # flash: run chains whose constants are larger fused than layer by layer one by one again
+        reasons[worst.ops] = (f"layer by layer: fused would take {fused_instr(worst) / max(layers_instr(worst), 1):.2f}x "
+                              f"the instructions of its layers")
+        for c in chosen:
+            if c not in trial and c is not worst:
+                reasons[c.ops] = "layer by layer: fusing no longer lowers the arena"
+        chosen = trial
+    for c in chosen:
+        reasons.setdefault(c.ops, "")
+        if not reasons[c.ops].startswith("fused"):
+            reasons[c.ops] = (f"fused: lowers the arena; the plan stays within {TIE:.0%} of the fastest "
+                              f"({fused_instr(c) / max(layers_instr(c), 1):.2f}x its layers)")
+    arena = plan_of(chosen).plan.arena_bytes
+    # flash: run blocks whose constants are larger fused than layer by layer one by one again
     const, _ = _totals(chosen, costs, ops)
     if budget.const_bytes is not None and const > budget.const_bytes:
-        by_gain = sorted(chosen, key=lambda c: costs[tuple(c.ops)].const_bytes - sum(costs[(o,)].const_bytes for o in c.ops),
-                         reverse=True)
-        for c in by_gain:
-            gain = costs[tuple(c.ops)].const_bytes - sum(costs[(o,)].const_bytes for o in c.ops)
-            if const <= budget.const_bytes or gain <= 0:
+        def gain(c: Chain) -> int:
+            return costs[tuple(c.ops)].const_bytes - sum(costs[(o,)].const_bytes for o in c.ops)
+
+        for c in sorted(chosen, key=gain, reverse=True):
+            if const <= budget.const_bytes or gain(c) <= 0:
                 break
             trial = [x for x in chosen if x is not c]
             trial_arena = plan_of(trial).plan.arena_bytes
             if budget.arena_bytes is not None and trial_arena > budget.arena_bytes:
                 continue
-            chosen, arena, const = trial, trial_arena, const - gain
+            chosen, arena, const = trial, trial_arena, const - gain(c)
             reasons[c.ops] = f"layer by layer: the constants must fit {budget.const_bytes:,} bytes of flash ({budget.source})"
     order = {c.ops: k for k, c in enumerate(candidates)}
     return sorted(chosen, key=lambda c: order[c.ops])

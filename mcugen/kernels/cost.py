@@ -5,7 +5,9 @@ A step's estimate is a linear function of its work, with one row of coefficients
 
     instructions ~ c[0] * MACs + c[1] * output elements + c[2] * input elements + c[3]
 
-and for a fused chain, whose stages run at different rates,
+(for a convolution the third term counts the taps gathered per output pixel, MACs / output
+channels, instead of the input elements), and for a fused chain, whose stages run at different
+rates,
 
     instructions ~ c[0] * A MACs + c[1] * B MACs + c[2] * C MACs + c[3] * FC MACs
                    + c[4] * output elements + c[5]
@@ -30,6 +32,7 @@ from mcugen.targets import Target
 # When a family has no coefficients for an instruction set, the nearest one that has.
 FALLBACK_ISA = {"dsp": ("mve", "portable", "generic"), "mve": ("dsp", "portable", "generic"),
                 "portable": ("generic",), "cmsis-mve": ("cmsis-dsp",), "cmsis-dsp": (), "generic": ()}
+FEATURES_VERSION = 2  # bump when `features` changes: benchmarks/estimate.py recomputes its cached rows
 GENERIC_PER_MAC = 10.0  # a layer with no fitted family at all: a generic kernel's rate
 
 
@@ -90,6 +93,11 @@ def features(layer: Layer, step: Step, schedule: Schedule) -> list[int]:
         w = c.out_window
         fc_macs = c.fc_units * w.out_h * w.out_w * w.out_c if c.fc is not None else 0
         return [_stage_macs(c.a), _stage_macs(c.b), _stage_macs(c.c), fc_macs, _elements(schedule, step.writes), 1]
+    op = schedule.op(step.ops[0])
+    if op.op.value in ("CONV_2D", "DEPTHWISE_CONV_2D") and layer.macs:
+        # the taps gathered per output pixel (im2col patch or depthwise window), once per pixel
+        out_c = schedule.graph.t(op.outputs[0]).shape[-1]
+        return [layer.macs, _elements(schedule, step.writes), layer.macs // max(int(out_c), 1), 1]
     return [layer.macs, _elements(schedule, step.writes), _elements(schedule, step.reads[:1]), 1]
 
 

@@ -266,24 +266,26 @@ def _auto(folded, pads, candidates, costs, budget: Budget, extra, reasons, plan_
             reasons[c.ops] = "layer by layer: fusing does not lower the arena"
     # time: run the blocks that cost the most instructions layer by layer again, until the
     # plan is within TIE of the fastest, while the arena still fits the budget
+    def ratio(c: Chain) -> str:
+        return f"{fused_instr(c) / max(layers_instr(c), 1):.2f}x the instructions of its layers"
+
     while chosen and _totals(chosen, costs, ops)[1] > (1 + TIE) * fastest:
-        worst = max(chosen, key=lambda c: fused_instr(c) - layers_instr(c))
-        trial = chains_of(choose_chains(folded, pads, [c for c in chosen if c is not worst], extra))
-        if budget.arena_bytes is not None and plan_of(trial).plan.arena_bytes > budget.arena_bytes:
-            reasons[worst.ops] = (f"fused: {fused_instr(worst) / max(layers_instr(worst), 1):.2f}x the instructions "
-                                  f"of its layers, but the arena must fit {budget.arena_bytes:,} bytes ({budget.source})")
+        for worst in sorted(chosen, key=lambda c: layers_instr(c) - fused_instr(c)):
+            trial = chains_of(choose_chains(folded, pads, [c for c in chosen if c is not worst], extra))
+            if budget.arena_bytes is None or plan_of(trial).plan.arena_bytes <= budget.arena_bytes:
+                break
+        else:  # no block can go back to layer by layer: the RAM budget needs them all
+            for c in chosen:
+                reasons[c.ops] = f"fused: {ratio(c)}, but the arena must fit {budget.arena_bytes:,} bytes ({budget.source})"
             break
-        reasons[worst.ops] = (f"layer by layer: fused would take {fused_instr(worst) / max(layers_instr(worst), 1):.2f}x "
-                              f"the instructions of its layers")
+        reasons[worst.ops] = f"layer by layer: fused would take {ratio(worst)}"
         for c in chosen:
             if c not in trial and c is not worst:
                 reasons[c.ops] = "layer by layer: fusing no longer lowers the arena"
         chosen = trial
     for c in chosen:
-        reasons.setdefault(c.ops, "")
-        if not reasons[c.ops].startswith("fused"):
-            reasons[c.ops] = (f"fused: lowers the arena; the plan stays within {TIE:.0%} of the fastest "
-                              f"({fused_instr(c) / max(layers_instr(c), 1):.2f}x its layers)")
+        if not reasons.get(c.ops, "").startswith("fused"):
+            reasons[c.ops] = f"fused: lowers the arena; the plan stays within {TIE:.0%} of the fastest ({ratio(c)})"
     arena = plan_of(chosen).plan.arena_bytes
     # flash: run blocks whose constants are larger fused than layer by layer one by one again
     const, _ = _totals(chosen, costs, ops)

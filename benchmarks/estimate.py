@@ -86,7 +86,8 @@ def rows_of(gen, counts: list[int], board: str):
     out = []
     for layer, step, n in zip(gen.program.layers, schedule.steps, counts):
         plan = gen.kernel_plans.get(layer.index)
-        out.append((cost.key(layer, plan, step, target, gen.options.kernels), cost.features(layer, step, schedule), n))
+        k = cost.key(layer, plan, step, target, gen.options.kernels)
+        out.append((k, cost.features(layer, step, schedule, k[1]), n))
     return out
 
 
@@ -148,6 +149,12 @@ def fit(args, cmsis) -> int:
         prior[0, -1] = CONSTANT_PRIOR * scale[-1]
         w, _ = nnls(np.vstack([a, prior]), np.append(b, 0.0))
         table[k] = tuple(float(f"{v:.4g}") for v in w / scale)
+    print(f"{'calibration build (cached counts)':100} {'measured':>13} {'estimated':>13} ratio")
+    for tag, entry in sorted(cache.items()):
+        if isinstance(entry, dict) and entry.get("version") == cost.FEATURES_VERSION:
+            measured = sum(n for _, _, n in entry["rows"])
+            est = sum(sum(a * b for a, b in zip(table.get(tuple(k), ()), x)) for k, x, _ in entry["rows"])
+            print(f"{tag:100} {measured:>13,} {est:>13,.0f} {est / max(measured, 1):.3f}")
     lines = ['"""Fitted instruction-cost coefficients per (instruction set, kernel family): written by '
              '`python benchmarks/estimate.py --fit`."""', "",
              "COEFFICIENTS: dict[tuple[str, str], tuple[float, ...]] = {"]

@@ -32,7 +32,7 @@ from mcugen.targets import Target
 # When a family has no coefficients for an instruction set, the nearest one that has.
 FALLBACK_ISA = {"dsp": ("mve", "portable", "generic"), "mve": ("dsp", "portable", "generic"),
                 "portable": ("generic",), "cmsis-mve": ("cmsis-dsp",), "cmsis-dsp": (), "generic": ()}
-FEATURES_VERSION = 2  # bump when `features` changes: benchmarks/estimate.py recomputes its cached rows
+FEATURES_VERSION = 4  # bump when `features` changes: benchmarks/estimate.py recomputes its cached rows
 GENERIC_PER_MAC = 10.0  # a layer with no fitted family at all: a generic kernel's rate
 
 
@@ -86,19 +86,19 @@ def family(layer: Layer, plan, step: Step) -> str:
     return kind
 
 
-def features(layer: Layer, step: Step, schedule: Schedule) -> list[int]:
+def features(layer: Layer, step: Step, schedule: Schedule, fam: str = "") -> list[int]:
     """The work a step does, in the order of its family's coefficients (see the module docstring)."""
     if step.chain is not None:
         c = step.chain
         w = c.out_window
         fc_macs = c.fc_units * w.out_h * w.out_w * w.out_c if c.fc is not None else 0
         return [_stage_macs(c.a), _stage_macs(c.b), _stage_macs(c.c), fc_macs, _elements(schedule, step.writes), 1]
-    op = schedule.op(step.ops[0])
-    if op.op.value in ("CONV_2D", "DEPTHWISE_CONV_2D") and layer.macs:
-        # the taps gathered per output pixel (im2col patch or depthwise window), once per pixel
-        out_c = schedule.graph.t(op.outputs[0]).shape[-1]
-        return [layer.macs, _elements(schedule, step.writes), layer.macs // max(int(out_c), 1), 1]
-    return [layer.macs, _elements(schedule, step.writes), _elements(schedule, step.reads[:1]), 1]
+    out = _elements(schedule, step.writes)
+    if fam.startswith(("conv/", "mcugen_conv2d", "arm_convolve")) and layer.macs:
+        # a convolution: the taps gathered per output pixel (the im2col patch), once per pixel
+        out_c = schedule.graph.t(step.writes[0]).shape[-1]
+        return [layer.macs, out, layer.macs // max(int(out_c), 1), 1]
+    return [layer.macs, out, _elements(schedule, step.reads[:1]), 1]
 
 
 def key(layer: Layer, plan, step: Step, target: Target, kernels: Optional[str]) -> tuple[str, str]:
@@ -109,7 +109,7 @@ def estimate_layer(layer: Layer, plan, schedule: Schedule, step: Step, target: T
                    kernels: Optional[str]) -> int:
     """Estimated instructions of one step with the kernel chosen for it."""
     isa, fam = key(layer, plan, step, target, kernels)
-    x = features(layer, step, schedule)
+    x = features(layer, step, schedule, fam)
     for candidate in (isa, *FALLBACK_ISA.get(isa, ())):
         coef = COEFFICIENTS.get((candidate, fam))
         if coef is not None and len(coef) == len(x):

@@ -5,6 +5,7 @@ import argparse
 import importlib.util
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys

@@ -95,8 +95,10 @@ def test_generate_without_target_says_it_emits_portable_kernels(tmp_path):
     r = mcugen("generate", CHAIN, "-o", tmp_path / "a")
     assert r.returncode == 0
     notes = [l for l in r.stderr.splitlines() if "--target" in l]
-    assert len(notes) == 1 and notes[0].startswith("note: no --target given: emitted portable C kernels")
+    assert len(notes) == 1 and notes[0].startswith("note: no --target or --board given: emitted portable C kernels")
     r = mcugen("generate", CHAIN, "-o", tmp_path / "b", "--target", "armv7em-dsp")
+    assert r.returncode == 0 and "portable" not in r.stderr
+    r = mcugen("generate", CHAIN, "-o", tmp_path / "c", "--board", "nrf52840")
     assert r.returncode == 0 and "portable" not in r.stderr
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from mcugen.errors import UnsupportedError
+from mcugen.errors import UnsupportedError, UnsupportedOpsError
 from mcugen.ir import Activation, DType, Graph, Operator, OpType, Padding, Tensor
 
 INT8_ONLY = (DType.INT8,)
@@ -454,9 +455,96 @@ GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.FLOAT32)
 CONST_OPERAND_OPS = (OpType.ADD, OpType.MUL)  # the ops whose lowering takes constant operands
 
 
-def check_graph(g: Graph) -> None:
-    """Raise UnsupportedError (one line) for the first thing mcugen cannot generate."""
+@dataclass(frozen=True)
+class Blocker:
+    """One thing mcugen cannot generate: where (an operator index, or None for the graph),
+    the operator's name, what was seen, and the rule it breaks."""
+
+    op_index: Optional[int]
+    op_name: str
+    detail: str
+    rule: str
+
+
+def _op_blocker(g: Graph, op: Operator) -> Optional[Blocker]:
+    if op.op is None:
+        return Blocker(op.index, getattr(op, "unknown_name", "?"), "", "is not supported")
+    for c in CONSTRAINTS[op.op]:
+        detail = c(g, op)
+        if detail:
+            return Blocker(op.index, op.op.value, detail, c.__doc__)
+    x = g.op_inputs(op)[0]
+    if op.op not in CONST_OPERAND_OPS and x is not None and x.is_const:
+        return Blocker(op.index, op.op.value, f"reads constant tensor {x.index} as its data input",
+                       "only ADD and MUL take a constant operand")
+    return None
+
+
+def find_blockers(g: Graph) -> list[Blocker]:
+    """Every operator (its first failing rule) and every graph property mcugen cannot generate."""
+    blockers = [b for b in (_op_blocker(g, op) for op in g.operators) if b is not None]
+    total = sum(t.nbytes for t in g.activation_tensors())
+    if total > INT32_MAX:
+        blockers.append(Blocker(None, "graph", f"the activation tensors total {total} bytes, more than 2^31-1",
+                                "the generated C addresses its arena with 32-bit offsets"))
+    for kind, idxs in (("input", g.inputs), ("output", g.outputs)):
+        for i in idxs:
+            t = g.t(i)
+            if t.dtype not in GRAPH_IO_TYPES:
+                blockers.append(Blocker(None, "graph", f"graph {kind} tensor {i} is {t.dtype.value}",
+                                        "supported: int8, uint8, float32"))
+            elif t.is_const:
+                blockers.append(Blocker(None, "graph", f"graph {kind} tensor {i} is a constant", "it must be computed"))
+    return blockers
+
+
+def _one_line(name: str, b: Blocker, supported: str) -> str:
+    if b.op_index is None:
+        return f"{name}: {b.detail}; {b.rule}"
+    if b.rule == "is not supported":
+        return f"{name}: operator {b.op_index} ({b.op_name}) is not supported; supported ops: {supported}"
+    return f"{name}: operator {b.op_index} ({b.op_name}) {b.detail}; {b.rule}"
+
+
+MAX_DETAILS = 3  # distinct details shown per group
+
+
+def blocker_lines(name: str, blockers: list[Blocker]) -> list[str]:
+    """The message for these blockers: the old one-line form for one blocker; else a summary
+    line, then one line per group (same operator type and rule) listing its operator indices
+    and up to MAX_DETAILS distinct details, then the supported ops if an unknown op appeared."""
     supported = ", ".join(t.value for t in CONSTRAINTS)
+    if len(blockers) == 1:
+        return [_one_line(name, blockers[0], supported)]
+    groups: dict[tuple[str, str], list[Blocker]] = {}
+    for b in blockers:
+        groups.setdefault((b.op_name, b.rule), []).append(b)
+    n_groups = f"{len(groups)} group" + ("s" if len(groups) > 1 else "")
+    lines = [f"{name}: {len(blockers)} operators or properties mcugen cannot generate, in {n_groups}:"]
+    unknown = False
+    for (op_name, rule), bs in groups.items():
+        if bs[0].op_index is None:
+            lines.append("- " + "; ".join(b.detail for b in bs) + f"; {rule}")
+            continue
+        idx = ", ".join(str(b.op_index) for b in bs)
+        where = f"operator {idx}" if len(bs) == 1 else f"{len(bs)} operators {idx}"
+        if rule == "is not supported":
+            unknown = True
+            lines.append(f"- {where} ({op_name}): not supported")
+            continue
+        details = list(dict.fromkeys(b.detail for b in bs))
+        shown = "; ".join(details[:MAX_DETAILS])
+        if len(details) > MAX_DETAILS:
+            shown += f" (and {len(details) - MAX_DETAILS} more variants)"
+        lines.append(f"- {where} ({op_name}): {shown}; rule: {rule}")
+    if unknown:
+        lines.append(f"- supported ops: {supported}")
+    return lines
+
+
+def check_graph(g: Graph) -> None:
+    """Raise UnsupportedError naming every blocker at once (one line per group; one line in all
+    for a single blocker). A float model is named as such in one line."""
     if not g.operators:
         raise UnsupportedError(f"{g.name}: the model has no operators")
     float_ops = [
@@ -472,36 +560,13 @@ def check_graph(g: Graph) -> None:
             f"{g.name}: operator {op.index} ({name}) computes in float32: this is a float model; "
             "mcugen needs a full-integer int8 model (quantize it with post-training int8 quantization)"
         )
-    for op in g.operators:
-        if op.op is None:
-            raise UnsupportedError(
-                f"{g.name}: operator {op.index} ({getattr(op, 'unknown_name', '?')}) is not supported; supported ops: {supported}"
-            )
-        for c in CONSTRAINTS[op.op]:
-            detail = c(g, op)
-            if detail:
-                raise UnsupportedError(f"{g.name}: operator {op.index} ({op.op.value}) {detail}; {c.__doc__}")
-        x = g.op_inputs(op)[0]
-        if op.op not in CONST_OPERAND_OPS and x is not None and x.is_const:
-            raise UnsupportedError(
-                f"{g.name}: operator {op.index} ({op.op.value}) reads constant tensor {x.index} as its data input; "
-                "only ADD and MUL take a constant operand"
-            )
-    total = sum(t.nbytes for t in g.activation_tensors())
-    if total > INT32_MAX:
-        raise UnsupportedError(
-            f"{g.name}: the activation tensors total {total} bytes, more than 2^31-1; "
-            "the generated C addresses its arena with 32-bit offsets"
-        )
-    for kind, idxs in (("input", g.inputs), ("output", g.outputs)):
-        for i in idxs:
-            t = g.t(i)
-            if t.dtype not in GRAPH_IO_TYPES:
-                raise UnsupportedError(
-                    f"{g.name}: graph {kind} tensor {i} is {t.dtype.value}; supported: int8, uint8, float32"
-                )
-            if t.is_const:
-                raise UnsupportedError(f"{g.name}: graph {kind} tensor {i} is a constant")
+    blockers = find_blockers(g)
+    if not blockers:
+        return
+    lines = blocker_lines(g.name, blockers)
+    if len(lines) == 1:
+        raise UnsupportedError(lines[0])
+    raise UnsupportedOpsError(lines)
 
 
 def supported_ops_markdown() -> str:

@@ -622,20 +622,39 @@ class _Lowerer:
     def lower_mean(self, op):
         x = self.g.op_inputs(op)[0]
         o = self.g.t(op.outputs[0])
-        mp = quant.mean_params(x.quant.s, o.quant.s, x.shape[1] * x.shape[2])
+        axes = op.attrs.axes
+        count = int(np.prod([x.shape[d] for d in axes])) if axes else 1
+        mp = quant.mean_params(x.quant.s, o.quant.s, count)
+        self._detail = f"axes {list(axes)} keep_dims {op.attrs.keep_dims}"
+        if len(x.shape) == 4 and tuple(axes) == (1, 2):
+            params = [
+                ParamValue("batches", x.shape[0]),
+                ParamValue("in_h", x.shape[1]),
+                ParamValue("in_w", x.shape[2]),
+                ParamValue("channels", x.shape[3]),
+                ParamValue("input_zero_point", x.quant.zp),
+                ParamValue("output_zero_point", o.quant.zp),
+                ParamValue("multiplier", mp.multiplier),
+                ParamValue("shift", mp.shift),
+            ]
+            return self.make(
+                op, "mcugen_mean_hw_s8", "mean", "mcugen_mean_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
+            )
+        # Any other axes: the generic reduction over a 6-D view (leading axes of size 1).
+        shape = (1,) * (6 - len(x.shape)) + tuple(x.shape)
+        lead = 6 - len(x.shape)
         params = [
-            ParamValue("batches", x.shape[0]),
-            ParamValue("in_h", x.shape[1]),
-            ParamValue("in_w", x.shape[2]),
-            ParamValue("channels", x.shape[3]),
+            ParamValue("in_shape", shape, "ints"),
+            ParamValue("reduce", tuple(1 if d - lead in axes else 0 for d in range(6)), "ints"),
+            ParamValue("count", count),
             ParamValue("input_zero_point", x.quant.zp),
             ParamValue("output_zero_point", o.quant.zp),
             ParamValue("multiplier", mp.multiplier),
             ParamValue("shift", mp.shift),
         ]
-        self._detail = f"axes {list(op.attrs.axes)} keep_dims {op.attrs.keep_dims}"
         return self.make(
-            op, "mcugen_mean_hw_s8", "mean", "mcugen_mean_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
+            op, "mcugen_reduce_mean_s8", "reduce_mean", "mcugen_reduce_params_t", params,
+            [ParamsArg(), self.arena(x, True), self.arena(o, False)],
         )
 
     def lower_softmax(self, op):

@@ -325,14 +325,23 @@ def c_pool(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_mean(g: Graph, op: Operator) -> Optional[str]:
-    """MEAN: a 4-D int8 input reduced over the spatial axes (1, 2), with or without keep_dims"""
+    """MEAN: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
-    if len(x.shape) != 4 or op.attrs.axes != (1, 2):
-        return f"reduces axes {list(op.attrs.axes)} of shape {list(x.shape)}"
-    exp = (x.shape[0], 1, 1, x.shape[3]) if op.attrs.keep_dims else (x.shape[0], x.shape[3])
+    if len(x.shape) > 6:
+        return f"has rank {len(x.shape)}"
+    axes = set(op.attrs.axes)
+    if op.attrs.keep_dims:
+        exp = tuple(1 if d in axes else n for d, n in enumerate(x.shape))
+    else:
+        exp = tuple(n for d, n in enumerate(x.shape) if d not in axes)
     if tuple(o.shape) != exp:
         return f"has output shape {list(o.shape)} where {list(exp)} is expected"
+    count = 1
+    for d in axes:
+        count *= x.shape[d]
+    if count >= 2**23:
+        return f"averages {count} elements into each output; at most 2^23 keep the int32 sum exact"
     return None
 
 

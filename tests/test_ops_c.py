@@ -10,8 +10,8 @@ from mcugen import driver
 from mcugen.errors import UnsupportedError
 from mcugen.validate import validate
 
-# MEAN over non-spatial axes is outside the supported set (spatial MEAN only): refused cleanly.
-REFUSED = {"mean_c_keepdims.tflite", "mean_w_nokeepdims.tflite"}
+# Every per-op model is supported now (MEAN over any axes since issue 12); none is refused.
+REFUSED: set[str] = set()
 
 ENTRIES = op_model_entries()
 

@@ -505,6 +505,9 @@ def emulate(
     """Run `graph` on `inputs` (one array per graph input, in order) with bit-exact integer math."""
     if len(inputs) != len(graph.inputs):
         raise McugenError(f"the model has {len(graph.inputs)} inputs, {len(inputs)} were given")
+    from mcugen.fold import fold_constants
+
+    graph = fold_constants(graph)
     values: dict[int, np.ndarray] = {}
     for position, (index, value) in enumerate(zip(graph.inputs, inputs)):
         values[index] = _prepare_input(graph.t(index), value, position)

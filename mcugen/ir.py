@@ -73,6 +73,11 @@ class OpType(enum.Enum):
     TRANSPOSE = "TRANSPOSE"
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
+    # shape arithmetic: evaluated at generation time by mcugen.fold when its inputs are known
+    SHAPE = "SHAPE"
+    STRIDED_SLICE = "STRIDED_SLICE"
+    PACK = "PACK"
+    GATHER = "GATHER"
 
 
 @dataclass
@@ -192,6 +197,28 @@ class TransposeAttrs:
 
 
 @dataclass(frozen=True)
+class StridedSliceAttrs:
+    begin_mask: int
+    end_mask: int
+    ellipsis_mask: int
+    new_axis_mask: int
+    shrink_axis_mask: int
+    offset: bool
+
+
+@dataclass(frozen=True)
+class PackAttrs:
+    axis: int
+    values_count: int
+
+
+@dataclass(frozen=True)
+class GatherAttrs:
+    axis: int
+    batch_dims: int
+
+
+@dataclass(frozen=True)
 class NoAttrs:
     """RESHAPE, LOGISTIC, QUANTIZE, DEQUANTIZE: everything needed is in the tensors."""
 
@@ -206,6 +233,9 @@ OpAttrs = Union[
     SoftmaxAttrs,
     PadAttrs,
     TransposeAttrs,
+    StridedSliceAttrs,
+    PackAttrs,
+    GatherAttrs,
     NoAttrs,
 ]
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from mcugen import quant
 from mcugen.errors import McugenError, UnsupportedError
+from mcugen.fold import fold_constants
 from mcugen.fusion import Chain, Stage, find_chains, window_of
 from mcugen.ir import DType, Graph, Operator, Tensor, op_macs
 from mcugen.passes import Buffers, Schedule, Step, build_schedule, fold_pads, schedule_buffers, tensor_buffer
@@ -912,6 +913,7 @@ def lower(
         raise McugenError(f"strategy {strategy!r} is not supported; choose one of {', '.join(STRATEGIES)}")
     if fusion not in ("auto", "all"):
         raise McugenError(f"fusion {fusion!r} is not supported; choose auto or all")
+    graph = fold_constants(graph)
     check_graph(graph)
     folded, pads = fold_pads(graph)
     candidates = find_chains(folded, pads) if strategy == "fused" else []

@@ -442,6 +442,12 @@ def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
+def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
+    """only on constant or shape-only inputs: evaluated at generation time (mcugen.fold), never run"""
+    data = [t.index for t in _ins(g, op) if t is not None and not t.is_const]
+    return f"depends on run-time data (tensor {data[0]})" if data else "could not be evaluated at generation time"
+
+
 CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_conv],
     OpType.DEPTHWISE_CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_depthwise],
@@ -458,6 +464,10 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.TRANSPOSE: [c_arity, c_transpose],
     OpType.QUANTIZE: [c_arity, c_quantize],
     OpType.DEQUANTIZE: [c_arity, c_dequantize],
+    OpType.SHAPE: [c_folded_only],
+    OpType.STRIDED_SLICE: [c_folded_only],
+    OpType.PACK: [c_folded_only],
+    OpType.GATHER: [c_folded_only],
 }
 
 GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.FLOAT32)

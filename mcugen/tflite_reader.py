@@ -18,16 +18,19 @@ from mcugen.ir import (
     DType,
     ElementwiseAttrs,
     FullyConnectedAttrs,
+    GatherAttrs,
     Graph,
     MeanAttrs,
     NoAttrs,
     Operator,
     OpType,
+    PackAttrs,
     PadAttrs,
     Padding,
     Pool2DAttrs,
     Quant,
     SoftmaxAttrs,
+    StridedSliceAttrs,
     Tensor,
     TransposeAttrs,
 )
@@ -592,6 +595,20 @@ class _Reader:
             if sorted(perm) != list(range(rank)):
                 raise self.fail(f"{label} has perm {perm}; expected a permutation of 0..{rank - 1}")
             return TransposeAttrs(perm=tuple(perm))
+        if optype is OpType.STRIDED_SLICE:
+            opt = self._options(o, tfl.StridedSliceOptions, label)
+            if opt is None:
+                return StridedSliceAttrs(0, 0, 0, 0, 0, False)
+            return StridedSliceAttrs(
+                int(opt.BeginMask()), int(opt.EndMask()), int(opt.EllipsisMask()), int(opt.NewAxisMask()),
+                int(opt.ShrinkAxisMask()), bool(opt.Offset()),
+            )
+        if optype is OpType.PACK:
+            opt = self._options(o, tfl.PackOptions, label)
+            return PackAttrs(axis=int(opt.Axis()) if opt else 0, values_count=int(opt.ValuesCount()) if opt else len(ins))
+        if optype is OpType.GATHER:
+            opt = self._options(o, tfl.GatherOptions, label)
+            return GatherAttrs(axis=int(opt.Axis()) if opt else 0, batch_dims=int(opt.BatchDims()) if opt else 0)
         return NoAttrs()
 
     def input_tensor(self, ins, k, tensors, label) -> Tensor:

@@ -462,6 +462,35 @@ def _dequantize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return quant.dequantize(vals[0], in_s, in_zp).reshape(out.shape)
 
 
+def _resize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """RESIZE_NEAREST_NEIGHBOR (a gather) and RESIZE_BILINEAR (ResizeBilinearInteger: four
+    10-bit weights per tap, products summed in int64, rounded half away from zero by 2^20)."""
+    x_t = ctx.graph.op_inputs(ctx.op)[0]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (x_t, out):
+        _require_dtype(ctx, t, DType.INT8)
+    a = ctx.op.attrs
+    x = vals[0].astype(np.int64)
+    _, in_h, in_w, _ = x.shape
+    _, out_h, out_w, _ = out.shape
+    if ctx.op.op is OpType.RESIZE_NEAREST_NEIGHBOR:
+        ys = quant.nearest_neighbor_indices(out_h, in_h, a.align_corners, a.half_pixel_centers)
+        xs = quant.nearest_neighbor_indices(out_w, in_w, a.align_corners, a.half_pixel_centers)
+        return x[:, ys][:, :, xs].astype(np.int8)
+    y0, y1, fy = quant.bilinear_coordinates(out_h, in_h, a.align_corners, a.half_pixel_centers)
+    x0, x1, fx = quant.bilinear_coordinates(out_w, in_w, a.align_corners, a.half_pixel_centers)
+    one = 1 << 10
+    wy0, wy1 = (one - fy)[None, :, None, None], fy[None, :, None, None]
+    wx0, wx1 = (one - fx)[None, None, :, None], fx[None, None, :, None]
+    total = (
+        x[:, y0][:, :, x0] * wy0 * wx0 + x[:, y1][:, :, x0] * wy1 * wx0
+        + x[:, y0][:, :, x1] * wy0 * wx1 + x[:, y1][:, :, x1] * wy1 * wx1
+    )
+    rounded = total + np.where(total > 0, 1 << 19, -(1 << 19))
+    q = np.where(rounded >= 0, rounded // (1 << 20), -((-rounded) // (1 << 20)))
+    return q.astype(np.int8)
+
+
 _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]] = {
     OpType.CONV_2D: _conv2d,
     OpType.DEPTHWISE_CONV_2D: _depthwise_conv2d,
@@ -478,6 +507,8 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.TRANSPOSE: _transpose,
     OpType.QUANTIZE: _quantize,
     OpType.DEQUANTIZE: _dequantize,
+    OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
+    OpType.RESIZE_BILINEAR: _resize,
 }
 
 

@@ -73,6 +73,8 @@ class OpType(enum.Enum):
     TRANSPOSE = "TRANSPOSE"
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
+    RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
+    RESIZE_BILINEAR = "RESIZE_BILINEAR"
     # shape arithmetic: evaluated at generation time by mcugen.fold when its inputs are known
     SHAPE = "SHAPE"
     STRIDED_SLICE = "STRIDED_SLICE"
@@ -197,6 +199,14 @@ class TransposeAttrs:
 
 
 @dataclass(frozen=True)
+class ResizeAttrs:
+    """RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR (the output size is the output's H, W)."""
+
+    align_corners: bool
+    half_pixel_centers: bool
+
+
+@dataclass(frozen=True)
 class StridedSliceAttrs:
     begin_mask: int
     end_mask: int
@@ -233,6 +243,7 @@ OpAttrs = Union[
     SoftmaxAttrs,
     PadAttrs,
     TransposeAttrs,
+    ResizeAttrs,
     StridedSliceAttrs,
     PackAttrs,
     GatherAttrs,

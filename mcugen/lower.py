@@ -692,6 +692,49 @@ class _Lowerer:
         self._detail = "256-entry table"
         return self.make(op, "mcugen_table_s8", "table", None, [], args)
 
+    # -- resizing
+    def _resize(self, op, bilinear: bool):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        a = op.attrs
+        params = [
+            ParamValue("batches", x.shape[0]),
+            ParamValue("in_h", x.shape[1]),
+            ParamValue("in_w", x.shape[2]),
+            ParamValue("channels", x.shape[3]),
+            ParamValue("out_h", o.shape[1]),
+            ParamValue("out_w", o.shape[2]),
+        ]
+        self._detail = f"{x.shape[1]}x{x.shape[2]} -> {o.shape[1]}x{o.shape[2]}, align_corners {a.align_corners}, half_pixel_centers {a.half_pixel_centers}"
+        if not bilinear:
+            ys = quant.nearest_neighbor_indices(o.shape[1], x.shape[1], a.align_corners, a.half_pixel_centers)
+            xs = quant.nearest_neighbor_indices(o.shape[2], x.shape[2], a.align_corners, a.half_pixel_centers)
+            args = [
+                ParamsArg(),
+                self.const_array(op.index, "rows", "int32_t", ys.astype(np.int32), "input row of each output row"),
+                self.const_array(op.index, "cols", "int32_t", xs.astype(np.int32), "input column of each output column"),
+                self.arena(x, True),
+                self.arena(o, False),
+            ]
+            return self.make(op, "mcugen_resize_nearest_s8", "resize_nearest", "mcugen_resize_params_t", params, args)
+        # Per output row and column: lower index, upper index, 10-bit fraction (TFLite's integer bilinear).
+        ys = np.stack(quant.bilinear_coordinates(o.shape[1], x.shape[1], a.align_corners, a.half_pixel_centers), axis=1)
+        xs = np.stack(quant.bilinear_coordinates(o.shape[2], x.shape[2], a.align_corners, a.half_pixel_centers), axis=1)
+        args = [
+            ParamsArg(),
+            self.const_array(op.index, "rows", "int32_t", ys.astype(np.int32).reshape(-1), "per output row: lower row, upper row, fraction (1/1024)"),
+            self.const_array(op.index, "cols", "int32_t", xs.astype(np.int32).reshape(-1), "per output column: lower column, upper column, fraction (1/1024)"),
+            self.arena(x, True),
+            self.arena(o, False),
+        ]
+        return self.make(op, "mcugen_resize_bilinear_s8", "resize_bilinear", "mcugen_resize_params_t", params, args)
+
+    def lower_resize_nearest_neighbor(self, op):
+        return self._resize(op, False)
+
+    def lower_resize_bilinear(self, op):
+        return self._resize(op, True)
+
     # -- data movement
     def lower_reshape(self, op):
         x = self.g.op_inputs(op)[0]

@@ -615,3 +615,49 @@ def logistic_lut_tflite(
     quantized = (rescaled + np.float32(output_zp)).astype(np.float64)
     as_int = np.trunc(quantized).astype(np.int64)
     return np.clip(as_int, qmin, qmax).astype(dtype.numpy)
+
+
+# ---- RESIZE coordinates (computed at generation time; the kernels only gather) ------------
+
+
+def nearest_neighbor_indices(out_size: int, in_size: int, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
+    """Input index of every output index, as TFLite's GetNearestNeighbor (float32 arithmetic:
+    scale = in/out, or (in-1)/(out-1) with align_corners; floor, or round half away from zero
+    with align_corners; clamped to [0, in-1] with half-pixel centres, to in-1 otherwise)."""
+    f = np.float32
+    if align_corners and out_size > 1:
+        scale = f(in_size - 1) / f(out_size - 1)
+    else:
+        scale = f(in_size) / f(out_size)
+    offset = f(0.5) if half_pixel_centers else f(0.0)
+    pos = (np.arange(out_size).astype(np.float32) + offset) * scale
+    pos = pos.astype(np.float32)
+    if align_corners:
+        idx = np.where(pos >= 0, np.floor(pos + f(0.5)), np.ceil(pos - f(0.5)))  # std::round
+    else:
+        idx = np.floor(pos)
+    idx = np.minimum(idx.astype(np.int64), in_size - 1)
+    if half_pixel_centers:
+        idx = np.maximum(idx, 0)
+    return idx
+
+
+def bilinear_coordinates(out_size: int, in_size: int, align_corners: bool, half_pixel_centers: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower, upper, frac) per output index, as TFLite's ResizeBilinearInteger (10-bit fixed
+    point): scale_10 = round-half-up((1 << 10) * in / out) (in-1, out-1 with align_corners);
+    scaled = i * scale_10 (+ scale_10 / 2 - 512 with half-pixel centres); lower =
+    max(scaled / 1024, 0), upper = min(ceil(scaled / 1024), in - 1), frac = scaled - 1024 * lower
+    (C division; `frac` may be negative near the top edge with half-pixel centres)."""
+
+    def cdiv(a, b):
+        return np.where(a >= 0, a // b, -((-a) // b))
+
+    if align_corners and out_size > 1:
+        scale_10 = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    else:
+        scale_10 = ((1 << 10) * in_size + out_size // 2) // out_size
+    i = np.arange(out_size, dtype=np.int64)
+    scaled = i * scale_10 + (scale_10 // 2 - (1 << 9) if half_pixel_centers else 0)
+    lower = np.maximum(cdiv(scaled, 1 << 10), 0)
+    upper = np.minimum(cdiv(scaled + (1 << 10) - 1, 1 << 10), in_size - 1)
+    return lower, upper, scaled - (1 << 10) * lower

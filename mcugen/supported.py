@@ -104,6 +104,8 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.MEAN: 2,
         OpType.PAD: 2,
         OpType.TRANSPOSE: 2,
+        OpType.RESIZE_NEAREST_NEIGHBOR: 2,
+        OpType.RESIZE_BILINEAR: 2,
     }.get(op.op, 1)
     have = sum(1 for i in op.inputs[:need] if i >= 0)
     if have < need or len(op.outputs) != 1:
@@ -442,6 +444,25 @@ def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
+def c_resize(g: Graph, op: Operator) -> Optional[str]:
+    """RESIZE_NEAREST_NEIGHBOR/RESIZE_BILINEAR: 4-D int8, a constant int32 size [2] equal to the output's H, W, same batch, channels and quantization in and out, not both align_corners and half_pixel_centers"""
+    x = _ins(g, op)[0]
+    size = _ins(g, op)[1]
+    o = g.t(op.outputs[0])
+    if size is None or not size.is_const or size.dtype is not DType.INT32 or size.size != 2:
+        return "has a size input that is not a constant int32 pair"
+    hw = [int(v) for v in np.asarray(size.data).reshape(-1)]
+    if tuple(hw) != tuple(o.shape[1:3]) or o.shape[0] != x.shape[0] or o.shape[3] != x.shape[3]:
+        return f"resizes {list(x.shape)} to {list(o.shape)} with size {hw}"
+    if op.attrs.align_corners and op.attrs.half_pixel_centers:
+        return "sets both align_corners and half_pixel_centers (TFLite refuses this)"
+    if x.quant.s != o.quant.s or x.quant.zp != o.quant.zp:
+        return "rescales (input and output quantization differ)"
+    if max(o.shape[1:3]) * 1024 >= 2**31 or max(x.shape[1:3]) * 1024 >= 2**31:
+        return "is too large for the kernels' 10-bit fixed-point coordinates"
+    return None
+
+
 def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
     """only on constant or shape-only inputs: evaluated at generation time (mcugen.fold), never run"""
     data = [t.index for t in _ins(g, op) if t is not None and not t.is_const]
@@ -464,6 +485,8 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.TRANSPOSE: [c_arity, c_transpose],
     OpType.QUANTIZE: [c_arity, c_quantize],
     OpType.DEQUANTIZE: [c_arity, c_dequantize],
+    OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
+    OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.SHAPE: [c_folded_only],
     OpType.STRIDED_SLICE: [c_folded_only],
     OpType.PACK: [c_folded_only],

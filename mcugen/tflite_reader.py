@@ -29,6 +29,7 @@ from mcugen.ir import (
     Padding,
     Pool2DAttrs,
     Quant,
+    ResizeAttrs,
     SoftmaxAttrs,
     StridedSliceAttrs,
     Tensor,
@@ -595,6 +596,12 @@ class _Reader:
             if sorted(perm) != list(range(rank)):
                 raise self.fail(f"{label} has perm {perm}; expected a permutation of 0..{rank - 1}")
             return TransposeAttrs(perm=tuple(perm))
+        if optype in (OpType.RESIZE_NEAREST_NEIGHBOR, OpType.RESIZE_BILINEAR):
+            cls = tfl.ResizeNearestNeighborOptions if optype is OpType.RESIZE_NEAREST_NEIGHBOR else tfl.ResizeBilinearOptions
+            opt = self._options(o, cls, label)
+            if opt is None:
+                return ResizeAttrs(False, False)
+            return ResizeAttrs(bool(opt.AlignCorners()), bool(opt.HalfPixelCenters()))
         if optype is OpType.STRIDED_SLICE:
             opt = self._options(o, tfl.StridedSliceOptions, label)
             if opt is None:

@@ -14,6 +14,7 @@ from mcugen.validate import validate
 MODELS = [
     "tinyengine_vww.tflite",
     "tinyengine_mcunetv2_large.tflite",
+    "tinyengine_detection.tflite",
     "tinymaix_mbnet128_0.25_q.tflite",
 ]
 

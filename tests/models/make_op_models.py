@@ -76,6 +76,7 @@ class OpModel:
     per_tensor: bool = False  # ask the converter for per-tensor weights everywhere
     patch: Callable[[bytes], bytes] | None = None  # edit applied to the converted flatbuffer
     note: str = ""
+    dynamic_batch: bool = False  # the function's batch dimension is None (shape arithmetic stays in the graph)
 
 
 # --------------------------------------------------------------------------- weights
@@ -197,6 +198,68 @@ def mean(axes: tuple[int, ...], keepdims: bool) -> Builder:
         import tensorflow as tf
 
         return lambda x: tf.reduce_mean(x, axis=list(axes), keepdims=keepdims)
+
+    return build
+
+
+def transpose_then_means(perm: tuple[int, ...], axes: tuple[int, ...]) -> Builder:
+    """TinyEngine's pattern: TRANSPOSE (e.g. to NCHW), then MEAN over one axis at a time."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        def f(x):
+            y = tf.transpose(x, perm)
+            for a in axes:
+                y = tf.reduce_mean(y, axis=[a], keepdims=False)
+            return y
+
+        return f
+
+    return build
+
+
+def static_output_shape(shape: tuple[int, ...]) -> Callable[[bytes], bytes]:
+    """Write the static shape of the (dynamic-batch) graph output into the flatbuffer, as a model
+    exported with a fixed batch (TinyMaix's) has it; the converter leaves a [1, 1] placeholder."""
+
+    def patch(model_bytes: bytes) -> bytes:
+        import tflite
+
+        data = bytearray(model_bytes)
+        model = tflite.Model.GetRootAsModel(data, 0)
+        sg = model.Subgraphs(0)
+        t = sg.Tensors(int(sg.OutputsAsNumpy()[0]))
+        assert t.ShapeLength() == len(shape)
+        start = t._tab.Vector(t._tab.Offset(4))  # Tensor.shape is field 0
+        for j, d in enumerate(shape):
+            struct.pack_into("<i", data, start + 4 * j, d)
+        return bytes(data)
+
+    return patch
+
+
+def shape_reshape(gather: bool) -> Builder:
+    """Flatten with a run-time batch: SHAPE -> STRIDED_SLICE (or GATHER) -> PACK -> RESHAPE."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        def f(x):
+            n = tf.gather(tf.shape(x), 0) if gather else tf.shape(x)[0]
+            return tf.reshape(x, tf.stack([n, -1]))
+
+        return f
+
+    return build
+
+
+def resize(method: str, size: tuple[int, int], align_corners: bool, half_pixel_centers: bool) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        fn = tf.compat.v1.image.resize_nearest_neighbor if method == "nearest" else tf.compat.v1.image.resize_bilinear
+        return lambda x: fn(x, size, align_corners=align_corners, half_pixel_centers=half_pixel_centers)
 
     return build
 
@@ -584,6 +647,19 @@ def _reduce_and_pool_models() -> list[OpModel]:
             {"keep_dims": False, "axes": [2]},
         ),
     ]
+    models += [
+        OpModel("mean_hc_keepdims", "MEAN", (InputSpec((1, 5, 7, 8)),), mean((1, 3), True), ("MEAN",),
+                {"keep_dims": True, "axes": [1, 3]}),
+        OpModel("mean_nhwc_all_nokeepdims", "MEAN", (InputSpec((2, 3, 4, 5)),), mean((0, 1, 2, 3), False), ("MEAN",),
+                {"keep_dims": False, "axes": [0, 1, 2, 3]}),
+        OpModel("mean_rank3_last", "MEAN", (InputSpec((1, 6, 10)),), mean((2,), False), ("MEAN",),
+                {"keep_dims": False, "axes": [2]}),
+        OpModel("transpose_nchw_mean_w_then_h", "MEAN", (InputSpec((1, 3, 5, 16)),), transpose_then_means((0, 3, 1, 2), (3, 2)),
+                ("TRANSPOSE", "MEAN", "MEAN"), {"keep_dims": False, "axes": [3]}),
+        OpModel("mean_h_then_w_se", "MEAN", (InputSpec((1, 6, 4, 12)),), transpose_then_means((0, 1, 2, 3), (2, 1)),
+                ("MEAN", "MEAN"), {"keep_dims": False, "axes": [2]},
+                note="the squeeze-excite pattern of TinyEngine's mcunetv2: MEAN over W, then over H (no TRANSPOSE: identity perm is dropped)"),
+    ]
     pools = [
         ("2x2_s2_valid", (2, 2), (2, 2), "VALID"),
         ("3x3_s1_same", (3, 3), (1, 1), "SAME"),
@@ -751,6 +827,26 @@ def _quantize_models() -> list[OpModel]:
     ]
 
 
+def _shape_and_resize_models() -> list[OpModel]:
+    models = [
+        OpModel("shape_slice_pack_reshape", "SHAPE", (InputSpec((1, 4, 3, 5)),), shape_reshape(False),
+                ("SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE"), {}, dynamic_batch=True, patch=static_output_shape((1, 60)),
+                note="a flatten with a run-time batch; mcugen folds the shape arithmetic at generation time"),
+        OpModel("shape_gather_pack_reshape", "GATHER", (InputSpec((1, 4, 3, 5)),), shape_reshape(True),
+                ("SHAPE", "GATHER", "PACK", "RESHAPE"), {}, dynamic_batch=True, patch=static_output_shape((1, 60))),
+    ]
+    for method, op in (("nearest", "RESIZE_NEAREST_NEIGHBOR"), ("bilinear", "RESIZE_BILINEAR")):
+        for tag, size, ac, hp in (
+            ("2x", (8, 10), False, False),
+            ("up_align_corners", (7, 9), True, False),
+            ("up_half_pixel", (7, 13), False, True),
+            ("down_half_pixel", (3, 4), False, True),
+        ):
+            models.append(OpModel(f"resize_{method}_{tag}", op, (InputSpec((1, 4, 5, 6)),), resize(method, size, ac, hp), (op,),
+                                  {"align_corners": ac, "half_pixel_centers": hp}))
+    return models
+
+
 def _graph_models() -> list[OpModel]:
     return [
         OpModel(
@@ -783,6 +879,7 @@ def all_models() -> list[OpModel]:
         + _reduce_and_pool_models()
         + _activation_and_layout_models()
         + _quantize_models()
+        + _shape_and_resize_models()
         + _graph_models()
     )
 
@@ -823,7 +920,10 @@ def convert(model: OpModel) -> bytes:
 
     weights_rng = np.random.default_rng(_seed(model.name))
     fn = model.build(weights_rng)
-    signature = [tf.TensorSpec(spec.shape, tf.float32, name=f"input{i}") for i, spec in enumerate(model.inputs)]
+    signature = [
+        tf.TensorSpec((None, *spec.shape[1:]) if model.dynamic_batch else spec.shape, tf.float32, name=f"input{i}")
+        for i, spec in enumerate(model.inputs)
+    ]
     module = tf.Module()
     module.f = tf.function(fn, input_signature=signature, autograph=False)
     concrete = module.f.get_concrete_function()
@@ -964,6 +1064,10 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
         elif name == "TRANSPOSE":
             perm = _const_data(model, subgraph, inputs[1])
             opts = {"perm": None if perm is None else [int(p) for p in perm.reshape(-1)]}
+        elif name in ("RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"):
+            cls = tflite.ResizeNearestNeighborOptions if name == "RESIZE_NEAREST_NEIGHBOR" else tflite.ResizeBilinearOptions
+            o = _options_table(op, cls)
+            opts = {"align_corners": bool(o.AlignCorners()), "half_pixel_centers": bool(o.HalfPixelCenters())}
         elif name == "RESHAPE":
             opts = {"new_shape": [int(d) for d in subgraph.Tensors(outputs[0]).ShapeAsNumpy()]}
         elif name in ("QUANTIZE", "DEQUANTIZE"):

@@ -803,6 +803,10 @@ class _Lowerer:
                 op, "mcugen_quantize_f32", "quantize", "mcugen_quantize_params_t", params,
                 [ParamsArg(), self.arena(x, True), self.arena(o, False), out_u],
             )
+        if x.dtype is not o.dtype and x.quant.s == o.quant.s and o.quant.zp == x.quant.zp + (-128 if o.dtype is DType.INT8 else 128):
+            # uint8 <-> int8 with scale ratio exactly 1: requantizing is x -/+ 128, i.e. x XOR 0x80.
+            self._detail = f"{x.dtype.value} -> {o.dtype.value}, same scale, zero points {x.quant.zp} -> {o.quant.zp}: XOR 0x80"
+            return self.make(op, "mcugen_flip_sign_8", "quantize", None, [], [self.arena(x, True), self.arena(o, False), SizeArg("size", x.size)])
         m, s = quant.requantize_params(x.quant.s, o.quant.s)
         params = [
             ParamValue("size", x.size),

@@ -824,6 +824,16 @@ def _quantize_models() -> list[OpModel]:
             {"input_dtype": "uint8", "output_dtype": "int8"},
             io_type="uint8",
         ),
+        OpModel(
+            "quantize_uint8_input_64x64",
+            "QUANTIZE",
+            (InputSpec((1, 64, 64, 3)),),
+            conv_then_pool(),
+            ("QUANTIZE", *body),
+            {"input_dtype": "uint8", "output_dtype": "int8"},
+            input_type="uint8",
+            note="a camera-sized uint8 input: its QUANTIZE (scale ratio 1) is measured in instructions per element on the M4",
+        ),
     ]
 
 

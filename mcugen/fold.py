@@ -1,5 +1,8 @@
 """Constant folding: operators whose inputs are all constant or shape-only are evaluated at generation time.
 
+Also: a TRANSPOSE that only moves axes of size 1 keeps every element where it is, so it
+becomes a RESHAPE (a view, no code; see `transposes_as_views`).
+
 A subgraph such as TinyMaix's SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE computes a value that
 depends only on the (static) tensor shapes. `fold_constants` evaluates, in graph order, every
 operator whose inputs are all known: SHAPE (known from its input's shape, whatever the data),
@@ -135,6 +138,29 @@ def fold_constants(g: Graph) -> Graph:
         value = value.reshape(out.shape)
         known[out.index] = value
         tensors[out.index] = replace(out, data=value)
-    if len(kept) == len(g.operators):
+    if len(kept) != len(g.operators):
+        g = Graph(g.name, tensors, kept, list(g.inputs), list(g.outputs), g.description)
+    return transposes_as_views(g)
+
+
+def moves_only_unit_axes(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:
+    """Whether transposing `shape` by `perm` keeps the order of the axes larger than 1."""
+    big = [p for p in perm if shape[p] != 1]
+    return big == sorted(big)
+
+
+def transposes_as_views(g: Graph) -> Graph:
+    """Each TRANSPOSE that only moves size-1 axes becomes a RESHAPE of its input (same bytes in
+    the same order); the planner then lets it share its input's bytes like any RESHAPE."""
+    ops = []
+    changed = False
+    for op in g.operators:
+        if op.op is OpType.TRANSPOSE and op.inputs and op.inputs[0] >= 0:
+            x = g.t(op.inputs[0])
+            if not x.is_const and moves_only_unit_axes(x.shape, op.attrs.perm):
+                op = Operator(index=op.index, op=OpType.RESHAPE, inputs=[op.inputs[0]], outputs=list(op.outputs))
+                changed = True
+        ops.append(op)
+    if not changed:
         return g
-    return Graph(g.name, tensors, kept, list(g.inputs), list(g.outputs), g.description)
+    return Graph(g.name, g.tensors, ops, list(g.inputs), list(g.outputs), g.description)

@@ -654,7 +654,7 @@ class _Lowerer:
             ParamValue("shift", mp.shift),
         ]
         return self.make(
-            op, "mcugen_reduce_mean_s8", "reduce_mean", "mcugen_reduce_params_t", params,
+            op, "mcugen_reduce_s8", "reduce", "mcugen_reduce_params_t", params,
             [ParamsArg(), self.arena(x, True), self.arena(o, False)],
         )
 

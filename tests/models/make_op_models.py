@@ -202,6 +202,15 @@ def mean(axes: tuple[int, ...], keepdims: bool) -> Builder:
     return build
 
 
+def reduce_sum(axes: tuple[int, ...], keepdims: bool) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda x: tf.reduce_sum(x, axis=list(axes), keepdims=keepdims)
+
+    return build
+
+
 def transpose_then_means(perm: tuple[int, ...], axes: tuple[int, ...]) -> Builder:
     """TinyEngine's pattern: TRANSPOSE (e.g. to NCHW), then MEAN over one axis at a time."""
 
@@ -234,6 +243,30 @@ def static_output_shape(shape: tuple[int, ...]) -> Callable[[bytes], bytes]:
         start = t._tab.Vector(t._tab.Offset(4))  # Tensor.shape is field 0
         for j, d in enumerate(shape):
             struct.pack_into("<i", data, start + 4 * j, d)
+        return bytes(data)
+
+    return patch
+
+
+def io_shapes(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> Callable[[bytes], bytes]:
+    """Rewrite the (static) shapes of graph input 0 and output 0, same ranks: how a TRANSPOSE of
+    only size-1 axes is made (TensorFlow's converter turns such a transpose into a RESHAPE)."""
+
+    def patch(model_bytes: bytes) -> bytes:
+        import tflite
+
+        data = bytearray(model_bytes)
+        sg = tflite.Model.GetRootAsModel(data, 0).Subgraphs(0)
+        for index, shape in ((int(sg.InputsAsNumpy()[0]), input_shape), (int(sg.OutputsAsNumpy()[0]), output_shape)):
+            t = sg.Tensors(index)
+            assert t.ShapeLength() == len(shape)
+            start = t._tab.Vector(t._tab.Offset(4))
+            for j, d in enumerate(shape):
+                struct.pack_into("<i", data, start + 4 * j, d)
+            if t._tab.Offset(16):  # shape_signature (field 6), when present
+                sig = t._tab.Vector(t._tab.Offset(16))
+                for j, d in enumerate(shape):
+                    struct.pack_into("<i", data, sig + 4 * j, d)
         return bytes(data)
 
     return patch
@@ -659,6 +692,10 @@ def _reduce_and_pool_models() -> list[OpModel]:
         OpModel("mean_h_then_w_se", "MEAN", (InputSpec((1, 6, 4, 12)),), transpose_then_means((0, 1, 2, 3), (2, 1)),
                 ("MEAN", "MEAN"), {"keep_dims": False, "axes": [2]},
                 note="the squeeze-excite pattern of TinyEngine's mcunetv2: MEAN over W, then over H (no TRANSPOSE: identity perm is dropped)"),
+        OpModel("transpose_unit_axes", "TRANSPOSE", (InputSpec((1, 2, 5, 8)),), transpose_then_means((0, 2, 1, 3), ()),
+                ("TRANSPOSE",), {"perm": [0, 2, 1, 3]}, patch=io_shapes((1, 1, 5, 8), (1, 5, 1, 8)),
+                note="[1, 2, 5, 8] converted, then patched to [1, 1, 5, 8] -> [1, 5, 1, 8] (the converter makes a "
+                     "size-1 transpose a RESHAPE itself): moves only a size-1 axis, mcugen makes it a view"),
     ]
     pools = [
         ("2x2_s2_valid", (2, 2), (2, 2), "VALID"),
@@ -1062,7 +1099,7 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
             opts = {"activation": _ACTIVATION_NAMES[o.FusedActivationFunction()]}
         elif name == "SOFTMAX":
             opts = {"beta": float(_options_table(op, tflite.SoftmaxOptions).Beta())}
-        elif name == "MEAN":
+        elif name in ("MEAN", "SUM"):
             axes = _const_data(model, subgraph, inputs[1])
             opts = {
                 "keep_dims": bool(_options_table(op, tflite.ReducerOptions).KeepDims()),

@@ -28,12 +28,34 @@ def test_third_party_bit_exact_on_host(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_third_party_bit_exact_on_cortex_m4(name):
+    """One seed on the emulated M4 with the kernels specialised for its DSP extension."""
+    from mcugen.validate_board import runner_kwargs
+
+    path = third_party_model(name)
+    report = validate(path, count=1, seed=0, kernels="mcugen", kernel_target="armv7em-dsp",
+                      **runner_kwargs("qemu-mps2-an386"))
+    assert report.target == "qemu-mps2-an386"
+    assert report.bit_exact, report.per_run
+
+
+# detection's float32 input (1x128x160x3, 245,760 bytes) lives in the arena, and so it does in
+# TFLite Micro's (386,264 bytes): half of that is out of reach while inputs live in the arena.
+FLOAT_INPUT_BOUND = {"tinyengine_detection.tflite"}
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_third_party_ram(name):
     path = third_party_model(name)
-    fused = driver.build(path, strategy="fused").program.arena_bytes
+    gen = driver.build(path, strategy="fused")
+    fused = gen.program.arena_bytes
     layerwise = driver.build(path, strategy="layerwise").program.arena_bytes
     tflm = tflm_arena_bytes(path)
     assert fused <= layerwise, (fused, layerwise)
+    if name in FLOAT_INPUT_BOUND:
+        float_input = sum(gen.graph.t(i).nbytes for i in gen.graph.inputs)
+        assert fused == float_input and 2 * float_input > tflm, (fused, float_input, tflm)
+        pytest.xfail(f"the float32 input alone ({float_input} bytes) is more than half of TFLite Micro's arena ({tflm})")
     assert 2 * fused <= tflm, (fused, tflm)
 
 

@@ -27,7 +27,7 @@ def _strided_slice(op: Operator, vals: list[Value]) -> Optional[Value]:
     """TFLite's StridedSlice (no ellipsis, no new axes): masks resolve begin and end per axis,
     negative indices count from the end, a shrink axis takes one element and is dropped."""
     x, begin, end = vals[0], vals[1].reshape(-1), vals[2].reshape(-1)
-    strides = vals[3].reshape(-1) if len(vals) > 3 else np.ones_like(begin)
+    strides = vals[3].reshape(-1)
     a = op.attrs
     if a.ellipsis_mask or a.new_axis_mask or not (len(begin) == len(end) == len(strides) <= x.ndim):
         return None
@@ -98,14 +98,21 @@ FOLDERS: dict[OpType, Callable[[Operator, list[Value]], Optional[Value]]] = {
 }
 
 
+def _arity(op: Operator) -> tuple[int, ...]:
+    """The input counts TFLite's kernels accept for each foldable operator."""
+    if op.op is OpType.PACK:
+        return (op.attrs.values_count,) if op.attrs.values_count >= 1 else ()
+    return {OpType.STRIDED_SLICE: (4,), OpType.GATHER: (2,), OpType.ADD: (2,), OpType.MUL: (2,), OpType.RESHAPE: (1, 2)}[op.op]
+
+
 def _evaluate(g: Graph, op: Operator, known: dict[int, Value]) -> Optional[Value]:
     if op.op is OpType.SHAPE:
         if len(op.inputs) != 1 or op.inputs[0] < 0:
             return None
         return np.asarray(g.t(op.inputs[0]).shape, dtype=np.int32)
     fn = FOLDERS.get(op.op)
-    if fn is None or any(i < 0 or i not in known for i in op.inputs) or not op.inputs:
-        return None
+    if fn is None or any(i < 0 or i not in known for i in op.inputs) or len(op.inputs) not in _arity(op):
+        return None  # TFLite refuses an operator with another number of inputs: so does the check
     if op.op in (OpType.ADD, OpType.MUL, OpType.RESHAPE) and g.t(op.inputs[0]).dtype is not DType.INT32:
         return None  # quantized arithmetic on constants stays an operator (it is cheap and exact there)
     try:

@@ -525,7 +525,17 @@ def _op_blocker(g: Graph, op: Operator) -> Optional[Blocker]:
         if name in REFUSED_OPS:
             return Blocker(op.index, name, "is refused", REFUSED_OPS[name])
         return Blocker(op.index, name, "", "is not supported")
+    empty = [t for t in (*_ins(g, op), *g.op_outputs(op)) if t is not None and t.size == 0]
+    if empty:
+        return Blocker(op.index, op.op.value, f"uses tensor {empty[0].index} of shape {list(empty[0].shape)}",
+                       "every tensor an operator reads or writes must have at least one element")
     for c in CONSTRAINTS[op.op]:
+        if c not in TYPE_CONSTRAINTS:
+            zero = [t for t in (*_ins(g, op), *g.op_outputs(op))
+                    if t is not None and t.quant is not None and np.any(t.quant.scale == 0)]
+            if zero:
+                return Blocker(op.index, op.op.value, f"uses tensor {zero[0].index} with quantization scale 0",
+                               "quantized tensors need a positive scale")
         detail = c(g, op)
         if detail:
             return Blocker(op.index, op.op.value, detail, c.__doc__)
@@ -534,6 +544,9 @@ def _op_blocker(g: Graph, op: Operator) -> Optional[Blocker]:
         return Blocker(op.index, op.op.value, f"reads constant tensor {x.index} as its data input",
                        "only ADD and MUL take a constant operand")
     return None
+
+
+TYPE_CONSTRAINTS = (c_arity, c_int8_io, c_int8_second_input, c_rank4)  # checked before any scale is used
 
 
 def find_blockers(g: Graph) -> list[Blocker]:
@@ -612,6 +625,15 @@ def check_graph(g: Graph) -> None:
     if float_ops and len(float_ops) * 2 >= len(g.operators):
         op = float_ops[0]
         name = op.op.value if op.op else getattr(op, "unknown_name", "?")
+        weights = [t for o in float_ops for t in g.op_inputs(o)
+                   if t is not None and t.is_const and t.dtype in (DType.INT8, DType.UINT8)]
+        if weights:
+            raise UnsupportedError(
+                f"{g.name}: operator {op.index} ({name}) computes in float32 with int8 weights (tensor {weights[0].index}): "
+                "this is a dynamic-range quantized model (int8 weights, float activations); mcugen needs a "
+                "full-integer int8 model (post-training quantization with a representative dataset and "
+                "TFLITE_BUILTINS_INT8)"
+            )
         raise UnsupportedError(
             f"{g.name}: operator {op.index} ({name}) computes in float32: this is a float model; "
             "mcugen needs a full-integer int8 model (quantize it with post-training int8 quantization)"

@@ -376,8 +376,8 @@ class _Reader:
             raise self.fail(
                 f"{label} has a dynamic shape {list(shape)}; only static shapes are supported (fix the batch size before converting)"
             )
-        if any(d <= 0 for d in shape):
-            raise self.fail(f"{label} has shape {list(shape)}; every dimension must be positive")
+        # A dimension of 0 is legal TFLite (an LSTM's unused intermediates have shape [0]); the
+        # support check refuses an operator mcugen would run on such a tensor.
         n = 1
         for d in shape:
             n *= d
@@ -429,7 +429,10 @@ class _Reader:
         scale = q.ScaleAsNumpy().astype(np.float32)
         zp = q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(0, np.int64)
         axis = int(q.QuantizedDimension())
-        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        # A scale of 0 on a tensor that is not 8-bit is left to the support check (a 16x8 model's
+        # int16/int64 constants have one; the real reason to refuse is the int16 activations).
+        ok = np.isfinite(scale) & ((scale > 0) | ((scale == 0) & (dtype not in (DType.INT8, DType.UINT8))))
+        if not np.all(ok):
             bad = scale[~(np.isfinite(scale) & (scale > 0))][0]
             raise self.fail(f"{label} has quantization scale {bad}; scales must be finite and positive")
         if zp.size != scale.size:  # as TFLite requires (TFLite Micro does not check, and misreads)

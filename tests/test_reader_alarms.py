@@ -50,3 +50,65 @@ def test_int64_zero_points_at_4_mod_8_are_read_and_exact(tmp_path):
     path.write_bytes(data)
     report = validate(path, count=2, seed=1)  # both oracles load it too
     assert report.bit_exact and len(report.oracles) == 2, report.oracles
+
+
+def _refusal(data: bytes) -> str:
+    import pytest
+
+    from mcugen.errors import UnsupportedError
+    from mcugen.lower import lower
+
+    g = read_tflite_bytes(data, "m")  # no ModelError: the file is legal
+    with pytest.raises(UnsupportedError) as e:
+        lower(g)
+    return str(e.value)
+
+
+def test_zero_size_tensor_leads_to_the_operator_message():
+    """An LSTM's intermediates have shape [0]: the reader called that a bad shape, hiding the
+    real reason (the recurrent operator). Here: a SOFTMAX made an SVDF, its output shape [0]."""
+    model = (OPS_DIR / "chain_conv_dw_conv_add_mean_fc_softmax.tflite").read_bytes()
+    p = fuzz.Patcher(model)
+    g = read_tflite_bytes(model, "m")
+    softmax = next(op for op in g.operators if op.op.value == "SOFTMAX")
+    for i in range(p.model.OperatorCodesLength()):
+        oc = p.model.OperatorCodes(i)
+        if oc.BuiltinCode() == tflite.BuiltinOperator.SOFTMAX:
+            for slot, fmt in ((4, "<b"), (10, "<i")):
+                off = oc._tab.Offset(slot)
+                if off:
+                    struct.pack_into(fmt, p.buf, oc._tab.Pos + off, tflite.BuiltinOperator.SVDF)
+    p.replace_vector(p.tensors()[softmax.outputs[0]]._tab, fuzz.fields_of(tflite.Tensor)["Shape"].slot, "i", [0])
+    msg = _refusal(bytes(p.buf))
+    assert f"operator {softmax.index} (SVDF) is refused" in msg and "recurrent" in msg, msg
+
+
+def test_scale_zero_on_an_int16_tensor_leads_to_the_int16_message():
+    """A 16x8 model's scale-0 constant was reported instead of its int16 activations."""
+    model = (OPS_DIR / "conv_pool_16x8.tflite").read_bytes()
+    p = fuzz.Patcher(model)
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    g = read_tflite_bytes(model, "m")
+    int16 = [t.index for t in g.tensors if t.dtype.value == "int16" and t.quant is not None]
+    assert int16
+    p.set_element(p.tensors()[int16[0]].Quantization()._tab, slot, "f", 0, 0.0)
+    msg = _refusal(bytes(p.buf))
+    assert "int16" in msg and "scale" not in msg.split("rule:")[0], msg
+
+
+def test_scale_zero_on_an_int8_tensor_is_still_a_model_error():
+    import pytest
+
+    from mcugen.errors import ModelError
+
+    model = (OPS_DIR / "add_same_none.tflite").read_bytes()
+    p = fuzz.Patcher(model)
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    p.set_element(p.quantized_tensors()[0][1]._tab, slot, "f", 0, 0.0)
+    with pytest.raises(ModelError, match="finite and positive"):
+        read_tflite_bytes(bytes(p.buf), "m")
+
+
+def test_dynamic_range_model_is_named():
+    msg = _refusal((OPS_DIR / "fully_connected_dynamic_range.tflite").read_bytes())
+    assert "dynamic-range quantized model (int8 weights, float activations)" in msg, msg

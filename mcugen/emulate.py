@@ -462,6 +462,14 @@ def _dequantize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return quant.dequantize(vals[0], in_s, in_zp).reshape(out.shape)
 
 
+def _concatenation(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """CONCATENATION int8: the inputs side by side along the axis (same quantization, no rescale)."""
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (*ctx.graph.op_inputs(ctx.op), out):
+        _require_dtype(ctx, t, DType.INT8)
+    return np.concatenate([np.asarray(v) for v in vals], axis=ctx.op.attrs.axis).astype(np.int8)
+
+
 def _resize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     """RESIZE_NEAREST_NEIGHBOR (a gather) and RESIZE_BILINEAR (ResizeBilinearInteger: four
     10-bit weights per tap, products summed in int64, rounded half away from zero by 2^20)."""
@@ -507,6 +515,7 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.TRANSPOSE: _transpose,
     OpType.QUANTIZE: _quantize,
     OpType.DEQUANTIZE: _dequantize,
+    OpType.CONCATENATION: _concatenation,
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
 }

@@ -73,6 +73,7 @@ class OpType(enum.Enum):
     TRANSPOSE = "TRANSPOSE"
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
+    CONCATENATION = "CONCATENATION"
     RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
     RESIZE_BILINEAR = "RESIZE_BILINEAR"
     # shape arithmetic: evaluated at generation time by mcugen.fold when its inputs are known
@@ -199,6 +200,12 @@ class TransposeAttrs:
 
 
 @dataclass(frozen=True)
+class ConcatAttrs:
+    axis: int  # resolved to 0..rank-1
+    activation: Activation
+
+
+@dataclass(frozen=True)
 class ResizeAttrs:
     """RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR (the output size is the output's H, W)."""
 
@@ -243,6 +250,7 @@ OpAttrs = Union[
     SoftmaxAttrs,
     PadAttrs,
     TransposeAttrs,
+    ConcatAttrs,
     ResizeAttrs,
     StridedSliceAttrs,
     PackAttrs,

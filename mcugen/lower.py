@@ -692,6 +692,28 @@ class _Lowerer:
         self._detail = "256-entry table"
         return self.make(op, "mcugen_table_s8", "table", None, [], args)
 
+    # -- concatenation
+    def lower_concatenation(self, op):
+        """The output as `outer` rows; each row holds, input after input, a slab of each input's
+        bytes (its size along the axis times everything after the axis)."""
+        ins = self.g.op_inputs(op)
+        o = self.g.t(op.outputs[0])
+        axis = op.attrs.axis
+        outer = int(np.prod(o.shape[:axis])) if axis else 1
+        inner = int(np.prod(o.shape[axis + 1 :]))
+        offsets = np.array([self.tp[t.index].offset for t in ins], dtype=np.int32)
+        slabs = np.array([t.shape[axis] * inner for t in ins], dtype=np.int32)
+        params = [ParamValue("inputs", len(ins)), ParamValue("outer", outer), ParamValue("row_bytes", o.shape[axis] * inner)]
+        args = [
+            ParamsArg(),
+            ArenaArg(offset=0, ctype="int8_t", const=True),
+            self.const_array(op.index, "offsets", "int32_t", offsets, "arena offset of each input"),
+            self.const_array(op.index, "slabs", "int32_t", slabs, "bytes of each input per output row"),
+            self.arena(o, False),
+        ]
+        self._detail = f"{len(ins)} inputs along axis {axis}"
+        return self.make(op, "mcugen_concat_8", "concat", "mcugen_concat_params_t", params, args)
+
     # -- resizing
     def _resize(self, op, bilinear: bool):
         x = self.g.op_inputs(op)[0]

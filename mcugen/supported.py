@@ -455,6 +455,31 @@ def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
+def c_concat(g: Graph, op: Operator) -> Optional[str]:
+    """CONCATENATION: 1 to 64 int8 activation inputs of rank <= 6 and the output with the same quantization (TFLite's int8 kernel does not rescale), shapes equal except along the axis, no fused activation"""
+    ins = _ins(g, op)
+    o = g.t(op.outputs[0])
+    if not 1 <= len(ins) <= 64 or any(t is None for t in ins):
+        return f"has {len(ins)} inputs"
+    axis = op.attrs.axis
+    if op.attrs.activation is not Activation.NONE:
+        return f"has fused activation {op.attrs.activation.value}"
+    for t in ins:
+        if t.is_const:
+            return f"reads constant tensor {t.index}"
+        if t.dtype is not DType.INT8 or t.quant is None:
+            return f"input tensor {t.index} is {t.dtype.value}"
+        if t.quant.s != o.quant.s or t.quant.zp != o.quant.zp:
+            return f"input tensor {t.index} has scale {t.quant.s} and zero point {t.quant.zp}, the output {o.quant.s} and {o.quant.zp}"
+        if len(t.shape) != len(o.shape) or len(t.shape) > 6 or any(
+            a != b for d, (a, b) in enumerate(zip(t.shape, o.shape)) if d != axis
+        ):
+            return f"input tensor {t.index} has shape {list(t.shape)} for output {list(o.shape)} along axis {axis}"
+    if sum(t.shape[axis] for t in ins) != o.shape[axis]:
+        return f"inputs add up to {sum(t.shape[axis] for t in ins)} along axis {axis}, the output has {o.shape[axis]}"
+    return None
+
+
 def c_resize(g: Graph, op: Operator) -> Optional[str]:
     """RESIZE_NEAREST_NEIGHBOR/RESIZE_BILINEAR: 4-D int8, a constant int32 size [2] equal to the output's H, W, same batch, channels and quantization in and out, not both align_corners and half_pixel_centers"""
     x = _ins(g, op)[0]
@@ -496,6 +521,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.TRANSPOSE: [c_arity, c_transpose],
     OpType.QUANTIZE: [c_arity, c_quantize],
     OpType.DEQUANTIZE: [c_arity, c_dequantize],
+    OpType.CONCATENATION: [c_concat],
     OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.SHAPE: [c_folded_only],

@@ -13,6 +13,7 @@ import numpy as np
 from mcugen.errors import McugenError, ModelError, UnsupportedError
 from mcugen.ir import (
     Activation,
+    ConcatAttrs,
     Conv2DAttrs,
     DepthwiseConv2DAttrs,
     DType,
@@ -601,6 +602,13 @@ class _Reader:
             if sorted(perm) != list(range(rank)):
                 raise self.fail(f"{label} has perm {perm}; expected a permutation of 0..{rank - 1}")
             return TransposeAttrs(perm=tuple(perm))
+        if optype is OpType.CONCATENATION:
+            opt = self._options(o, tfl.ConcatenationOptions, label)
+            rank = len(self.input_tensor(ins, 0, tensors, label).shape)
+            axis = int(opt.Axis()) if opt else 0
+            if not -rank <= axis < max(rank, 1):
+                raise self.fail(f"{label} concatenates along axis {axis} of a rank-{rank} tensor")
+            return ConcatAttrs(axis=axis % max(rank, 1), activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE)
         if optype in (OpType.RESIZE_NEAREST_NEIGHBOR, OpType.RESIZE_BILINEAR):
             cls = tfl.ResizeNearestNeighborOptions if optype is OpType.RESIZE_NEAREST_NEIGHBOR else tfl.ResizeBilinearOptions
             opt = self._options(o, cls, label)

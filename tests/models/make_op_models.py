@@ -273,6 +273,15 @@ def io_shapes(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> Ca
     return patch
 
 
+def concat(axis: int) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda *xs: tf.concat(list(xs), axis=axis)
+
+    return build
+
+
 def shape_reshape(gather: bool) -> Builder:
     """Flatten with a run-time batch: SHAPE -> STRIDED_SLICE (or GATHER) -> PACK -> RESHAPE."""
 
@@ -895,6 +904,19 @@ def _shape_and_resize_models() -> list[OpModel]:
     return models
 
 
+def _concat_models() -> list[OpModel]:
+    return [
+        OpModel("concat_axis3_same_range", "CONCATENATION", (InputSpec((1, 4, 5, 3)), InputSpec((1, 4, 5, 6))), concat(3),
+                ("CONCATENATION",), {"axis": 3}),
+        OpModel("concat_axis1_three_ranges", "CONCATENATION",
+                (InputSpec((1, 2, 5, 4), -1.0, 1.0), InputSpec((1, 3, 5, 4), -4.0, 4.0), InputSpec((1, 1, 5, 4), 0.0, 0.5)),
+                concat(1), ("CONCATENATION",), {"axis": 1},
+                note="inputs drawn from different ranges: the converter gives them the output's quantization"),
+        OpModel("concat_rank2_axis_neg1", "CONCATENATION", (InputSpec((3, 7)), InputSpec((3, 2))), concat(-1),
+                ("CONCATENATION",), {"axis": -1}),
+    ]
+
+
 def _refused_models() -> list[OpModel]:
     """Models mcugen refuses, to check that the message names the real reason."""
     return [
@@ -940,6 +962,7 @@ def all_models() -> list[OpModel]:
         + _activation_and_layout_models()
         + _quantize_models()
         + _shape_and_resize_models()
+        + _concat_models()
         + _refused_models()
         + _graph_models()
     )
@@ -1131,6 +1154,9 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
         elif name == "TRANSPOSE":
             perm = _const_data(model, subgraph, inputs[1])
             opts = {"perm": None if perm is None else [int(p) for p in perm.reshape(-1)]}
+        elif name == "CONCATENATION":
+            o = _options_table(op, tflite.ConcatenationOptions)
+            opts = {"axis": int(o.Axis()), "activation": _ACTIVATION_NAMES.get(o.FusedActivationFunction(), "OTHER")}
         elif name in ("RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"):
             cls = tflite.ResizeNearestNeighborOptions if name == "RESIZE_NEAREST_NEIGHBOR" else tflite.ResizeBilinearOptions
             o = _options_table(op, cls)

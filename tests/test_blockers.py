@@ -80,3 +80,32 @@ def test_cli_lists_all_and_exits_2(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert lines[0].startswith("mcugen: error: two_blockers: 2 operators or properties")
     assert any(line.startswith("- 2 operators") and "(SVDF)" in line for line in lines), lines
+
+
+def test_concatenation_with_a_rescaled_input_is_refused_like_tflite(tmp_path):
+    """TFLite's int8 CONCATENATION does not rescale (both oracles refuse differing scales in
+    Prepare); mcugen names the input tensor and both quantizations."""
+    import importlib.util
+
+    import tflite
+
+    from mcugen.oracle import oracles_for
+    from mcugen.errors import ToolError
+    from mcugen.tflite_reader import read_tflite_bytes
+
+    spec = importlib.util.spec_from_file_location("mcugen_fuzz", REPO / "benchmarks" / "fuzz.py")
+    fuzz = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("mcugen_fuzz", fuzz)
+    spec.loader.exec_module(fuzz)
+    data = (OPS_DIR / "concat_axis1_three_ranges.tflite").read_bytes()
+    g = read_tflite_bytes(data, "m")
+    t = g.operators[0].inputs[1]
+    p = fuzz.Patcher(data)
+    slot = fuzz.fields_of(tflite.QuantizationParameters)["Scale"].slot
+    p.set_element(p.tensors()[t].Quantization()._tab, slot, "f", 0, g.t(t).quant.s * 2)
+    path = tmp_path / "concat_rescaled.tflite"
+    path.write_bytes(bytes(p.buf))
+    with pytest.raises(ToolError, match="scale"):
+        oracles_for(path)
+    with pytest.raises(UnsupportedError, match=f"input tensor {t} has scale"):
+        check_graph(read_tflite(path))

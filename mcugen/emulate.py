@@ -462,6 +462,22 @@ def _dequantize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return quant.dequantize(vals[0], in_s, in_zp).reshape(out.shape)
 
 
+RELU_BOUNDS = {OpType.RELU: (0.0, float("inf")), OpType.RELU_N1_TO_1: (-1.0, 1.0)}
+
+
+def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """RELU, RELU_N1_TO_1, LEAKY_RELU on the whole tensor (quant.relu_x_int8 / leaky_relu_int8)."""
+    x_t = ctx.graph.op_inputs(ctx.op)[0]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (x_t, out):
+        _require_dtype(ctx, t, DType.INT8)
+    (si, zi), (so, zo) = _quant_of(ctx, x_t), _quant_of(ctx, out)
+    if ctx.op.op is OpType.LEAKY_RELU:
+        return quant.leaky_relu_int8(vals[0], si, zi, so, zo, ctx.op.attrs.alpha)
+    lo, hi = RELU_BOUNDS[ctx.op.op]
+    return quant.relu_x_int8(vals[0], si, zi, so, zo, lo, hi)
+
+
 def _concatenation(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     """CONCATENATION int8: the inputs side by side along the axis (same quantization, no rescale)."""
     out = ctx.graph.op_outputs(ctx.op)[0]
@@ -516,6 +532,9 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.QUANTIZE: _quantize,
     OpType.DEQUANTIZE: _dequantize,
     OpType.CONCATENATION: _concatenation,
+    OpType.RELU: _activation_op,
+    OpType.RELU_N1_TO_1: _activation_op,
+    OpType.LEAKY_RELU: _activation_op,
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
 }

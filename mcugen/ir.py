@@ -74,6 +74,9 @@ class OpType(enum.Enum):
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
     CONCATENATION = "CONCATENATION"
+    RELU = "RELU"
+    RELU_N1_TO_1 = "RELU_N1_TO_1"
+    LEAKY_RELU = "LEAKY_RELU"
     RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
     RESIZE_BILINEAR = "RESIZE_BILINEAR"
     # shape arithmetic: evaluated at generation time by mcugen.fold when its inputs are known
@@ -200,6 +203,11 @@ class TransposeAttrs:
 
 
 @dataclass(frozen=True)
+class LeakyReluAttrs:
+    alpha: float  # as stored (float32)
+
+
+@dataclass(frozen=True)
 class ConcatAttrs:
     axis: int  # resolved to 0..rank-1
     activation: Activation
@@ -251,6 +259,7 @@ OpAttrs = Union[
     PadAttrs,
     TransposeAttrs,
     ConcatAttrs,
+    LeakyReluAttrs,
     ResizeAttrs,
     StridedSliceAttrs,
     PackAttrs,

@@ -692,6 +692,37 @@ class _Lowerer:
         self._detail = "256-entry table"
         return self.make(op, "mcugen_table_s8", "table", None, [], args)
 
+    # -- element-wise activations as operators: a 256-entry table in flash
+    def _activation_table(self, op, table: np.ndarray, what: str):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        args = [
+            SizeArg("size", x.size),
+            self.const_array(op.index, "table", "int8_t", np.asarray(table, np.int8), f"{what} table, indexed by input + 128"),
+            self.arena(x, True),
+            self.arena(o, False),
+        ]
+        self._detail = "256-entry table"
+        return self.make(op, "mcugen_table_s8", "table", None, [], args)
+
+    def _relu_x(self, op, lo: float, hi: float):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        values = np.arange(-128, 128)
+        return self._activation_table(op, quant.relu_x_int8(values, x.quant.s, x.quant.zp, o.quant.s, o.quant.zp, lo, hi), op.op.value)
+
+    def lower_relu(self, op):
+        return self._relu_x(op, 0.0, float("inf"))
+
+    def lower_relu_n1_to_1(self, op):
+        return self._relu_x(op, -1.0, 1.0)
+
+    def lower_leaky_relu(self, op):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        table = quant.leaky_relu_int8(np.arange(-128, 128), x.quant.s, x.quant.zp, o.quant.s, o.quant.zp, op.attrs.alpha)
+        return self._activation_table(op, table, f"LEAKY_RELU alpha {op.attrs.alpha:g}")
+
     # -- concatenation
     def lower_concatenation(self, op):
         """The output as `outer` rows; each row holds, input after input, a slab of each input's

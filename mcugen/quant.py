@@ -661,3 +661,34 @@ def bilinear_coordinates(out_size: int, in_size: int, align_corners: bool, half_
     lower = np.maximum(cdiv(scaled, 1 << 10), 0)
     upper = np.minimum(cdiv(scaled + (1 << 10) - 1, 1 << 10), in_size - 1)
     return lower, upper, scaled - (1 << 10) * lower
+
+
+# ---- element-wise activations as their own operators (int8 -> int8, computed per input value) ----
+
+
+def relu_x_int8(x: np.ndarray, in_scale: float, in_zp: int, out_scale: float, out_zp: int,
+                act_min: float, act_max: float) -> np.ndarray:
+    """TFLite's quantized RELU / RELU6 / RELU_N1_TO_1 (ReluPrepare + QuantizedReluX): the
+    multiplier from float(in_scale / out_scale) (a float32 division), the bounds
+    zp_out + roundf(bound / out_scale) limited to int8 (no upper bound for RELU):
+    out = clamp(zp_out + MBQM(x - zp_in, m, s), lo, hi)."""
+    f = np.float32
+    mult, shift = quantize_multiplier(float(f(in_scale) / f(out_scale)))
+    lo = max(-128, out_zp + int(round_half_away_from_zero(f(act_min) / f(out_scale))))
+    hi = 127 if math.isinf(act_max) else min(127, out_zp + int(round_half_away_from_zero(f(act_max) / f(out_scale))))
+    v = np.asarray(x, dtype=np.int64) - in_zp
+    out = out_zp + np.asarray(multiply_by_quantized_multiplier(v, mult, shift), dtype=np.int64)
+    return np.minimum(np.maximum(out, lo), hi).astype(np.int8)
+
+
+def leaky_relu_int8(x: np.ndarray, in_scale: float, in_zp: int, out_scale: float, out_zp: int, alpha: float) -> np.ndarray:
+    """TFLite's QuantizeLeakyRelu: identity multiplier float(in/out), alpha multiplier
+    float(in * alpha / out) (float32 arithmetic, then QuantizeMultiplier in double); a
+    non-negative x - zp_in takes the identity one, a negative one alpha's; clamped to int8."""
+    f = np.float32
+    m_id, s_id = quantize_multiplier(float(f(in_scale) / f(out_scale)))
+    m_a, s_a = quantize_multiplier(float(f(f(in_scale) * f(alpha)) / f(out_scale)))
+    v = np.asarray(x, dtype=np.int64) - in_zp
+    pos = np.asarray(multiply_by_quantized_multiplier(v, m_id, s_id), dtype=np.int64)
+    neg = np.asarray(multiply_by_quantized_multiplier(v, m_a, s_a), dtype=np.int64)
+    return np.clip(out_zp + np.where(v >= 0, pos, neg), -128, 127).astype(np.int8)

@@ -455,6 +455,17 @@ def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
+def c_unary_same_shape(g: Graph, op: Operator) -> Optional[str]:
+    """RELU/RELU_N1_TO_1/LEAKY_RELU: per-tensor quantization, output shape = input shape (run as a 256-entry table)"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if tuple(x.shape) != tuple(o.shape):
+        return f"maps shape {list(x.shape)} to {list(o.shape)}"
+    if x.quant.per_channel or o.quant.per_channel:
+        return "has per-channel quantization"
+    return None
+
+
 def c_concat(g: Graph, op: Operator) -> Optional[str]:
     """CONCATENATION: 1 to 64 int8 activation inputs of rank <= 6 and the output with the same quantization (TFLite's int8 kernel does not rescale), shapes equal except along the axis, no fused activation"""
     ins = _ins(g, op)
@@ -522,6 +533,9 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.QUANTIZE: [c_arity, c_quantize],
     OpType.DEQUANTIZE: [c_arity, c_dequantize],
     OpType.CONCATENATION: [c_concat],
+    OpType.RELU: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.SHAPE: [c_folded_only],

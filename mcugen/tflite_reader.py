@@ -21,6 +21,7 @@ from mcugen.ir import (
     FullyConnectedAttrs,
     GatherAttrs,
     Graph,
+    LeakyReluAttrs,
     MeanAttrs,
     NoAttrs,
     Operator,
@@ -602,6 +603,12 @@ class _Reader:
             if sorted(perm) != list(range(rank)):
                 raise self.fail(f"{label} has perm {perm}; expected a permutation of 0..{rank - 1}")
             return TransposeAttrs(perm=tuple(perm))
+        if optype is OpType.LEAKY_RELU:
+            opt = self._options(o, tfl.LeakyReluOptions, label)
+            alpha = float(np.float32(opt.Alpha())) if opt else 0.0
+            if not math.isfinite(alpha):
+                raise self.fail(f"{label} has alpha {alpha}; it must be finite")
+            return LeakyReluAttrs(alpha=alpha)
         if optype is OpType.CONCATENATION:
             opt = self._options(o, tfl.ConcatenationOptions, label)
             rank = len(self.input_tensor(ins, 0, tensors, label).shape)

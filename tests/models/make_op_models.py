@@ -273,6 +273,19 @@ def io_shapes(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> Ca
     return patch
 
 
+def activation_op(kind: str) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return {
+            "relu": tf.nn.relu,
+            "relu_n1_to_1": lambda x: tf.clip_by_value(x, -1.0, 1.0),
+            "leaky_relu": lambda x: tf.nn.leaky_relu(x, alpha=0.2),
+        }[kind]
+
+    return build
+
+
 def concat(axis: int) -> Builder:
     def build(rng: np.random.Generator) -> Callable[..., Any]:
         import tensorflow as tf
@@ -906,6 +919,11 @@ def _shape_and_resize_models() -> list[OpModel]:
 
 def _concat_models() -> list[OpModel]:
     return [
+        OpModel("relu_op", "RELU", (InputSpec((1, 5, 6, 7), -1.0, 3.0),), activation_op("relu"), ("RELU",), {}),
+        OpModel("relu_n1_to_1_op", "RELU_N1_TO_1", (InputSpec((1, 5, 6, 7), -2.0, 2.0),), activation_op("relu_n1_to_1"),
+                ("RELU_N1_TO_1",), {}),
+        OpModel("leaky_relu_op", "LEAKY_RELU", (InputSpec((1, 5, 6, 7), -3.0, 1.0),), activation_op("leaky_relu"),
+                ("LEAKY_RELU",), {}),
         OpModel("concat_axis3_same_range", "CONCATENATION", (InputSpec((1, 4, 5, 3)), InputSpec((1, 4, 5, 6))), concat(3),
                 ("CONCATENATION",), {"axis": 3}),
         OpModel("concat_axis1_three_ranges", "CONCATENATION",

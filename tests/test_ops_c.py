@@ -13,7 +13,7 @@ from mcugen.validate import validate
 # Models mcugen must refuse, with what the message must name (the real reason).
 REFUSED = {
     "conv_pool_16x8.tflite": "int16",
-    "fully_connected_dynamic_range.tflite": "dynamic-range quantized model",
+    "dynamic_range_fully_connected.tflite": "dynamic-range quantized model",
 }
 
 ENTRIES = op_model_entries()

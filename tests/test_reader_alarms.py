@@ -110,5 +110,5 @@ def test_scale_zero_on_an_int8_tensor_is_still_a_model_error():
 
 
 def test_dynamic_range_model_is_named():
-    msg = _refusal((OPS_DIR / "fully_connected_dynamic_range.tflite").read_bytes())
+    msg = _refusal((OPS_DIR / "dynamic_range_fully_connected.tflite").read_bytes())
     assert "dynamic-range quantized model (int8 weights, float activations)" in msg, msg

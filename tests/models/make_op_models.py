@@ -941,7 +941,7 @@ def _refused_models() -> list[OpModel]:
         OpModel("conv_pool_16x8", "CONV_2D", (InputSpec((1, 6, 6, 3)),), conv_then_pool(), ("CONV_2D", "AVERAGE_POOL_2D"),
                 {}, io_type="int16", quantization="16x8",
                 note="refused: int16 activations (16x8 quantization); the message must say so"),
-        OpModel("fully_connected_dynamic_range", "FULLY_CONNECTED", (InputSpec((1, 256)),), fully_connected(256, 16),
+        OpModel("dynamic_range_fully_connected", "FULLY_CONNECTED", (InputSpec((1, 256)),), fully_connected(256, 16),
                 ("FULLY_CONNECTED",), {}, io_type="float32", quantization="dynamic",
                 note="refused: dynamic-range quantization (int8 weights, float activations); the message must say so"),
     ]
@@ -1317,6 +1317,8 @@ def generate(out_dir: Path, only: set[str] | None = None) -> list[dict[str, Any]
         }
         if model.note:
             entry["note"] = model.note
+        if model.quantization != "int8":
+            entry["refused"] = True  # mcugen must refuse it and say why (tests/test_ops_c.py)
         entries.append(entry)
         print(f"{model.name:44s} {len(model_bytes):6d} B  {' '.join(model.ops)}  [{', '.join(oracle_names)}]")
     return entries

@@ -478,6 +478,28 @@ def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return quant.relu_x_int8(vals[0], si, zi, so, zo, lo, hi)
 
 
+def _depth_space(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """DEPTH_TO_SPACE: out[n, h*b+i, w*b+j, c] = in[n, h, w, (i*b+j)*C' + c]; SPACE_TO_DEPTH its inverse."""
+    x = np.asarray(vals[0])
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    b = ctx.op.attrs.block
+    n, h, w, c = x.shape
+    if ctx.op.op is OpType.DEPTH_TO_SPACE:
+        y = np.empty((n, h * b, w * b, c // (b * b)), dtype=x.dtype)
+        cc = c // (b * b)
+        for i in range(b):
+            for j in range(b):
+                y[:, i::b, j::b, :] = x[:, :, :, (i * b + j) * cc:(i * b + j + 1) * cc]
+    else:
+        y = np.empty((n, h // b, w // b, c * b * b), dtype=x.dtype)
+        for i in range(b):
+            for j in range(b):
+                y[:, :, :, (i * b + j) * c:(i * b + j + 1) * c] = x[:, i::b, j::b, :]
+    if y.shape != tuple(out.shape):
+        raise ModelError(f"{ctx.op.describe()}: gives {y.shape}, output is {out.shape}")
+    return y
+
+
 def _concatenation(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     """CONCATENATION int8: the inputs side by side along the axis (same quantization, no rescale)."""
     out = ctx.graph.op_outputs(ctx.op)[0]
@@ -532,6 +554,9 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.QUANTIZE: _quantize,
     OpType.DEQUANTIZE: _dequantize,
     OpType.CONCATENATION: _concatenation,
+    OpType.PADV2: _pad,
+    OpType.DEPTH_TO_SPACE: _depth_space,
+    OpType.SPACE_TO_DEPTH: _depth_space,
     OpType.RELU: _activation_op,
     OpType.RELU_N1_TO_1: _activation_op,
     OpType.LEAKY_RELU: _activation_op,

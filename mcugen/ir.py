@@ -74,6 +74,9 @@ class OpType(enum.Enum):
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
     CONCATENATION = "CONCATENATION"
+    PADV2 = "PADV2"
+    DEPTH_TO_SPACE = "DEPTH_TO_SPACE"
+    SPACE_TO_DEPTH = "SPACE_TO_DEPTH"
     RELU = "RELU"
     RELU_N1_TO_1 = "RELU_N1_TO_1"
     LEAKY_RELU = "LEAKY_RELU"
@@ -203,6 +206,13 @@ class TransposeAttrs:
 
 
 @dataclass(frozen=True)
+class BlockAttrs:
+    """DEPTH_TO_SPACE and SPACE_TO_DEPTH."""
+
+    block: int
+
+
+@dataclass(frozen=True)
 class LeakyReluAttrs:
     alpha: float  # as stored (float32)
 
@@ -260,6 +270,7 @@ OpAttrs = Union[
     TransposeAttrs,
     ConcatAttrs,
     LeakyReluAttrs,
+    BlockAttrs,
     ResizeAttrs,
     StridedSliceAttrs,
     PackAttrs,

@@ -723,6 +723,43 @@ class _Lowerer:
         table = quant.leaky_relu_int8(np.arange(-128, 128), x.quant.s, x.quant.zp, o.quant.s, o.quant.zp, op.attrs.alpha)
         return self._activation_table(op, table, f"LEAKY_RELU alpha {op.attrs.alpha:g}")
 
+    # -- block rearrangements: a 6-D transpose of a view
+    def _depth_space(self, op, to_space: bool):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        b = op.attrs.block
+        n, h, w, c = x.shape
+        if to_space:
+            # in as [n, h, w, b, b, c']; out [n, h, b, w, b, c'] = in permuted (0, 1, 3, 2, 4, 5)
+            view = (n, h, w, b, b, c // (b * b))
+            perm = (0, 1, 3, 2, 4, 5)
+        else:
+            # in as [n, h', b, w', b, c]; out [n, h', w', b, b, c] = in permuted (0, 1, 3, 2, 4, 5)
+            view = (n, h // b, b, w // b, b, c)
+            perm = (0, 1, 3, 2, 4, 5)
+        strides = [1] * 6
+        for d in range(4, -1, -1):
+            strides[d] = strides[d + 1] * view[d + 1]
+        params = [
+            ParamValue("rank", 6),
+            ParamValue("elem_size", 1),
+            ParamValue("out_shape", tuple(view[p] for p in perm), "ints"),
+            ParamValue("in_strides", tuple(strides[p] for p in perm), "ints"),
+        ]
+        self._detail = f"block {b}, as a 6-D transpose"
+        return self.make(
+            op, "mcugen_transpose", "transpose", "mcugen_transpose_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
+        )
+
+    def lower_depth_to_space(self, op):
+        return self._depth_space(op, True)
+
+    def lower_space_to_depth(self, op):
+        return self._depth_space(op, False)
+
+    def lower_padv2(self, op):
+        return self.lower_pad(op)
+
     # -- concatenation
     def lower_concatenation(self, op):
         """The output as `outer` rows; each row holds, input after input, a slab of each input's

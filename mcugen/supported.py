@@ -103,6 +103,7 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.MUL: 2,
         OpType.MEAN: 2,
         OpType.PAD: 2,
+        OpType.PADV2: 3,
         OpType.TRANSPOSE: 2,
         OpType.RESIZE_NEAREST_NEIGHBOR: 2,
         OpType.RESIZE_BILINEAR: 2,
@@ -404,7 +405,7 @@ def c_reshape(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_pad(g: Graph, op: Operator) -> Optional[str]:
-    """PAD: rank <= 4, constant paddings, output shape = input shape + paddings"""
+    """PAD/PADV2: rank <= 4, constant paddings, output shape = input shape + paddings"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
     if len(x.shape) > 4:
@@ -463,6 +464,31 @@ def c_unary_same_shape(g: Graph, op: Operator) -> Optional[str]:
         return f"maps shape {list(x.shape)} to {list(o.shape)}"
     if x.quant.per_channel or o.quant.per_channel:
         return "has per-channel quantization"
+    return None
+
+
+def c_padv2_value(g: Graph, op: Operator) -> Optional[str]:
+    """PADV2: the padding value is a constant int8 scalar (one element)"""
+    v = _ins(g, op)[2]
+    if not v.is_const or v.dtype is not DType.INT8 or v.size != 1:
+        return f"pads with tensor {v.index} ({v.dtype.value}, {v.size} elements, {'constant' if v.is_const else 'computed'})"
+    return None
+
+
+def c_depth_space(g: Graph, op: Operator) -> Optional[str]:
+    """DEPTH_TO_SPACE/SPACE_TO_DEPTH: block >= 1, the same quantization in and out, output shape as TFLite computes it"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    b = op.attrs.block
+    n, h, w, c = x.shape
+    if op.op is OpType.DEPTH_TO_SPACE:
+        exp = (n, h * b, w * b, c // (b * b)) if c % (b * b) == 0 else None
+    else:
+        exp = (n, h // b, w // b, c * b * b) if h % b == 0 and w % b == 0 else None
+    if exp is None or tuple(o.shape) != exp:
+        return f"maps {list(x.shape)} to {list(o.shape)} with block {b}"
+    if x.quant.s != o.quant.s or x.quant.zp != o.quant.zp:
+        return "rescales (input and output quantization differ)"
     return None
 
 
@@ -533,6 +559,9 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.QUANTIZE: [c_arity, c_quantize],
     OpType.DEQUANTIZE: [c_arity, c_dequantize],
     OpType.CONCATENATION: [c_concat],
+    OpType.PADV2: [c_arity, c_int8_io, c_pad, c_padv2_value],
+    OpType.DEPTH_TO_SPACE: [c_arity, c_int8_io, c_rank4, c_depth_space],
+    OpType.SPACE_TO_DEPTH: [c_arity, c_int8_io, c_rank4, c_depth_space],
     OpType.RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],

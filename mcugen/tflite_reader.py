@@ -13,6 +13,7 @@ import numpy as np
 from mcugen.errors import McugenError, ModelError, UnsupportedError
 from mcugen.ir import (
     Activation,
+    BlockAttrs,
     ConcatAttrs,
     Conv2DAttrs,
     DepthwiseConv2DAttrs,
@@ -589,7 +590,11 @@ class _Reader:
                 if a not in axes:
                     axes.append(a)
             return MeanAttrs(axes=tuple(sorted(axes)), keep_dims=bool(opt.KeepDims()) if opt else False)
-        if optype is OpType.PAD:
+        if optype in (OpType.DEPTH_TO_SPACE, OpType.SPACE_TO_DEPTH):
+            cls = tfl.DepthToSpaceOptions if optype is OpType.DEPTH_TO_SPACE else tfl.SpaceToDepthOptions
+            opt = self._options(o, cls, label)
+            return BlockAttrs(block=positive(opt.BlockSize() if opt else 0, "block size"))
+        if optype in (OpType.PAD, OpType.PADV2):
             p = np.asarray(self.const_input(ins, 1, tensors, label, "paddings")).astype(np.int64)
             rank = len(self.input_tensor(ins, 0, tensors, label).shape)
             if p.shape != (rank, 2):

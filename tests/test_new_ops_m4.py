@@ -17,7 +17,7 @@ MODELS = [
     "resize_nearest_2x", "resize_nearest_up_align_corners", "resize_nearest_up_half_pixel", "resize_nearest_down_half_pixel",
     "resize_bilinear_2x", "resize_bilinear_up_align_corners", "resize_bilinear_up_half_pixel", "resize_bilinear_down_half_pixel",
     "concat_axis3_same_range", "concat_axis1_three_ranges", "concat_rank2_axis_neg1",
-    "relu_op", "relu_n1_to_1_op", "leaky_relu_op",
+    "relu_op", "relu_n1_to_1_op", "leaky_relu_op", "depth_to_space_b2", "space_to_depth_b2", "padv2_value",
 ]
 
 

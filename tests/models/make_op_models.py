@@ -286,6 +286,25 @@ def activation_op(kind: str) -> Builder:
     return build
 
 
+def depth_space(kind: str, block: int) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        fn = tf.nn.depth_to_space if kind == "d2s" else tf.nn.space_to_depth
+        return lambda x: fn(x, block)
+
+    return build
+
+
+def pad_value(paddings: tuple[tuple[int, int], ...], value: float) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda x: tf.pad(x, paddings, constant_values=value)
+
+    return build
+
+
 def concat(axis: int) -> Builder:
     def build(rng: np.random.Generator) -> Callable[..., Any]:
         import tensorflow as tf
@@ -919,6 +938,9 @@ def _shape_and_resize_models() -> list[OpModel]:
 
 def _concat_models() -> list[OpModel]:
     return [
+        OpModel("depth_to_space_b2", "DEPTH_TO_SPACE", (InputSpec((1, 3, 4, 12)),), depth_space("d2s", 2), ("DEPTH_TO_SPACE",), {}),
+        OpModel("space_to_depth_b2", "SPACE_TO_DEPTH", (InputSpec((1, 6, 4, 3)),), depth_space("s2d", 2), ("SPACE_TO_DEPTH",), {}),
+        OpModel("padv2_value", "PADV2", (InputSpec((1, 4, 5, 3)),), pad_value(((0, 0), (1, 2), (2, 0), (0, 1)), 0.7), ("PADV2",), {}),
         OpModel("relu_op", "RELU", (InputSpec((1, 5, 6, 7), -1.0, 3.0),), activation_op("relu"), ("RELU",), {}),
         OpModel("relu_n1_to_1_op", "RELU_N1_TO_1", (InputSpec((1, 5, 6, 7), -2.0, 2.0),), activation_op("relu_n1_to_1"),
                 ("RELU_N1_TO_1",), {}),

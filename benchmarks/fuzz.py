@@ -942,7 +942,8 @@ def _stray_files(case_dir: Path, model: Path) -> list[str]:
 
 # validate's exit-2 messages that blame mcugen's own output, not the model or the oracles
 GENERATED_C_FAILURES = ("host compilation of the generated C failed", "the compiled model exited with status", "the compiled model did not finish")
-ERROR_LINE = re.compile(r"^mcugen: error: [^\n]+\n?$")
+# One error line; a model with several blockers adds one "- " line per group (mcugen.supported).
+ERROR_LINE = re.compile(r"^mcugen: error: [^\n]+\n(- [^\n]+\n)*$|^mcugen: error: [^\n]+$")
 
 
 def judge(res: CaseResult, died: Optional[str]) -> None:

@@ -462,6 +462,81 @@ def _dequantize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return quant.dequantize(vals[0], in_s, in_zp).reshape(out.shape)
 
 
+RELU_BOUNDS = {OpType.RELU: (0.0, float("inf")), OpType.RELU_N1_TO_1: (-1.0, 1.0)}
+
+
+def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """RELU, RELU_N1_TO_1, LEAKY_RELU on the whole tensor (quant.relu_x_int8 / leaky_relu_int8)."""
+    x_t = ctx.graph.op_inputs(ctx.op)[0]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (x_t, out):
+        _require_dtype(ctx, t, DType.INT8)
+    (si, zi), (so, zo) = _quant_of(ctx, x_t), _quant_of(ctx, out)
+    if ctx.op.op is OpType.LEAKY_RELU:
+        return quant.leaky_relu_int8(vals[0], si, zi, so, zo, ctx.op.attrs.alpha)
+    lo, hi = RELU_BOUNDS[ctx.op.op]
+    return quant.relu_x_int8(vals[0], si, zi, so, zo, lo, hi)
+
+
+def _depth_space(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """DEPTH_TO_SPACE: out[n, h*b+i, w*b+j, c] = in[n, h, w, (i*b+j)*C' + c]; SPACE_TO_DEPTH its inverse."""
+    x = np.asarray(vals[0])
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    b = ctx.op.attrs.block
+    n, h, w, c = x.shape
+    if ctx.op.op is OpType.DEPTH_TO_SPACE:
+        y = np.empty((n, h * b, w * b, c // (b * b)), dtype=x.dtype)
+        cc = c // (b * b)
+        for i in range(b):
+            for j in range(b):
+                y[:, i::b, j::b, :] = x[:, :, :, (i * b + j) * cc:(i * b + j + 1) * cc]
+    else:
+        y = np.empty((n, h // b, w // b, c * b * b), dtype=x.dtype)
+        for i in range(b):
+            for j in range(b):
+                y[:, :, :, (i * b + j) * c:(i * b + j + 1) * c] = x[:, i::b, j::b, :]
+    if y.shape != tuple(out.shape):
+        raise ModelError(f"{ctx.op.describe()}: gives {y.shape}, output is {out.shape}")
+    return y
+
+
+def _concatenation(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """CONCATENATION int8: the inputs side by side along the axis (same quantization, no rescale)."""
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (*ctx.graph.op_inputs(ctx.op), out):
+        _require_dtype(ctx, t, DType.INT8)
+    return np.concatenate([np.asarray(v) for v in vals], axis=ctx.op.attrs.axis).astype(np.int8)
+
+
+def _resize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """RESIZE_NEAREST_NEIGHBOR (a gather) and RESIZE_BILINEAR (ResizeBilinearInteger: four
+    10-bit weights per tap, products summed in int64, rounded half away from zero by 2^20)."""
+    x_t = ctx.graph.op_inputs(ctx.op)[0]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (x_t, out):
+        _require_dtype(ctx, t, DType.INT8)
+    a = ctx.op.attrs
+    x = vals[0].astype(np.int64)
+    _, in_h, in_w, _ = x.shape
+    _, out_h, out_w, _ = out.shape
+    if ctx.op.op is OpType.RESIZE_NEAREST_NEIGHBOR:
+        ys = quant.nearest_neighbor_indices(out_h, in_h, a.align_corners, a.half_pixel_centers)
+        xs = quant.nearest_neighbor_indices(out_w, in_w, a.align_corners, a.half_pixel_centers)
+        return x[:, ys][:, :, xs].astype(np.int8)
+    y0, y1, fy = quant.bilinear_coordinates(out_h, in_h, a.align_corners, a.half_pixel_centers)
+    x0, x1, fx = quant.bilinear_coordinates(out_w, in_w, a.align_corners, a.half_pixel_centers)
+    one = 1 << 10
+    wy0, wy1 = (one - fy)[None, :, None, None], fy[None, :, None, None]
+    wx0, wx1 = (one - fx)[None, None, :, None], fx[None, None, :, None]
+    total = (
+        x[:, y0][:, :, x0] * wy0 * wx0 + x[:, y1][:, :, x0] * wy1 * wx0
+        + x[:, y0][:, :, x1] * wy0 * wx1 + x[:, y1][:, :, x1] * wy1 * wx1
+    )
+    rounded = total + np.where(total > 0, 1 << 19, -(1 << 19))
+    q = np.where(rounded >= 0, rounded // (1 << 20), -((-rounded) // (1 << 20)))
+    return q.astype(np.int8)
+
+
 _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]] = {
     OpType.CONV_2D: _conv2d,
     OpType.DEPTHWISE_CONV_2D: _depthwise_conv2d,
@@ -478,6 +553,15 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.TRANSPOSE: _transpose,
     OpType.QUANTIZE: _quantize,
     OpType.DEQUANTIZE: _dequantize,
+    OpType.CONCATENATION: _concatenation,
+    OpType.PADV2: _pad,
+    OpType.DEPTH_TO_SPACE: _depth_space,
+    OpType.SPACE_TO_DEPTH: _depth_space,
+    OpType.RELU: _activation_op,
+    OpType.RELU_N1_TO_1: _activation_op,
+    OpType.LEAKY_RELU: _activation_op,
+    OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
+    OpType.RESIZE_BILINEAR: _resize,
 }
 
 
@@ -505,6 +589,9 @@ def emulate(
     """Run `graph` on `inputs` (one array per graph input, in order) with bit-exact integer math."""
     if len(inputs) != len(graph.inputs):
         raise McugenError(f"the model has {len(graph.inputs)} inputs, {len(inputs)} were given")
+    from mcugen.fold import fold_constants
+
+    graph = fold_constants(graph)
     values: dict[int, np.ndarray] = {}
     for position, (index, value) in enumerate(zip(graph.inputs, inputs)):
         values[index] = _prepare_input(graph.t(index), value, position)

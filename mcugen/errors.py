@@ -18,6 +18,15 @@ class UnsupportedError(McugenError):
     """The model is valid TFLite but uses something mcugen cannot generate."""
 
 
+class UnsupportedOpsError(UnsupportedError):
+    """Every blocker of a model at once: one line per group of operators that fail the same rule."""
+
+    def __init__(self, lines: list[str]):
+        McugenError.__init__(self, "x")
+        self.lines = [" ".join(str(line).split()) for line in lines]
+        self.args = ("\n".join(self.lines),)
+
+
 class ToolError(McugenError):
     """An external tool (compiler, emulator, oracle) is missing or failed."""
 

@@ -73,6 +73,20 @@ class OpType(enum.Enum):
     TRANSPOSE = "TRANSPOSE"
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
+    CONCATENATION = "CONCATENATION"
+    PADV2 = "PADV2"
+    DEPTH_TO_SPACE = "DEPTH_TO_SPACE"
+    SPACE_TO_DEPTH = "SPACE_TO_DEPTH"
+    RELU = "RELU"
+    RELU_N1_TO_1 = "RELU_N1_TO_1"
+    LEAKY_RELU = "LEAKY_RELU"
+    RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
+    RESIZE_BILINEAR = "RESIZE_BILINEAR"
+    # shape arithmetic: evaluated at generation time by mcugen.fold when its inputs are known
+    SHAPE = "SHAPE"
+    STRIDED_SLICE = "STRIDED_SLICE"
+    PACK = "PACK"
+    GATHER = "GATHER"
 
 
 @dataclass
@@ -192,6 +206,54 @@ class TransposeAttrs:
 
 
 @dataclass(frozen=True)
+class BlockAttrs:
+    """DEPTH_TO_SPACE and SPACE_TO_DEPTH."""
+
+    block: int
+
+
+@dataclass(frozen=True)
+class LeakyReluAttrs:
+    alpha: float  # as stored (float32)
+
+
+@dataclass(frozen=True)
+class ConcatAttrs:
+    axis: int  # resolved to 0..rank-1
+    activation: Activation
+
+
+@dataclass(frozen=True)
+class ResizeAttrs:
+    """RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR (the output size is the output's H, W)."""
+
+    align_corners: bool
+    half_pixel_centers: bool
+
+
+@dataclass(frozen=True)
+class StridedSliceAttrs:
+    begin_mask: int
+    end_mask: int
+    ellipsis_mask: int
+    new_axis_mask: int
+    shrink_axis_mask: int
+    offset: bool
+
+
+@dataclass(frozen=True)
+class PackAttrs:
+    axis: int
+    values_count: int
+
+
+@dataclass(frozen=True)
+class GatherAttrs:
+    axis: int
+    batch_dims: int
+
+
+@dataclass(frozen=True)
 class NoAttrs:
     """RESHAPE, LOGISTIC, QUANTIZE, DEQUANTIZE: everything needed is in the tensors."""
 
@@ -206,6 +268,13 @@ OpAttrs = Union[
     SoftmaxAttrs,
     PadAttrs,
     TransposeAttrs,
+    ConcatAttrs,
+    LeakyReluAttrs,
+    BlockAttrs,
+    ResizeAttrs,
+    StridedSliceAttrs,
+    PackAttrs,
+    GatherAttrs,
     NoAttrs,
 ]
 

@@ -10,6 +10,8 @@ import numpy as np
 
 from mcugen import quant
 from mcugen.errors import McugenError, UnsupportedError
+from mcugen.fold import fold_constants
+from mcugen.lower_ops import OpsLowering
 from mcugen.fusion import Chain, Stage, find_chains, window_of
 from mcugen.ir import DType, Graph, Operator, Tensor, op_macs
 from mcugen.passes import Buffers, Schedule, Step, build_schedule, fold_pads, schedule_buffers, tensor_buffer
@@ -175,7 +177,7 @@ def _activation_range(t: Tensor, act) -> tuple[int, int]:
     return quant.activation_range(act, t.quant.s, t.quant.zp, t.dtype)
 
 
-class _Lowerer:
+class _Lowerer(OpsLowering):
     def __init__(
         self,
         schedule: Schedule,
@@ -622,20 +624,39 @@ class _Lowerer:
     def lower_mean(self, op):
         x = self.g.op_inputs(op)[0]
         o = self.g.t(op.outputs[0])
-        mp = quant.mean_params(x.quant.s, o.quant.s, x.shape[1] * x.shape[2])
+        axes = op.attrs.axes
+        count = int(np.prod([x.shape[d] for d in axes])) if axes else 1
+        mp = quant.mean_params(x.quant.s, o.quant.s, count)
+        self._detail = f"axes {list(axes)} keep_dims {op.attrs.keep_dims}"
+        if len(x.shape) == 4 and tuple(axes) == (1, 2):
+            params = [
+                ParamValue("batches", x.shape[0]),
+                ParamValue("in_h", x.shape[1]),
+                ParamValue("in_w", x.shape[2]),
+                ParamValue("channels", x.shape[3]),
+                ParamValue("input_zero_point", x.quant.zp),
+                ParamValue("output_zero_point", o.quant.zp),
+                ParamValue("multiplier", mp.multiplier),
+                ParamValue("shift", mp.shift),
+            ]
+            return self.make(
+                op, "mcugen_mean_hw_s8", "mean", "mcugen_mean_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
+            )
+        # Any other axes: the generic reduction over a 6-D view (leading axes of size 1).
+        shape = (1,) * (6 - len(x.shape)) + tuple(x.shape)
+        lead = 6 - len(x.shape)
         params = [
-            ParamValue("batches", x.shape[0]),
-            ParamValue("in_h", x.shape[1]),
-            ParamValue("in_w", x.shape[2]),
-            ParamValue("channels", x.shape[3]),
+            ParamValue("in_shape", shape, "ints"),
+            ParamValue("reduce", tuple(1 if d - lead in axes else 0 for d in range(6)), "ints"),
+            ParamValue("count", count),
             ParamValue("input_zero_point", x.quant.zp),
             ParamValue("output_zero_point", o.quant.zp),
             ParamValue("multiplier", mp.multiplier),
             ParamValue("shift", mp.shift),
         ]
-        self._detail = f"axes {list(op.attrs.axes)} keep_dims {op.attrs.keep_dims}"
         return self.make(
-            op, "mcugen_mean_hw_s8", "mean", "mcugen_mean_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
+            op, "mcugen_reduce_s8", "reduce", "mcugen_reduce_params_t", params,
+            [ParamsArg(), self.arena(x, True), self.arena(o, False)],
         )
 
     def lower_softmax(self, op):
@@ -740,6 +761,10 @@ class _Lowerer:
                 op, "mcugen_quantize_f32", "quantize", "mcugen_quantize_params_t", params,
                 [ParamsArg(), self.arena(x, True), self.arena(o, False), out_u],
             )
+        if x.dtype is not o.dtype and x.quant.s == o.quant.s and o.quant.zp == x.quant.zp + (-128 if o.dtype is DType.INT8 else 128):
+            # uint8 <-> int8 with scale ratio exactly 1: requantizing is x -/+ 128, i.e. x XOR 0x80.
+            self._detail = f"{x.dtype.value} -> {o.dtype.value}, same scale, zero points {x.quant.zp} -> {o.quant.zp}: XOR 0x80"
+            return self.make(op, "mcugen_flip_sign_8", "quantize", None, [], [self.arena(x, True), self.arena(o, False), SizeArg("size", x.size)])
         m, s = quant.requantize_params(x.quant.s, o.quant.s)
         params = [
             ParamValue("size", x.size),
@@ -893,6 +918,7 @@ def lower(
         raise McugenError(f"strategy {strategy!r} is not supported; choose one of {', '.join(STRATEGIES)}")
     if fusion not in ("auto", "all"):
         raise McugenError(f"fusion {fusion!r} is not supported; choose auto or all")
+    graph = fold_constants(graph)
     check_graph(graph)
     folded, pads = fold_pads(graph)
     candidates = find_chains(folded, pads) if strategy == "fused" else []

@@ -615,3 +615,80 @@ def logistic_lut_tflite(
     quantized = (rescaled + np.float32(output_zp)).astype(np.float64)
     as_int = np.trunc(quantized).astype(np.int64)
     return np.clip(as_int, qmin, qmax).astype(dtype.numpy)
+
+
+# ---- RESIZE coordinates (computed at generation time; the kernels only gather) ------------
+
+
+def nearest_neighbor_indices(out_size: int, in_size: int, align_corners: bool, half_pixel_centers: bool) -> np.ndarray:
+    """Input index of every output index, as TFLite's GetNearestNeighbor (float32 arithmetic:
+    scale = in/out, or (in-1)/(out-1) with align_corners; floor, or round half away from zero
+    with align_corners; clamped to [0, in-1] with half-pixel centres, to in-1 otherwise)."""
+    f = np.float32
+    if align_corners and out_size > 1:
+        scale = f(in_size - 1) / f(out_size - 1)
+    else:
+        scale = f(in_size) / f(out_size)
+    offset = f(0.5) if half_pixel_centers else f(0.0)
+    pos = (np.arange(out_size).astype(np.float32) + offset) * scale
+    pos = pos.astype(np.float32)
+    if align_corners:
+        idx = np.where(pos >= 0, np.floor(pos + f(0.5)), np.ceil(pos - f(0.5)))  # std::round
+    else:
+        idx = np.floor(pos)
+    idx = np.minimum(idx.astype(np.int64), in_size - 1)
+    if half_pixel_centers:
+        idx = np.maximum(idx, 0)
+    return idx
+
+
+def bilinear_coordinates(out_size: int, in_size: int, align_corners: bool, half_pixel_centers: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower, upper, frac) per output index, as TFLite's ResizeBilinearInteger (10-bit fixed
+    point): scale_10 = round-half-up((1 << 10) * in / out) (in-1, out-1 with align_corners);
+    scaled = i * scale_10 (+ scale_10 / 2 - 512 with half-pixel centres); lower =
+    max(scaled / 1024, 0), upper = min(ceil(scaled / 1024), in - 1), frac = scaled - 1024 * lower
+    (C division; `frac` may be negative near the top edge with half-pixel centres)."""
+
+    def cdiv(a, b):
+        return np.where(a >= 0, a // b, -((-a) // b))
+
+    if align_corners and out_size > 1:
+        scale_10 = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    else:
+        scale_10 = ((1 << 10) * in_size + out_size // 2) // out_size
+    i = np.arange(out_size, dtype=np.int64)
+    scaled = i * scale_10 + (scale_10 // 2 - (1 << 9) if half_pixel_centers else 0)
+    lower = np.maximum(cdiv(scaled, 1 << 10), 0)
+    upper = np.minimum(cdiv(scaled + (1 << 10) - 1, 1 << 10), in_size - 1)
+    return lower, upper, scaled - (1 << 10) * lower
+
+
+# ---- element-wise activations as their own operators (int8 -> int8, computed per input value) ----
+
+
+def relu_x_int8(x: np.ndarray, in_scale: float, in_zp: int, out_scale: float, out_zp: int,
+                act_min: float, act_max: float) -> np.ndarray:
+    """TFLite's quantized RELU / RELU6 / RELU_N1_TO_1 (ReluPrepare + QuantizedReluX): the
+    multiplier from float(in_scale / out_scale) (a float32 division), the bounds
+    zp_out + roundf(bound / out_scale) limited to int8 (no upper bound for RELU):
+    out = clamp(zp_out + MBQM(x - zp_in, m, s), lo, hi)."""
+    f = np.float32
+    mult, shift = quantize_multiplier(float(f(in_scale) / f(out_scale)))
+    lo = max(-128, out_zp + int(round_half_away_from_zero(f(act_min) / f(out_scale))))
+    hi = 127 if math.isinf(act_max) else min(127, out_zp + int(round_half_away_from_zero(f(act_max) / f(out_scale))))
+    v = np.asarray(x, dtype=np.int64) - in_zp
+    out = out_zp + np.asarray(multiply_by_quantized_multiplier(v, mult, shift), dtype=np.int64)
+    return np.minimum(np.maximum(out, lo), hi).astype(np.int8)
+
+
+def leaky_relu_int8(x: np.ndarray, in_scale: float, in_zp: int, out_scale: float, out_zp: int, alpha: float) -> np.ndarray:
+    """TFLite's QuantizeLeakyRelu: identity multiplier float(in/out), alpha multiplier
+    float(in * alpha / out) (float32 arithmetic, then QuantizeMultiplier in double); a
+    non-negative x - zp_in takes the identity one, a negative one alpha's; clamped to int8."""
+    f = np.float32
+    m_id, s_id = quantize_multiplier(float(f(in_scale) / f(out_scale)))
+    m_a, s_a = quantize_multiplier(float(f(f(in_scale) * f(alpha)) / f(out_scale)))
+    v = np.asarray(x, dtype=np.int64) - in_zp
+    pos = np.asarray(multiply_by_quantized_multiplier(v, m_id, s_id), dtype=np.int64)
+    neg = np.asarray(multiply_by_quantized_multiplier(v, m_a, s_a), dtype=np.int64)
+    return np.clip(out_zp + np.where(v >= 0, pos, neg), -128, 127).astype(np.int8)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from mcugen.errors import UnsupportedError
+from mcugen.errors import UnsupportedError, UnsupportedOpsError
 from mcugen.ir import Activation, DType, Graph, Operator, OpType, Padding, Tensor
 
 INT8_ONLY = (DType.INT8,)
@@ -102,7 +103,10 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.MUL: 2,
         OpType.MEAN: 2,
         OpType.PAD: 2,
+        OpType.PADV2: 3,
         OpType.TRANSPOSE: 2,
+        OpType.RESIZE_NEAREST_NEIGHBOR: 2,
+        OpType.RESIZE_BILINEAR: 2,
     }.get(op.op, 1)
     have = sum(1 for i in op.inputs[:need] if i >= 0)
     if have < need or len(op.outputs) != 1:
@@ -324,15 +328,35 @@ def c_pool(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_mean(g: Graph, op: Operator) -> Optional[str]:
-    """MEAN: a 4-D int8 input reduced over the spatial axes (1, 2), with or without keep_dims"""
+    """MEAN: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
-    if len(x.shape) != 4 or op.attrs.axes != (1, 2):
-        return f"reduces axes {list(op.attrs.axes)} of shape {list(x.shape)}"
-    exp = (x.shape[0], 1, 1, x.shape[3]) if op.attrs.keep_dims else (x.shape[0], x.shape[3])
+    if len(x.shape) > 6:
+        return f"has rank {len(x.shape)}"
+    axes = set(op.attrs.axes)
+    if op.attrs.keep_dims:
+        exp = tuple(1 if d in axes else n for d, n in enumerate(x.shape))
+    else:
+        exp = tuple(n for d, n in enumerate(x.shape) if d not in axes)
     if tuple(o.shape) != exp:
         return f"has output shape {list(o.shape)} where {list(exp)} is expected"
+    count = 1
+    for d in axes:
+        count *= x.shape[d]
+    if count >= 2**23:
+        return f"reduces {count} elements into each output; at most 2^23 keep the int32 sum exact"
     return None
+
+
+RECURRENT = ("recurrent models are not supported: none of the 20 published MCU models mcugen is tested on "
+             "(MLPerf Tiny, TFLite Micro's examples, TinyEngine, TinyMaix) uses a recurrent operator")
+# Operators mcugen recognises and refuses on purpose, with the reason (listed in the README).
+REFUSED_OPS: dict[str, str] = {
+    "SUM": "tflite-runtime's reference kernel and TFLite Micro compute int8 SUM differently (by up to 201 steps "
+           "on TensorFlow-converted test models), so there is no exact result to match",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": RECURRENT,
+    "SVDF": RECURRENT,
+}
 
 
 def c_softmax_logistic(g: Graph, op: Operator) -> Optional[str]:
@@ -381,7 +405,7 @@ def c_reshape(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_pad(g: Graph, op: Operator) -> Optional[str]:
-    """PAD: rank <= 4, constant paddings, output shape = input shape + paddings"""
+    """PAD/PADV2: rank <= 4, constant paddings, output shape = input shape + paddings"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
     if len(x.shape) > 4:
@@ -432,6 +456,92 @@ def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
+def c_unary_same_shape(g: Graph, op: Operator) -> Optional[str]:
+    """RELU/RELU_N1_TO_1/LEAKY_RELU: per-tensor quantization, output shape = input shape (run as a 256-entry table)"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if tuple(x.shape) != tuple(o.shape):
+        return f"maps shape {list(x.shape)} to {list(o.shape)}"
+    if x.quant.per_channel or o.quant.per_channel:
+        return "has per-channel quantization"
+    return None
+
+
+def c_padv2_value(g: Graph, op: Operator) -> Optional[str]:
+    """PADV2: the padding value is a constant int8 scalar (one element)"""
+    v = _ins(g, op)[2]
+    if not v.is_const or v.dtype is not DType.INT8 or v.size != 1:
+        return f"pads with tensor {v.index} ({v.dtype.value}, {v.size} elements, {'constant' if v.is_const else 'computed'})"
+    return None
+
+
+def c_depth_space(g: Graph, op: Operator) -> Optional[str]:
+    """DEPTH_TO_SPACE/SPACE_TO_DEPTH: block >= 1, the same quantization in and out, output shape as TFLite computes it"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    b = op.attrs.block
+    n, h, w, c = x.shape
+    if op.op is OpType.DEPTH_TO_SPACE:
+        exp = (n, h * b, w * b, c // (b * b)) if c % (b * b) == 0 else None
+    else:
+        exp = (n, h // b, w // b, c * b * b) if h % b == 0 and w % b == 0 else None
+    if exp is None or tuple(o.shape) != exp:
+        return f"maps {list(x.shape)} to {list(o.shape)} with block {b}"
+    if x.quant.s != o.quant.s or x.quant.zp != o.quant.zp:
+        return "rescales (input and output quantization differ)"
+    return None
+
+
+def c_concat(g: Graph, op: Operator) -> Optional[str]:
+    """CONCATENATION: 1 to 64 int8 activation inputs of rank <= 6 and the output with the same quantization (TFLite's int8 kernel does not rescale), shapes equal except along the axis, no fused activation"""
+    ins = _ins(g, op)
+    o = g.t(op.outputs[0])
+    if not 1 <= len(ins) <= 64 or any(t is None for t in ins):
+        return f"has {len(ins)} inputs"
+    axis = op.attrs.axis
+    if op.attrs.activation is not Activation.NONE:
+        return f"has fused activation {op.attrs.activation.value}"
+    for t in ins:
+        if t.is_const:
+            return f"reads constant tensor {t.index}"
+        if t.dtype is not DType.INT8 or t.quant is None:
+            return f"input tensor {t.index} is {t.dtype.value}"
+        if t.quant.s != o.quant.s or t.quant.zp != o.quant.zp:
+            return f"input tensor {t.index} has scale {t.quant.s} and zero point {t.quant.zp}, the output {o.quant.s} and {o.quant.zp}"
+        if len(t.shape) != len(o.shape) or len(t.shape) > 6 or any(
+            a != b for d, (a, b) in enumerate(zip(t.shape, o.shape)) if d != axis
+        ):
+            return f"input tensor {t.index} has shape {list(t.shape)} for output {list(o.shape)} along axis {axis}"
+    if sum(t.shape[axis] for t in ins) != o.shape[axis]:
+        return f"inputs add up to {sum(t.shape[axis] for t in ins)} along axis {axis}, the output has {o.shape[axis]}"
+    return None
+
+
+def c_resize(g: Graph, op: Operator) -> Optional[str]:
+    """RESIZE_NEAREST_NEIGHBOR/RESIZE_BILINEAR: 4-D int8, a constant int32 size [2] equal to the output's H, W, same batch, channels and quantization in and out, not both align_corners and half_pixel_centers"""
+    x = _ins(g, op)[0]
+    size = _ins(g, op)[1]
+    o = g.t(op.outputs[0])
+    if size is None or not size.is_const or size.dtype is not DType.INT32 or size.size != 2:
+        return "has a size input that is not a constant int32 pair"
+    hw = [int(v) for v in np.asarray(size.data).reshape(-1)]
+    if tuple(hw) != tuple(o.shape[1:3]) or o.shape[0] != x.shape[0] or o.shape[3] != x.shape[3]:
+        return f"resizes {list(x.shape)} to {list(o.shape)} with size {hw}"
+    if op.attrs.align_corners and op.attrs.half_pixel_centers:
+        return "sets both align_corners and half_pixel_centers (TFLite refuses this)"
+    if x.quant.s != o.quant.s or x.quant.zp != o.quant.zp:
+        return "rescales (input and output quantization differ)"
+    if max(o.shape[1:3]) * 1024 >= 2**31 or max(x.shape[1:3]) * 1024 >= 2**31:
+        return "is too large for the kernels' 10-bit fixed-point coordinates"
+    return None
+
+
+def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
+    """only on constant or shape-only inputs: evaluated at generation time (mcugen.fold), never run"""
+    data = [t.index for t in _ins(g, op) if t is not None and not t.is_const]
+    return f"depends on run-time data (tensor {data[0]})" if data else "could not be evaluated at generation time"
+
+
 CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_conv],
     OpType.DEPTHWISE_CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_depthwise],
@@ -448,15 +558,131 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.TRANSPOSE: [c_arity, c_transpose],
     OpType.QUANTIZE: [c_arity, c_quantize],
     OpType.DEQUANTIZE: [c_arity, c_dequantize],
+    OpType.CONCATENATION: [c_concat],
+    OpType.PADV2: [c_arity, c_int8_io, c_pad, c_padv2_value],
+    OpType.DEPTH_TO_SPACE: [c_arity, c_int8_io, c_rank4, c_depth_space],
+    OpType.SPACE_TO_DEPTH: [c_arity, c_int8_io, c_rank4, c_depth_space],
+    OpType.RELU: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
+    OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],
+    OpType.SHAPE: [c_folded_only],
+    OpType.STRIDED_SLICE: [c_folded_only],
+    OpType.PACK: [c_folded_only],
+    OpType.GATHER: [c_folded_only],
 }
 
 GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.FLOAT32)
 CONST_OPERAND_OPS = (OpType.ADD, OpType.MUL)  # the ops whose lowering takes constant operands
 
 
-def check_graph(g: Graph) -> None:
-    """Raise UnsupportedError (one line) for the first thing mcugen cannot generate."""
+@dataclass(frozen=True)
+class Blocker:
+    """One thing mcugen cannot generate: where (an operator index, or None for the graph),
+    the operator's name, what was seen, and the rule it breaks."""
+
+    op_index: Optional[int]
+    op_name: str
+    detail: str
+    rule: str
+
+
+def _op_blocker(g: Graph, op: Operator) -> Optional[Blocker]:
+    if op.op is None:
+        name = getattr(op, "unknown_name", "?")
+        if name in REFUSED_OPS:
+            return Blocker(op.index, name, "is refused", REFUSED_OPS[name])
+        return Blocker(op.index, name, "", "is not supported")
+    empty = [t for t in (*_ins(g, op), *g.op_outputs(op)) if t is not None and t.size == 0]
+    if empty:
+        return Blocker(op.index, op.op.value, f"uses tensor {empty[0].index} of shape {list(empty[0].shape)}",
+                       "every tensor an operator reads or writes must have at least one element")
+    for c in CONSTRAINTS[op.op]:
+        if c not in TYPE_CONSTRAINTS:
+            zero = [t for t in (*_ins(g, op), *g.op_outputs(op))
+                    if t is not None and t.quant is not None and np.any(t.quant.scale == 0)]
+            if zero:
+                return Blocker(op.index, op.op.value, f"uses tensor {zero[0].index} with quantization scale 0",
+                               "quantized tensors need a positive scale")
+        detail = c(g, op)
+        if detail:
+            return Blocker(op.index, op.op.value, detail, c.__doc__)
+    x = g.op_inputs(op)[0]
+    if op.op not in CONST_OPERAND_OPS and x is not None and x.is_const:
+        return Blocker(op.index, op.op.value, f"reads constant tensor {x.index} as its data input",
+                       "only ADD and MUL take a constant operand")
+    return None
+
+
+TYPE_CONSTRAINTS = (c_arity, c_int8_io, c_int8_second_input, c_rank4)  # checked before any scale is used
+
+
+def find_blockers(g: Graph) -> list[Blocker]:
+    """Every operator (its first failing rule) and every graph property mcugen cannot generate."""
+    blockers = [b for b in (_op_blocker(g, op) for op in g.operators) if b is not None]
+    total = sum(t.nbytes for t in g.activation_tensors())
+    if total > INT32_MAX:
+        blockers.append(Blocker(None, "graph", f"the activation tensors total {total} bytes, more than 2^31-1",
+                                "the generated C addresses its arena with 32-bit offsets"))
+    for kind, idxs in (("input", g.inputs), ("output", g.outputs)):
+        for i in idxs:
+            t = g.t(i)
+            if t.dtype not in GRAPH_IO_TYPES:
+                blockers.append(Blocker(None, "graph", f"graph {kind} tensor {i} is {t.dtype.value}",
+                                        "supported: int8, uint8, float32"))
+            elif t.is_const:
+                blockers.append(Blocker(None, "graph", f"graph {kind} tensor {i} is a constant", "it must be computed"))
+    return blockers
+
+
+def _one_line(name: str, b: Blocker, supported: str) -> str:
+    if b.op_index is None:
+        return f"{name}: {b.detail}; {b.rule}"
+    if b.rule == "is not supported":
+        return f"{name}: operator {b.op_index} ({b.op_name}) is not supported; supported ops: {supported}"
+    return f"{name}: operator {b.op_index} ({b.op_name}) {b.detail}; {b.rule}"
+
+
+MAX_DETAILS = 3  # distinct details shown per group
+
+
+def blocker_lines(name: str, blockers: list[Blocker]) -> list[str]:
+    """The message for these blockers: the old one-line form for one blocker; else a summary
+    line, then one line per group (same operator type and rule) listing its operator indices
+    and up to MAX_DETAILS distinct details, then the supported ops if an unknown op appeared."""
     supported = ", ".join(t.value for t in CONSTRAINTS)
+    if len(blockers) == 1:
+        return [_one_line(name, blockers[0], supported)]
+    groups: dict[tuple[str, str], list[Blocker]] = {}
+    for b in blockers:
+        groups.setdefault((b.op_name, b.rule), []).append(b)
+    n_groups = f"{len(groups)} group" + ("s" if len(groups) > 1 else "")
+    lines = [f"{name}: {len(blockers)} operators or properties mcugen cannot generate, in {n_groups}:"]
+    unknown = False
+    for (op_name, rule), bs in groups.items():
+        if bs[0].op_index is None:
+            lines.append("- " + "; ".join(b.detail for b in bs) + f"; {rule}")
+            continue
+        idx = ", ".join(str(b.op_index) for b in bs)
+        where = f"operator {idx}" if len(bs) == 1 else f"{len(bs)} operators {idx}"
+        if rule == "is not supported":
+            unknown = True
+            lines.append(f"- {where} ({op_name}): not supported")
+            continue
+        details = list(dict.fromkeys(b.detail for b in bs))
+        shown = "; ".join(details[:MAX_DETAILS])
+        if len(details) > MAX_DETAILS:
+            shown += f" (and {len(details) - MAX_DETAILS} more variants)"
+        lines.append(f"- {where} ({op_name}): {shown}; rule: {rule}")
+    if unknown:
+        lines.append(f"- supported ops: {supported}")
+    return lines
+
+
+def check_graph(g: Graph) -> None:
+    """Raise UnsupportedError naming every blocker at once (one line per group; one line in all
+    for a single blocker). A float model is named as such in one line."""
     if not g.operators:
         raise UnsupportedError(f"{g.name}: the model has no operators")
     float_ops = [
@@ -468,40 +694,26 @@ def check_graph(g: Graph) -> None:
     if float_ops and len(float_ops) * 2 >= len(g.operators):
         op = float_ops[0]
         name = op.op.value if op.op else getattr(op, "unknown_name", "?")
+        weights = [t for o in float_ops for t in g.op_inputs(o)
+                   if t is not None and t.is_const and t.dtype in (DType.INT8, DType.UINT8)]
+        if weights:
+            raise UnsupportedError(
+                f"{g.name}: operator {op.index} ({name}) computes in float32 with int8 weights (tensor {weights[0].index}): "
+                "this is a dynamic-range quantized model (int8 weights, float activations); mcugen needs a "
+                "full-integer int8 model (post-training quantization with a representative dataset and "
+                "TFLITE_BUILTINS_INT8)"
+            )
         raise UnsupportedError(
             f"{g.name}: operator {op.index} ({name}) computes in float32: this is a float model; "
             "mcugen needs a full-integer int8 model (quantize it with post-training int8 quantization)"
         )
-    for op in g.operators:
-        if op.op is None:
-            raise UnsupportedError(
-                f"{g.name}: operator {op.index} ({getattr(op, 'unknown_name', '?')}) is not supported; supported ops: {supported}"
-            )
-        for c in CONSTRAINTS[op.op]:
-            detail = c(g, op)
-            if detail:
-                raise UnsupportedError(f"{g.name}: operator {op.index} ({op.op.value}) {detail}; {c.__doc__}")
-        x = g.op_inputs(op)[0]
-        if op.op not in CONST_OPERAND_OPS and x is not None and x.is_const:
-            raise UnsupportedError(
-                f"{g.name}: operator {op.index} ({op.op.value}) reads constant tensor {x.index} as its data input; "
-                "only ADD and MUL take a constant operand"
-            )
-    total = sum(t.nbytes for t in g.activation_tensors())
-    if total > INT32_MAX:
-        raise UnsupportedError(
-            f"{g.name}: the activation tensors total {total} bytes, more than 2^31-1; "
-            "the generated C addresses its arena with 32-bit offsets"
-        )
-    for kind, idxs in (("input", g.inputs), ("output", g.outputs)):
-        for i in idxs:
-            t = g.t(i)
-            if t.dtype not in GRAPH_IO_TYPES:
-                raise UnsupportedError(
-                    f"{g.name}: graph {kind} tensor {i} is {t.dtype.value}; supported: int8, uint8, float32"
-                )
-            if t.is_const:
-                raise UnsupportedError(f"{g.name}: graph {kind} tensor {i} is a constant")
+    blockers = find_blockers(g)
+    if not blockers:
+        return
+    lines = blocker_lines(g.name, blockers)
+    if len(lines) == 1:
+        raise UnsupportedError(lines[0])
+    raise UnsupportedOpsError(lines)
 
 
 def supported_ops_markdown() -> str:
@@ -510,4 +722,6 @@ def supported_ops_markdown() -> str:
     for optype, cs in CONSTRAINTS.items():
         rules = "; ".join(c.__doc__.strip() for c in cs)
         lines.append(f"| {optype.value} | {rules} |")
+    for name, why in REFUSED_OPS.items():
+        lines.append(f"| {name} | refused: {why} |")
     return "\n".join(lines)

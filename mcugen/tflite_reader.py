@@ -13,21 +13,28 @@ import numpy as np
 from mcugen.errors import McugenError, ModelError, UnsupportedError
 from mcugen.ir import (
     Activation,
+    BlockAttrs,
+    ConcatAttrs,
     Conv2DAttrs,
     DepthwiseConv2DAttrs,
     DType,
     ElementwiseAttrs,
     FullyConnectedAttrs,
+    GatherAttrs,
     Graph,
+    LeakyReluAttrs,
     MeanAttrs,
     NoAttrs,
     Operator,
     OpType,
+    PackAttrs,
     PadAttrs,
     Padding,
     Pool2DAttrs,
     Quant,
+    ResizeAttrs,
     SoftmaxAttrs,
+    StridedSliceAttrs,
     Tensor,
     TransposeAttrs,
 )
@@ -212,7 +219,9 @@ class _Verifier:
         self.check(start % 4 == 0 and start + 4 <= self.n, f"{what}: vector header out of bounds")
         count = self.u32(start)
         self.check(start + 4 + count * elem <= self.n, f"{what}: {count} elements run past the end of the file")
-        self.check((start + 4) % min(max(align, 1), 8) == 0 or count == 0, f"{what}: misaligned vector")
+        # At most 4-byte alignment is required: tflite-runtime and TFLite Micro read an int64
+        # vector (a zero-point list) whose elements start at 4 mod 8, which real models contain.
+        self.check((start + 4) % min(max(align, 1), 4) == 0 or count == 0, f"{what}: misaligned vector")
         return start + 4, count
 
     def table(self, pos: int, cls: Optional[str], what: str, depth: int) -> None:
@@ -370,8 +379,8 @@ class _Reader:
             raise self.fail(
                 f"{label} has a dynamic shape {list(shape)}; only static shapes are supported (fix the batch size before converting)"
             )
-        if any(d <= 0 for d in shape):
-            raise self.fail(f"{label} has shape {list(shape)}; every dimension must be positive")
+        # A dimension of 0 is legal TFLite (an LSTM's unused intermediates have shape [0]); the
+        # support check refuses an operator mcugen would run on such a tensor.
         n = 1
         for d in shape:
             n *= d
@@ -423,7 +432,10 @@ class _Reader:
         scale = q.ScaleAsNumpy().astype(np.float32)
         zp = q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(0, np.int64)
         axis = int(q.QuantizedDimension())
-        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        # A scale of 0 on a tensor that is not 8-bit is left to the support check (a 16x8 model's
+        # int16/int64 constants have one; the real reason to refuse is the int16 activations).
+        ok = np.isfinite(scale) & ((scale > 0) | ((scale == 0) & (dtype not in (DType.INT8, DType.UINT8))))
+        if not np.all(ok):
             bad = scale[~(np.isfinite(scale) & (scale > 0))][0]
             raise self.fail(f"{label} has quantization scale {bad}; scales must be finite and positive")
         if zp.size != scale.size:  # as TFLite requires (TFLite Micro does not check, and misreads)
@@ -578,7 +590,11 @@ class _Reader:
                 if a not in axes:
                     axes.append(a)
             return MeanAttrs(axes=tuple(sorted(axes)), keep_dims=bool(opt.KeepDims()) if opt else False)
-        if optype is OpType.PAD:
+        if optype in (OpType.DEPTH_TO_SPACE, OpType.SPACE_TO_DEPTH):
+            cls = tfl.DepthToSpaceOptions if optype is OpType.DEPTH_TO_SPACE else tfl.SpaceToDepthOptions
+            opt = self._options(o, cls, label)
+            return BlockAttrs(block=positive(opt.BlockSize() if opt else 0, "block size"))
+        if optype in (OpType.PAD, OpType.PADV2):
             p = np.asarray(self.const_input(ins, 1, tensors, label, "paddings")).astype(np.int64)
             rank = len(self.input_tensor(ins, 0, tensors, label).shape)
             if p.shape != (rank, 2):
@@ -592,6 +608,39 @@ class _Reader:
             if sorted(perm) != list(range(rank)):
                 raise self.fail(f"{label} has perm {perm}; expected a permutation of 0..{rank - 1}")
             return TransposeAttrs(perm=tuple(perm))
+        if optype is OpType.LEAKY_RELU:
+            opt = self._options(o, tfl.LeakyReluOptions, label)
+            alpha = float(np.float32(opt.Alpha())) if opt else 0.0
+            if not math.isfinite(alpha):
+                raise self.fail(f"{label} has alpha {alpha}; it must be finite")
+            return LeakyReluAttrs(alpha=alpha)
+        if optype is OpType.CONCATENATION:
+            opt = self._options(o, tfl.ConcatenationOptions, label)
+            rank = len(self.input_tensor(ins, 0, tensors, label).shape)
+            axis = int(opt.Axis()) if opt else 0
+            if not -rank <= axis < max(rank, 1):
+                raise self.fail(f"{label} concatenates along axis {axis} of a rank-{rank} tensor")
+            return ConcatAttrs(axis=axis % max(rank, 1), activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE)
+        if optype in (OpType.RESIZE_NEAREST_NEIGHBOR, OpType.RESIZE_BILINEAR):
+            cls = tfl.ResizeNearestNeighborOptions if optype is OpType.RESIZE_NEAREST_NEIGHBOR else tfl.ResizeBilinearOptions
+            opt = self._options(o, cls, label)
+            if opt is None:
+                return ResizeAttrs(False, False)
+            return ResizeAttrs(bool(opt.AlignCorners()), bool(opt.HalfPixelCenters()))
+        if optype is OpType.STRIDED_SLICE:
+            opt = self._options(o, tfl.StridedSliceOptions, label)
+            if opt is None:
+                return StridedSliceAttrs(0, 0, 0, 0, 0, False)
+            return StridedSliceAttrs(
+                int(opt.BeginMask()), int(opt.EndMask()), int(opt.EllipsisMask()), int(opt.NewAxisMask()),
+                int(opt.ShrinkAxisMask()), bool(opt.Offset()),
+            )
+        if optype is OpType.PACK:
+            opt = self._options(o, tfl.PackOptions, label)
+            return PackAttrs(axis=int(opt.Axis()) if opt else 0, values_count=int(opt.ValuesCount()) if opt else len(ins))
+        if optype is OpType.GATHER:
+            opt = self._options(o, tfl.GatherOptions, label)
+            return GatherAttrs(axis=int(opt.Axis()) if opt else 0, batch_dims=int(opt.BatchDims()) if opt else 0)
         return NoAttrs()
 
     def input_tensor(self, ins, k, tensors, label) -> Tensor:

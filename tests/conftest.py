@@ -35,6 +35,7 @@ class OpModelEntry:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     oracles: tuple[str, ...]  # oracles that loaded it when it was generated
+    refused: bool = False  # a model mcugen must refuse (16x8, dynamic-range): not run by the oracles
 
     @property
     def name(self) -> str:
@@ -59,6 +60,7 @@ def load_op_models() -> list[OpModelEntry]:
             inputs=_tensor_infos(m["inputs"]),
             outputs=_tensor_infos(m["outputs"]),
             oracles=tuple(m["oracles"]),
+            refused=bool(m.get("refused", False)),
         )
         for m in index["models"]
     ]

@@ -27,3 +27,16 @@ def real_models() -> list[str]:
     if not SHARED_REAL.is_dir():
         return []
     return sorted(p.name for p in SHARED_REAL.glob("*.tflite"))
+
+
+def third_party_model(name: str) -> Path:
+    """A third-party model from the folder named by $MCUGEN_THIRD_PARTY_MODELS (never committed)."""
+    import os
+
+    folder = os.environ.get("MCUGEN_THIRD_PARTY_MODELS")
+    if not folder:
+        pytest.skip("MCUGEN_THIRD_PARTY_MODELS is unset: no folder of third-party models (TinyEngine, TinyMaix) to test")
+    path = Path(folder) / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent from $MCUGEN_THIRD_PARTY_MODELS")
+    return path

@@ -65,6 +65,12 @@ def test_op_model_file_matches_index(op_model):
 
 def test_op_model_oracles_agree(op_model):
     """tflite-runtime (reference kernels) and TFLite Micro give identical outputs on 3 random inputs."""
+    if op_model.refused:
+        pytest.skip(f"{op_model.name} is a model mcugen refuses (its message is tested in test_ops_c.py)")
+    if len(op_model.oracles) == 1:
+        # one interpreter lacks the kernel (TFLite Micro: RELU_N1_TO_1, GATHER on int32;
+        # tflite-runtime 2.14: DEPTH_TO_SPACE's int8 version): the other is the oracle
+        pytest.skip(f"{op_model.name}: only {op_model.oracles[0]} loads it")
     oracles = oracles_for(op_model.path)
     assert [o.name for o in oracles] == ["tflite-runtime-ref", "tflite-micro"]
     assert tuple(o.name for o in oracles) == op_model.oracles

@@ -76,6 +76,8 @@ class OpModel:
     per_tensor: bool = False  # ask the converter for per-tensor weights everywhere
     patch: Callable[[bytes], bytes] | None = None  # edit applied to the converted flatbuffer
     note: str = ""
+    dynamic_batch: bool = False  # the function's batch dimension is None (shape arithmetic stays in the graph)
+    quantization: str = "int8"  # "int8" (full integer), "16x8" (int16 activations) or "dynamic" (int8 weights only)
 
 
 # --------------------------------------------------------------------------- weights
@@ -197,6 +199,142 @@ def mean(axes: tuple[int, ...], keepdims: bool) -> Builder:
         import tensorflow as tf
 
         return lambda x: tf.reduce_mean(x, axis=list(axes), keepdims=keepdims)
+
+    return build
+
+
+def reduce_sum(axes: tuple[int, ...], keepdims: bool) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda x: tf.reduce_sum(x, axis=list(axes), keepdims=keepdims)
+
+    return build
+
+
+def transpose_then_means(perm: tuple[int, ...], axes: tuple[int, ...]) -> Builder:
+    """TinyEngine's pattern: TRANSPOSE (e.g. to NCHW), then MEAN over one axis at a time."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        def f(x):
+            y = tf.transpose(x, perm)
+            for a in axes:
+                y = tf.reduce_mean(y, axis=[a], keepdims=False)
+            return y
+
+        return f
+
+    return build
+
+
+def static_output_shape(shape: tuple[int, ...]) -> Callable[[bytes], bytes]:
+    """Write the static shape of the (dynamic-batch) graph output into the flatbuffer, as a model
+    exported with a fixed batch (TinyMaix's) has it; the converter leaves a [1, 1] placeholder."""
+
+    def patch(model_bytes: bytes) -> bytes:
+        import tflite
+
+        data = bytearray(model_bytes)
+        model = tflite.Model.GetRootAsModel(data, 0)
+        sg = model.Subgraphs(0)
+        t = sg.Tensors(int(sg.OutputsAsNumpy()[0]))
+        assert t.ShapeLength() == len(shape)
+        start = t._tab.Vector(t._tab.Offset(4))  # Tensor.shape is field 0
+        for j, d in enumerate(shape):
+            struct.pack_into("<i", data, start + 4 * j, d)
+        return bytes(data)
+
+    return patch
+
+
+def io_shapes(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> Callable[[bytes], bytes]:
+    """Rewrite the (static) shapes of graph input 0 and output 0, same ranks: how a TRANSPOSE of
+    only size-1 axes is made (TensorFlow's converter turns such a transpose into a RESHAPE)."""
+
+    def patch(model_bytes: bytes) -> bytes:
+        import tflite
+
+        data = bytearray(model_bytes)
+        sg = tflite.Model.GetRootAsModel(data, 0).Subgraphs(0)
+        for index, shape in ((int(sg.InputsAsNumpy()[0]), input_shape), (int(sg.OutputsAsNumpy()[0]), output_shape)):
+            t = sg.Tensors(index)
+            assert t.ShapeLength() == len(shape)
+            start = t._tab.Vector(t._tab.Offset(4))
+            for j, d in enumerate(shape):
+                struct.pack_into("<i", data, start + 4 * j, d)
+            if t._tab.Offset(16):  # shape_signature (field 6), when present
+                sig = t._tab.Vector(t._tab.Offset(16))
+                for j, d in enumerate(shape):
+                    struct.pack_into("<i", data, sig + 4 * j, d)
+        return bytes(data)
+
+    return patch
+
+
+def activation_op(kind: str) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return {
+            "relu": tf.nn.relu,
+            "relu_n1_to_1": lambda x: tf.clip_by_value(x, -1.0, 1.0),
+            "leaky_relu": lambda x: tf.nn.leaky_relu(x, alpha=0.2),
+        }[kind]
+
+    return build
+
+
+def depth_space(kind: str, block: int) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        fn = tf.nn.depth_to_space if kind == "d2s" else tf.nn.space_to_depth
+        return lambda x: fn(x, block)
+
+    return build
+
+
+def pad_value(paddings: tuple[tuple[int, int], ...], value: float) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda x: tf.pad(x, paddings, constant_values=value)
+
+    return build
+
+
+def concat(axis: int) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda *xs: tf.concat(list(xs), axis=axis)
+
+    return build
+
+
+def shape_reshape(gather: bool) -> Builder:
+    """Flatten with a run-time batch: SHAPE -> STRIDED_SLICE (or GATHER) -> PACK -> RESHAPE."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        def f(x):
+            n = tf.gather(tf.shape(x), 0) if gather else tf.shape(x)[0]
+            return tf.reshape(x, tf.stack([n, -1]))
+
+        return f
+
+    return build
+
+
+def resize(method: str, size: tuple[int, int], align_corners: bool, half_pixel_centers: bool) -> Builder:
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        fn = tf.compat.v1.image.resize_nearest_neighbor if method == "nearest" else tf.compat.v1.image.resize_bilinear
+        return lambda x: fn(x, size, align_corners=align_corners, half_pixel_centers=half_pixel_centers)
 
     return build
 
@@ -584,6 +722,23 @@ def _reduce_and_pool_models() -> list[OpModel]:
             {"keep_dims": False, "axes": [2]},
         ),
     ]
+    models += [
+        OpModel("mean_hc_keepdims", "MEAN", (InputSpec((1, 5, 7, 8)),), mean((1, 3), True), ("MEAN",),
+                {"keep_dims": True, "axes": [1, 3]}),
+        OpModel("mean_nhwc_all_nokeepdims", "MEAN", (InputSpec((2, 3, 4, 5)),), mean((0, 1, 2, 3), False), ("MEAN",),
+                {"keep_dims": False, "axes": [0, 1, 2, 3]}),
+        OpModel("mean_rank3_last", "MEAN", (InputSpec((1, 6, 10)),), mean((2,), False), ("MEAN",),
+                {"keep_dims": False, "axes": [2]}),
+        OpModel("transpose_nchw_mean_w_then_h", "MEAN", (InputSpec((1, 3, 5, 16)),), transpose_then_means((0, 3, 1, 2), (3, 2)),
+                ("TRANSPOSE", "MEAN", "MEAN"), {"keep_dims": False, "axes": [3]}),
+        OpModel("mean_h_then_w_se", "MEAN", (InputSpec((1, 6, 4, 12)),), transpose_then_means((0, 1, 2, 3), (2, 1)),
+                ("MEAN", "MEAN"), {"keep_dims": False, "axes": [2]},
+                note="the squeeze-excite pattern of TinyEngine's mcunetv2: MEAN over W, then over H (no TRANSPOSE: identity perm is dropped)"),
+        OpModel("transpose_unit_axes", "TRANSPOSE", (InputSpec((1, 2, 5, 8)),), transpose_then_means((0, 2, 1, 3), ()),
+                ("TRANSPOSE",), {"perm": [0, 2, 1, 3]}, patch=io_shapes((1, 1, 5, 8), (1, 5, 1, 8)),
+                note="[1, 2, 5, 8] converted, then patched to [1, 1, 5, 8] -> [1, 5, 1, 8] (the converter makes a "
+                     "size-1 transpose a RESHAPE itself): moves only a size-1 axis, mcugen makes it a view"),
+    ]
     pools = [
         ("2x2_s2_valid", (2, 2), (2, 2), "VALID"),
         ("3x3_s1_same", (3, 3), (1, 1), "SAME"),
@@ -748,6 +903,69 @@ def _quantize_models() -> list[OpModel]:
             {"input_dtype": "uint8", "output_dtype": "int8"},
             io_type="uint8",
         ),
+        OpModel(
+            "quantize_uint8_input_64x64",
+            "QUANTIZE",
+            (InputSpec((1, 64, 64, 3)),),
+            conv_then_pool(),
+            ("QUANTIZE", *body),
+            {"input_dtype": "uint8", "output_dtype": "int8"},
+            input_type="uint8",
+            note="a camera-sized uint8 input: its QUANTIZE (scale ratio 1) is measured in instructions per element on the M4",
+        ),
+    ]
+
+
+def _shape_and_resize_models() -> list[OpModel]:
+    models = [
+        OpModel("shape_slice_pack_reshape", "SHAPE", (InputSpec((1, 4, 3, 5)),), shape_reshape(False),
+                ("SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE"), {}, dynamic_batch=True, patch=static_output_shape((1, 60)),
+                note="a flatten with a run-time batch; mcugen folds the shape arithmetic at generation time"),
+        OpModel("shape_gather_pack_reshape", "GATHER", (InputSpec((1, 4, 3, 5)),), shape_reshape(True),
+                ("SHAPE", "GATHER", "PACK", "RESHAPE"), {}, dynamic_batch=True, patch=static_output_shape((1, 60))),
+    ]
+    for method, op in (("nearest", "RESIZE_NEAREST_NEIGHBOR"), ("bilinear", "RESIZE_BILINEAR")):
+        for tag, size, ac, hp in (
+            ("2x", (8, 10), False, False),
+            ("up_align_corners", (7, 9), True, False),
+            ("up_half_pixel", (7, 13), False, True),
+            ("down_half_pixel", (3, 4), False, True),
+        ):
+            models.append(OpModel(f"resize_{method}_{tag}", op, (InputSpec((1, 4, 5, 6)),), resize(method, size, ac, hp), (op,),
+                                  {"align_corners": ac, "half_pixel_centers": hp}))
+    return models
+
+
+def _concat_models() -> list[OpModel]:
+    return [
+        OpModel("depth_to_space_b2", "DEPTH_TO_SPACE", (InputSpec((1, 3, 4, 12)),), depth_space("d2s", 2), ("DEPTH_TO_SPACE",), {}),
+        OpModel("space_to_depth_b2", "SPACE_TO_DEPTH", (InputSpec((1, 6, 4, 3)),), depth_space("s2d", 2), ("SPACE_TO_DEPTH",), {}),
+        OpModel("padv2_value", "PADV2", (InputSpec((1, 4, 5, 3)),), pad_value(((0, 0), (1, 2), (2, 0), (0, 1)), 0.7), ("PADV2",), {}),
+        OpModel("relu_op", "RELU", (InputSpec((1, 5, 6, 7), -1.0, 3.0),), activation_op("relu"), ("RELU",), {}),
+        OpModel("relu_n1_to_1_op", "RELU_N1_TO_1", (InputSpec((1, 5, 6, 7), -2.0, 2.0),), activation_op("relu_n1_to_1"),
+                ("RELU_N1_TO_1",), {}),
+        OpModel("leaky_relu_op", "LEAKY_RELU", (InputSpec((1, 5, 6, 7), -3.0, 1.0),), activation_op("leaky_relu"),
+                ("LEAKY_RELU",), {}),
+        OpModel("concat_axis3_same_range", "CONCATENATION", (InputSpec((1, 4, 5, 3)), InputSpec((1, 4, 5, 6))), concat(3),
+                ("CONCATENATION",), {"axis": 3}),
+        OpModel("concat_axis1_three_ranges", "CONCATENATION",
+                (InputSpec((1, 2, 5, 4), -1.0, 1.0), InputSpec((1, 3, 5, 4), -4.0, 4.0), InputSpec((1, 1, 5, 4), 0.0, 0.5)),
+                concat(1), ("CONCATENATION",), {"axis": 1},
+                note="inputs drawn from different ranges: the converter gives them the output's quantization"),
+        OpModel("concat_rank2_axis_neg1", "CONCATENATION", (InputSpec((3, 7)), InputSpec((3, 2))), concat(-1),
+                ("CONCATENATION",), {"axis": -1}),
+    ]
+
+
+def _refused_models() -> list[OpModel]:
+    """Models mcugen refuses, to check that the message names the real reason."""
+    return [
+        OpModel("conv_pool_16x8", "CONV_2D", (InputSpec((1, 6, 6, 3)),), conv_then_pool(), ("CONV_2D", "AVERAGE_POOL_2D"),
+                {}, io_type="int16", quantization="16x8",
+                note="refused: int16 activations (16x8 quantization); the message must say so"),
+        OpModel("dynamic_range_fully_connected", "FULLY_CONNECTED", (InputSpec((1, 256)),), fully_connected(256, 16),
+                ("FULLY_CONNECTED",), {}, io_type="float32", quantization="dynamic",
+                note="refused: dynamic-range quantization (int8 weights, float activations); the message must say so"),
     ]
 
 
@@ -783,6 +1001,9 @@ def all_models() -> list[OpModel]:
         + _reduce_and_pool_models()
         + _activation_and_layout_models()
         + _quantize_models()
+        + _shape_and_resize_models()
+        + _concat_models()
+        + _refused_models()
         + _graph_models()
     )
 
@@ -814,7 +1035,7 @@ def _seed(name: str) -> int:
 def _tf_dtype(name: str) -> Any:
     import tensorflow as tf
 
-    return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[name]
+    return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32, "int16": tf.int16}[name]
 
 
 def convert(model: OpModel) -> bytes:
@@ -823,7 +1044,10 @@ def convert(model: OpModel) -> bytes:
 
     weights_rng = np.random.default_rng(_seed(model.name))
     fn = model.build(weights_rng)
-    signature = [tf.TensorSpec(spec.shape, tf.float32, name=f"input{i}") for i, spec in enumerate(model.inputs)]
+    signature = [
+        tf.TensorSpec((None, *spec.shape[1:]) if model.dynamic_batch else spec.shape, tf.float32, name=f"input{i}")
+        for i, spec in enumerate(model.inputs)
+    ]
     module = tf.Module()
     module.f = tf.function(fn, input_signature=signature, autograph=False)
     concrete = module.f.get_concrete_function()
@@ -845,6 +1069,12 @@ def convert(model: OpModel) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = _tf_dtype(model.input_type or model.io_type)
     converter.inference_output_type = _tf_dtype(model.output_type or model.io_type)
+    if model.quantization == "16x8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    elif model.quantization == "dynamic":
+        converter.representative_dataset = None
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.inference_input_type = converter.inference_output_type = tf.float32
     if model.per_tensor_fc:
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     if model.per_tensor:
@@ -952,7 +1182,7 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
             opts = {"activation": _ACTIVATION_NAMES[o.FusedActivationFunction()]}
         elif name == "SOFTMAX":
             opts = {"beta": float(_options_table(op, tflite.SoftmaxOptions).Beta())}
-        elif name == "MEAN":
+        elif name in ("MEAN", "SUM"):
             axes = _const_data(model, subgraph, inputs[1])
             opts = {
                 "keep_dims": bool(_options_table(op, tflite.ReducerOptions).KeepDims()),
@@ -964,6 +1194,13 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
         elif name == "TRANSPOSE":
             perm = _const_data(model, subgraph, inputs[1])
             opts = {"perm": None if perm is None else [int(p) for p in perm.reshape(-1)]}
+        elif name == "CONCATENATION":
+            o = _options_table(op, tflite.ConcatenationOptions)
+            opts = {"axis": int(o.Axis()), "activation": _ACTIVATION_NAMES.get(o.FusedActivationFunction(), "OTHER")}
+        elif name in ("RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"):
+            cls = tflite.ResizeNearestNeighborOptions if name == "RESIZE_NEAREST_NEIGHBOR" else tflite.ResizeBilinearOptions
+            o = _options_table(op, cls)
+            opts = {"align_corners": bool(o.AlignCorners()), "half_pixel_centers": bool(o.HalfPixelCenters())}
         elif name == "RESHAPE":
             opts = {"new_shape": [int(d) for d in subgraph.Tensors(outputs[0]).ShapeAsNumpy()]}
         elif name in ("QUANTIZE", "DEQUANTIZE"):
@@ -1078,9 +1315,13 @@ def generate(out_dir: Path, only: set[str] | None = None) -> list[dict[str, Any]
         path = out_dir / f"{model.name}.tflite"
         path.write_bytes(model_bytes)
         converted.append((model, model_bytes, target, path))
-    report = oracle_report([path for _, _, _, path in converted])
+    # Refused models (16x8, dynamic-range) are not run: mcugen only has to name why it refuses them.
+    checked = [path for model, _, _, path in converted if model.quantization == "int8"]
+    report = oracle_report(checked) if checked else {}
     entries = []
     for model, model_bytes, target, path in converted:
+        if model.quantization != "int8":
+            report[path.name] = {"oracles": [], "agree": True}
         oracle_names, agree = report[path.name]["oracles"], report[path.name]["agree"]
         if not agree:
             raise ModelCheckError(f"{model.name}: oracles {oracle_names} disagree on a seeded input")
@@ -1098,6 +1339,8 @@ def generate(out_dir: Path, only: set[str] | None = None) -> list[dict[str, Any]
         }
         if model.note:
             entry["note"] = model.note
+        if model.quantization != "int8":
+            entry["refused"] = True  # mcugen must refuse it and say why (tests/test_ops_c.py)
         entries.append(entry)
         print(f"{model.name:44s} {len(model_bytes):6d} B  {' '.join(model.ops)}  [{', '.join(oracle_names)}]")
     return entries

@@ -1,0 +1,158 @@
+"""Lowering of the data-movement and table operators added for published MCU models (a mixin of lower._Lowerer)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcugen import quant
+
+
+class _FromLower:
+    """The typed-argument classes of mcugen.lower, looked up when called (lower imports this module)."""
+
+    def __getattr__(self, name: str):
+        from mcugen import lower
+
+        return getattr(lower, name)
+
+
+L = _FromLower()
+
+
+class OpsLowering:
+    """RELU/RELU_N1_TO_1/LEAKY_RELU tables, DEPTH_TO_SPACE/SPACE_TO_DEPTH, PADV2, CONCATENATION and
+    RESIZE: each `lower_<op>` returns one typed kernel call; `self` is the `_Lowerer`, whose
+    helpers (make, arena, const_array, tp, g) they use."""
+
+    # -- element-wise activations as operators: a 256-entry table in flash
+    def _activation_table(self, op, table: np.ndarray, what: str):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        args = [
+            L.SizeArg("size", x.size),
+            self.const_array(op.index, "table", "int8_t", np.asarray(table, np.int8), f"{what} table, indexed by input + 128"),
+            self.arena(x, True),
+            self.arena(o, False),
+        ]
+        self._detail = "256-entry table"
+        return self.make(op, "mcugen_table_s8", "table", None, [], args)
+
+    def _relu_x(self, op, lo: float, hi: float):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        values = np.arange(-128, 128)
+        return self._activation_table(op, quant.relu_x_int8(values, x.quant.s, x.quant.zp, o.quant.s, o.quant.zp, lo, hi), op.op.value)
+
+    def lower_relu(self, op):
+        return self._relu_x(op, 0.0, float("inf"))
+
+    def lower_relu_n1_to_1(self, op):
+        return self._relu_x(op, -1.0, 1.0)
+
+    def lower_leaky_relu(self, op):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        table = quant.leaky_relu_int8(np.arange(-128, 128), x.quant.s, x.quant.zp, o.quant.s, o.quant.zp, op.attrs.alpha)
+        return self._activation_table(op, table, f"LEAKY_RELU alpha {op.attrs.alpha:g}")
+
+    # -- block rearrangements: a 6-D transpose of a view
+    def _depth_space(self, op, to_space: bool):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        b = op.attrs.block
+        n, h, w, c = x.shape
+        if to_space:
+            # in as [n, h, w, b, b, c']; out [n, h, b, w, b, c'] = in permuted (0, 1, 3, 2, 4, 5)
+            view = (n, h, w, b, b, c // (b * b))
+            perm = (0, 1, 3, 2, 4, 5)
+        else:
+            # in as [n, h', b, w', b, c]; out [n, h', w', b, b, c] = in permuted (0, 1, 3, 2, 4, 5)
+            view = (n, h // b, b, w // b, b, c)
+            perm = (0, 1, 3, 2, 4, 5)
+        strides = [1] * 6
+        for d in range(4, -1, -1):
+            strides[d] = strides[d + 1] * view[d + 1]
+        params = [
+            L.ParamValue("rank", 6),
+            L.ParamValue("elem_size", 1),
+            L.ParamValue("out_shape", tuple(view[p] for p in perm), "ints"),
+            L.ParamValue("in_strides", tuple(strides[p] for p in perm), "ints"),
+        ]
+        self._detail = f"block {b}, as a 6-D transpose"
+        return self.make(
+            op, "mcugen_transpose", "transpose", "mcugen_transpose_params_t", params, [L.ParamsArg(), self.arena(x, True), self.arena(o, False)]
+        )
+
+    def lower_depth_to_space(self, op):
+        return self._depth_space(op, True)
+
+    def lower_space_to_depth(self, op):
+        return self._depth_space(op, False)
+
+    def lower_padv2(self, op):
+        return self.lower_pad(op)
+
+    # -- concatenation
+    def lower_concatenation(self, op):
+        """The output as `outer` rows; each row holds, input after input, a slab of each input's
+        bytes (its size along the axis times everything after the axis)."""
+        ins = self.g.op_inputs(op)
+        o = self.g.t(op.outputs[0])
+        axis = op.attrs.axis
+        outer = int(np.prod(o.shape[:axis])) if axis else 1
+        inner = int(np.prod(o.shape[axis + 1 :]))
+        offsets = np.array([self.tp[t.index].offset for t in ins], dtype=np.int32)
+        slabs = np.array([t.shape[axis] * inner for t in ins], dtype=np.int32)
+        params = [L.ParamValue("inputs", len(ins)), L.ParamValue("outer", outer), L.ParamValue("row_bytes", o.shape[axis] * inner)]
+        args = [
+            L.ParamsArg(),
+            L.ArenaArg(offset=0, ctype="int8_t", const=True),
+            self.const_array(op.index, "offsets", "int32_t", offsets, "arena offset of each input"),
+            self.const_array(op.index, "slabs", "int32_t", slabs, "bytes of each input per output row"),
+            self.arena(o, False),
+        ]
+        self._detail = f"{len(ins)} inputs along axis {axis}"
+        return self.make(op, "mcugen_concat_8", "concat", "mcugen_concat_params_t", params, args)
+
+    # -- resizing
+    def _resize(self, op, bilinear: bool):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        a = op.attrs
+        params = [
+            L.ParamValue("batches", x.shape[0]),
+            L.ParamValue("in_h", x.shape[1]),
+            L.ParamValue("in_w", x.shape[2]),
+            L.ParamValue("channels", x.shape[3]),
+            L.ParamValue("out_h", o.shape[1]),
+            L.ParamValue("out_w", o.shape[2]),
+        ]
+        self._detail = f"{x.shape[1]}x{x.shape[2]} -> {o.shape[1]}x{o.shape[2]}, align_corners {a.align_corners}, half_pixel_centers {a.half_pixel_centers}"
+        if not bilinear:
+            ys = quant.nearest_neighbor_indices(o.shape[1], x.shape[1], a.align_corners, a.half_pixel_centers)
+            xs = quant.nearest_neighbor_indices(o.shape[2], x.shape[2], a.align_corners, a.half_pixel_centers)
+            args = [
+                L.ParamsArg(),
+                self.const_array(op.index, "rows", "int32_t", ys.astype(np.int32), "input row of each output row"),
+                self.const_array(op.index, "cols", "int32_t", xs.astype(np.int32), "input column of each output column"),
+                self.arena(x, True),
+                self.arena(o, False),
+            ]
+            return self.make(op, "mcugen_resize_nearest_s8", "resize_nearest", "mcugen_resize_params_t", params, args)
+        # Per output row and column: lower index, upper index, 10-bit fraction (TFLite's integer bilinear).
+        ys = np.stack(quant.bilinear_coordinates(o.shape[1], x.shape[1], a.align_corners, a.half_pixel_centers), axis=1)
+        xs = np.stack(quant.bilinear_coordinates(o.shape[2], x.shape[2], a.align_corners, a.half_pixel_centers), axis=1)
+        args = [
+            L.ParamsArg(),
+            self.const_array(op.index, "rows", "int32_t", ys.astype(np.int32).reshape(-1), "per output row: lower row, upper row, fraction (1/1024)"),
+            self.const_array(op.index, "cols", "int32_t", xs.astype(np.int32).reshape(-1), "per output column: lower column, upper column, fraction (1/1024)"),
+            self.arena(x, True),
+            self.arena(o, False),
+        ]
+        return self.make(op, "mcugen_resize_bilinear_s8", "resize_bilinear", "mcugen_resize_params_t", params, args)
+
+    def lower_resize_nearest_neighbor(self, op):
+        return self._resize(op, False)
+
+    def lower_resize_bilinear(self, op):
+        return self._resize(op, True)

@@ -1,0 +1,71 @@
+"""Float and uint8 model I/O on the emulated Cortex-M4 (real arm-none-eabi-gcc and QEMU): the
+float QUANTIZE links without libm and rounds like TfLiteRound; the uint8 -> int8 QUANTIZE with
+scale ratio 1 is one XOR pass under 1.5 instructions per element."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import OPS_DIR
+from mcugen import driver
+from mcugen.ir import OpType
+from mcugen.tflite_reader import read_tflite
+from mcugen.validate import validate
+from mcugen.validate_board import runner_kwargs
+
+M4 = "qemu-mps2-an386"
+
+
+def _half_way_inputs(tmp_path, model):
+    """Inputs at exact half steps of the QUANTIZE's output scale (and the range ends), where a
+    wrong rounding rule shows."""
+    g = read_tflite(model)
+    q = next(op for op in g.operators if op.op is OpType.QUANTIZE)
+    out = g.t(q.outputs[0])
+    x = g.t(g.inputs[0])
+    k = np.arange(x.size) % 300 - 150  # beyond both ends of int8 too
+    values = ((k + 0.5) * np.float32(out.quant.s)).astype(np.float32)
+    values[:4] = [0.0, -0.0, 0.5 * out.quant.s, -0.5 * out.quant.s]
+    path = tmp_path / "half.npy"
+    np.save(path, values.reshape(x.shape))
+    return [str(path)]
+
+
+@pytest.mark.parametrize("board", ["host", M4])
+def test_float_input_rounds_half_away_from_zero(tmp_path, board):
+    model = OPS_DIR / "quantize_float_input.tflite"
+    kwargs = runner_kwargs(board) if board != "host" else {}
+    report = validate(model, input_files=_half_way_inputs(tmp_path, model), **kwargs)
+    assert report.runs == 1 and report.bit_exact, report.per_run
+
+
+@pytest.mark.parametrize("model", ["quantize_float_input.tflite", "quantize_dequantize_float_io.tflite",
+                                   "quantize_uint8_io.tflite"])
+def test_float_and_uint8_io_on_cortex_m4(model):
+    report = validate(OPS_DIR / model, count=2, seed=11, **runner_kwargs(M4))
+    assert report.target == M4
+    assert report.bit_exact, (model, report.per_run)
+
+
+def test_uint8_input_quantize_is_one_xor_pass():
+    program = driver.build(OPS_DIR / "quantize_uint8_io.tflite").program
+    kernels = [l.kernel for l in program.layers if l.op == "QUANTIZE"]
+    assert kernels == ["mcugen_flip_sign_8", "mcugen_flip_sign_8"]  # uint8 in -> int8, int8 -> uint8 out
+
+
+def test_uint8_input_quantize_under_1_5_instructions_per_element_on_m4():
+    from mcugen.cli import main as cli_main  # noqa: F401  (the bench command is what users run)
+    import json
+    import subprocess
+    import sys
+
+    model = OPS_DIR / "quantize_uint8_input_64x64.tflite"
+    r = subprocess.run([sys.executable, "-m", "mcugen", "bench", str(model), "--board", M4, "--json"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-1500:]
+    layers = json.loads(r.stdout)["layers"]
+    assert layers[0]["op"] == "QUANTIZE"
+    elements = 64 * 64 * 3
+    per_element = layers[0]["instructions"] / elements
+    assert per_element < 1.5, per_element

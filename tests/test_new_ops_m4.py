@@ -1,0 +1,29 @@
+"""The operators added for published MCU models (issue 12), on the emulated Cortex-M4 with the
+kernels for its DSP extension (ops without a specialised kernel run the portable C, built for
+the M4): each per-op model bit-exact against both oracles."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import OPS_DIR
+from mcugen.validate import validate
+from mcugen.validate_board import runner_kwargs
+
+MODELS = [
+    "mean_c_keepdims", "mean_w_nokeepdims", "mean_hc_keepdims", "mean_nhwc_all_nokeepdims", "mean_rank3_last",
+    "transpose_nchw_mean_w_then_h", "mean_h_then_w_se", "transpose_unit_axes",
+    "shape_slice_pack_reshape", "shape_gather_pack_reshape",
+    "resize_nearest_2x", "resize_nearest_up_align_corners", "resize_nearest_up_half_pixel", "resize_nearest_down_half_pixel",
+    "resize_bilinear_2x", "resize_bilinear_up_align_corners", "resize_bilinear_up_half_pixel", "resize_bilinear_down_half_pixel",
+    "concat_axis3_same_range", "concat_axis1_three_ranges", "concat_rank2_axis_neg1",
+    "relu_op", "relu_n1_to_1_op", "leaky_relu_op", "depth_to_space_b2", "space_to_depth_b2", "padv2_value",
+]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_new_op_bit_exact_on_cortex_m4(name):
+    report = validate(OPS_DIR / f"{name}.tflite", count=1, seed=2, kernels="mcugen", kernel_target="armv7em-dsp",
+                      **runner_kwargs("qemu-mps2-an386"))
+    assert report.target == "qemu-mps2-an386" and report.oracles
+    assert report.bit_exact, report.per_run

@@ -18,6 +18,7 @@ from mcugen.errors import ToolError
 from mcugen.ir import DType, Graph, OpType
 from mcugen.lower import Program, c_identifier, emit, plan_schedule
 from mcugen.options import DEFAULT_STRATEGY, CompileOptions
+from mcugen.fold import fold_constants
 from mcugen.passes import fold_pads
 from mcugen.planner import PlanError, verify
 from mcugen.schedule import ScheduleChoice, choose_schedule
@@ -57,6 +58,14 @@ class Generated:
         }
 
 
+def check_graph_after_folding(graph: Graph) -> Graph:
+    """Graph passes that come before the support check: constant subgraphs (shape arithmetic,
+    size-1 transposes) evaluated at generation time; then every blocker is named at once."""
+    folded = fold_constants(graph)
+    check_graph(folded)
+    return folded
+
+
 def build(
     model_path: str | Path,
     name: Optional[str] = None,
@@ -68,7 +77,7 @@ def build(
 ) -> Generated:
     """The pipeline, in its one order; writes nothing:
 
-    read -> check -> graph passes (PAD folding, chain candidates) -> kernel selection for the
+    read -> constant folding -> check -> graph passes (PAD folding, chain candidates) -> kernel selection for the
     target, with each step's cost (`mcugen.schedule`) -> the schedule chosen by cost under the
     budget -> plan once (kernel scratch planned with the tensors) and verify -> lower -> kernel
     pass -> render.
@@ -79,8 +88,7 @@ def build(
     """
     opts = options or CompileOptions(name=name, strategy=strategy, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
     graph = read_tflite(model_path)
-    check_graph(graph)
-    folded, pads = fold_pads(graph)
+    folded, pads = fold_pads(check_graph_after_folding(graph))
     cname = c_identifier(opts.name or graph.name)
     choice = choose_schedule(folded, pads, cname, graph.name, opts)
     planned = plan_schedule(folded, pads, choice.chains, choice.extra_scratch)

@@ -11,7 +11,11 @@ import shutil
 import numpy as np
 import pytest
 
-from test_fast_kernels import (  # noqa: I001  (loads tflite-runtime before TensorFlow can be)
+from helpers import OPS_DIR
+
+from mcugen.oracle import oracles_for  # noqa: I001  (loads tflite-runtime before TensorFlow can be)
+
+from test_fast_kernels import (
     Builder,
     _compile_at,
     assert_equal_runs,
@@ -20,6 +24,7 @@ from test_fast_kernels import (  # noqa: I001  (loads tflite-runtime before Tens
     have_qemu,
     run_board,
     run_host,
+    specialised,
 )
 
 from mcugen import driver
@@ -27,6 +32,7 @@ from mcugen.emulate import emulate
 from mcugen.ir import Activation, Padding
 from mcugen.kernels.depthwise import DW_BLOCK, dw_asm_k, dw_k_weights
 from mcugen.kernels.requant import wrap32
+from mcugen.tflite_reader import read_tflite
 
 # (h, w, channels, kernel (kh, kw), stride, padding) of depthwise layers for the assembly path:
 # 5x5 and 7x7 (and 3x5, 5x3, 9x9, 1x3) at stride 1 and 2, SAME and VALID, every row length mod 4
@@ -165,3 +171,30 @@ def test_a_mutated_instruction_is_caught_on_the_m4(stride, block, pattern, repl)
     got = run_board(mutated, "qemu-mps2-an386", runs)
     assert not np.array_equal(got[0][0], np.asarray(want[0][0]).reshape(got[0][0].shape)), \
         f"mutation {pattern} -> {repl} went unnoticed"
+
+
+# ---- models made by TensorFlow (tests/models/make_op_models.py), against tflite-runtime -----------
+
+TF_MODELS = sorted(p.name for p in OPS_DIR.glob("depthwise_[57]x[57]_*.tflite"))
+
+
+def test_tf_models_take_the_kh_x_kw_kernel():
+    assert len(TF_MODELS) >= 8
+    for name in TF_MODELS:
+        graph = read_tflite(OPS_DIR / name)
+        _, (pl,) = dsp_plans(graph, "depthwise")
+        assert pl.row_words and pl.ring == pl.v.kh and pl.v.kh in (5, 7), name
+        assert pl.asm_k, f"{name}: the assembly path was refused (requantization {pl.rq.fast}, clamp {pl.rq.clamp_is_int8})"
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_tf_models_bit_exact_with_tflite_on_the_host_and_the_m4():
+    for name in TF_MODELS:
+        path = OPS_DIR / name
+        graph = read_tflite(path)
+        gen, _ = specialised(graph, "armv7em-dsp")
+        runs = driver.random_inputs(graph, 2, seed=12)
+        oracle = oracles_for(path)[0]
+        want = [oracle.run(r) for r in runs]
+        assert_equal_runs(run_host(gen, runs), want, f"{name} on the host (C path) vs {oracle.name}")
+        assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, f"{name} on the M4 vs {oracle.name}")

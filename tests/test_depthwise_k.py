@@ -198,3 +198,32 @@ def test_tf_models_bit_exact_with_tflite_on_the_host_and_the_m4():
         want = [oracle.run(r) for r in runs]
         assert_equal_runs(run_host(gen, runs), want, f"{name} on the host (C path) vs {oracle.name}")
         assert_equal_runs(run_board(gen, "qemu-mps2-an386", runs), want, f"{name} on the M4 vs {oracle.name}")
+
+
+# ---- Helium (the M55) and portable C --------------------------------------------------------------
+
+
+def test_depthwise_k_portable_bit_exact_on_the_host():
+    graph = depthwise_k_graph(7)
+    gen, result = specialised(graph, "portable")
+    assert all(pl.row_words == pl.v.kw and pl.ring == pl.v.kh for pl in result.plans.values())
+    assert len(result.plans) == len(DW_K_CASES)
+    runs = driver.random_inputs(graph, 2, seed=8)
+    assert_equal_runs(run_host(gen, runs), [emulate(graph, r).outputs for r in runs], "kh x kw depthwise (portable)")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_depthwise_k_helium_bit_exact_on_the_m55():
+    graph = depthwise_k_graph(7)
+    gen, result = specialised(graph, "mve")
+    assert len(result.plans) == len(DW_K_CASES) and all(pl.isa == "mve" and pl.row_words for pl in result.plans.values())
+    runs = driver.random_inputs(graph, 2, seed=8)
+    assert_equal_runs(run_board(gen, "qemu-mps3-an547", runs), [emulate(graph, r).outputs for r in runs],
+                      "kh x kw depthwise on the M55")
+    for name in TF_MODELS:
+        path = OPS_DIR / name
+        g = read_tflite(path)
+        gen, _ = specialised(g, "mve")
+        runs = driver.random_inputs(g, 2, seed=12)
+        oracle = oracles_for(path)[0]
+        assert_equal_runs(run_board(gen, "qemu-mps3-an547", runs), [oracle.run(r) for r in runs], f"{name} on the M55")

@@ -64,9 +64,10 @@ class DepthwisePlan:
     # DSP, stride 1: one assembly for every ring case, the three kernel rows through their own
     # pointers (post-incremented): a row's loop steps, its last out_w % DW_BLOCK outputs
     asm_rows: tuple[str, ...] = ()
-    # kernels other than 3x3 (kh x kw, kw odd; see dw_k_record): ring rows = kh, int32 words of
-    # weight pairs per kernel row (0: the 3x3 layout above), words per channel record, and the
-    # DSP assembly of one channel's output row (dw_asm_k; empty: C only)
+    # kernels other than 3x3 (kh x kw, kw odd; select_depthwise_k): ring rows = kh; per kernel
+    # row the DSP's int32 words of weight pairs (dw_k_weights) or the others' kw int16 weights
+    # (0: the 3x3 layout above); the words or weights per channel; the DSP assembly of one
+    # channel's output row (dw_asm_k; empty: C only)
     ring: int = 3
     row_words: int = 0
     record: int = DW_RECORD
@@ -438,7 +439,7 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView) -> Optiona
     multiplier 1, stride 1 or 2 both ways, dilation 1, batch 1): a ring of kh transposed int16
     rows per channel, weights as int16 pairs (dw_k_weights), the row in assembly (dw_asm_k)
     where the short requantization applies and the offsets encode, else in C; otherwise None."""
-    if not (ctx.t.isa is Isa.DSP and v.batches == 1 and v.kw % 2 == 1 and 3 <= v.kw <= DW_K_MAX and 1 <= v.kh <= DW_K_MAX
+    if not (v.batches == 1 and v.kw % 2 == 1 and 3 <= v.kw <= DW_K_MAX and 1 <= v.kh <= DW_K_MAX
             and v.dh == 1 and v.dw == 1 and v.depth_multiplier == 1 and v.sh == v.sw and v.sh in (1, 2)):
         return None
     kh, kw, s = v.kh, v.kw, v.sh
@@ -447,6 +448,8 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView) -> Optiona
     bias = v.bias + v.input_offset * w.sum(axis=1)
     acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
     rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    if ctx.t.isa is not Isa.DSP:
+        return _select_depthwise_k_c(ctx, layer, v, w, bias, rq)
     scale = 2 if rq.fast else 1  # the short requantization wants a doubled accumulator
     pairs = dw_k_weights(scale * w, kh, kw, s)
     row_words = pairs.shape[1] // kh
@@ -471,4 +474,30 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView) -> Optiona
         out_offset=v.output.offset, scratch_offset=-1, copy_rows=min(v.in_h, plane_h - v.pad_t),
         copy_cols=min(v.in_w, (v.out_w - 1) * s + kw - v.pad_l), asm_blocks=v.out_w // DW_BLOCK,
         ring=kh, row_words=row_words, record=records.shape[1], asm_k=asm,
+    ), sname
+
+
+def _select_depthwise_k_c(ctx: KernelContext, layer: Layer, v: ConvView, w: np.ndarray, bias: np.ndarray,
+                          rq: Requant) -> tuple[DepthwisePlan, str]:
+    """The kh x kw ring kernel for Helium (four outputs of a channel per step, one VLDRH and one
+    VMLA per tap, the exact vector requantization) and portable C (one output at a time):
+    weights int16 [C][kh*kw], the requantization table apart."""
+    kh, kw, s = v.kh, v.kw, v.sh
+    plane_w = round_up((v.out_w - 1) * s + kw, 2)
+    if ctx.t.isa is Isa.MVE:  # four outputs at a time read up to column (round_up(out_w, 4) - 1) * s + kw - 1
+        plane_w = max(plane_w, round_up((round_up(v.out_w, 4) - 1) * s + kw, 2))
+        rq = plan_requant(np.full(v.out_c, ACC_LIMIT), v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    scale = 2 if rq.fast else 1
+    i = layer.index
+    weights = ctx.const(i, "fw", "int16_t", (scale * w).astype(np.int16), f"weights x{scale} [channel][{kh}x{kw}]")
+    table = ctx.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
+                      f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+    plane_h = (v.out_h - 1) * s + kh
+    scratch_bytes = v.out_c * kh * plane_w * 2
+    sname = ctx.scratch_for(i, scratch_bytes)
+    return DepthwisePlan(
+        name=f"{ctx.name}_l{i}_dw", index=i, isa=ctx.t.isa.value, v=v, plane_h=plane_h, plane_w=plane_w, rq=rq,
+        weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+        out_offset=v.output.offset, scratch_offset=-1, copy_rows=min(v.in_h, plane_h - v.pad_t),
+        copy_cols=min(v.in_w, (v.out_w - 1) * s + kw - v.pad_l), ring=kh, row_words=kw, record=kh * kw,
     ), sname

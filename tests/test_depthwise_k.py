@@ -136,22 +136,26 @@ def test_depthwise_k_code_compiles_at_any_optimization_level(tmp_path, flags):
 
 
 # One instruction of each kind of path (stride 1 loop step and tail, stride 2 loop step and
-# tail), changed in the generated C: the M4's outputs must then differ from the reference.
-MUTATION_CASES = [(6, 9, 4, (5, 5), 1, Padding.SAME), (7, 10, 6, (7, 7), 2, Padding.SAME)]
+# tail, stores past 255 channels), changed in the generated C: the M4's outputs must then differ
+# from the reference.
+S1 = (6, 9, 4, (5, 5), 1, Padding.SAME)
+S2 = (7, 10, 6, (7, 7), 2, Padding.SAME)
+WIDE = (5, 6, 260, (5, 5), 1, Padding.SAME)
 MUTATIONS = [
-    # (stride, which block: 0 the loop step, 1 the tail), pattern, replacement
-    (1, 0, r"smlatb (%\[a1\]), (%\[d0\]), (%\[wa\])", r"smlabb \1, \2, \3"),
-    (1, 1, r"smlad (%\[a0\]), (%\[d0\]), (%\[wa\])", r"smladx \1, \2, \3"),
-    (2, 0, r"ldr (%\[wa\]), \[%\[w\], #8\]", r"ldr \1, [%[w], #4]"),
-    (2, 1, r"smlad (%\[a0\]), (%\[d0\]), (%\[wa\])", r"smlabb \1, \2, \3"),
+    # case, which block (0 the loop step, 1 the tail), pattern, replacement
+    (S1, 0, r"smlatb (%\[a1\]), (%\[d0\]), (%\[wa\])", r"smlabb \1, \2, \3"),
+    (S1, 1, r"smlad (%\[a0\]), (%\[d0\]), (%\[wa\])", r"smladx \1, \2, \3"),
+    (S2, 0, r"ldr (%\[wa\]), \[%\[w\], #8\]", r"ldr \1, [%[w], #4]"),
+    (S2, 1, r"smlad (%\[a0\]), (%\[d0\]), (%\[wa\])", r"smlabb \1, \2, \3"),
+    (WIDE, 0, r"add %\[o\], %\[o\], #1040", r"add %[o], %[o], #780"),
+    (WIDE, 1, r"strb (%\[d1\]), \[%\[o\], #260\]", r"strb \1, [%[o], #261]"),
 ]
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-@pytest.mark.parametrize("stride,block,pattern,repl", MUTATIONS)
-def test_a_mutated_instruction_is_caught_on_the_m4(stride, block, pattern, repl):
-    case = [c for c in MUTATION_CASES if c[4] == stride]
-    graph = depthwise_k_graph(5, case)
+@pytest.mark.parametrize("case,block,pattern,repl", MUTATIONS)
+def test_a_mutated_instruction_is_caught_on_the_m4(case, block, pattern, repl):
+    graph = depthwise_k_graph(5, [case])
     gen, (pl,) = dsp_plans(graph, "depthwise")
     assert pl.asm_blocks and pl.v.out_w % DW_BLOCK, "the case must have both a loop step and a tail"
     layers = next(k for k in gen.files if k.endswith("_layers.c"))

@@ -30,6 +30,7 @@ from test_fast_kernels import (
 from mcugen import driver
 from mcugen.emulate import emulate
 from mcugen.ir import Activation, Padding
+from mcugen.kernels import depthwise as dw_module
 from mcugen.kernels.depthwise import DW_BLOCK, dw_asm_k, dw_k_weights
 from mcugen.kernels.requant import wrap32
 from mcugen.tflite_reader import read_tflite
@@ -86,6 +87,19 @@ def test_weight_pairs_are_the_taps_each_output_reads():
                 got = [x for t in range(m) for x in (lo[..., t], hi[..., t])] + [hi[..., m]]
                 assert np.array_equal(np.stack(got, axis=-1), taps)
             assert np.array_equal(words, wrap32(words))
+            # int8: bytes (a.lo, b.lo, a.hi, b.hi) of consecutive pairs a, b (what SXTB16 and
+            # SXTB16 ROR 8 unpack), the same pairs in the same order, a zero pair to fill the last
+            small = np.clip(w, -128, 127)
+            packed = dw_k_weights(small, kh, kw, s, int8=True).reshape(3, kh, -1)
+            byte = [((packed >> (8 * i)) & 0xFF ^ 0x80) - 0x80 for i in range(4)]
+            unpacked = np.stack([np.stack([byte[0], byte[2]], -1), np.stack([byte[1], byte[3]], -1)], axis=3)
+            unpacked = unpacked.reshape(3, kh, -1, 2)
+            ref = dw_k_weights(small, kh, kw, s).reshape(3, kh, -1)
+            n = ref.shape[2]
+            assert packed.shape[2] == (n + 1) // 2
+            assert np.array_equal(unpacked[:, :, :n, 0], ((ref & 0xFFFF) ^ 0x8000) - 0x8000)
+            assert np.array_equal(unpacked[:, :, :n, 1], (((ref >> 16) & 0xFFFF) ^ 0x8000) - 0x8000)
+            assert not unpacked[:, :, n:].any()
 
 
 def test_every_case_takes_the_assembly_and_3x3_keeps_its_own():
@@ -114,22 +128,32 @@ def test_instruction_count_per_step_is_within_the_budget():
         assert per_mac <= bound, (kh, s, per_mac)
 
 
-def test_depthwise_k_bit_exact_on_the_host():
+@pytest.fixture(params=[False, True], ids=["int16-pairs", "int8-weights"])
+def int8_weights(request, monkeypatch):
+    """Both forms of the DSP kernel's weights (dw_k_weights), as the default of the selection."""
+    monkeypatch.setattr(dw_module, "DW_K_INT8_WEIGHTS", request.param)
+    return request.param
+
+
+def test_depthwise_k_bit_exact_on_the_host(int8_weights):
     graph = depthwise_k_graph(3)
-    gen, _ = dsp_plans(graph, "depthwise")
+    gen, plans = dsp_plans(graph, "depthwise")
+    assert all(pl.int8_weights == int8_weights for pl in plans)
     runs = driver.random_inputs(graph, 2, seed=4)
     assert_equal_runs(run_host(gen, runs), [emulate(graph, r).outputs for r in runs], "kh x kw depthwise (C path)")
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_depthwise_k_assembly_bit_exact_on_the_m4():
-    gen, _ = dsp_plans(depthwise_k_graph(3), "depthwise")
+def test_depthwise_k_assembly_bit_exact_on_the_m4(int8_weights):
+    gen, plans = dsp_plans(depthwise_k_graph(3), "depthwise")
+    assert all(pl.int8_weights == int8_weights and pl.asm_k for pl in plans)
+    assert all(("sxtb16" in " ".join(pl.asm_k)) == int8_weights for pl in plans)
     exact_on_host_and_m4(gen, 2, 4, "kh x kw depthwise")
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc (scripts/setup.sh)")
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
-def test_depthwise_k_code_compiles_at_any_optimization_level(tmp_path, flags):
+def test_depthwise_k_code_compiles_at_any_optimization_level(tmp_path, flags, int8_weights):
     """13 registers pinned by the assembly, r7 saved inside it: r7 may stay a frame pointer."""
     graph = depthwise_k_graph(3)
     _compile_at(graph, tmp_path / graph.name, flags)
@@ -150,11 +174,19 @@ MUTATIONS = [
     (WIDE, 0, r"add %\[o\], %\[o\], #1040", r"add %[o], %[o], #780"),
     (WIDE, 1, r"strb (%\[d1\]), \[%\[o\], #260\]", r"strb \1, [%[o], #261]"),
 ]
+# the int8 weights' unpacking (stride 1: the word of P_t and Q_t+1, stride 2: a stage's half)
+MUTATIONS_INT8 = [
+    (S1, 0, r"sxtb16 (%\[wc\]), (%\[wc\]), ror #8", r"sxtb16 \1, \2, ror #16"),
+    (S1, 1, r"sxtb16 (%\[wa\]), (%\[wc\])\\n", r"sxtb16 \1, \2, ror #24\\n"),
+    (S2, 0, r"sxtb16 (%\[wa\]), (%\[wa\]), ror #8", r"sxtb16 \1, \2"),
+    (S2, 1, r"add (%\[a0\]), (%\[a0\]), (%\[a0\])", r"mov \1, \2"),
+]
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-@pytest.mark.parametrize("case,block,pattern,repl", MUTATIONS)
-def test_a_mutated_instruction_is_caught_on_the_m4(case, block, pattern, repl):
+@pytest.mark.parametrize("case,block,pattern,repl,int8", [(*m, False) for m in MUTATIONS] + [(*m, True) for m in MUTATIONS_INT8])
+def test_a_mutated_instruction_is_caught_on_the_m4(case, block, pattern, repl, int8, monkeypatch):
+    monkeypatch.setattr(dw_module, "DW_K_INT8_WEIGHTS", int8)
     graph = depthwise_k_graph(5, [case])
     gen, (pl,) = dsp_plans(graph, "depthwise")
     assert pl.asm_blocks and pl.v.out_w % DW_BLOCK, "the case must have both a loop step and a tail"
@@ -192,7 +224,7 @@ def test_tf_models_take_the_kh_x_kw_kernel():
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_tf_models_bit_exact_with_tflite_on_the_host_and_the_m4():
+def test_tf_models_bit_exact_with_tflite_on_the_host_and_the_m4(int8_weights):
     for name in TF_MODELS:
         path = OPS_DIR / name
         graph = read_tflite(path)

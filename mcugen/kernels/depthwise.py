@@ -37,7 +37,9 @@ class DepthwisePlan:
     row: each input row is transposed once into a ring of three int16 rows per channel, then
     two outputs of a row come from six SMLAxy per kernel row (weights as int16 pairs (w0,w1),
     (w1,w2), doubled when the short requantization applies). Row order keeps it correct when
-    the plan overlays the output on the input (in place or from below)."""
+    the plan overlays the output on the input (in place or from below). Other kh x kw windows
+    (kw odd; select_depthwise_k) use the same plan with a ring of kh rows (`ring`, `row_words`,
+    `record`, `asm_k`, `int8_weights`)."""
 
     kind: ClassVar[str] = "depthwise"
 

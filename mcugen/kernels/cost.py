@@ -82,7 +82,10 @@ def family(layer: Layer, plan, step: Step) -> str:
         return "conv/thin-loop" if plan.code is not None and plan.code.looped else "conv/thin"
     if kind == "depthwise":
         v = plan.v
-        return f"depthwise/{v.kh}x{v.kw}/s{v.sh}"
+        fam = f"depthwise/{v.kh}x{v.kw}/s{v.sh}"  # 3x3, or the kh x kw ring kernel ("depthwise/5x5/s1")
+        if getattr(plan, "row_words", 0) and not plan.asm_k:
+            return fam + "/c"  # the kh x kw kernel without its assembly (general requantization)
+        return fam + "/i8" if getattr(plan, "int8_weights", False) else fam  # int8 weights unpacked by SXTB16
     return kind
 
 

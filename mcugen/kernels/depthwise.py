@@ -1,4 +1,4 @@
-"""3x3 DEPTHWISE_CONV_2D kernels: the ring-of-rows plan, its Armv7E-M assembly, and their selection.
+"""DEPTHWISE_CONV_2D kernels (3x3, and kh x kw with kw odd): the ring-of-rows plans, their Armv7E-M assembly, their selection.
 
 The templates that print these plans: templates/c/fast/depthwise.c.j2 (macro depthwise), called
 from layers.c.j2.
@@ -27,13 +27,19 @@ from mcugen.lower import Layer
 from mcugen.targets import Isa
 
 
+DW_BLOCK = 4  # outputs of one channel per step of the DSP depthwise assembly
+DW_RECORD = 10  # words per channel in the DSP depthwise stream: 6 weight pairs, bias, M, K, e
+
+
 @dataclass(frozen=True)
 class DepthwisePlan:
     """3x3 DEPTHWISE_CONV_2D (multiplier 1, stride 1 or 2, dilation 1), output row by output
     row: each input row is transposed once into a ring of three int16 rows per channel, then
     two outputs of a row come from six SMLAxy per kernel row (weights as int16 pairs (w0,w1),
     (w1,w2), doubled when the short requantization applies). Row order keeps it correct when
-    the plan overlays the output on the input (in place or from below)."""
+    the plan overlays the output on the input (in place or from below). Other kh x kw windows
+    (kw odd; select_depthwise_k) use the same plan with a ring of kh rows (`ring`, `row_words`,
+    `record`, `asm_k`, `int8_weights`)."""
 
     kind: ClassVar[str] = "depthwise"
 
@@ -60,10 +66,21 @@ class DepthwisePlan:
     # DSP, stride 1: one assembly for every ring case, the three kernel rows through their own
     # pointers (post-incremented): a row's loop steps, its last out_w % DW_BLOCK outputs
     asm_rows: tuple[str, ...] = ()
+    # kernels other than 3x3 (kh x kw, kw odd; select_depthwise_k): ring rows = kh; per kernel
+    # row the DSP's int32 words of weight pairs (dw_k_weights) or the others' kw int16 weights
+    # (0: the 3x3 layout above); the words or weights per channel; the DSP assembly of one
+    # channel's output row (dw_asm_k; empty: C only)
+    ring: int = 3
+    row_words: int = 0
+    record: int = DW_RECORD
+    asm_k: tuple[str, ...] = ()
+    int8_weights: bool = False  # DSP kh x kw: the weight words hold int8 bytes (dw_k_weights)
 
+    @property
+    def asm_regs(self) -> dict[str, str]:
+        """The registers the kh x kw assembly pins its operands to (the template declares them)."""
+        return DW_K_REGS
 
-DW_BLOCK = 4  # outputs of one channel per step of the DSP depthwise assembly
-DW_RECORD = 10  # words per channel in the DSP depthwise stream: 6 weight pairs, bias, M, K, e
 
 
 def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out_stride: int,
@@ -220,7 +237,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         ), layer.index)
     if not (v.batches == 1 and v.kh == 3 and v.kw == 3 and v.dh == 1 and v.dw == 1 and v.depth_multiplier == 1
             and v.sh == v.sw and v.sh in (1, 2)):
-        return None
+        return select_depthwise_k(ctx, layer, v)
     w = v.weights.reshape(9, v.out_c).T  # [C][9]
     sum_w = w.sum(axis=1)
     bias = v.bias + v.input_offset * sum_w
@@ -297,3 +314,228 @@ def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ..
         loops.append(dw_asm_block(DW_BLOCK, v.sh, offsets, step, c, post, rq.sign_free) if v.out_w >= DW_BLOCK else ())
         tails.append(dw_asm_block(tail, v.sh, offsets, 0, c, post, rq.sign_free) if tail else ())
     return tuple(loops), tuple(tails)
+
+
+# ---- kh x kw (kw odd, not 3x3): the ring of kh rows, one assembly for every ring case -------------
+
+DW_K_MAX = 9  # the largest kernel height and width of the general ring kernel
+DW_K_INT8_WEIGHTS = False  # DSP: the kh x kw kernel's weights as int8 bytes (else int16 pairs) by default
+DW_K_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wa": "r4", "wc": "r5", "d0": "r6", "d1": "r8",
+             "t": "r9", "b": "r10", "p": "r11", "w": "r12", "o": "lr"}  # + r7 (stride 2: d2, saved here)
+
+
+def dw_k_weights(w: np.ndarray, kh: int, kw: int, stride: int, int8: bool = False) -> np.ndarray:
+    """Per channel (rows of `w`, [C][kh*kw]) and kernel row, the weight pairs the row kernel
+    reads, as int32 words; with m = (kw - 1) / 2, P_t = (w[2t], w[2t+1]) and Q_t = (w[2t-1], w[2t])
+    (low half first), in the order the kernel uses them: stride 1: P_0, Q_1, P_1, Q_2, ...,
+    P_{m-1}, Q_m (an even output takes P_0..P_{m-1} and the top of Q_m, an odd one the bottom of
+    P_0 and Q_1..Q_m); stride 2: P_0..P_{m-1}, Q_m. int16 pairs: one pair per word (stride 1:
+    kw - 1 words, stride 2: m + 1). `int8`: two pairs per word as bytes (a.lo, b.lo, a.hi, b.hi),
+    which SXTB16 and SXTB16 ROR 8 turn into pairs a and b (stride 1: m words, stride 2:
+    ceil((m + 1) / 2), a missing last pair zero); `w` must then fit int8."""
+    m = (kw - 1) // 2
+    cols = []
+    for r in range(kh):
+        row = [w[:, r * kw + c] for c in range(kw)]
+        pair = {("P", t): (row[2 * t], row[2 * t + 1]) for t in range(m)}
+        pair.update({("Q", t): (row[2 * t - 1], row[2 * t]) for t in range(1, m + 1)})
+        if stride == 1:
+            order = [pair[x] for t in range(m) for x in (("P", t), ("Q", t + 1))]
+        else:
+            order = [pair[("P", t)] for t in range(m)] + [pair[("Q", m)]]
+        if not int8:
+            cols += [int16_pair(lo, hi) for lo, hi in order]
+            continue
+        zero = np.zeros_like(row[0])
+        if len(order) % 2:
+            order.append((zero, zero))
+        for (alo, ahi), (blo, bhi) in zip(order[0::2], order[1::2]):
+            assert max(np.abs(x).max() for x in (alo, ahi, blo, bhi)) <= 128
+            cols.append((alo & 0xFF) | ((blo & 0xFF) << 8) | ((ahi & 0xFF) << 16) | ((bhi & 0xFF) << 24))
+    return wrap32(np.stack(cols, axis=1))
+
+
+def dw_k_block(n: int, kh: int, kw: int, stride: int, row_words: int, out_c: int, sign_free: bool,
+               int8: bool = False) -> list[str]:
+    """Armv7E-M instructions for `n` (<= DW_BLOCK) consecutive outputs of one channel of a
+    kh x kw depthwise row (registers DW_K_REGS by operand name, r7 literally). %[t]: kh + 1 words,
+    the byte offsets of kernel rows 0..kh-1 in the channel's ring (then the step loop's end);
+    %[b]: the channel's ring at the block's first column; %[w]: the channel's record
+    (dw_k_weights per kernel row, then bias, M, K, e); %[o]: the first output. Per kernel row:
+    %[p] = %[b] + its offset, then by stages t = 0..m (m = (kw - 1) / 2) every output takes one
+    SMLAxy. Stride 1: stage t reads ring words t and t + 1 (two data registers) and the weight
+    pairs P_t (even outputs) and Q_t (odd ones), one LDRD (P_t, Q_t+1) per stage. Stride 2:
+    output j reads words j + t (four data registers, d2 = r7, d3 = wc) and one weight word per
+    stage. The first SMLAxy of each output in row 0 adds the bias held in the last accumulator.
+    `int8` (dw_k_weights' bytes): stride 1 loads stage t's word (P_t, Q_t+1) into %[wc] once the
+    odd outputs are done with Q_t and unpacks it with SXTB16 (ROR 8); stride 2 loads the word of
+    stage t and unpacks its half; weights and bias are not doubled, the accumulators are before
+    the requantization."""
+    m = (kw - 1) // 2
+    rq_at = 4 * kh * row_words
+    bias = f"%[a{n - 1}]"
+    lines = [f"ldr {bias}, [%[w], #{rq_at}]"]
+    started: set[int] = set()  # outputs whose accumulator holds its first product
+
+    def mac(op: str, j: int, d: str, wreg: str) -> None:
+        add = bias if j not in started and j < n - 1 else f"%[a{j}]"
+        started.add(j)
+        lines.append(f"{op} %[a{j}], {d}, {wreg}, {add}")
+
+    for k in range(kh):
+        lines += [f"ldr %[p], [%[t], #{4 * k}]", "add %[p], %[p], %[b]"]
+        rw = 4 * k * row_words
+
+        if stride == 1:
+            d = ("%[d0]", "%[d1]")
+            two = n > 2  # outputs 2 and 3 read the next word
+            if int8:
+                lines += [f"ldr %[wc], [%[w], #{rw}]", "sxtb16 %[wa], %[wc]", "sxtb16 %[wc], %[wc], ror #8"]
+            else:
+                lines.append(f"ldrd %[wa], %[wc], [%[w], #{rw}]")
+            lines.append(f"ldrd {d[0]}, {d[1]}, [%[p]]" if two else f"ldr {d[0]}, [%[p]]")
+            for j in range(n):
+                mac("smlad" if j % 2 == 0 else "smlatb", j, d[(j // 2) % 2], "%[wa]")
+            for t in range(1, m + 1):
+                lines.append(f"ldr {d[(t + 1) % 2]}, [%[p], #{4 * (t + 1)}]" if two else f"ldr {d[t % 2]}, [%[p], #{4 * t}]")
+                for j in range(1, n, 2):
+                    mac("smlad", j, d[(t + j // 2) % 2], "%[wc]")
+                if t < m and int8:
+                    lines += [f"ldr %[wc], [%[w], #{rw + 4 * t}]", "sxtb16 %[wa], %[wc]", "sxtb16 %[wc], %[wc], ror #8"]
+                elif t < m:
+                    lines.append(f"ldrd %[wa], %[wc], [%[w], #{rw + 8 * t}]")
+                for j in range(0, n, 2):
+                    mac("smlad" if t < m else "smlabt", j, d[(t + j // 2) % 2], "%[wa]" if t < m else "%[wc]")
+        else:
+            d = ("%[d0]", "%[d1]", "r7", "%[wc]")
+            i = 0
+            while i < n:
+                if i + 1 < n:
+                    lines.append(f"ldrd {d[i]}, {d[i + 1]}, [%[p], #{4 * i}]" if i else f"ldrd {d[i]}, {d[i + 1]}, [%[p]]")
+                    i += 2
+                else:
+                    lines.append(f"ldr {d[i]}, [%[p], #{4 * i}]" if i else f"ldr {d[i]}, [%[p]]")
+                    i += 1
+            for t in range(m + 1):
+                if t:
+                    lines.append(f"ldr {d[(t + n - 1) % 4]}, [%[p], #{4 * (t + n - 1)}]")
+                if int8:
+                    lines += [f"ldr %[wa], [%[w], #{rw + 4 * (t // 2)}]", "sxtb16 %[wa], %[wa]" + (", ror #8" if t % 2 else "")]
+                else:
+                    lines.append(f"ldr %[wa], [%[w], #{rw + 4 * t}]")
+                for j in range(n):
+                    mac("smlad" if t < m else "smlabt", j, d[(j + t) % 4], "%[wa]")
+    # the short requantization: y = ssat8((SMMLAR(acc, M, K) [+ (acc >> 31)]) >> e)
+    lines += [f"ldrd %[wa], %[wc], [%[w], #{rq_at + 4}]", f"ldr %[d0], [%[w], #{rq_at + 12}]"]
+    post = out_c <= 255
+    for j in range(n):
+        if int8:
+            lines.append(f"add %[a{j}], %[a{j}], %[a{j}]")  # the doubled accumulator
+        lines.append(f"smmlar %[d1], %[a{j}], %[wa], %[wc]")
+        if not sign_free:
+            lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
+        lines += ["asr %[d1], %[d1], %[d0]", "ssat %[d1], #8, %[d1]"]
+        lines.append(f"strb %[d1], [%[o]], #{out_c}" if post else f"strb %[d1], [%[o], #{j * out_c}]")
+    if not post:
+        lines.append(f"add %[o], %[o], #{n * out_c}")
+    return lines
+
+
+def dw_asm_k(kh: int, kw: int, stride: int, out_w: int, out_c: int, row_words: int, sign_free: bool,
+             int8: bool = False) -> tuple[str, ...]:
+    """One channel's output row: the loop of DW_BLOCK outputs per step (%[b] moves on
+    DW_BLOCK * stride columns; it runs until %[b] equals %[t][kh]), then the row's last
+    out_w % DW_BLOCK outputs. Stride 2 saves r7 (maybe the frame pointer) around its use."""
+    blocks, tail = divmod(out_w, DW_BLOCK)
+    lines = ["push {r7}"] if stride == 2 else []
+    if blocks:
+        lines.append("1:")
+        lines += dw_k_block(DW_BLOCK, kh, kw, stride, row_words, out_c, sign_free, int8)
+        lines += [f"add %[b], %[b], #{2 * DW_BLOCK * stride}", f"ldr %[p], [%[t], #{4 * kh}]", "cmp %[b], %[p]", "bne 1b"]
+    if tail:
+        lines += dw_k_block(tail, kh, kw, stride, row_words, out_c, sign_free, int8)
+    if stride == 2:
+        lines.append("pop {r7}")
+    return tuple(lines)
+
+
+def dw_k_fits(kh: int, row_words: int, out_c: int) -> bool:
+    """The immediates of dw_k_block encode: record offsets within LDRD's 1020 bytes, stores
+    post-indexed up to 255 channels, else immediate offsets (and the pointer step) to 4095."""
+    return 4 * (kh * row_words + 3) <= 1020 and (out_c <= 255 or DW_BLOCK * out_c <= 4095)
+
+
+def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
+                       int8_weights: Optional[bool] = None) -> Optional[tuple[DepthwisePlan, str]]:
+    """kh x kw DEPTHWISE_CONV_2D other than 3x3 (kw odd, both up to DW_K_MAX, multiplier 1,
+    stride 1 or 2 both ways, dilation 1, batch 1): a ring of kh transposed int16 rows per
+    channel. DSP: weights as int16 pairs, or `int8_weights` as bytes unpacked by SXTB16 (half
+    the flash, a few more instructions; default DW_K_INT8_WEIGHTS), see dw_k_weights; the row in
+    assembly (dw_asm_k) where the short requantization applies and the offsets encode, else in
+    C. Helium and portable C: _select_depthwise_k_c. Otherwise None."""
+    if not (v.batches == 1 and v.kw % 2 == 1 and 3 <= v.kw <= DW_K_MAX and 1 <= v.kh <= DW_K_MAX
+            and v.dh == 1 and v.dw == 1 and v.depth_multiplier == 1 and v.sh == v.sw and v.sh in (1, 2)):
+        return None
+    kh, kw, s = v.kh, v.kw, v.sh
+    m = (kw - 1) // 2
+    w = v.weights.reshape(kh * kw, v.out_c).T  # [C][kh*kw]
+    bias = v.bias + v.input_offset * w.sum(axis=1)
+    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+    rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    if ctx.t.isa is not Isa.DSP:
+        return _select_depthwise_k_c(ctx, layer, v, w, bias, rq)
+    int8 = DW_K_INT8_WEIGHTS if int8_weights is None else int8_weights
+    # the short requantization wants a doubled accumulator: doubled weights and bias (int16
+    # pairs), or (int8) the accumulator doubled before it
+    scale = 2 if rq.fast and not int8 else 1
+    pairs = dw_k_weights(scale * w, kh, kw, s, int8)
+    row_words = pairs.shape[1] // kh
+    records = np.concatenate([pairs, rq_table(scale * bias, rq).astype(np.int64)], axis=1)
+    # stride 1: output x reads ring words x//2 .. x//2 + m; stride 2: words x .. x + m (whole
+    # words, so the rows are an even number of columns and stay word aligned)
+    plane_w = 2 * ((v.out_w - 1) // 2) + 2 * m + 2 if s == 1 else 2 * (v.out_w + m)
+    plane_h = (v.out_h - 1) * s + kh
+    asm: tuple[str, ...] = ()
+    if rq.fast and rq.clamp_is_int8 and dw_k_fits(kh, row_words, v.out_c):
+        asm = dw_asm_k(kh, kw, s, v.out_w, v.out_c, row_words, rq.sign_free, int8)
+    i = layer.index
+    names = "P0, Q1, P1, Q2, ..., Qm" if s == 1 else "P0, P1, ..., Qm"
+    form = "int8 bytes (a.lo, b.lo, a.hi, b.hi) of two pairs a, b per word" if int8 else f"x{scale} int16 pairs"
+    weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
+                        f"per channel: weights as {form} per kernel row ({names}; P_t = (w2t, w2t+1), "
+                        f"Q_t = (w2t-1, w2t)), then (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+    scratch_bytes = v.out_c * kh * plane_w * 2  # the ring: kh rows per channel
+    sname = ctx.scratch_for(i, scratch_bytes)
+    return DepthwisePlan(
+        name=f"{ctx.name}_l{i}_dw", index=i, isa=ctx.t.isa.value, v=v, plane_h=plane_h, plane_w=plane_w, rq=rq,
+        weights=weights, table=weights, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+        out_offset=v.output.offset, scratch_offset=-1, copy_rows=min(v.in_h, plane_h - v.pad_t),
+        copy_cols=min(v.in_w, (v.out_w - 1) * s + kw - v.pad_l), asm_blocks=v.out_w // DW_BLOCK,
+        ring=kh, row_words=row_words, record=records.shape[1], asm_k=asm, int8_weights=int8,
+    ), sname
+
+
+def _select_depthwise_k_c(ctx: KernelContext, layer: Layer, v: ConvView, w: np.ndarray, bias: np.ndarray,
+                          rq: Requant) -> tuple[DepthwisePlan, str]:
+    """The kh x kw ring kernel for Helium (four outputs of a channel per step, one VLDRH and one
+    VMLA per tap, the exact vector requantization) and portable C (one output at a time):
+    weights int16 [C][kh*kw], the requantization table apart."""
+    kh, kw, s = v.kh, v.kw, v.sh
+    plane_w = round_up((v.out_w - 1) * s + kw, 2)
+    if ctx.t.isa is Isa.MVE:  # four outputs at a time read up to column (round_up(out_w, 4) - 1) * s + kw - 1
+        plane_w = max(plane_w, round_up((round_up(v.out_w, 4) - 1) * s + kw, 2))
+        rq = plan_requant(np.full(v.out_c, ACC_LIMIT), v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    scale = 2 if rq.fast else 1
+    i = layer.index
+    weights = ctx.const(i, "fw", "int16_t", (scale * w).astype(np.int16), f"weights x{scale} [channel][{kh}x{kw}]")
+    table = ctx.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
+                      f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
+    plane_h = (v.out_h - 1) * s + kh
+    scratch_bytes = v.out_c * kh * plane_w * 2
+    sname = ctx.scratch_for(i, scratch_bytes)
+    return DepthwisePlan(
+        name=f"{ctx.name}_l{i}_dw", index=i, isa=ctx.t.isa.value, v=v, plane_h=plane_h, plane_w=plane_w, rq=rq,
+        weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+        out_offset=v.output.offset, scratch_offset=-1, copy_rows=min(v.in_h, plane_h - v.pad_t),
+        copy_cols=min(v.in_w, (v.out_w - 1) * s + kw - v.pad_l), ring=kh, row_words=kw, record=kh * kw,
+    ), sname

@@ -579,6 +579,17 @@ def _depthwise_models() -> list[OpModel]:
         ("depthwise_3x3_same_dil2_m1_relu6", (3, 3), 1, "SAME", (1, 1), (2, 2), "RELU6", (1, 9, 7, 6)),
         ("depthwise_3x3_valid_dil2_m1_none", (3, 3), 1, "VALID", (1, 1), (2, 2), "NONE", (1, 9, 8, 6)),
         ("depthwise_5x3_same_s1_m1_none", (5, 3), 1, "SAME", (1, 1), (1, 1), "NONE", (1, 9, 7, 6)),
+        # 5x5 and 7x7 (the DSP target's kh x kw ring kernel): both strides, SAME and VALID, odd
+        # widths, channels not a multiple of 4, more than 255 channels (7x7 past 255 channels is
+        # over the size limit of these files: tests/test_depthwise_k.py builds it)
+        ("depthwise_5x5_same_s1_m1_relu6", (5, 5), 1, "SAME", (1, 1), (1, 1), "RELU6", (1, 11, 9, 6)),
+        ("depthwise_5x5_valid_s2_m1_none", (5, 5), 1, "VALID", (2, 2), (1, 1), "NONE", (1, 13, 11, 5)),
+        ("depthwise_5x5_same_s2_even_m1_relu6", (5, 5), 1, "SAME", (2, 2), (1, 1), "RELU6", (1, 12, 12, 12)),
+        ("depthwise_5x5_same_s1_m1_c260_none", (5, 5), 1, "SAME", (1, 1), (1, 1), "NONE", (1, 5, 7, 260)),
+        ("depthwise_7x7_same_s1_m1_relu6", (7, 7), 1, "SAME", (1, 1), (1, 1), "RELU6", (1, 10, 11, 8)),
+        ("depthwise_7x7_valid_s1_m1_none", (7, 7), 1, "VALID", (1, 1), (1, 1), "NONE", (1, 12, 13, 6)),
+        ("depthwise_7x7_same_s2_m1_relu6", (7, 7), 1, "SAME", (2, 2), (1, 1), "RELU6", (1, 15, 13, 7)),
+        ("depthwise_7x7_valid_s2_m1_none", (7, 7), 1, "VALID", (2, 2), (1, 1), "NONE", (1, 16, 17, 4)),
     ]
     models = []
     for name, kernel, multiplier, padding, strides, dilation, activation, shape in specs:

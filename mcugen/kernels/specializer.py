@@ -49,9 +49,10 @@ SELECT = {
 }
 
 
-def specialize(program: Program, target: Target) -> KernelPassResult:
-    """Replace the layers `target` has specialised kernels for; see the module docstring."""
-    ctx = KernelContext(program, target)
+def specialize(program: Program, target: Target, flash_tight: bool = False) -> KernelPassResult:
+    """Replace the layers `target` has specialised kernels for; see the module docstring.
+    `flash_tight`: take the smallest form of every kernel's constants (KernelContext)."""
+    ctx = KernelContext(program, target, flash_tight)
     pending = []
     for layer in program.layers:
         fn = SELECT.get(layer.kernel or "")

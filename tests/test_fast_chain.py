@@ -111,9 +111,10 @@ def test_chain_int8_weights_bit_exact_on_the_host(case, target):
 
 
 def test_int16_weights_only_where_they_pay():
-    from mcugen.kernels.chain import INT16_MIN_GAIN, INT8_EXTRA_INSTRUCTIONS, int16_weights_pay
+    from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE
+    from mcugen.kernels.chain import INT8_EXTRA_INSTRUCTIONS, int16_weights_pay
 
-    calls = -(-4 * INT16_MIN_GAIN // INT8_EXTRA_INSTRUCTIONS)  # the fewest calls at which int16 pays
+    calls = -(-4 * INSTRUCTIONS_PER_FLASH_BYTE // INT8_EXTRA_INSTRUCTIONS)  # the fewest calls at which int16 pays
     assert int16_weights_pay(calls, False) and not int16_weights_pay(calls - 1, False)
     assert not int16_weights_pay(10**6, True)
     # a chain whose stage C runs on few pixels keeps C's weights int8 by default, A (more pixels) int16

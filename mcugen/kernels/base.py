@@ -13,6 +13,12 @@ from mcugen.targets import Target
 
 SCRATCH_ALIGN = 16
 
+# What one byte of flash is worth in instructions per inference, where a kernel has a faster form
+# with larger constants and a smaller, slower one (chain stage weights as int16 pairs or int8,
+# a requantization table with or without its shift word): the larger form is taken only where
+# it saves at least this many instructions per byte it adds (and never with flash_tight).
+INSTRUCTIONS_PER_FLASH_BYTE = 16
+
 
 # ---- what a kernel pass returns ------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from mcugen.kernels.base import ConvView, KernelContext, chain_stage_view, layer_params, round_up
+from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, chain_stage_view, layer_params, round_up
 from mcugen.kernels.conv import NarrowCode, ThinCode, narrow_code, narrow_conv_fits, thin_code, thin_loop_fits
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
@@ -32,8 +32,7 @@ CHAIN_MAX_PATCH = 128  # bytes of one input patch of a chain's stage A (two sit 
 # 8 bytes per output channel and group of 4 taps; int8 words take 4 and cost two SXTB16 more per
 # group and channel each time the stage runs (one load of a word instead of a load of two:
 # 2 instructions, about 1 cycle on the M4). The int16 form is kept where it saves at least
-# INT16_MIN_GAIN instructions per inference per byte of flash it adds.
-INT16_MIN_GAIN = 16
+# INSTRUCTIONS_PER_FLASH_BYTE instructions per inference per byte of flash it adds.
 INT8_EXTRA_INSTRUCTIONS = 2  # per output channel, group of 4 taps and call of the stage
 
 
@@ -41,8 +40,8 @@ def int16_weights_pay(calls: int, flash_tight: bool) -> bool:
     """Whether a conv stage that runs `calls` times per inference (every output channel and group
     each time) keeps its weights as int16 pairs: not when the flash budget is tight, else when
     the instructions it saves per byte of flash it adds, INT8_EXTRA_INSTRUCTIONS * calls / 4,
-    reach INT16_MIN_GAIN."""
-    return not flash_tight and INT8_EXTRA_INSTRUCTIONS * calls >= 4 * INT16_MIN_GAIN
+    reach INSTRUCTIONS_PER_FLASH_BYTE."""
+    return not flash_tight and INT8_EXTRA_INSTRUCTIONS * calls >= 4 * INSTRUCTIONS_PER_FLASH_BYTE
 
 
 @dataclass(frozen=True)

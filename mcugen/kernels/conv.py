@@ -6,6 +6,7 @@ thin_conv), called from layers.c.j2.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Sequence
 
@@ -57,6 +58,8 @@ class GemmConvPlan:
     doubled: bool  # the gather doubles the inputs (and the table the bias): 2*acc for free
     full_unroll: bool = False  # the dot product has no loop (DSP: every group in line)
     rq_words: int = 4  # words per channel of the table: 4 (bias, M, K or shift, e) or 3 (no e: see rq_table_words)
+    shared: bool = False  # later layers call this layer's code with their own weights and table (`share_gemm_code`)
+    code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
 
     @property
     def e_from_k(self) -> bool:
@@ -460,3 +463,29 @@ def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.
         name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, v=v, npix=npix, rq=rq, weights=code.records,
         table=code.records, code=code,
     )
+
+
+def share_gemm_code(plans: list, render) -> list:
+    """The plans with GEMM layers (DSP and portable targets) that would print the same code but for
+    their name, weights and table calling the first such layer's code (`shared`, `code_of`): one
+    copy of the code in flash, two more arguments per call. `render(plan)` prints a plan's C;
+    equal text with those three replaced by placeholders is what decides."""
+    key_of: dict[str, str] = {}
+    owners: dict[str, str] = {}  # key -> the name of the layer that owns the code
+    users: dict[str, list[int]] = {}
+    for n, pl in enumerate(plans):
+        if pl.kind != "gemm_conv" or pl.isa == "mve":
+            continue
+        key = str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T")))
+        key_of[pl.name] = key
+        owners.setdefault(key, pl.name)
+        users.setdefault(key, []).append(n)
+    out = list(plans)
+    for key, members in users.items():
+        if len(members) < 2:
+            continue
+        first, *rest = members
+        out[first] = dataclasses.replace(plans[first], shared=True)
+        for n in rest:
+            out[n] = dataclasses.replace(plans[n], code_of=owners[key])
+    return out

@@ -289,13 +289,16 @@ def test_mobilenet_v2_fused_bit_exact_and_fast(mobilenet, board):
                     reason="needs arm-none-eabi-gcc (scripts/setup.sh)")
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
 def test_chain_code_compiles_at_any_optimization_level(flags):
-    for graph in (block(4, stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8), thin_chain(0, 1, 7, 6, 8, 16, 8)):
+    for graph in (block(4, stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8), thin_chain(0, 1, 7, 6, 8, 16, 8),
+                  block(12, h=6, w=5, cin=24, mid=52, out_c=23, residual=False)):
         _compile_chain_at(graph, flags)
 
 
 def _compile_chain_at(graph: Graph, flags) -> None:
-    for target, cpu in (("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16")), ("mve", ("-mcpu=cortex-m55",))):
-        gen, _ = generated(graph, lower(graph, "net", strategy="fused", fusion="all"), target)
+    for target, cpu, tight in (("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16"), False),
+                               ("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16"), True),
+                               ("mve", ("-mcpu=cortex-m55",), False)):
+        gen, _ = generated(graph, lower(graph, "net", strategy="fused", fusion="all"), target, flash_tight=tight)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             codegen.write_files(gen.files, folder)

@@ -618,6 +618,35 @@ def test_three_word_requant_tables_bit_exact_on_the_m4():
         exact_on_host_and_m4(gen, 2, 7, f"three-word tables (flash_tight={tight})")
 
 
+def shared_code_graph(seed: int) -> Graph:
+    """Pairs of convolutions that differ only in their weights and output scale (same shapes, zero
+    points, activation): 1x1 in one block of 6 and in blocks of 5 + a tail (both with r7), a padded 3x3."""
+    b = Builder(seed)
+    outs = []
+    for h, w, cin, cout, k in [(2, 3, 24, 20, 1), (3, 3, 56, 24, 1), (4, 3, 8, 20, 3)]:
+        x = b.input((1, h, w, cin))
+        s = float(b.tensors[x].quant.s)
+        for f in (0.9, 1.1):
+            outs.append(b.conv(x, cout, (k, k), (1, 1), (1, 1), Padding.SAME, Activation.RELU, q=b.act_quant(s * f, -128),
+                               per_channel=True))
+    return b.graph(outs, name=f"shared{seed}")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_layers_with_the_same_code_share_it_and_stay_exact_on_the_m4():
+    gen, result = specialised(shared_code_graph(4), "armv7em-dsp")
+    text = gen.files["net_layers.c"]
+    for pl in result.plans.values():
+        assert pl.kind == "gemm_conv"
+    names = sorted(result.plans.values(), key=lambda pl: pl.index)
+    for first, second in zip(names[::2], names[1::2]):
+        assert f"static void {first.name}_run(" in text, first.name
+        assert f"{first.name}_run(input, output, scratch, {second.weights}, {second.table});" in text
+        assert f"static void {second.name}_dot" not in text, "the second layer's code is not emitted"
+    assert [(pl.block, pl.tail) for pl in names[::2]] == [(6, 0), (5, 4), (4, 0)], "the r7 variants and a tail are shared too"
+    exact_on_host_and_m4(gen, 2, 5, "layers sharing code")
+
+
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 def test_depthwise_of_one_channel_is_a_convolution_and_exact():
     """A depthwise layer on one input channel with a depth multiplier (person_detect's first layer)

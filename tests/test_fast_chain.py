@@ -47,8 +47,8 @@ def block(seed: int, *, h=9, w=7, cin=8, mid=16, stride=1, residual=True, stem=F
     return b.graph([z], name=f"blk{seed}")
 
 
-def generated(graph: Graph, program, target: str = "armv7em-dsp"):
-    result = specialize(program, get_target(target))
+def generated(graph: Graph, program, target: str = "armv7em-dsp", flash_tight: bool = False):
+    result = specialize(program, get_target(target), flash_tight)
     files = result.merged_files(codegen.render_model(result.program, graph))
     return driver.Generated(graph=graph, program=result.program, files=files), result
 
@@ -57,8 +57,9 @@ def chain_kernels(result) -> list[str]:
     return [name for name in result.choices.values() if name.endswith("_chain")]
 
 
-def check_host(graph: Graph, program, runs: int = 2, seed: int = 0, target: str = "armv7em-dsp") -> None:
-    gen, result = generated(graph, program, target)
+def check_host(graph: Graph, program, runs: int = 2, seed: int = 0, target: str = "armv7em-dsp",
+               flash_tight: bool = False) -> None:
+    gen, result = generated(graph, program, target, flash_tight)
     assert chain_kernels(result), "the chain was not specialised"
     inputs = driver.random_inputs(graph, runs, seed=seed)
     assert_equal_runs(run_host(gen, inputs), [emulate(graph, r).outputs for r in inputs], graph.name)
@@ -86,6 +87,43 @@ def test_chain_bit_exact_on_the_host(case, target, seed):
     program = lower(graph, "net", strategy="fused", fusion="all")
     assert [l.op for l in program.layers] == ["CHAIN"], [l.op for l in program.layers]
     check_host(graph, program, seed=seed, target=target)
+
+
+INT8_STAGE = "weights int8, sign-extended as they are read"
+
+
+@pytest.mark.parametrize("target", ["armv7em-dsp", "portable"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_chain_int8_weights_bit_exact_on_the_host(case, target):
+    """flash_tight: stages A and C keep their weights as int8 and unpack them as they read them."""
+    graph = block(5 + len(case), **CASES[case])
+    program = lower(graph, "net", strategy="fused", fusion="all")
+    gen, result = generated(graph, program, target, flash_tight=True)
+    plan = next(iter(result.plans.values()))
+    generic = [st for st, thin in ((plan.a, plan.a_thin), (plan.c, plan.c_thin or plan.c_narrow))
+               if st is not None and thin is None]
+    assert all(st.int8_weights for st in generic), case  # (the thin and narrow stages keep their records)
+    assert (INT8_STAGE in gen.files["net_layers.c"]) == bool(generic)
+    sizes = {c.cname: c.values.nbytes for c in result.program.consts}
+    for st in generic:
+        assert sizes[st.weights] == st.v.out_c * st.length, "int8: one byte per weight"
+    check_host(graph, program, seed=4, target=target, flash_tight=True)
+
+
+def test_int16_weights_only_where_they_pay():
+    from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE
+    from mcugen.kernels.chain import INT8_EXTRA_INSTRUCTIONS, int16_weights_pay
+
+    calls = -(-4 * INSTRUCTIONS_PER_FLASH_BYTE // INT8_EXTRA_INSTRUCTIONS)  # the fewest calls at which int16 pays
+    assert int16_weights_pay(calls, False) and not int16_weights_pay(calls - 1, False)
+    assert not int16_weights_pay(10**6, True)
+    # a chain whose stage C runs on few pixels keeps C's weights int8 by default, A (more pixels) int16
+    graph = block(2, h=8, w=8, cin=24, mid=48, stride=2, residual=False, out_c=24)
+    gen, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+    plan = next(iter(result.plans.values()))
+    assert plan.c.v.out_h * plan.c.v.out_w < calls <= -(-plan.a.v.out_h * plan.a.v.out_w // 2)
+    assert plan.c.int8_weights and not plan.a.int8_weights
+    check_host(graph, lower(graph, "net", strategy="fused", fusion="all"))
 
 
 def test_only_supported_chains_are_replaced():
@@ -148,6 +186,24 @@ def test_chains_bit_exact_on_the_emulated_cores(board):
         assert chain_kernels(result)
         inputs = driver.random_inputs(graph, 2, seed=6)
         assert_equal_runs(run_board(gen, board, inputs), [emulate(graph, r).outputs for r in inputs], f"{case} on {board}")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_chain_int8_weights_bit_exact_on_the_m4():
+    """The int8 stage weights on the emulated M4: stage A's two-pixel assembly (and the C path
+    when A reads a patch), the C path's four channels per step, its loop over groups and its tail
+    channels."""
+    cases = [("expand_s1_residual", {}), ("expand_s2_odd", {}), ("c_tail_channels", {}), ("patch_cin3", {}),
+             ("wide", dict(h=6, w=5, cin=24, mid=52, out_c=23, residual=False)),  # A: 6 groups, C: 13 groups
+             ("odd_width", dict(h=5, w=5, cin=20, mid=20, out_c=20))]
+    for n, (case, extra) in enumerate(cases):
+        graph = block(11 + n, **{**CASES.get(case, {}), **extra})
+        gen, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"), "armv7em-dsp", flash_tight=True)
+        assert chain_kernels(result)
+        assert INT8_STAGE in gen.files["net_layers.c"], case
+        inputs = driver.random_inputs(graph, 2, seed=8)
+        want = [emulate(graph, r).outputs for r in inputs]
+        assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), want, f"{case} (int8 stage weights) on the M4")
 
 
 def thin_chain(seed: int, stride: int, h: int, w: int, cin: int, mid: int, out_c: int, residual: bool = False) -> Graph:
@@ -233,13 +289,16 @@ def test_mobilenet_v2_fused_bit_exact_and_fast(mobilenet, board):
                     reason="needs arm-none-eabi-gcc (scripts/setup.sh)")
 @pytest.mark.parametrize("flags", [("-O0",), ("-O2", "-fno-omit-frame-pointer"), ("-Os",), ("-O3",)])
 def test_chain_code_compiles_at_any_optimization_level(flags):
-    for graph in (block(4, stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8), thin_chain(0, 1, 7, 6, 8, 16, 8)):
+    for graph in (block(4, stem=True, cin=3, h=13, w=11, mid=16, residual=False, out_c=8), thin_chain(0, 1, 7, 6, 8, 16, 8),
+                  block(12, h=6, w=5, cin=24, mid=52, out_c=23, residual=False)):
         _compile_chain_at(graph, flags)
 
 
 def _compile_chain_at(graph: Graph, flags) -> None:
-    for target, cpu in (("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16")), ("mve", ("-mcpu=cortex-m55",))):
-        gen, _ = generated(graph, lower(graph, "net", strategy="fused", fusion="all"), target)
+    for target, cpu, tight in (("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16"), False),
+                               ("armv7em-dsp", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16"), True),
+                               ("mve", ("-mcpu=cortex-m55",), False)):
+        gen, _ = generated(graph, lower(graph, "net", strategy="fused", fusion="all"), target, flash_tight=tight)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             codegen.write_files(gen.files, folder)

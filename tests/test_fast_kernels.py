@@ -583,6 +583,70 @@ def test_wide_blocks_bit_exact_on_the_m4():
     exact_on_host_and_m4(gen, 2, 3, "wide blocks (r7)")
 
 
+RQ_TABLE_CASES = [  # (h, w, in_c, out_c, k, output scale factor): many blocks, few blocks, a 3x3, the exact form
+    (16, 12, 24, 20, 1, 1.0), (3, 3, 56, 24, 1, 1.0), (4, 3, 8, 20, 3, 1.0), (3, 2, 24, 20, 1, 1e-4)]
+
+
+def rq_table_graph(seed: int) -> Graph:
+    b = Builder(seed)
+    outs = []
+    for n, (h, w, cin, cout, k, f) in enumerate(RQ_TABLE_CASES):
+        x = b.input((1, h, w, cin))
+        q = b.act_quant(float(b.tensors[x].quant.s * f), -128 if n % 2 else 5)
+        outs.append(b.conv(x, cout, (k, k), (1, 1), (1, 1), Padding.SAME, Activation.NONE, q=q, per_channel=True))
+    return b.graph(outs, name=f"rqtables{seed}")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_three_word_requant_tables_bit_exact_on_the_m4():
+    """GEMM layers whose table is read few times per inference, and every layer with flash_tight,
+    store (bias, M, K) per channel and compute the short form's shift from K; layers on the exact
+    general form never store the unused fourth word. Bit-exact on the host and the M4."""
+    graph = rq_table_graph(3)
+    program = lower(graph, "net", strategy="layerwise")
+    for tight in (False, True):
+        result = specialize(program, get_target("armv7em-dsp"), flash_tight=tight)
+        gen = driver.Generated(graph=graph, program=result.program,
+                               files=result.merged_files(codegen.render_model(result.program, graph)))
+        plans = sorted((pl for pl in result.plans.values() if pl.kind == "gemm_conv"), key=lambda pl: pl.index)
+        assert len(plans) == len(RQ_TABLE_CASES)
+        sizes = {c.cname: c.values.nbytes for c in result.program.consts}
+        assert all(sizes[pl.table] == 4 * pl.rq_words * pl.v.out_c for pl in plans)
+        assert [pl.rq.fast for pl in plans] == [True, True, True, False]
+        assert [pl.rq_words for pl in plans] == ([3, 3, 3, 3] if tight else [4, 3, 3, 3])
+        assert ("mcugen_e_of_k(" in gen.files["net_layers.c"])
+        exact_on_host_and_m4(gen, 2, 7, f"three-word tables (flash_tight={tight})")
+
+
+def shared_code_graph(seed: int) -> Graph:
+    """Pairs of convolutions that differ only in their weights and output scale (same shapes, zero
+    points, activation): 1x1 in one block of 6 and in blocks of 5 + a tail (both with r7), a padded 3x3."""
+    b = Builder(seed)
+    outs = []
+    for h, w, cin, cout, k in [(2, 3, 24, 20, 1), (3, 3, 56, 24, 1), (4, 3, 8, 20, 3)]:
+        x = b.input((1, h, w, cin))
+        s = float(b.tensors[x].quant.s)
+        for f in (0.9, 1.1):
+            outs.append(b.conv(x, cout, (k, k), (1, 1), (1, 1), Padding.SAME, Activation.RELU, q=b.act_quant(s * f, -128),
+                               per_channel=True))
+    return b.graph(outs, name=f"shared{seed}")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_layers_with_the_same_code_share_it_and_stay_exact_on_the_m4():
+    gen, result = specialised(shared_code_graph(4), "armv7em-dsp")
+    text = gen.files["net_layers.c"]
+    for pl in result.plans.values():
+        assert pl.kind == "gemm_conv"
+    names = sorted(result.plans.values(), key=lambda pl: pl.index)
+    for first, second in zip(names[::2], names[1::2]):
+        assert f"static void {first.name}_run(" in text, first.name
+        assert f"{first.name}_run(input, output, scratch, {second.weights}, {second.table});" in text
+        assert f"static void {second.name}_dot" not in text, "the second layer's code is not emitted"
+    assert [(pl.block, pl.tail) for pl in names[::2]] == [(6, 0), (5, 4), (4, 0)], "the r7 variants and a tail are shared too"
+    exact_on_host_and_m4(gen, 2, 5, "layers sharing code")
+
+
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 def test_depthwise_of_one_channel_is_a_convolution_and_exact():
     """A depthwise layer on one input channel with a depth multiplier (person_detect's first layer)

@@ -14,12 +14,14 @@ __all__ = ["KERNELS", "KernelPassResult", "ScratchBuffer", "apply_kernels", "pla
 KERNELS = ("mcugen", "cmsis-nn")
 
 
-def apply_kernels(program: Program, kernels: str, target: Target, cmsis_nn: Optional[str] = None) -> KernelPassResult:
+def apply_kernels(program: Program, kernels: str, target: Target, cmsis_nn: Optional[str] = None,
+                  flash_tight: bool = False) -> KernelPassResult:
     """The kernel pass `kernels` names, run on a lowered Program for `target`:
     "mcugen" specialises layers (`mcugen.kernels.specializer`), "cmsis-nn" calls Arm's library
-    (`mcugen.kernels.cmsis_nn`; `cmsis_nn` is its checkout, else $CMSIS_NN_PATH)."""
+    (`mcugen.kernels.cmsis_nn`; `cmsis_nn` is its checkout, else $CMSIS_NN_PATH).
+    `flash_tight`: mcugen's kernels take the smallest form of their constants everywhere."""
     if kernels == "mcugen":
-        return specialize(program, target)
+        return specialize(program, target, flash_tight)
     if kernels == "cmsis-nn":
         from mcugen.kernels.cmsis_nn import to_cmsis_nn
 

@@ -13,6 +13,12 @@ from mcugen.targets import Target
 
 SCRATCH_ALIGN = 16
 
+# What one byte of flash is worth in instructions per inference, where a kernel has a faster form
+# with larger constants and a smaller, slower one (chain stage weights as int16 pairs or int8,
+# a requantization table with or without its shift word): the larger form is taken only where
+# it saves at least this many instructions per byte it adds (and never with flash_tight).
+INSTRUCTIONS_PER_FLASH_BYTE = 16
+
 
 # ---- what a kernel pass returns ------------------------------------------------------------
 
@@ -80,11 +86,17 @@ def place_scratch(program: Program, needs: Sequence[ScratchBuffer]) -> tuple[Pro
 
 class KernelContext:
     """What a family's `select_*` works with: the Program and the target, and the constants and
-    scratch buffers the chosen kernels add (`const`, `scratch_for`), in the order they are made."""
+    scratch buffers the chosen kernels add (`const`, `scratch_for`), in the order they are made.
 
-    def __init__(self, program: Program, target: Target):
+    `flash_tight`: the flash budget is tight, so every kernel that has a smaller form of its
+    constants (int8 weights sign-extended as they are read instead of int16 pairs) takes it,
+    whatever instructions that costs; otherwise each kernel weighs the two forms itself
+    (e.g. `chain.int16_weights_pay`)."""
+
+    def __init__(self, program: Program, target: Target, flash_tight: bool = False):
         self.p = program
         self.t = target
+        self.flash_tight = flash_tight
         self.name = program.name
         self.consts = {c.cname: c for c in program.consts}
         self.new_consts: list[ConstArray] = []

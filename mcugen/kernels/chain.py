@@ -11,7 +11,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from mcugen.kernels.base import ConvView, KernelContext, chain_stage_view, layer_params, round_up
+from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, chain_stage_view, layer_params, round_up
 from mcugen.kernels.conv import NarrowCode, ThinCode, narrow_code, narrow_conv_fits, thin_code, thin_loop_fits
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
@@ -27,6 +27,21 @@ from mcugen.lower import Layer
 from mcugen.targets import Isa
 
 CHAIN_MAX_PATCH = 128  # bytes of one input patch of a chain's stage A (two sit on the stack)
+
+# Weights of conv stages A and C (DSP and portable targets): int16 pairs in SXTB16's order take
+# 8 bytes per output channel and group of 4 taps; int8 words take 4 and cost two SXTB16 more per
+# group and channel each time the stage runs (one load of a word instead of a load of two:
+# 2 instructions, about 1 cycle on the M4). The int16 form is kept where it saves at least
+# INSTRUCTIONS_PER_FLASH_BYTE instructions per inference per byte of flash it adds.
+INT8_EXTRA_INSTRUCTIONS = 2  # per output channel, group of 4 taps and call of the stage
+
+
+def int16_weights_pay(calls: int, flash_tight: bool) -> bool:
+    """Whether a conv stage that runs `calls` times per inference (every output channel and group
+    each time) keeps its weights as int16 pairs: not when the flash budget is tight, else when
+    the instructions it saves per byte of flash it adds, INT8_EXTRA_INSTRUCTIONS * calls / 4,
+    reach INSTRUCTIONS_PER_FLASH_BYTE."""
+    return not flash_tight and INT8_EXTRA_INSTRUCTIONS * calls >= 4 * INSTRUCTIONS_PER_FLASH_BYTE
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,7 @@ class ChainStage:
     x_lo: int = 0  # depthwise B: output columns x_lo..x_hi read no column outside the input
     x_hi: int = -1
     scale: int = 0  # weights and bias x2 (the short requantization's doubled accumulator); 0: as rq.fast
+    int8_weights: bool = False  # conv stage, DSP/portable: int8 rows of `length` bytes, sign-extended as read (else int16 pairs)
 
     @property
     def doubled(self) -> bool:
@@ -87,8 +103,10 @@ class ChainPlan:
     c_narrow: Optional["NarrowCode"] = None  # DSP: stage C with few output channels (likewise)
 
 
-def _conv_stage(ctx: KernelContext, v: ConvView, i: int, role: str, length: int, direct: bool) -> ChainStage:
-    """Conv stage A or C (`role`): weights over `length` bytes per output channel, and its table."""
+def _conv_stage(ctx: KernelContext, v: ConvView, i: int, role: str, length: int, direct: bool, calls: int) -> ChainStage:
+    """Conv stage A or C (`role`): weights over `length` bytes per output channel, and its table.
+    `calls`: how often the stage runs per inference (`int16_weights_pay` weighs the two forms
+    of the weights on the DSP and portable targets)."""
     patch = v.kh * v.kw * v.in_c
     w = np.zeros((v.out_c, length), np.int64)
     w[:, :patch] = v.weights.reshape(v.out_c, patch)
@@ -103,6 +121,14 @@ def _conv_stage(ctx: KernelContext, v: ConvView, i: int, role: str, length: int,
         rows[: v.out_c * length] = w.reshape(-1)
         weights = ctx.const(i, f"{role}_fw", "int8_t", rows.astype(np.int8),
                             f"stage {role.upper()} weights [{v.out_c}][{length}] (+16 bytes)")
+    elif not int16_weights_pay(calls, ctx.flash_tight):
+        # int8 rows, read a word at a time and unpacked with SXTB16 / SXTB16 ROR 8 like the
+        # input; not doubled (int8 cannot hold 2*w): the requantization doubles the accumulator
+        rows = ctx.const(i, f"{role}_fw", "int8_t", w.astype(np.int8),
+                         f"stage {role.upper()} weights [{v.out_c}][{length}] int8 (sign-extended as read)")
+        table = ctx.const(i, f"{role}_rq", "int32_t", rq_table(bias, rq),
+                          f"stage {role.upper()} per channel: bias + input_offset*sum(w), multiplier, K or shift, e")
+        return ChainStage(v=v, rq=rq, weights=rows, table=table, length=length, direct=direct, scale=1, int8_weights=True)
     else:
         scale = 2 if rq.fast else 1
         g = (scale * w).reshape(v.out_c, length // 4, 4)
@@ -173,7 +199,7 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
             patch_bytes = length
             if length > CHAIN_MAX_PATCH:
                 return None
-        a_stage = _conv_stage(ctx, a, i, "a", length, direct)
+        a_stage = _conv_stage(ctx, a, i, "a", length, direct, -(-a.out_h * a.out_w // 2))  # two pixels per call
         in_row = a.in_w * a.in_c
         if ctx.t.isa is Isa.DSP and direct and a_stage.rq.fast and a_stage.rq.clamp_is_int8 \
                 and thin_loop_fits(a.in_c):
@@ -191,7 +217,7 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
             r("left_shift"), r("value_multiplier"), r("value_shift"), r("residual_multiplier"), r("residual_shift"),
             r("output_multiplier"), r("output_shift"), r("output_offset"), r("act_min"), r("act_max"),
         )
-    c_stage = _conv_stage(ctx, c, i, "c", c.in_c, True)
+    c_stage = _conv_stage(ctx, c, i, "c", c.in_c, True, c.out_h * c.out_w)
     c_thin = None
     if ctx.t.isa is Isa.DSP and c_stage.rq.fast and c_stage.rq.clamp_is_int8 \
             and thin_loop_fits(c.in_c):

@@ -6,12 +6,13 @@ thin_conv), called from layers.c.j2.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from mcugen.kernels.base import ConvView, KernelContext, conv_view, round_up
+from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, conv_view, round_up
 from mcugen.kernels.requant import (
     Requant,
     input_magnitude,
@@ -56,6 +57,14 @@ class GemmConvPlan:
     unroll: int  # groups per iteration of the dot product loop
     doubled: bool  # the gather doubles the inputs (and the table the bias): 2*acc for free
     full_unroll: bool = False  # the dot product has no loop (DSP: every group in line)
+    rq_words: int = 4  # words per channel of the table: 4 (bias, M, K or shift, e) or 3 (no e: see rq_table_words)
+    shared: bool = False  # later layers call this layer's code with their own weights and table (`share_gemm_code`)
+    code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
+
+    @property
+    def e_from_k(self) -> bool:
+        """The short requantization's e is computed from K (three-word table)."""
+        return self.rq_words == 3 and self.rq.fast
 
 
 THIN_X_REGS = ("r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10")  # a pixel's input, int16 pairs
@@ -321,6 +330,22 @@ def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS, groups: int = 1) -
     return chosen[1], chosen[2]
 
 
+# The GEMM kernel's requantization table: 4 words per channel (bias, M, K or shift, e), or 3
+# where e is not stored: the exact general form never reads it, and the short form can compute it
+# from K (its lowest set bit, RBIT + CLZ + 1: E_FROM_K_INSTRUCTIONS more per channel and block of
+# pixels, against the word it loads). Four words are kept only where the instructions that saves
+# per byte of flash reach INSTRUCTIONS_PER_FLASH_BYTE.
+E_FROM_K_INSTRUCTIONS = 3
+
+
+def rq_table_words(rq: Requant, blocks: int, flash_tight: bool) -> int:
+    """Words per channel of a GEMM layer's table whose dot product runs `blocks` times per
+    inference (each time every channel's requantization)."""
+    if not rq.fast or flash_tight:
+        return 3
+    return 4 if E_FROM_K_INSTRUCTIONS * blocks >= 4 * INSTRUCTIONS_PER_FLASH_BYTE else 3
+
+
 def select_conv(ctx: KernelContext, layer: Layer) -> Optional[tuple[GemmConvPlan | ThinConvPlan, str]]:
     """CONV_2D, every target (batch 1): see `conv_plan`."""
     return conv_plan(ctx, conv_view(layer, ctx.consts), layer.index)
@@ -382,15 +407,17 @@ def conv_plan(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[GemmCon
     # layer has more output channels than twice its groups.
     doubled = rq.fast and 2 * groups < v.out_c
     weights = ctx.const(i, "fw", "int8_t", wpad.astype(np.int8), f"weights [{v.out_c}][{groups * 4}], rows padded to words")
-    table = ctx.const(i, "rq", "int32_t", rq_table((2 if doubled else 1) * bias, rq),
-                      f"per channel: bias + input_offset*sum(w){' (x2)' if doubled else ''}, multiplier, K or shift, e")
+    rq_words = rq_table_words(rq, npix // block + (1 if tail else 0), ctx.flash_tight)
+    table = ctx.const(i, "rq", "int32_t", rq_table((2 if doubled else 1) * bias, rq)[:, :rq_words],
+                      f"per channel: bias + input_offset*sum(w){' (x2)' if doubled else ''}, multiplier, K or shift"
+                      + (", e" if rq_words == 4 else ""))
     scratch_bytes = groups * block * 8 + groups * 4  # int16 pairs + a byte patch
     sname = ctx.scratch_for(i, scratch_bytes)
     return GemmConvPlan(
         name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, pointwise=pointwise, v=v, groups=groups,
         block=block, tail=tail, npix=npix, rq=rq, weights=weights, table=table, scratch_bytes=scratch_bytes,
         in_offset=v.input.offset, out_offset=v.output.offset, scratch_offset=-1, word_taps=v.in_c % 4 == 0,
-        unroll=groups if full_unroll else _unroll(groups), doubled=doubled, full_unroll=full_unroll,
+        unroll=groups if full_unroll else _unroll(groups), doubled=doubled, full_unroll=full_unroll, rq_words=rq_words,
     ), sname
 
 
@@ -436,3 +463,29 @@ def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.
         name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, v=v, npix=npix, rq=rq, weights=code.records,
         table=code.records, code=code,
     )
+
+
+def share_gemm_code(plans: list, render) -> list:
+    """The plans with GEMM layers (DSP and portable targets) that would print the same code but for
+    their name, weights and table calling the first such layer's code (`shared`, `code_of`): one
+    copy of the code in flash, two more arguments per call. `render(plan)` prints a plan's C;
+    equal text with those three replaced by placeholders is what decides."""
+    key_of: dict[str, str] = {}
+    owners: dict[str, str] = {}  # key -> the name of the layer that owns the code
+    users: dict[str, list[int]] = {}
+    for n, pl in enumerate(plans):
+        if pl.kind != "gemm_conv" or pl.isa == "mve":
+            continue
+        key = str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T")))
+        key_of[pl.name] = key
+        owners.setdefault(key, pl.name)
+        users.setdefault(key, []).append(n)
+    out = list(plans)
+    for key, members in users.items():
+        if len(members) < 2:
+            continue
+        first, *rest = members
+        out[first] = dataclasses.replace(plans[first], shared=True)
+        for n in rest:
+            out[n] = dataclasses.replace(plans[n], code_of=owners[key])
+    return out

@@ -29,7 +29,7 @@ import dataclasses
 
 from mcugen.kernels.base import KernelContext, KernelPassResult, place_scratch
 from mcugen.kernels.chain import select_chain
-from mcugen.kernels.conv import NARROW_ACC, select_conv
+from mcugen.kernels.conv import NARROW_ACC, select_conv, share_gemm_code
 from mcugen.kernels.depthwise import DW_BLOCK, DW_RECORD, DW_ROWS_REGS, select_depthwise
 from mcugen.kernels.elementwise import select_add, select_mean, select_softmax
 from mcugen.kernels.fc import FC_UNITS, select_fc
@@ -49,9 +49,10 @@ SELECT = {
 }
 
 
-def specialize(program: Program, target: Target) -> KernelPassResult:
-    """Replace the layers `target` has specialised kernels for; see the module docstring."""
-    ctx = KernelContext(program, target)
+def specialize(program: Program, target: Target, flash_tight: bool = False) -> KernelPassResult:
+    """Replace the layers `target` has specialised kernels for; see the module docstring.
+    `flash_tight`: take the smallest form of every kernel's constants (KernelContext)."""
+    ctx = KernelContext(program, target, flash_tight)
     pending = []
     for layer in program.layers:
         fn = SELECT.get(layer.kernel or "")
@@ -109,6 +110,8 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
         emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records") if hasattr(x, a)},
     )
+    conv_module = env.get_template("c/fast/conv.c.j2").make_module(ctx)
+    ctx["plans"] = plans = share_gemm_code(plans, conv_module.gemm_conv)
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),
         f"{program.name}_layers.c": env.get_template("c/fast/layers.c.j2").render(ctx),

@@ -100,7 +100,8 @@ def build(
     from mcugen.kernels import apply_kernels
     from mcugen.targets import get_target
 
-    result = apply_kernels(program, opts.kernels, get_target(opts.kernel_target), opts.cmsis_nn)
+    result = apply_kernels(program, opts.kernels, get_target(opts.kernel_target), opts.cmsis_nn,
+                           flash_tight=choice.flash_tight)
     if result.program.arena_bytes != program.arena_bytes:
         raise PlanError(
             f"internal error: the kernel pass needed {result.program.arena_bytes - program.arena_bytes} bytes of scratch "

@@ -105,6 +105,7 @@ class ScheduleChoice:
     blocks: list[BlockChoice]
     alternatives: list[Alternative] = field(default_factory=list)
     budget: Optional[Budget] = None
+    flash_tight: bool = False  # the kernels take the smallest form of their constants (the flash budget needs it)
 
     def step_cost(self, ops: Sequence[int]) -> StepCost:
         return self.costs[tuple(ops)]
@@ -156,7 +157,7 @@ def layer_const_bytes(program: Program) -> dict[int, int]:
 
 
 def step_costs(folded: Graph, pads, chains: Sequence[Chain], cname: str, model_name: str,
-               opts: CompileOptions) -> tuple[dict[tuple[int, ...], StepCost], Program]:
+               opts: CompileOptions, flash_tight: bool = False) -> tuple[dict[tuple[int, ...], StepCost], Program]:
     """Lower the schedule with these chains fused (provisional offsets), choose every layer's
     kernel for the target, and state each step's cost. Plans nothing."""
     from mcugen.kernels import apply_kernels
@@ -170,7 +171,7 @@ def step_costs(folded: Graph, pads, chains: Sequence[Chain], cname: str, model_n
     plans: Mapping[int, object] = {}
     scratch: dict[int, int] = {k: sp.nbytes for k, sp in program.scratch.items()}
     if opts.kernels is not None:
-        result = apply_kernels(program, opts.kernels, target, opts.cmsis_nn)
+        result = apply_kernels(program, opts.kernels, target, opts.cmsis_nn, flash_tight=flash_tight)
         for s in result.scratch:
             scratch[s.step] = max(scratch.get(s.step, 0), s.size)
         plans = result.plans
@@ -206,12 +207,22 @@ def _totals(chains: Sequence[Chain], costs: Mapping[tuple[int, ...], StepCost], 
 
 
 def choose_schedule(folded: Graph, pads, cname: str, model_name: str, opts: CompileOptions) -> ScheduleChoice:
-    """The chains to fuse for `opts.strategy` under `opts.budget()` (see the module docstring)."""
+    """The chains to fuse for `opts.strategy` under `opts.budget()` (see the module docstring).
+    When the constants do not fit the flash budget, the kernels' small forms are chosen too."""
+    choice = _choose(folded, pads, cname, model_name, opts, flash_tight=False)
+    budget = choice.budget
+    chosen = next(a for a in choice.alternatives if a.chosen)
+    if budget.const_bytes is not None and chosen.const_bytes > budget.const_bytes and opts.kernels == "mcugen":
+        choice = _choose(folded, pads, cname, model_name, opts, flash_tight=True)
+    return choice
+
+
+def _choose(folded: Graph, pads, cname: str, model_name: str, opts: CompileOptions, flash_tight: bool) -> ScheduleChoice:
     budget = opts.budget()
     candidates = find_chains(folded, pads) if opts.strategy != "layerwise" else []
-    costs, _ = step_costs(folded, pads, [], cname, model_name, opts)
+    costs, _ = step_costs(folded, pads, [], cname, model_name, opts, flash_tight)
     if candidates:
-        fused_costs, _ = step_costs(folded, pads, candidates, cname, model_name, opts)
+        fused_costs, _ = step_costs(folded, pads, candidates, cname, model_name, opts, flash_tight)
         costs.update({k: v for k, v in fused_costs.items() if len(k) > 1 or k not in costs})
     extra = {c.output: c.scratch_bytes for k, c in costs.items() if len(k) == 1 and c.scratch_bytes}
     ops = [op.index for op in folded.operators]
@@ -245,7 +256,7 @@ def choose_schedule(folded: Graph, pads, cname: str, model_name: str, opts: Comp
                     "fused" if c in chosen else "layerwise", reasons.get(c.ops, ""))
         for c in candidates
     ]
-    choice = ScheduleChoice(opts.strategy, chosen, extra, costs, blocks, budget=budget)
+    choice = ScheduleChoice(opts.strategy, chosen, extra, costs, blocks, budget=budget, flash_tight=flash_tight)
     choice.alternatives = _alternatives(folded, pads, candidates, chosen, costs, budget, extra, ops)
     return choice
 

@@ -484,7 +484,7 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
     rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
     if ctx.t.isa is not Isa.DSP:
         return _select_depthwise_k_c(ctx, layer, v, w, bias, rq)
-    int8 = DW_K_INT8_WEIGHTS if int8_weights is None else int8_weights
+    int8 = (DW_K_INT8_WEIGHTS or ctx.flash_tight) if int8_weights is None else int8_weights
     # the short requantization wants a doubled accumulator: doubled weights and bias (int16
     # pairs), or (int8) the accumulator doubled before it
     scale = 2 if rq.fast and not int8 else 1

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from mcugen import __version__
-from mcugen.boards import get_board
 from mcugen.errors import McugenError
 from mcugen.options import add_compile_options, options_from_args
 

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from mcugen import codegen, outdir
-from mcugen.errors import ToolError
+from mcugen.errors import OutputError, ToolError
 from mcugen.ir import DType, Graph, OpType
 from mcugen.lower import Program, c_identifier, emit, plan_schedule
 from mcugen.options import DEFAULT_STRATEGY, CompileOptions

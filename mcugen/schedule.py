@@ -297,7 +297,6 @@ def _auto(folded, pads, candidates, costs, budget: Budget, extra, reasons, plan_
     for c in chosen:
         if not reasons.get(c.ops, "").startswith("fused"):
             reasons[c.ops] = f"fused: lowers the arena; the plan stays within {TIE:.0%} of the fastest ({ratio(c)})"
-    arena = plan_of(chosen).plan.arena_bytes
     # flash: run blocks whose constants are larger fused than layer by layer one by one again
     const, _ = _totals(chosen, costs, ops)
     if budget.const_bytes is not None and const > budget.const_bytes:
@@ -308,10 +307,9 @@ def _auto(folded, pads, candidates, costs, budget: Budget, extra, reasons, plan_
             if const <= budget.const_bytes or gain(c) <= 0:
                 break
             trial = [x for x in chosen if x is not c]
-            trial_arena = plan_of(trial).plan.arena_bytes
-            if budget.arena_bytes is not None and trial_arena > budget.arena_bytes:
+            if budget.arena_bytes is not None and plan_of(trial).plan.arena_bytes > budget.arena_bytes:
                 continue
-            chosen, arena, const = trial, trial_arena, const - gain(c)
+            chosen, const = trial, const - gain(c)
             reasons[c.ops] = f"layer by layer: the constants must fit {budget.const_bytes:,} bytes of flash ({budget.source})"
     order = {c.ops: k for k, c in enumerate(candidates)}
     return sorted(chosen, key=lambda c: order[c.ops])

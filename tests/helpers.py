@@ -40,3 +40,18 @@ def third_party_model(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent from $MCUGEN_THIRD_PARTY_MODELS")
     return path
+
+
+def build_mobilenet(folder: Path, resolution: int, classes: int, alpha: float = 0.35) -> Path:
+    """MobileNet v2 built and quantized to int8 by `mcugen model` (seeded, 4 calibration samples)."""
+    import subprocess
+    import sys
+
+    path = Path(folder) / f"mnv2_{alpha:g}_{resolution}_{classes}.tflite"
+    done = subprocess.run(
+        [sys.executable, "-m", "mcugen", "model", "mobilenet_v2", "--alpha", str(alpha), "--resolution",
+         str(resolution), "--classes", str(classes), "--samples", "4", "-o", str(path)],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return path

@@ -9,14 +9,13 @@ import dataclasses
 import math
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import OPS_DIR
+from helpers import OPS_DIR, build_mobilenet
 
 from mcugen.oracle import oracles_for  # noqa: I001  (loads tflite-runtime before TensorFlow can be)
 
@@ -667,14 +666,7 @@ def test_depthwise_of_one_channel_is_a_convolution_and_exact():
 
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("mnv2") / "mnv2_035_96.tflite"
-    done = subprocess.run(
-        [sys.executable, "-m", "mcugen", "model", "mobilenet_v2", "--alpha", "0.35", "--resolution", "96",
-         "--classes", "1000", "--samples", "4", "-o", str(path)],
-        capture_output=True, text=True, timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return path
+    return build_mobilenet(tmp_path_factory.mktemp("mnv2"), 96, 1000)
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")

@@ -11,7 +11,6 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import OPS_DIR, REPO, SHARED_REAL, op_model_entries, real_models
+from helpers import OPS_DIR, REPO, SHARED_REAL, build_mobilenet, op_model_entries, real_models
 from mcugen import codegen, driver
 from mcugen.errors import McugenError, UnsupportedError
 from mcugen.lower import lower, needed_aliases, plan_buffers
@@ -287,14 +286,7 @@ def test_real_model_fused_plan_poisoned_bit_exact(name):
 @pytest.fixture(scope="module")
 def small_mobilenet(tmp_path_factory) -> Path:
     """MobileNet v2 alpha 0.35 at 48x48, 10 classes, int8, built by `mcugen model` (~8 s)."""
-    out = tmp_path_factory.mktemp("mnv2") / "mnv2_035_48.tflite"
-    r = subprocess.run(
-        [sys.executable, "-m", "mcugen", "model", "mobilenet_v2", "--alpha", "0.35", "--resolution", "48",
-         "--classes", "10", "--samples", "4", "-o", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out
+    return build_mobilenet(tmp_path_factory.mktemp("mnv2"), 48, 10)
 
 
 def test_mobilenet_v2_plans_bit_exact_and_small(small_mobilenet):

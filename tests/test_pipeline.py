@@ -6,13 +6,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, real_model
+from helpers import build_mobilenet, real_model
 from mcugen import cli, driver
 from mcugen.options import CompileOptions
 
@@ -31,14 +29,7 @@ needs_qemu = pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm a
 @pytest.fixture(scope="module")
 def mobilenet(tmp_path_factory) -> Path:
     """MobileNet v2 0.35/96 with 10 classes: the main job's model."""
-    path = tmp_path_factory.mktemp("mnv2") / "mnv2_035_96.tflite"
-    done = subprocess.run(
-        [sys.executable, "-m", "mcugen", "model", "mobilenet_v2", "--alpha", "0.35", "--resolution", "96",
-         "--classes", "10", "--samples", "4", "-o", str(path)],
-        capture_output=True, text=True, timeout=900, cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return path
+    return build_mobilenet(tmp_path_factory.mktemp("mnv2"), 96, 10)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -223,3 +214,11 @@ def test_bench_with_cmsis_nn_compares_like_with_like(capsys):
     record = json.loads(out)
     assert "mcugen_chain_s8" not in json.dumps(record["layers"])
     assert all(l["op"] != "CHAIN" for l in record["layers"])
+
+
+def test_a_damaged_build_info_is_one_line_and_exit_2(tmp_path, capsys):
+    path = real_model("mlperf_tiny_kws_ref_model.tflite")
+    assert run_cli(capsys, "generate", path, "-o", tmp_path / "gen", "--board", M4)[0] == 0
+    (tmp_path / "gen" / driver.BUILD_INFO).write_text("{not json")
+    code, out, err = run_cli(capsys, "bench", tmp_path / "gen", "--board", M4)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "generate the folder again" in err, err

@@ -345,6 +345,17 @@ def c_mean(g: Graph, op: Operator) -> Optional[str]:
         count *= x.shape[d]
     if count >= 2**23:
         return f"reduces {count} elements into each output; at most 2^23 keep the int32 sum exact"
+    from mcugen.quant import mean_params
+
+    try:
+        mp = mean_params(x.quant.s, o.quant.s, count) if x.quant and o.quant else None
+    except (UnsupportedError, OverflowError, ZeroDivisionError):
+        return f"has input scale {x.quant.s} and output scale {o.quant.s}, whose ratio TFLite cannot requantize"
+    if mp is not None and mp.shift > 0 and count * 255 * (1 << mp.shift) >= 2**31:
+        # TFLite multiplies the sum by 2^shift in int32 before the fixed-point multiply: past
+        # 2^31 that overflows (undefined behaviour), so there is no exact result to match
+        return (f"has input scale {x.quant.s} and output scale {o.quant.s}: TFLite's requantization shifts the "
+                f"int32 sum left by {mp.shift} bits, which overflows")
     return None
 
 

@@ -298,6 +298,39 @@ def _add(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return _finish(ctx, acc + zo, out, a.activation)
 
 
+def _sub_or_squared_difference(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """SUB (ADD's arithmetic, the scaled second operand subtracted) and SQUARED_DIFFERENCE (left
+    shift 7, the difference squared in int32, then the output multiplier)."""
+    t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (t1, t2, out):
+        _require_dtype(ctx, t, DType.INT8)
+    (s1, z1), (s2, z2), (so, zo) = _quant_of(ctx, t1), _quant_of(ctx, t2), _quant_of(ctx, out)
+    squared = ctx.op.op is OpType.SQUARED_DIFFERENCE
+    p = quant.squared_difference_params(s1, s2, so) if squared else quant.add_params(s1, s2, so)
+    x1, x2 = _broadcast_pair(ctx, vals[0], vals[1], out)
+    scaled1 = quant.multiply_by_quantized_multiplier_smaller_than_one_exp(
+        quant.wrap_int32((x1 - z1) << p.left_shift), p.input1_multiplier, p.input1_shift)
+    scaled2 = quant.multiply_by_quantized_multiplier_smaller_than_one_exp(
+        quant.wrap_int32((x2 - z2) << p.left_shift), p.input2_multiplier, p.input2_shift)
+    raw = quant.wrap_int32(np.asarray(scaled1) - np.asarray(scaled2))
+    if squared:
+        raw = quant.wrap_int32(raw * raw)
+    acc = np.asarray(quant.multiply_by_quantized_multiplier_smaller_than_one_exp(raw, p.output_multiplier, p.output_shift))
+    return _finish(ctx, acc + zo, out, ctx.op.attrs.activation)
+
+
+def _minimum_maximum(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """MINIMUM/MAXIMUM int8: the smaller/larger raw value (one shared quantization, no rescale)."""
+    t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (t1, t2, out):
+        _require_dtype(ctx, t, DType.INT8)
+    x1, x2 = _broadcast_pair(ctx, vals[0], vals[1], out)
+    fn = np.minimum if ctx.op.op is OpType.MINIMUM else np.maximum
+    return fn(x1, x2).reshape(out.shape).astype(np.int8)
+
+
 def _mul(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
     out = ctx.graph.op_outputs(ctx.op)[0]
@@ -543,6 +576,10 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.FULLY_CONNECTED: _fully_connected,
     OpType.ADD: _add,
     OpType.MUL: _mul,
+    OpType.SUB: _sub_or_squared_difference,
+    OpType.SQUARED_DIFFERENCE: _sub_or_squared_difference,
+    OpType.MINIMUM: _minimum_maximum,
+    OpType.MAXIMUM: _minimum_maximum,
     OpType.MEAN: _mean,
     OpType.AVERAGE_POOL_2D: _average_pool2d,
     OpType.MAX_POOL_2D: _max_pool2d,

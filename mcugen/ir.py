@@ -62,6 +62,10 @@ class OpType(enum.Enum):
     DEPTHWISE_CONV_2D = "DEPTHWISE_CONV_2D"
     FULLY_CONNECTED = "FULLY_CONNECTED"
     ADD = "ADD"
+    SUB = "SUB"
+    MINIMUM = "MINIMUM"
+    MAXIMUM = "MAXIMUM"
+    SQUARED_DIFFERENCE = "SQUARED_DIFFERENCE"
     MUL = "MUL"
     MEAN = "MEAN"
     AVERAGE_POOL_2D = "AVERAGE_POOL_2D"
@@ -169,7 +173,7 @@ class FullyConnectedAttrs:
 
 @dataclass(frozen=True)
 class ElementwiseAttrs:
-    """ADD and MUL."""
+    """ADD, SUB and MUL (MINIMUM, MAXIMUM and SQUARED_DIFFERENCE: no fused activation, NONE)."""
 
     activation: Activation
 
@@ -334,7 +338,7 @@ def op_macs(graph: Graph, op: Operator) -> int:
     if op.op is OpType.FULLY_CONNECTED:
         w = ins[1]
         return out.size * w.shape[-1]
-    if op.op in (OpType.ADD, OpType.MUL):
+    if op.op in (OpType.ADD, OpType.SUB, OpType.MUL, OpType.SQUARED_DIFFERENCE):
         return out.size
     if op.op is OpType.AVERAGE_POOL_2D:
         a = op.attrs

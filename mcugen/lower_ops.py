@@ -1,4 +1,4 @@
-"""Lowering of the data-movement and table operators added for published MCU models (a mixin of lower._Lowerer)."""
+"""Lowering of the data-movement, table and two-operand operators added for published MCU models (a mixin of lower._Lowerer)."""
 
 from __future__ import annotations
 
@@ -156,3 +156,54 @@ class OpsLowering:
 
     def lower_resize_bilinear(self, op):
         return self._resize(op, True)
+
+    # -- two-operand arithmetic beyond ADD/MUL: the broadcasting walk of mcugen_add_s8
+    def _binary(self, op, kind: str, p=None):
+        a, b = self.g.op_inputs(op)[:2]
+        o = self.g.t(op.outputs[0])
+        out4 = (1,) * (4 - len(o.shape)) + tuple(o.shape)
+
+        def strides(t):
+            s4 = (1,) * (4 - len(t.shape)) + tuple(t.shape)
+            st, acc = [0, 0, 0, 0], 1
+            for d in range(3, -1, -1):
+                st[d] = 0 if s4[d] == 1 and out4[d] != 1 else acc
+                acc *= s4[d]
+            return tuple(st)
+
+        lo, hi = L._activation_range(o, op.attrs.activation)
+        q = [0] * 7 if p is None else [p.left_shift, p.input1_multiplier, p.input1_shift, p.input2_multiplier,
+                                        p.input2_shift, p.output_multiplier, p.output_shift]
+        names = ["left_shift", "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
+                 "output_multiplier", "output_shift"]
+        params = [
+            L.ParamValue("out_shape", out4, "ints"),
+            L.ParamValue("in1_strides", strides(a), "ints"),
+            L.ParamValue("in2_strides", strides(b), "ints"),
+            L.ParamValue("input1_offset", -a.quant.zp),
+            L.ParamValue("input2_offset", -b.quant.zp),
+            L.ParamValue("output_offset", o.quant.zp),
+            *(L.ParamValue(n, v) for n, v in zip(names, q)),
+            L.ParamValue("act_min", lo),
+            L.ParamValue("act_max", hi),
+        ]
+        a_arg = self.arena(a, True) if not a.is_const else self.const_array(op.index, "operand1", "int8_t", a.data, "operand")
+        b_arg = self.arena(b, True) if not b.is_const else self.const_array(op.index, "operand2", "int8_t", b.data, "operand")
+        self._detail = op.attrs.activation.value
+        return self.make(op, f"mcugen_{kind}_s8", kind, "mcugen_eltwise_params_t", params,
+                         [L.ParamsArg(), a_arg, b_arg, self.arena(o, False)])
+
+    def lower_sub(self, op):
+        a, b = self.g.op_inputs(op)[:2]
+        return self._binary(op, "sub", quant.add_params(a.quant.s, b.quant.s, self.g.t(op.outputs[0]).quant.s))
+
+    def lower_squared_difference(self, op):
+        a, b = self.g.op_inputs(op)[:2]
+        o = self.g.t(op.outputs[0])
+        return self._binary(op, "squared_difference", quant.squared_difference_params(a.quant.s, b.quant.s, o.quant.s))
+
+    def lower_minimum(self, op):
+        return self._binary(op, "minimum")
+
+    def lower_maximum(self, op):
+        return self._binary(op, "maximum")

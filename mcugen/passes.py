@@ -204,10 +204,10 @@ def rule_view(s: Schedule, live: Liveness, k: int, op: Operator) -> list[Alias]:
 
 
 def rule_elementwise(s: Schedule, live: Liveness, k: int, op: Operator) -> list[Alias]:
-    """ADD and MUL without broadcasting write over either operand (SAME): element i of the
-    output is written after element i of both operands was read, and no later element
-    reads an earlier one. Same shape and int8 everywhere."""
-    if op.op not in (OpType.ADD, OpType.MUL):
+    """ADD, SUB, MUL, MINIMUM, MAXIMUM and SQUARED_DIFFERENCE without broadcasting write over
+    either operand (SAME): element i of the output is written after element i of both operands
+    was read, and no later element reads an earlier one. Same shape and int8 everywhere."""
+    if op.op not in (OpType.ADD, OpType.SUB, OpType.MUL, OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE):
         return []
     g = s.graph
     out = g.t(op.outputs[0])

@@ -262,6 +262,17 @@ def add_params(input1_scale: float, input2_scale: float, output_scale: float, le
     return AddParams(left_shift, m1, sh1, m2, sh2, mo, sho)
 
 
+def squared_difference_params(input1_scale: float, input2_scale: float, output_scale: float) -> AddParams:
+    """SQUARED_DIFFERENCE int8 (TFLite squared_difference.cc Prepare, left shift 7): the inputs as
+    for ADD; out = twice_max^2 / (2**14 * s_out), all through QuantizeMultiplierSmallerThanOneExp."""
+    s1, s2, so = _f32(input1_scale), _f32(input2_scale), _f32(output_scale)
+    twice_max = 2.0 * max(s1, s2)
+    m1, sh1 = _smaller_than_one_exp(s1 / twice_max, "SQUARED_DIFFERENCE input 1")
+    m2, sh2 = _smaller_than_one_exp(s2 / twice_max, "SQUARED_DIFFERENCE input 2")
+    mo, sho = _smaller_than_one_exp(twice_max * twice_max / (float(1 << 14) * so), "SQUARED_DIFFERENCE output")
+    return AddParams(7, m1, sh1, m2, sh2, mo, sho)
+
+
 def mul_params(input1_scale: float, input2_scale: float, output_scale: float) -> tuple[int, int]:
     """MUL int8: QuantizeMultiplier(double(s1) * double(s2) / double(s_out))."""
     return quantize_multiplier(_f32(input1_scale) * _f32(input2_scale) / _f32(output_scale))

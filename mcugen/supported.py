@@ -100,7 +100,11 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.DEPTHWISE_CONV_2D: 2,
         OpType.FULLY_CONNECTED: 2,
         OpType.ADD: 2,
+        OpType.SUB: 2,
         OpType.MUL: 2,
+        OpType.MINIMUM: 2,
+        OpType.MAXIMUM: 2,
+        OpType.SQUARED_DIFFERENCE: 2,
         OpType.MEAN: 2,
         OpType.PAD: 2,
         OpType.PADV2: 3,
@@ -277,7 +281,7 @@ def c_fully_connected(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
-    """ADD/MUL: two int8 operands of rank <= 4 that broadcast (NumPy rules) to the output shape"""
+    """ADD/SUB/MUL/MINIMUM/MAXIMUM/SQUARED_DIFFERENCE: two int8 operands of rank <= 4 that broadcast (NumPy rules) to the output shape"""
     a, b = _ins(g, op)[0], _ins(g, op)[1]
     o = g.t(op.outputs[0])
     if max(len(a.shape), len(b.shape), len(o.shape)) > 4:
@@ -292,8 +296,20 @@ def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
             m = np.float32(np.float32(a.quant.s) * np.float32(b.quant.s)) / np.float32(o.quant.s)
         if not np.isfinite(m):
             return f"has output scale {o.quant.s}: TFLite's float32 output multiplier overflows ({float(m)})"
-    if op.op is OpType.ADD:
-        # TFLite's int8 ADD Prepare: twice_max / ((1 << 20) * output_scale), the product in float32;
+    if op.op is OpType.SQUARED_DIFFERENCE:
+        # TFLite's int8 SQUARED_DIFFERENCE Prepare: twice_max^2 / ((1 << 14) * output_scale) (the
+        # product in float32) through QuantizeMultiplierSmallerThanOneExp, which aborts unless < 1.
+        twice_max = 2.0 * max(a.quant.s, b.quant.s)
+        with np.errstate(all="ignore"):
+            denominator = float(np.float32(1 << 14) * np.float32(o.quant.s))
+        m = twice_max * twice_max / denominator if denominator else math.inf
+        if not 0.0 < m < 1.0:
+            return (
+                f"has output scale {o.quant.s} for input scales {a.quant.s} and {b.quant.s}: TFLite's output "
+                f"multiplier {m} is outside (0, 1)"
+            )
+    if op.op in (OpType.ADD, OpType.SUB):
+        # TFLite's int8 ADD (and SUB) Prepare: twice_max / ((1 << 20) * output_scale), the product in float32;
         # it aborts the process (TFLITE_CHECK) unless the multiplier lies strictly within (0, 1).
         twice_max = 2.0 * max(a.quant.s, b.quant.s)
         with np.errstate(all="ignore"):
@@ -303,6 +319,19 @@ def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
             return (
                 f"has output scale {o.quant.s} for input scales {a.quant.s} and {b.quant.s}: TFLite's output "
                 f"multiplier {m} is outside (0, 1)"
+            )
+    return None
+
+
+def c_same_quantization(g: Graph, op: Operator) -> Optional[str]:
+    """MINIMUM/MAXIMUM: both inputs and the output share one quantization (TFLite's int8 kernel compares the raw values and does not rescale)"""
+    a, b = _ins(g, op)[0], _ins(g, op)[1]
+    o = g.t(op.outputs[0])
+    for t in (a, b):
+        if (float(np.float32(t.quant.s)), int(t.quant.zp)) != (float(np.float32(o.quant.s)), int(o.quant.zp)):
+            return (
+                f"has input tensor {t.index} with scale {t.quant.s}, zero point {t.quant.zp} but output scale "
+                f"{o.quant.s}, zero point {o.quant.zp}"
             )
     return None
 
@@ -548,6 +577,10 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.FULLY_CONNECTED: [c_arity, c_int8_io, c_activation, c_fully_connected],
     OpType.ADD: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
     OpType.MUL: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
+    OpType.SUB: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
+    OpType.MINIMUM: [c_arity, c_int8_io, c_int8_second_input, c_elementwise, c_same_quantization],
+    OpType.MAXIMUM: [c_arity, c_int8_io, c_int8_second_input, c_elementwise, c_same_quantization],
+    OpType.SQUARED_DIFFERENCE: [c_arity, c_int8_io, c_int8_second_input, c_elementwise],
     OpType.MEAN: [c_arity, c_int8_io, c_mean],
     OpType.AVERAGE_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
     OpType.MAX_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
@@ -574,7 +607,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
 }
 
 GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.FLOAT32)
-CONST_OPERAND_OPS = (OpType.ADD, OpType.MUL)  # the ops whose lowering takes constant operands
+CONST_OPERAND_OPS = (OpType.ADD, OpType.SUB, OpType.MUL, OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE)  # the ops whose lowering takes constant operands
 
 
 @dataclass(frozen=True)
@@ -611,7 +644,7 @@ def _op_blocker(g: Graph, op: Operator) -> Optional[Blocker]:
     x = g.op_inputs(op)[0]
     if op.op not in CONST_OPERAND_OPS and x is not None and x.is_const:
         return Blocker(op.index, op.op.value, f"reads constant tensor {x.index} as its data input",
-                       "only ADD and MUL take a constant operand")
+                       "only the two-operand arithmetic operators (ADD, SUB, MUL, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE) take a constant operand")
     return None
 
 

@@ -553,10 +553,12 @@ class _Reader:
             if int(opt.WeightsFormat()) != 0:
                 raise self.fail(f"{label} uses shuffled weights; only the DEFAULT weights format is supported")
             return FullyConnectedAttrs(activation=act(opt.FusedActivationFunction()), keep_num_dims=bool(opt.KeepNumDims()))
-        if optype in (OpType.ADD, OpType.MUL):
-            cls = tfl.AddOptions if optype is OpType.ADD else tfl.MulOptions
+        if optype in (OpType.ADD, OpType.SUB, OpType.MUL):
+            cls = {OpType.ADD: tfl.AddOptions, OpType.SUB: tfl.SubOptions, OpType.MUL: tfl.MulOptions}[optype]
             opt = self._options(o, cls, label)
             return ElementwiseAttrs(activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE)
+        if optype in (OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE):
+            return ElementwiseAttrs(activation=Activation.NONE)
         if optype in (OpType.AVERAGE_POOL_2D, OpType.MAX_POOL_2D):
             opt = self._options(o, tfl.Pool2DOptions, label)
             if opt is None:

@@ -16,6 +16,9 @@ MODELS = [
     "shape_slice_pack_reshape", "shape_gather_pack_reshape",
     "resize_nearest_2x", "resize_nearest_up_align_corners", "resize_nearest_up_half_pixel", "resize_nearest_down_half_pixel",
     "resize_bilinear_2x", "resize_bilinear_up_align_corners", "resize_bilinear_up_half_pixel", "resize_bilinear_down_half_pixel",
+    "sub_same_none", "sub_broadcast_relu", "sub_rank3_range_ends", "sub_const_rank2",
+    "squared_difference_same_none", "squared_difference_broadcast_none", "squared_difference_rank3_range_ends",
+    "squared_difference_const_rank2", "minimum_broadcast", "minimum_rank2_broadcast", "maximum_same", "maximum_const",
     "concat_axis3_same_range", "concat_axis1_three_ranges", "concat_rank2_axis_neg1",
     "relu_op", "relu_n1_to_1_op", "leaky_relu_op", "depth_to_space_b2", "space_to_depth_b2", "padv2_value",
 ]

@@ -1,0 +1,54 @@
+"""Per-op test models of the later operators (SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE, ...), for make_op_models.py."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+
+def two_operand(kind: str, activate: Callable[[Any, str], Any], activation: str = "NONE",
+                constant: np.ndarray | None = None):
+    """SUB / MINIMUM / MAXIMUM / SQUARED_DIFFERENCE of two graph inputs, or of one input and `constant`."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        fn = {"SUB": tf.subtract, "MINIMUM": tf.minimum, "MAXIMUM": tf.maximum,
+              "SQUARED_DIFFERENCE": tf.math.squared_difference}[kind]
+        if constant is not None:
+            c = tf.constant(constant.astype(np.float32))
+            return lambda x: activate(fn(x, c), activation)
+        return lambda x, y: activate(fn(x, y), activation)
+
+    return build
+
+
+def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classes of make_op_models)
+    big, small = (1, 4, 4, 8), (1, 1, 1, 8)
+    two = (InputSpec(big, -1.0, 1.0), InputSpec(big, -3.0, 2.0))
+    broadcast = (InputSpec(big, -1.0, 1.0), InputSpec(small, -2.0, 3.0))
+    # zero points at the ends of the range: an all-positive and an all-negative input
+    ends = (InputSpec((2, 3, 5), 0.0, 2.0), InputSpec((3, 1), -4.0, 0.0))
+    rank2 = (InputSpec((3, 6), -1.0, 1.0), InputSpec((1, 6), -1.0, 1.0))
+    models = []
+    for kind, tag in (("SUB", "sub"), ("SQUARED_DIFFERENCE", "squared_difference")):
+        acts = ("NONE", "RELU") if kind == "SUB" else ("NONE",)
+        expect = (lambda a: {"activation": a}) if kind == "SUB" else (lambda a: {})
+        models += [
+            OpModel(f"{tag}_same_{acts[0].lower()}", kind, two, two_operand(kind, activate), (kind,), expect("NONE")),
+            OpModel(f"{tag}_broadcast_{acts[-1].lower()}", kind, broadcast, two_operand(kind, activate, acts[-1]),
+                    (kind,), expect(acts[-1])),
+            OpModel(f"{tag}_rank3_range_ends", kind, ends, two_operand(kind, activate), (kind,), expect("NONE")),
+            OpModel(f"{tag}_const_rank2", kind, (InputSpec((3, 6), -1.0, 1.0),),
+                    two_operand(kind, activate, constant=np.linspace(-1.2, 0.8, 6)), (kind,), expect("NONE")),
+        ]
+    for kind, tag in (("MINIMUM", "minimum"), ("MAXIMUM", "maximum")):
+        models += [
+            OpModel(f"{tag}_same", kind, two, two_operand(kind, activate), (kind,), {}),
+            OpModel(f"{tag}_broadcast", kind, broadcast, two_operand(kind, activate), (kind,), {}),
+            OpModel(f"{tag}_rank2_broadcast", kind, rank2, two_operand(kind, activate), (kind,), {}),
+            OpModel(f"{tag}_const", kind, (InputSpec(big, -1.0, 1.0),),
+                    two_operand(kind, activate, constant=np.full((8,), 0.3)), (kind,), {}),
+        ]
+    return models

@@ -1,0 +1,50 @@
+"""SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE: what the support check refuses (the per-op models
+themselves run in test_ops_c.py, test_emulate.py, test_oracle.py and test_new_ops_m4.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from helpers import OPS_DIR
+from mcugen.errors import UnsupportedError
+from mcugen.ir import OpType, Quant
+from mcugen.supported import check_graph, find_blockers
+from mcugen.tflite_reader import read_tflite
+
+
+def _with_output_quant(name: str, scale: float, zp: int):
+    g = read_tflite(OPS_DIR / name)
+    out = g.outputs[0]
+    t = g.t(out)
+    q = Quant(np.asarray([scale], np.float32), np.asarray([zp], np.int64))
+    g.tensors[out] = dataclasses.replace(t, quant=q)
+    return g
+
+
+@pytest.mark.parametrize("name", ["minimum_same.tflite", "maximum_broadcast.tflite"])
+def test_min_max_need_one_shared_quantization(name):
+    g = read_tflite(OPS_DIR / name)
+    assert g.operators[0].op in (OpType.MINIMUM, OpType.MAXIMUM)
+    assert find_blockers(g) == []
+    o = g.t(g.outputs[0]).quant
+    g = _with_output_quant(name, o.s * 2.0, int(o.zero_point[0]))
+    blockers = find_blockers(g)
+    assert len(blockers) == 1 and "zero point" in blockers[0].detail and "does not rescale" in blockers[0].rule
+    with pytest.raises(UnsupportedError, match="share one quantization"):
+        check_graph(g)
+
+
+def test_squared_difference_output_multiplier_must_be_below_one():
+    # an output scale so small that TFLite's Prepare would abort (multiplier >= 1): refused
+    g = _with_output_quant("squared_difference_same_none.tflite", 1e-9, 0)
+    blockers = find_blockers(g)
+    assert len(blockers) == 1 and "outside (0, 1)" in blockers[0].detail
+
+
+def test_sub_output_multiplier_must_be_below_one():
+    g = _with_output_quant("sub_same_none.tflite", 1e-9, 0)
+    blockers = find_blockers(g)
+    assert len(blockers) == 1 and "outside (0, 1)" in blockers[0].detail

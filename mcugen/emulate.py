@@ -346,6 +346,7 @@ def _mul(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
 
 
 def _mean(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """MEAN (QuantizedMeanOrSum) and REDUCE_MAX over the resolved axes."""
     x_t = ctx.graph.op_inputs(ctx.op)[0]
     out = ctx.graph.op_outputs(ctx.op)[0]
     for t in (x_t, out):
@@ -359,6 +360,8 @@ def _mean(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
             raise ModelError(f"{ctx.op.describe()}: axis {axis} is out of range for rank {x.ndim}")
         if resolved not in axes:
             axes.append(resolved)
+    if ctx.op.op is OpType.REDUCE_MAX:  # the largest raw value (one shared quantization, no rescale)
+        return (x.max(axis=tuple(axes)) if axes else x).reshape(out.shape).astype(np.int8)
     count = int(np.prod([x.shape[i] for i in axes])) if axes else 1
     (si, zi), (so, zo) = _quant_of(ctx, x_t), _quant_of(ctx, out)
     p = quant.mean_params(si, so, count)
@@ -581,6 +584,7 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.MINIMUM: _minimum_maximum,
     OpType.MAXIMUM: _minimum_maximum,
     OpType.MEAN: _mean,
+    OpType.REDUCE_MAX: _mean,
     OpType.AVERAGE_POOL_2D: _average_pool2d,
     OpType.MAX_POOL_2D: _max_pool2d,
     OpType.SOFTMAX: _softmax,

@@ -68,6 +68,7 @@ class OpType(enum.Enum):
     SQUARED_DIFFERENCE = "SQUARED_DIFFERENCE"
     MUL = "MUL"
     MEAN = "MEAN"
+    REDUCE_MAX = "REDUCE_MAX"
     AVERAGE_POOL_2D = "AVERAGE_POOL_2D"
     MAX_POOL_2D = "MAX_POOL_2D"
     SOFTMAX = "SOFTMAX"
@@ -190,6 +191,8 @@ class Pool2DAttrs:
 
 @dataclass(frozen=True)
 class MeanAttrs:
+    """MEAN and REDUCE_MAX: the reduced axes (resolved, sorted, unique)."""
+
     axes: tuple[int, ...]
     keep_dims: bool
 

@@ -207,3 +207,22 @@ class OpsLowering:
 
     def lower_maximum(self, op):
         return self._binary(op, "maximum")
+
+    # -- REDUCE_MAX over any axes: the 6-D odometer of MEAN's generic kernel
+    def lower_reduce_max(self, op):
+        x = self.g.op_inputs(op)[0]
+        axes = op.attrs.axes
+        shape = (1,) * (6 - len(x.shape)) + tuple(x.shape)
+        lead = 6 - len(x.shape)
+        params = [
+            L.ParamValue("in_shape", shape, "ints"),
+            L.ParamValue("reduce", tuple(1 if d - lead in axes else 0 for d in range(6)), "ints"),
+            L.ParamValue("count", int(np.prod([x.shape[d] for d in axes])) if axes else 1),
+            L.ParamValue("input_zero_point", x.quant.zp),
+            L.ParamValue("output_zero_point", self.g.t(op.outputs[0]).quant.zp),
+            L.ParamValue("multiplier", 0),
+            L.ParamValue("shift", 0),
+        ]
+        self._detail = f"axes {list(axes)} keep_dims {op.attrs.keep_dims}"
+        return self.make(op, "mcugen_reduce_max_s8", "reduce_max", "mcugen_reduce_params_t", params,
+                         [L.ParamsArg(), self.arena(x, True), self.arena(self.g.t(op.outputs[0]), False)])

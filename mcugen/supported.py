@@ -106,6 +106,7 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.MAXIMUM: 2,
         OpType.SQUARED_DIFFERENCE: 2,
         OpType.MEAN: 2,
+        OpType.REDUCE_MAX: 2,
         OpType.PAD: 2,
         OpType.PADV2: 3,
         OpType.TRANSPOSE: 2,
@@ -324,10 +325,9 @@ def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_same_quantization(g: Graph, op: Operator) -> Optional[str]:
-    """MINIMUM/MAXIMUM: both inputs and the output share one quantization (TFLite's int8 kernel compares the raw values and does not rescale)"""
-    a, b = _ins(g, op)[0], _ins(g, op)[1]
+    """MINIMUM/MAXIMUM/REDUCE_MAX: the data inputs and the output share one quantization (TFLite's int8 kernels compare the raw values and do not rescale)"""
     o = g.t(op.outputs[0])
-    for t in (a, b):
+    for t in _ins(g, op)[: 1 if op.op is OpType.REDUCE_MAX else 2]:
         if (float(np.float32(t.quant.s)), int(t.quant.zp)) != (float(np.float32(o.quant.s)), int(o.quant.zp)):
             return (
                 f"has input tensor {t.index} with scale {t.quant.s}, zero point {t.quant.zp} but output scale "
@@ -357,7 +357,7 @@ def c_pool(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_mean(g: Graph, op: Operator) -> Optional[str]:
-    """MEAN: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
+    """MEAN/REDUCE_MAX: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
     if len(x.shape) > 6:
@@ -372,6 +372,8 @@ def c_mean(g: Graph, op: Operator) -> Optional[str]:
     count = 1
     for d in axes:
         count *= x.shape[d]
+    if op.op is OpType.REDUCE_MAX:
+        return None  # no sum: any count
     if count >= 2**23:
         return f"reduces {count} elements into each output; at most 2^23 keep the int32 sum exact"
     return None
@@ -582,6 +584,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.MAXIMUM: [c_arity, c_int8_io, c_int8_second_input, c_elementwise, c_same_quantization],
     OpType.SQUARED_DIFFERENCE: [c_arity, c_int8_io, c_int8_second_input, c_elementwise],
     OpType.MEAN: [c_arity, c_int8_io, c_mean],
+    OpType.REDUCE_MAX: [c_arity, c_int8_io, c_mean, c_same_quantization],
     OpType.AVERAGE_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
     OpType.MAX_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
     OpType.SOFTMAX: [c_arity, c_int8_io, c_softmax_logistic],

@@ -1,4 +1,4 @@
-"""SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE: what the support check refuses (the per-op models
+"""SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE, REDUCE_MAX: what the support check refuses (the per-op models
 themselves run in test_ops_c.py, test_emulate.py, test_oracle.py and test_new_ops_m4.py)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_min_max_need_one_shared_quantization(name):
     o = g.t(g.outputs[0]).quant
     g = _with_output_quant(name, o.s * 2.0, int(o.zero_point[0]))
     blockers = find_blockers(g)
-    assert len(blockers) == 1 and "zero point" in blockers[0].detail and "does not rescale" in blockers[0].rule
+    assert len(blockers) == 1 and "zero point" in blockers[0].detail and "do not rescale" in blockers[0].rule
     with pytest.raises(UnsupportedError, match="share one quantization"):
         check_graph(g)
 
@@ -48,3 +48,13 @@ def test_sub_output_multiplier_must_be_below_one():
     g = _with_output_quant("sub_same_none.tflite", 1e-9, 0)
     blockers = find_blockers(g)
     assert len(blockers) == 1 and "outside (0, 1)" in blockers[0].detail
+
+
+def test_reduce_max_needs_the_input_quantization_on_its_output():
+    name = "reduce_max_3_nokeep_rank4.tflite"
+    g = read_tflite(OPS_DIR / name)
+    assert g.operators[0].op is OpType.REDUCE_MAX and find_blockers(g) == []
+    o = g.t(g.outputs[0]).quant
+    g = _with_output_quant(name, o.s, int(o.zero_point[0]) + 1)
+    blockers = find_blockers(g)
+    assert len(blockers) == 1 and "zero point" in blockers[0].detail and "do not rescale" in blockers[0].rule

@@ -19,6 +19,8 @@ MODELS = [
     "sub_same_none", "sub_broadcast_relu", "sub_rank3_range_ends", "sub_const_rank2",
     "squared_difference_same_none", "squared_difference_broadcast_none", "squared_difference_rank3_range_ends",
     "squared_difference_const_rank2", "minimum_broadcast", "minimum_rank2_broadcast", "maximum_same", "maximum_const",
+    "reduce_max_12_keep_rank4", "reduce_max_3_nokeep_rank4", "reduce_max_02_nokeep_rank3", "reduce_max_1_keep_rank2",
+    "reduce_max_0123_nokeep_rank4",
     "concat_axis3_same_range", "concat_axis1_three_ranges", "concat_rank2_axis_neg1",
     "relu_op", "relu_n1_to_1_op", "leaky_relu_op", "depth_to_space_b2", "space_to_depth_b2", "padv2_value",
 ]

@@ -1202,7 +1202,7 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
             opts = {"activation": _ACTIVATION_NAMES[o.FusedActivationFunction()]}
         elif name == "SOFTMAX":
             opts = {"beta": float(_options_table(op, tflite.SoftmaxOptions).Beta())}
-        elif name in ("MEAN", "SUM"):
+        elif name in ("MEAN", "SUM", "REDUCE_MAX"):
             axes = _const_data(model, subgraph, inputs[1])
             opts = {
                 "keep_dims": bool(_options_table(op, tflite.ReducerOptions).KeepDims()),

@@ -1,4 +1,4 @@
-"""Per-op test models of the later operators (SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE, ...), for make_op_models.py."""
+"""Per-op test models of the later operators (SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE, REDUCE_MAX, ...), for make_op_models.py."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ def two_operand(kind: str, activate: Callable[[Any, str], Any], activation: str 
             c = tf.constant(constant.astype(np.float32))
             return lambda x: activate(fn(x, c), activation)
         return lambda x, y: activate(fn(x, y), activation)
+
+    return build
+
+
+def reduce_max(axes: tuple[int, ...], keepdims: bool):
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda x: tf.reduce_max(x, axis=list(axes), keepdims=keepdims)
 
     return build
 
@@ -51,4 +60,9 @@ def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classe
             OpModel(f"{tag}_const", kind, (InputSpec(big, -1.0, 1.0),),
                     two_operand(kind, activate, constant=np.full((8,), 0.3)), (kind,), {}),
         ]
+    for axes, keep, shape in (((1, 2), True, (1, 5, 6, 8)), ((3,), False, (1, 5, 6, 8)), ((0, 2), False, (2, 3, 7)),
+                              ((1,), True, (4, 9)), ((0, 1, 2, 3), False, (1, 3, 4, 5))):
+        name = f"reduce_max_{''.join(map(str, axes))}_{'keep' if keep else 'nokeep'}_rank{len(shape)}"
+        models.append(OpModel(name, "REDUCE_MAX", (InputSpec(shape, -0.5, 2.0),), reduce_max(axes, keep), ("REDUCE_MAX",),
+                              {"keep_dims": keep, "axes": list(axes)}))
     return models

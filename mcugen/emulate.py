@@ -331,6 +331,20 @@ def _minimum_maximum(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return fn(x1, x2).reshape(out.shape).astype(np.int8)
 
 
+def _slice(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """SLICE / STRIDED_SLICE on int8: numpy fancy indexing with the resolved per-axis indices."""
+    from mcugen.supported import slice_taken
+
+    x_t = ctx.graph.op_inputs(ctx.op)[0]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (x_t, out):
+        _require_dtype(ctx, t, DType.INT8)
+    index = slice_taken(ctx.graph, ctx.op)
+    if index is None:
+        raise ctx.fail("has begin/end/strides that cannot be resolved")
+    return np.asarray(vals[0])[np.ix_(*index)].reshape(out.shape).astype(np.int8)
+
+
 def _mul(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
     out = ctx.graph.op_outputs(ctx.op)[0]
@@ -579,6 +593,8 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.FULLY_CONNECTED: _fully_connected,
     OpType.ADD: _add,
     OpType.MUL: _mul,
+    OpType.SLICE: _slice,
+    OpType.STRIDED_SLICE: _slice,
     OpType.SUB: _sub_or_squared_difference,
     OpType.SQUARED_DIFFERENCE: _sub_or_squared_difference,
     OpType.MINIMUM: _minimum_maximum,

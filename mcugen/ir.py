@@ -87,7 +87,8 @@ class OpType(enum.Enum):
     LEAKY_RELU = "LEAKY_RELU"
     RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
     RESIZE_BILINEAR = "RESIZE_BILINEAR"
-    # shape arithmetic: evaluated at generation time by mcugen.fold when its inputs are known
+    SLICE = "SLICE"
+    # shape arithmetic (STRIDED_SLICE also runs on int8 activations): evaluated at generation time by mcugen.fold when its inputs are known
     SHAPE = "SHAPE"
     STRIDED_SLICE = "STRIDED_SLICE"
     PACK = "PACK"

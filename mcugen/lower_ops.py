@@ -226,3 +226,29 @@ class OpsLowering:
         self._detail = f"axes {list(axes)} keep_dims {op.attrs.keep_dims}"
         return self.make(op, "mcugen_reduce_max_s8", "reduce_max", "mcugen_reduce_params_t", params,
                          [L.ParamsArg(), self.arena(x, True), self.arena(self.g.t(op.outputs[0]), False)])
+
+    # -- SLICE / STRIDED_SLICE on activations: a strided copy over a 6-D view
+    def _slice(self, op):
+        from mcugen.supported import slice_taken
+
+        x = self.g.op_inputs(op)[0]
+        index = slice_taken(self.g, op)
+        rank = len(x.shape)
+        elem = [int(np.prod(x.shape[d + 1:])) for d in range(rank)]
+        base = sum(int(ix[0]) * elem[d] for d, ix in enumerate(index))
+        steps = [(int(ix[1] - ix[0]) if len(ix) > 1 else 1) * elem[d] for d, ix in enumerate(index)]
+        params = [
+            L.ParamValue("out_shape", (1,) * (6 - rank) + tuple(len(ix) for ix in index), "ints"),
+            L.ParamValue("step", (0,) * (6 - rank) + tuple(steps), "ints"),
+            L.ParamValue("base", base),
+        ]
+        self._detail = "begin " + str([int(ix[0]) for ix in index]) + " step " + str(
+            [int(ix[1] - ix[0]) if len(ix) > 1 else 1 for ix in index])
+        return self.make(op, "mcugen_slice_8", "slice", "mcugen_slice_params_t", params,
+                         [L.ParamsArg(), self.arena(x, True), self.arena(self.g.t(op.outputs[0]), False)])
+
+    def lower_slice(self, op):
+        return self._slice(op)
+
+    def lower_strided_slice(self, op):
+        return self._slice(op)

@@ -107,6 +107,8 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.SQUARED_DIFFERENCE: 2,
         OpType.MEAN: 2,
         OpType.REDUCE_MAX: 2,
+        OpType.SLICE: 3,
+        OpType.STRIDED_SLICE: 4,
         OpType.PAD: 2,
         OpType.PADV2: 3,
         OpType.TRANSPOSE: 2,
@@ -327,7 +329,7 @@ def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
 def c_same_quantization(g: Graph, op: Operator) -> Optional[str]:
     """MINIMUM/MAXIMUM/REDUCE_MAX: the data inputs and the output share one quantization (TFLite's int8 kernels compare the raw values and do not rescale)"""
     o = g.t(op.outputs[0])
-    for t in _ins(g, op)[: 1 if op.op is OpType.REDUCE_MAX else 2]:
+    for t in _ins(g, op)[: 1 if op.op in (OpType.REDUCE_MAX, OpType.SLICE, OpType.STRIDED_SLICE) else 2]:
         if (float(np.float32(t.quant.s)), int(t.quant.zp)) != (float(np.float32(o.quant.s)), int(o.quant.zp)):
             return (
                 f"has input tensor {t.index} with scale {t.quant.s}, zero point {t.quant.zp} but output scale "
@@ -567,6 +569,40 @@ def c_resize(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
+def slice_taken(g: Graph, op: Operator):
+    """The input indices a SLICE / STRIDED_SLICE takes along each axis (None: not resolvable)."""
+    from mcugen.fold import slice_index, strided_slice_index
+
+    ins = _ins(g, op)
+    x = ins[0]
+    if any(t is None or not t.is_const for t in ins[1:]):
+        return None
+    if op.op is OpType.SLICE:
+        return slice_index(x.shape, np.asarray(ins[1].data), np.asarray(ins[2].data))
+    resolved = strided_slice_index(op.attrs, x.shape, *(np.asarray(t.data) for t in ins[1:4]))
+    return None if resolved is None else resolved[0]
+
+
+def c_slice(g: Graph, op: Operator) -> Optional[str]:
+    """SLICE/STRIDED_SLICE on int8 activations: rank <= 6, constant begin/end/strides (or sizes), no ellipsis or new axes, the input's quantization on the output; on other data only on constant or shape-only inputs (evaluated at generation time)"""
+    x, o = _ins(g, op)[0], g.t(op.outputs[0])
+    if x is None or x.dtype is not DType.INT8 or x.is_const:
+        return c_folded_only(g, op)
+    if o.dtype is not DType.INT8 or x.quant is None or o.quant is None:
+        return f"output tensor {o.index} is {o.dtype.value}"
+    if len(x.shape) > 6:
+        return f"has rank {len(x.shape)}"
+    index = slice_taken(g, op)
+    if index is None:
+        return "has begin/end/strides that are not constant or that mcugen cannot resolve (ellipsis or new-axis masks)"
+    count = 1
+    for ix in index:
+        count *= len(ix)
+    if count != o.size:
+        return f"takes {count} elements for an output of shape {list(o.shape)}"
+    return c_same_quantization(g, op)
+
+
 def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
     """only on constant or shape-only inputs: evaluated at generation time (mcugen.fold), never run"""
     data = [t.index for t in _ins(g, op) if t is not None and not t.is_const]
@@ -604,7 +640,8 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.SHAPE: [c_folded_only],
-    OpType.STRIDED_SLICE: [c_folded_only],
+    OpType.STRIDED_SLICE: [c_arity, c_slice],
+    OpType.SLICE: [c_arity, c_slice],
     OpType.PACK: [c_folded_only],
     OpType.GATHER: [c_folded_only],
 }

@@ -21,6 +21,8 @@ MODELS = [
     "squared_difference_const_rank2", "minimum_broadcast", "minimum_rank2_broadcast", "maximum_same", "maximum_const",
     "reduce_max_12_keep_rank4", "reduce_max_3_nokeep_rank4", "reduce_max_02_nokeep_rank3", "reduce_max_1_keep_rank2",
     "reduce_max_0123_nokeep_rank4",
+    "slice_rank4", "slice_rank2", "strided_slice_step2_3", "strided_slice_negative_step", "strided_slice_shrink_axis",
+    "strided_slice_rank3_negative_begin",
     "concat_axis3_same_range", "concat_axis1_three_ranges", "concat_rank2_axis_neg1",
     "relu_op", "relu_n1_to_1_op", "leaky_relu_op", "depth_to_space_b2", "space_to_depth_b2", "padv2_value",
 ]

@@ -33,6 +33,17 @@ def reduce_max(axes: tuple[int, ...], keepdims: bool):
     return build
 
 
+def slicing(fn: Callable[[Any], Any]):
+    """A slice of the graph input written with Python indexing or tf.slice (`fn(tf, x)`)."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda x: fn(tf, x)
+
+    return build
+
+
 def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classes of make_op_models)
     big, small = (1, 4, 4, 8), (1, 1, 1, 8)
     two = (InputSpec(big, -1.0, 1.0), InputSpec(big, -3.0, 2.0))
@@ -65,4 +76,14 @@ def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classe
         name = f"reduce_max_{''.join(map(str, axes))}_{'keep' if keep else 'nokeep'}_rank{len(shape)}"
         models.append(OpModel(name, "REDUCE_MAX", (InputSpec(shape, -0.5, 2.0),), reduce_max(axes, keep), ("REDUCE_MAX",),
                               {"keep_dims": keep, "axes": list(axes)}))
+    slices = [
+        ("slice_rank4", "SLICE", (1, 6, 7, 8), lambda tf, x: tf.slice(x, [0, 1, 2, 3], [1, 3, -1, 4])),
+        ("slice_rank2", "SLICE", (5, 9), lambda tf, x: tf.slice(x, [1, 2], [3, 5])),
+        ("strided_slice_step2_3", "STRIDED_SLICE", (1, 7, 8, 9), lambda tf, x: x[:, 1:6:2, ::3, 2:7]),
+        ("strided_slice_negative_step", "STRIDED_SLICE", (1, 5, 6, 4), lambda tf, x: x[:, ::-1, 1:5, ::-2]),
+        ("strided_slice_shrink_axis", "STRIDED_SLICE", (1, 5, 6, 4), lambda tf, x: x[:, 2, :, 1:3:1]),
+        ("strided_slice_rank3_negative_begin", "STRIDED_SLICE", (6, 5, 4), lambda tf, x: x[-3:, :-1:2, 1:]),
+    ]
+    for name, kind, shape, fn in slices:
+        models.append(OpModel(name, kind, (InputSpec(shape, -1.0, 1.0),), slicing(fn), (kind,), {}))
     return models

@@ -170,7 +170,9 @@ def fold_constants(g: Graph) -> Graph:
         tensors[out.index] = replace(out, data=value)
     if len(kept) != len(g.operators):
         g = Graph(g.name, tensors, kept, list(g.inputs), list(g.outputs), g.description)
-    return transposes_as_views(g)
+    from mcugen.split_ops import splits_as_slices
+
+    return splits_as_slices(transposes_as_views(g))
 
 
 def moves_only_unit_axes(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:

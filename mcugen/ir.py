@@ -88,6 +88,9 @@ class OpType(enum.Enum):
     RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
     RESIZE_BILINEAR = "RESIZE_BILINEAR"
     SLICE = "SLICE"
+    SPLIT = "SPLIT"  # SPLIT, SPLIT_V, UNPACK: rewritten into one SLICE per output (mcugen.split_ops)
+    SPLIT_V = "SPLIT_V"
+    UNPACK = "UNPACK"
     # shape arithmetic (STRIDED_SLICE also runs on int8 activations): evaluated at generation time by mcugen.fold when its inputs are known
     SHAPE = "SHAPE"
     STRIDED_SLICE = "STRIDED_SLICE"

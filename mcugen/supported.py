@@ -359,7 +359,7 @@ def c_pool(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_mean(g: Graph, op: Operator) -> Optional[str]:
-    """MEAN/REDUCE_MAX: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
+    """MEAN: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
     if len(x.shape) > 6:
@@ -379,6 +379,11 @@ def c_mean(g: Graph, op: Operator) -> Optional[str]:
     if count >= 2**23:
         return f"reduces {count} elements into each output; at most 2^23 keep the int32 sum exact"
     return None
+
+
+def c_reduce_max(g: Graph, op: Operator) -> Optional[str]:
+    """REDUCE_MAX: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
+    return c_mean(g, op)
 
 
 RECURRENT = ("recurrent models are not supported: none of the 20 published MCU models mcugen is tested on "
@@ -603,6 +608,14 @@ def c_slice(g: Graph, op: Operator) -> Optional[str]:
     return c_same_quantization(g, op)
 
 
+def c_split(g: Graph, op: Operator) -> Optional[str]:
+    """SPLIT/SPLIT_V/UNPACK: an int8 activation of rank <= 6, a constant axis (and size_splits), outputs with the input's shape but along the axis (each becomes a SLICE, which needs the input's quantization on every output)"""
+    from mcugen.split_ops import split_plan
+
+    plan, reason = split_plan(g, op)
+    return None if plan is not None else reason  # taken: mcugen.fold rewrites it into SLICEs
+
+
 def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
     """only on constant or shape-only inputs: evaluated at generation time (mcugen.fold), never run"""
     data = [t.index for t in _ins(g, op) if t is not None and not t.is_const]
@@ -620,7 +633,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.MAXIMUM: [c_arity, c_int8_io, c_int8_second_input, c_elementwise, c_same_quantization],
     OpType.SQUARED_DIFFERENCE: [c_arity, c_int8_io, c_int8_second_input, c_elementwise],
     OpType.MEAN: [c_arity, c_int8_io, c_mean],
-    OpType.REDUCE_MAX: [c_arity, c_int8_io, c_mean, c_same_quantization],
+    OpType.REDUCE_MAX: [c_arity, c_int8_io, c_reduce_max, c_same_quantization],
     OpType.AVERAGE_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
     OpType.MAX_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
     OpType.SOFTMAX: [c_arity, c_int8_io, c_softmax_logistic],
@@ -642,6 +655,9 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.SHAPE: [c_folded_only],
     OpType.STRIDED_SLICE: [c_arity, c_slice],
     OpType.SLICE: [c_arity, c_slice],
+    OpType.SPLIT: [c_split],
+    OpType.SPLIT_V: [c_split],
+    OpType.UNPACK: [c_split],
     OpType.PACK: [c_folded_only],
     OpType.GATHER: [c_folded_only],
 }

@@ -637,6 +637,9 @@ class _Reader:
                 int(opt.BeginMask()), int(opt.EndMask()), int(opt.EllipsisMask()), int(opt.NewAxisMask()),
                 int(opt.ShrinkAxisMask()), bool(opt.Offset()),
             )
+        if optype is OpType.UNPACK:
+            opt = self._options(o, tfl.UnpackOptions, label)
+            return PackAttrs(axis=int(opt.Axis()) if opt else 0, values_count=int(opt.Num()) if opt else int(o.OutputsLength()))
         if optype is OpType.PACK:
             opt = self._options(o, tfl.PackOptions, label)
             return PackAttrs(axis=int(opt.Axis()) if opt else 0, values_count=int(opt.ValuesCount()) if opt else len(ins))

@@ -1,4 +1,4 @@
-"""SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE, REDUCE_MAX: what the support check refuses (the per-op models
+"""SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE, REDUCE_MAX, SPLIT: what the support check refuses (the per-op models
 themselves run in test_ops_c.py, test_emulate.py, test_oracle.py and test_new_ops_m4.py)."""
 
 from __future__ import annotations
@@ -58,3 +58,19 @@ def test_reduce_max_needs_the_input_quantization_on_its_output():
     g = _with_output_quant(name, o.s, int(o.zero_point[0]) + 1)
     blockers = find_blockers(g)
     assert len(blockers) == 1 and "zero point" in blockers[0].detail and "do not rescale" in blockers[0].rule
+
+
+def test_split_becomes_one_slice_per_output_and_a_bad_split_is_refused():
+    from mcugen.fold import fold_constants
+
+    g = read_tflite(OPS_DIR / "split_v_axis1_sizes.tflite")
+    assert [op.op for op in g.operators] == [OpType.SPLIT_V] and find_blockers(g) == []
+    folded = fold_constants(g)
+    assert [op.op for op in folded.operators] == [OpType.SLICE] * 3
+    assert len({op.index for op in folded.operators}) == 3
+    # an output whose shape is not a block of the input along the axis: refused, naming it
+    out = g.operators[0].outputs[1]
+    g.tensors[out] = dataclasses.replace(g.t(out), shape=(1, 3, 4, 3))
+    blockers = find_blockers(g)
+    assert len(blockers) == 1 and f"output tensor {out}" in blockers[0].detail and "SPLIT/SPLIT_V/UNPACK" in blockers[0].rule
+    assert [op.op for op in fold_constants(g).operators] == [OpType.SPLIT_V]

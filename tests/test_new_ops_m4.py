@@ -23,6 +23,8 @@ MODELS = [
     "reduce_max_0123_nokeep_rank4",
     "slice_rank4", "slice_rank2", "strided_slice_step2_3", "strided_slice_negative_step", "strided_slice_shrink_axis",
     "strided_slice_rank3_negative_begin",
+    "split_axis2_three", "split_axis_last_two_rank2", "split_v_axis1_sizes", "split_v_axis3_inferred", "unpack_axis1",
+    "unpack_axis0_rank4",
     "concat_axis3_same_range", "concat_axis1_three_ranges", "concat_rank2_axis_neg1",
     "relu_op", "relu_n1_to_1_op", "leaky_relu_op", "depth_to_space_b2", "space_to_depth_b2", "padv2_value",
 ]

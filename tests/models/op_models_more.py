@@ -86,4 +86,14 @@ def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classe
     ]
     for name, kind, shape, fn in slices:
         models.append(OpModel(name, kind, (InputSpec(shape, -1.0, 1.0),), slicing(fn), (kind,), {}))
+    splits = [
+        ("split_axis2_three", "SPLIT", (1, 4, 6, 5), lambda tf, x: tuple(tf.split(x, 3, axis=2))),
+        ("split_axis_last_two_rank2", "SPLIT", (6, 8), lambda tf, x: tuple(tf.split(x, 2, axis=-1))),
+        ("split_v_axis1_sizes", "SPLIT_V", (1, 7, 4, 3), lambda tf, x: tuple(tf.split(x, [2, 4, 1], axis=1))),
+        ("split_v_axis3_inferred", "SPLIT_V", (1, 3, 4, 9), lambda tf, x: tuple(tf.split(x, [5, -1], axis=3))),
+        ("unpack_axis1", "UNPACK", (2, 3, 5), lambda tf, x: tuple(tf.unstack(x, axis=1))),
+        ("unpack_axis0_rank4", "UNPACK", (3, 2, 4, 2), lambda tf, x: tuple(tf.unstack(x, axis=0))),
+    ]
+    for name, kind, shape, fn in splits:
+        models.append(OpModel(name, kind, (InputSpec(shape, -1.0, 1.0),), slicing(fn), (kind,), {}))
     return models

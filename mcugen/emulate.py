@@ -516,7 +516,7 @@ RELU_BOUNDS = {OpType.RELU: (0.0, float("inf")), OpType.RELU_N1_TO_1: (-1.0, 1.0
 
 
 def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
-    """RELU, RELU_N1_TO_1, LEAKY_RELU on the whole tensor (quant.relu_x_int8 / leaky_relu_int8)."""
+    """RELU, RELU_N1_TO_1, LEAKY_RELU, TANH on the whole tensor (quant.relu_x_int8 / leaky_relu_int8 / tanh_lut_tflite)."""
     x_t = ctx.graph.op_inputs(ctx.op)[0]
     out = ctx.graph.op_outputs(ctx.op)[0]
     for t in (x_t, out):
@@ -524,6 +524,8 @@ def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     (si, zi), (so, zo) = _quant_of(ctx, x_t), _quant_of(ctx, out)
     if ctx.op.op is OpType.LEAKY_RELU:
         return quant.leaky_relu_int8(vals[0], si, zi, so, zo, ctx.op.attrs.alpha)
+    if ctx.op.op is OpType.TANH:  # tflite-runtime's float table, looked up per element
+        return quant.tanh_lut_tflite(si, zi, so, zo)[np.asarray(vals[0]).astype(np.int64) + 128]
     lo, hi = RELU_BOUNDS[ctx.op.op]
     return quant.relu_x_int8(vals[0], si, zi, so, zo, lo, hi)
 
@@ -617,6 +619,7 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.RELU: _activation_op,
     OpType.RELU_N1_TO_1: _activation_op,
     OpType.LEAKY_RELU: _activation_op,
+    OpType.TANH: _activation_op,
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
 }

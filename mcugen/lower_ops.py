@@ -55,6 +55,11 @@ class OpsLowering:
         table = quant.leaky_relu_int8(np.arange(-128, 128), x.quant.s, x.quant.zp, o.quant.s, o.quant.zp, op.attrs.alpha)
         return self._activation_table(op, table, f"LEAKY_RELU alpha {op.attrs.alpha:g}")
 
+    def lower_tanh(self, op):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        return self._activation_table(op, quant.tanh_lut_tflite(x.quant.s, x.quant.zp, o.quant.s, o.quant.zp), "TANH")
+
     # -- block rearrangements: a 6-D transpose of a view
     def _depth_space(self, op, to_space: bool):
         x = self.g.op_inputs(op)[0]

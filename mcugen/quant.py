@@ -628,6 +628,28 @@ def logistic_lut_tflite(
     return np.clip(as_int, qmin, qmax).astype(dtype.numpy)
 
 
+_tanhf_fn = None
+
+
+def tanh_lut_tflite(input_scale: float, input_zp: int, output_scale: float, output_zp: int) -> np.ndarray:
+    """The 256-entry int8 TANH table of TFLite's kReference kernel (PopulateLookupTable, as for
+    LOGISTIC): y = tanhf(float(scale) * float(q - zp)) from the system libm, then
+    clamp(int(roundf(y / out_scale) + out_zp)), in float32. Indexed by q + 128."""
+    global _tanhf_fn
+    if _tanhf_fn is None:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        _tanhf_fn = libm.tanhf
+        _tanhf_fn.restype = ctypes.c_float
+        _tanhf_fn.argtypes = [ctypes.c_float]
+    q = np.arange(-128, 128, dtype=np.int64)
+    dequantized = np.float32(input_scale) * (q - int(input_zp)).astype(np.float32)
+    transformed = np.array([_tanhf_fn(float(v)) for v in dequantized], dtype=np.float32)
+    inverse_scale = np.float32(1.0) / np.float32(output_scale)
+    rescaled = round_half_away_from_zero(transformed * inverse_scale).astype(np.float32)
+    as_int = np.trunc((rescaled + np.float32(output_zp)).astype(np.float64)).astype(np.int64)
+    return np.clip(as_int, -128, 127).astype(np.int8)
+
+
 # ---- RESIZE coordinates (computed at generation time; the kernels only gather) ------------
 
 

@@ -650,6 +650,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.TANH: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.SHAPE: [c_folded_only],

@@ -96,4 +96,7 @@ def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classe
     ]
     for name, kind, shape, fn in splits:
         models.append(OpModel(name, kind, (InputSpec(shape, -1.0, 1.0),), slicing(fn), (kind,), {}))
+    for name, shape, low, high in (("tanh_op", (1, 6, 5, 8), -3.0, 3.0), ("tanh_skewed_range", (4, 33), -0.5, 4.0)):
+        models.append(OpModel(name, "TANH", (InputSpec(shape, low, high),), slicing(lambda tf, x: tf.math.tanh(x)),
+                              ("TANH",), {}))
     return models

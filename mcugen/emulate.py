@@ -526,6 +526,8 @@ def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
         return quant.leaky_relu_int8(vals[0], si, zi, so, zo, ctx.op.attrs.alpha)
     if ctx.op.op is OpType.TANH:  # tflite-runtime's float table, looked up per element
         return quant.tanh_lut_tflite(si, zi, so, zo)[np.asarray(vals[0]).astype(np.int64) + 128]
+    if ctx.op.op is OpType.HARD_SWISH:  # the reference's int16 fixed point, evaluated per input value
+        return quant.hard_swish_int8(si, zi, so, zo)[np.asarray(vals[0]).astype(np.int64) + 128]
     lo, hi = RELU_BOUNDS[ctx.op.op]
     return quant.relu_x_int8(vals[0], si, zi, so, zo, lo, hi)
 
@@ -620,6 +622,7 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.RELU_N1_TO_1: _activation_op,
     OpType.LEAKY_RELU: _activation_op,
     OpType.TANH: _activation_op,
+    OpType.HARD_SWISH: _activation_op,
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
 }

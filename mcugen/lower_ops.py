@@ -60,6 +60,11 @@ class OpsLowering:
         o = self.g.t(op.outputs[0])
         return self._activation_table(op, quant.tanh_lut_tflite(x.quant.s, x.quant.zp, o.quant.s, o.quant.zp), "TANH")
 
+    def lower_hard_swish(self, op):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        return self._activation_table(op, quant.hard_swish_int8(x.quant.s, x.quant.zp, o.quant.s, o.quant.zp), "HARD_SWISH")
+
     # -- block rearrangements: a 6-D transpose of a view
     def _depth_space(self, op, to_space: bool):
         x = self.g.op_inputs(op)[0]

@@ -650,6 +650,66 @@ def tanh_lut_tflite(input_scale: float, input_zp: int, output_scale: float, outp
     return np.clip(as_int, -128, 127).astype(np.int8)
 
 
+def _srdhm16(a: int, b: int) -> int:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int16 (nudge, then C division by 2^15)."""
+    if a == b == -32768:
+        return 32767
+    ab = a * b
+    nudge = (1 << 14) if ab >= 0 else 1 - (1 << 14)
+    return _cdiv(ab + nudge, 1 << 15)
+
+
+def _cdiv(n: int, d: int) -> int:
+    """C integer division (truncation toward zero), d > 0."""
+    return n // d if n >= 0 else -((-n) // d)
+
+
+def _rdbp16(x: int, exponent: int) -> int:
+    """gemmlowp RoundingDivideByPOT on an int16 value (half away from zero)."""
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if (x & mask) > threshold else 0)
+
+
+def _sat16(v: int) -> int:
+    return max(-32768, min(32767, v))
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier, then DownScaleInt32ToInt16Multiplier ((m + 2^15) >> 16, 32767 at the top)."""
+    m, e = quantize_multiplier(real)
+    return (32767 if m >= INT32_MAX - (1 << 15) else (m + (1 << 15)) >> 16), e
+
+
+def hard_swish_int8(input_scale: float, input_zp: int, output_scale: float, output_zp: int) -> np.ndarray:
+    """The 256-entry int8 HARD_SWISH table of TFLite's reference kernel (reference_ops::HardSwish
+    with HardSwishPrepare's parameters, float32 scales), evaluated at generation time. Indexed by q + 128."""
+    f = np.float32
+    hires = f(f(1.0) / f(128.0)) * f(input_scale)
+    out_m, out_e = _int16_multiplier(float(f(hires / f(output_scale))))
+    if out_e > 0:
+        raise UnsupportedError(f"HARD_SWISH output multiplier exponent {out_e} > 0, which TFLite rejects")
+    rel_m, rel_e = _int16_multiplier(float(f(hires / f(f(3.0) / f(32768.0)))))
+    table = []
+    for q in range(-128, 128):
+        hi = (q - int(input_zp)) * 128
+        pre_out = _srdhm16(hi, out_m)
+        r = hi
+        if rel_e > 0:
+            r = _sat16(r * (1 << (rel_e - 1)))
+        r = _srdhm16(r, rel_m)
+        if rel_e > 0:
+            r = _sat16(r * 2)
+        if rel_e < 0:
+            r = _rdbp16(r, -rel_e)
+        r = (r + (1 << 15)) >> 1
+        # SaturatingDoublingHighMul: the product doubled, truncated toward zero
+        p = 32767 if r == pre_out == -32768 else _cdiv(r * pre_out, 1 << 15)
+        out = _rdbp16(p, -out_e) + int(output_zp)
+        table.append(max(-128, min(127, out)))
+    return np.asarray(table, np.int8)
+
+
 # ---- RESIZE coordinates (computed at generation time; the kernels only gather) ------------
 
 

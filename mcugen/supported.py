@@ -616,6 +616,17 @@ def c_split(g: Graph, op: Operator) -> Optional[str]:
     return None if plan is not None else reason  # taken: mcugen.fold rewrites it into SLICEs
 
 
+def c_hard_swish(g: Graph, op: Operator) -> Optional[str]:
+    """HARD_SWISH: input scale / 128 / output scale below 1 (TFLite requires a right-shifting output multiplier)"""
+    x, o = _ins(g, op)[0], g.t(op.outputs[0])
+    hires = np.float32(np.float32(1.0 / 128.0) * np.float32(x.quant.s))
+    with np.errstate(all="ignore"):
+        m = float(np.float32(hires / np.float32(o.quant.s)))
+    if not 0.0 < m < 1.0:
+        return f"has input scale {x.quant.s} and output scale {o.quant.s} (output multiplier {m})"
+    return None
+
+
 def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
     """only on constant or shape-only inputs: evaluated at generation time (mcugen.fold), never run"""
     data = [t.index for t in _ins(g, op) if t is not None and not t.is_const]
@@ -651,6 +662,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.TANH: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.HARD_SWISH: [c_arity, c_int8_io, c_unary_same_shape, c_hard_swish],
     OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.SHAPE: [c_folded_only],

@@ -26,6 +26,7 @@ MODELS = [
     "split_axis2_three", "split_axis_last_two_rank2", "split_v_axis1_sizes", "split_v_axis3_inferred", "unpack_axis1",
     "unpack_axis0_rank4",
     "tanh_op", "tanh_skewed_range",
+    "hard_swish_op", "hard_swish_wide_range", "hard_swish_positive", "hard_swish_small_range",
     "concat_axis3_same_range", "concat_axis1_three_ranges", "concat_rank2_axis_neg1",
     "relu_op", "relu_n1_to_1_op", "leaky_relu_op", "depth_to_space_b2", "space_to_depth_b2", "padv2_value",
 ]

@@ -99,4 +99,8 @@ def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classe
     for name, shape, low, high in (("tanh_op", (1, 6, 5, 8), -3.0, 3.0), ("tanh_skewed_range", (4, 33), -0.5, 4.0)):
         models.append(OpModel(name, "TANH", (InputSpec(shape, low, high),), slicing(lambda tf, x: tf.math.tanh(x)),
                               ("TANH",), {}))
+    for name, shape, low, high in (("hard_swish_op", (1, 6, 5, 8), -4.0, 4.0), ("hard_swish_wide_range", (3, 47), -20.0, 60.0),
+                                   ("hard_swish_positive", (2, 40), 0.0, 5.0), ("hard_swish_small_range", (2, 64), -0.5, 0.5)):
+        models.append(OpModel(name, "HARD_SWISH", (InputSpec(shape, low, high),),
+                              slicing(lambda tf, x: x * tf.nn.relu6(x + 3.0) / 6.0), ("HARD_SWISH",), {}))
     return models

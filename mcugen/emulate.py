@@ -320,6 +320,22 @@ def _sub_or_squared_difference(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> n
     return _finish(ctx, acc + zo, out, ctx.op.attrs.activation)
 
 
+def _prelu(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """PRELU int8: x - zp rescaled by s_in/s_out where >= 0, times (alpha - zp_alpha) and rescaled by
+    s_in*s_alpha/s_out where < 0 (MultiplyByQuantizedMultiplier), plus the output zero point."""
+    t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (t1, t2, out):
+        _require_dtype(ctx, t, DType.INT8)
+    (s1, z1), (s2, z2), (so, zo) = _quant_of(ctx, t1), _quant_of(ctx, t2), _quant_of(ctx, out)
+    p = quant.prelu_params(s1, s2, so)
+    x, alpha = _broadcast_pair(ctx, vals[0], vals[1], out)
+    xs, alpha = np.broadcast_arrays(x - z1, alpha - z2)
+    pos = np.asarray(quant.multiply_by_quantized_multiplier(xs, p.input1_multiplier, p.input1_shift))
+    neg = np.asarray(quant.multiply_by_quantized_multiplier(quant.wrap_int32(xs * alpha), p.input2_multiplier, p.input2_shift))
+    return _finish(ctx, np.where(xs >= 0, pos, neg) + zo, out, Activation.NONE)
+
+
 def _minimum_maximum(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     """MINIMUM/MAXIMUM int8: the smaller/larger raw value (one shared quantization, no rescale)."""
     t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
@@ -602,6 +618,7 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.SUB: _sub_or_squared_difference,
     OpType.SQUARED_DIFFERENCE: _sub_or_squared_difference,
     OpType.MINIMUM: _minimum_maximum,
+    OpType.PRELU: _prelu,
     OpType.MAXIMUM: _minimum_maximum,
     OpType.MEAN: _mean,
     OpType.REDUCE_MAX: _mean,

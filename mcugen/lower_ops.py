@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen import quant
+from mcugen.ir import Activation
 
 
 class _FromLower:
@@ -181,7 +182,8 @@ class OpsLowering:
                 acc *= s4[d]
             return tuple(st)
 
-        lo, hi = L._activation_range(o, op.attrs.activation)
+        act = getattr(op.attrs, "activation", Activation.NONE)
+        lo, hi = L._activation_range(o, act)
         q = [0] * 7 if p is None else [p.left_shift, p.input1_multiplier, p.input1_shift, p.input2_multiplier,
                                         p.input2_shift, p.output_multiplier, p.output_shift]
         names = ["left_shift", "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
@@ -199,7 +201,7 @@ class OpsLowering:
         ]
         a_arg = self.arena(a, True) if not a.is_const else self.const_array(op.index, "operand1", "int8_t", a.data, "operand")
         b_arg = self.arena(b, True) if not b.is_const else self.const_array(op.index, "operand2", "int8_t", b.data, "operand")
-        self._detail = op.attrs.activation.value
+        self._detail = act.value
         return self.make(op, f"mcugen_{kind}_s8", kind, "mcugen_eltwise_params_t", params,
                          [L.ParamsArg(), a_arg, b_arg, self.arena(o, False)])
 
@@ -211,6 +213,10 @@ class OpsLowering:
         a, b = self.g.op_inputs(op)[:2]
         o = self.g.t(op.outputs[0])
         return self._binary(op, "squared_difference", quant.squared_difference_params(a.quant.s, b.quant.s, o.quant.s))
+
+    def lower_prelu(self, op):
+        x, alpha = self.g.op_inputs(op)[:2]
+        return self._binary(op, "prelu", quant.prelu_params(x.quant.s, alpha.quant.s, self.g.t(op.outputs[0]).quant.s))
 
     def lower_minimum(self, op):
         return self._binary(op, "minimum")

@@ -273,6 +273,16 @@ def squared_difference_params(input1_scale: float, input2_scale: float, output_s
     return AddParams(7, m1, sh1, m2, sh2, mo, sho)
 
 
+def prelu_params(input_scale: float, alpha_scale: float, output_scale: float) -> AddParams:
+    """PRELU int8 as tflite-runtime's Prepare computes it: s_in / s_out and s_in * s_alpha / s_out
+    in float32 (then widened), each through QuantizeMultiplier; carried in ADD's fields
+    (input1: x >= 0, input2: x < 0)."""
+    f = np.float32
+    m1, s1 = quantize_multiplier(float(f(f(input_scale) / f(output_scale))))
+    m2, s2 = quantize_multiplier(float(f(f(f(input_scale) * f(alpha_scale)) / f(output_scale))))
+    return AddParams(0, m1, s1, m2, s2, 0, 0)
+
+
 def mul_params(input1_scale: float, input2_scale: float, output_scale: float) -> tuple[int, int]:
     """MUL int8: QuantizeMultiplier(double(s1) * double(s2) / double(s_out))."""
     return quantize_multiplier(_f32(input1_scale) * _f32(input2_scale) / _f32(output_scale))

@@ -105,6 +105,7 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.MINIMUM: 2,
         OpType.MAXIMUM: 2,
         OpType.SQUARED_DIFFERENCE: 2,
+        OpType.PRELU: 2,
         OpType.MEAN: 2,
         OpType.REDUCE_MAX: 2,
         OpType.SLICE: 3,
@@ -627,6 +628,20 @@ def c_hard_swish(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
+def c_prelu(g: Graph, op: Operator) -> Optional[str]:
+    """PRELU: rank <= 4, a per-tensor int8 alpha that broadcasts to the input's shape, output shape = input shape"""
+    x, alpha = _ins(g, op)[0], _ins(g, op)[1]
+    o = g.t(op.outputs[0])
+    if max(len(x.shape), len(alpha.shape)) > 4:
+        return f"has rank {max(len(x.shape), len(alpha.shape))}"
+    if alpha.quant.per_channel:
+        return f"has per-channel alpha quantization (tensor {alpha.index}); TFLite's kernel reads one scale"
+    bs = broadcast_shape(x.shape, alpha.shape)
+    if bs is None or tuple(bs) != tuple(x.shape) or tuple(o.shape) != tuple(x.shape):
+        return f"has alpha shape {list(alpha.shape)} for input {list(x.shape)} and output {list(o.shape)}"
+    return None
+
+
 def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
     """only on constant or shape-only inputs: evaluated at generation time (mcugen.fold), never run"""
     data = [t.index for t in _ins(g, op) if t is not None and not t.is_const]
@@ -662,6 +677,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.TANH: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.PRELU: [c_arity, c_int8_io, c_int8_second_input, c_prelu],
     OpType.HARD_SWISH: [c_arity, c_int8_io, c_unary_same_shape, c_hard_swish],
     OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],

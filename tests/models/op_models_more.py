@@ -44,6 +44,18 @@ def slicing(fn: Callable[[Any], Any]):
     return build
 
 
+def prelu(alpha_shape: tuple[int, ...]):
+    """relu(x) + relu(-x) * (-alpha), the pattern the converter turns into PRELU, alpha in (-0.6, 0.9)."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        neg_alpha = tf.constant(-rng.uniform(-0.6, 0.9, alpha_shape).astype(np.float32))
+        return lambda x: tf.nn.relu(x) + tf.nn.relu(-x) * neg_alpha
+
+    return build
+
+
 def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classes of make_op_models)
     big, small = (1, 4, 4, 8), (1, 1, 1, 8)
     two = (InputSpec(big, -1.0, 1.0), InputSpec(big, -3.0, 2.0))
@@ -103,4 +115,7 @@ def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classe
                                    ("hard_swish_positive", (2, 40), 0.0, 5.0), ("hard_swish_small_range", (2, 64), -0.5, 0.5)):
         models.append(OpModel(name, "HARD_SWISH", (InputSpec(shape, low, high),),
                               slicing(lambda tf, x: x * tf.nn.relu6(x + 3.0) / 6.0), ("HARD_SWISH",), {}))
+    for name, shape, alpha_shape, low, high in (("prelu_channel_alpha", (1, 5, 4, 8), (1, 1, 8), -2.0, 1.0),
+                                                ("prelu_full_alpha", (1, 4, 3, 6), (4, 3, 6), -1.0, 3.0)):
+        models.append(OpModel(name, "PRELU", (InputSpec(shape, low, high),), prelu(alpha_shape), ("PRELU",), {}))
     return models

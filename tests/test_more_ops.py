@@ -1,5 +1,7 @@
-"""SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE, REDUCE_MAX, SPLIT: what the support check refuses (the per-op models
-themselves run in test_ops_c.py, test_emulate.py, test_oracle.py and test_new_ops_m4.py)."""
+"""The later operators (SUB, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE, REDUCE_MAX, SLICE, STRIDED_SLICE, SPLIT,
+SPLIT_V, UNPACK, TANH, HARD_SWISH, PRELU): what the support check refuses, and their per-op models under
+-fsanitize=address,undefined (the models are also run by test_ops_c.py, test_emulate.py, test_oracle.py
+and test_new_ops_m4.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from helpers import OPS_DIR
+from helpers import OPS_DIR, op_model_entries
 from mcugen.errors import UnsupportedError
 from mcugen.ir import OpType, Quant
 from mcugen.supported import check_graph, find_blockers
@@ -74,3 +76,29 @@ def test_split_becomes_one_slice_per_output_and_a_bad_split_is_refused():
     blockers = find_blockers(g)
     assert len(blockers) == 1 and f"output tensor {out}" in blockers[0].detail and "SPLIT/SPLIT_V/UNPACK" in blockers[0].rule
     assert [op.op for op in fold_constants(g).operators] == [OpType.SPLIT_V]
+
+
+SAN = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
+LATER_OPS = ("SUB", "MINIMUM", "MAXIMUM", "SQUARED_DIFFERENCE", "REDUCE_MAX", "SLICE", "STRIDED_SLICE", "SPLIT",
+             "SPLIT_V", "UNPACK", "TANH", "HARD_SWISH", "PRELU")
+LATER = [e["file"] for e in op_model_entries() if e["op"] in LATER_OPS]
+
+
+def test_every_later_op_has_models():
+    assert {e["op"] for e in op_model_entries() if e["file"] in LATER} == set(LATER_OPS)
+
+
+@pytest.mark.parametrize("name", LATER)
+def test_later_op_models_sanitized(name, tmp_path):
+    from mcugen import driver
+    from mcugen.oracle import oracles_for
+
+    path = OPS_DIR / name
+    gen = driver.build(path)
+    exe = driver.compile_host(gen, tmp_path / "build", extra_cflags=SAN)
+    runs = driver.random_inputs(gen.graph, 2, 11)
+    outs = driver.run_host(exe, gen, runs, tmp_path / "io")  # a sanitizer report exits non-zero -> ToolError
+    oracle = oracles_for(path)[0]
+    for r, arrays in enumerate(runs):
+        for a, b in zip(outs[r], oracle.run(arrays)):
+            assert np.array_equal(a, b)

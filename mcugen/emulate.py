@@ -349,7 +349,7 @@ def _minimum_maximum(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
 
 def _slice(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     """SLICE / STRIDED_SLICE on int8: numpy fancy indexing with the resolved per-axis indices."""
-    from mcugen.supported import slice_taken
+    from mcugen.supported_more import slice_taken
 
     x_t = ctx.graph.op_inputs(ctx.op)[0]
     out = ctx.graph.op_outputs(ctx.op)[0]

@@ -245,7 +245,7 @@ class OpsLowering:
 
     # -- SLICE / STRIDED_SLICE on activations: a strided copy over a 6-D view
     def _slice(self, op):
-        from mcugen.supported import slice_taken
+        from mcugen.supported_more import slice_taken
 
         x = self.g.op_inputs(op)[0]
         index = slice_taken(self.g, op)

@@ -298,6 +298,69 @@ def _add(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return _finish(ctx, acc + zo, out, a.activation)
 
 
+def _sub_or_squared_difference(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """SUB (ADD's arithmetic, the scaled second operand subtracted) and SQUARED_DIFFERENCE (left
+    shift 7, the difference squared in int32, then the output multiplier)."""
+    t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (t1, t2, out):
+        _require_dtype(ctx, t, DType.INT8)
+    (s1, z1), (s2, z2), (so, zo) = _quant_of(ctx, t1), _quant_of(ctx, t2), _quant_of(ctx, out)
+    squared = ctx.op.op is OpType.SQUARED_DIFFERENCE
+    p = quant.squared_difference_params(s1, s2, so) if squared else quant.add_params(s1, s2, so)
+    x1, x2 = _broadcast_pair(ctx, vals[0], vals[1], out)
+    scaled1 = quant.multiply_by_quantized_multiplier_smaller_than_one_exp(
+        quant.wrap_int32((x1 - z1) << p.left_shift), p.input1_multiplier, p.input1_shift)
+    scaled2 = quant.multiply_by_quantized_multiplier_smaller_than_one_exp(
+        quant.wrap_int32((x2 - z2) << p.left_shift), p.input2_multiplier, p.input2_shift)
+    raw = quant.wrap_int32(np.asarray(scaled1) - np.asarray(scaled2))
+    if squared:
+        raw = quant.wrap_int32(raw * raw)
+    acc = np.asarray(quant.multiply_by_quantized_multiplier_smaller_than_one_exp(raw, p.output_multiplier, p.output_shift))
+    return _finish(ctx, acc + zo, out, ctx.op.attrs.activation)
+
+
+def _prelu(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """PRELU int8: x - zp rescaled by s_in/s_out where >= 0, times (alpha - zp_alpha) and rescaled by
+    s_in*s_alpha/s_out where < 0 (MultiplyByQuantizedMultiplier), plus the output zero point."""
+    t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (t1, t2, out):
+        _require_dtype(ctx, t, DType.INT8)
+    (s1, z1), (s2, z2), (so, zo) = _quant_of(ctx, t1), _quant_of(ctx, t2), _quant_of(ctx, out)
+    p = quant.prelu_params(s1, s2, so)
+    x, alpha = _broadcast_pair(ctx, vals[0], vals[1], out)
+    xs, alpha = np.broadcast_arrays(x - z1, alpha - z2)
+    pos = np.asarray(quant.multiply_by_quantized_multiplier(xs, p.input1_multiplier, p.input1_shift))
+    neg = np.asarray(quant.multiply_by_quantized_multiplier(quant.wrap_int32(xs * alpha), p.input2_multiplier, p.input2_shift))
+    return _finish(ctx, np.where(xs >= 0, pos, neg) + zo, out, Activation.NONE)
+
+
+def _minimum_maximum(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """MINIMUM/MAXIMUM int8: the smaller/larger raw value (one shared quantization, no rescale)."""
+    t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (t1, t2, out):
+        _require_dtype(ctx, t, DType.INT8)
+    x1, x2 = _broadcast_pair(ctx, vals[0], vals[1], out)
+    fn = np.minimum if ctx.op.op is OpType.MINIMUM else np.maximum
+    return fn(x1, x2).reshape(out.shape).astype(np.int8)
+
+
+def _slice(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """SLICE / STRIDED_SLICE on int8: numpy fancy indexing with the resolved per-axis indices."""
+    from mcugen.supported_more import slice_taken
+
+    x_t = ctx.graph.op_inputs(ctx.op)[0]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    for t in (x_t, out):
+        _require_dtype(ctx, t, DType.INT8)
+    index = slice_taken(ctx.graph, ctx.op)
+    if index is None:
+        raise ctx.fail("has begin/end/strides that cannot be resolved")
+    return np.asarray(vals[0])[np.ix_(*index)].reshape(out.shape).astype(np.int8)
+
+
 def _mul(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     t1, t2 = ctx.graph.op_inputs(ctx.op)[:2]
     out = ctx.graph.op_outputs(ctx.op)[0]
@@ -313,6 +376,7 @@ def _mul(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
 
 
 def _mean(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """MEAN (QuantizedMeanOrSum) and REDUCE_MAX over the resolved axes."""
     x_t = ctx.graph.op_inputs(ctx.op)[0]
     out = ctx.graph.op_outputs(ctx.op)[0]
     for t in (x_t, out):
@@ -326,6 +390,8 @@ def _mean(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
             raise ModelError(f"{ctx.op.describe()}: axis {axis} is out of range for rank {x.ndim}")
         if resolved not in axes:
             axes.append(resolved)
+    if ctx.op.op is OpType.REDUCE_MAX:  # the largest raw value (one shared quantization, no rescale)
+        return (x.max(axis=tuple(axes)) if axes else x).reshape(out.shape).astype(np.int8)
     count = int(np.prod([x.shape[i] for i in axes])) if axes else 1
     (si, zi), (so, zo) = _quant_of(ctx, x_t), _quant_of(ctx, out)
     p = quant.mean_params(si, so, count)
@@ -466,7 +532,7 @@ RELU_BOUNDS = {OpType.RELU: (0.0, float("inf")), OpType.RELU_N1_TO_1: (-1.0, 1.0
 
 
 def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
-    """RELU, RELU_N1_TO_1, LEAKY_RELU on the whole tensor (quant.relu_x_int8 / leaky_relu_int8)."""
+    """RELU, RELU_N1_TO_1, LEAKY_RELU, TANH on the whole tensor (quant.relu_x_int8 / leaky_relu_int8 / tanh_lut_tflite)."""
     x_t = ctx.graph.op_inputs(ctx.op)[0]
     out = ctx.graph.op_outputs(ctx.op)[0]
     for t in (x_t, out):
@@ -474,6 +540,10 @@ def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     (si, zi), (so, zo) = _quant_of(ctx, x_t), _quant_of(ctx, out)
     if ctx.op.op is OpType.LEAKY_RELU:
         return quant.leaky_relu_int8(vals[0], si, zi, so, zo, ctx.op.attrs.alpha)
+    if ctx.op.op is OpType.TANH:  # tflite-runtime's float table, looked up per element
+        return quant.tanh_lut_tflite(si, zi, so, zo)[np.asarray(vals[0]).astype(np.int64) + 128]
+    if ctx.op.op is OpType.HARD_SWISH:  # the reference's int16 fixed point, evaluated per input value
+        return quant.hard_swish_int8(si, zi, so, zo)[np.asarray(vals[0]).astype(np.int64) + 128]
     lo, hi = RELU_BOUNDS[ctx.op.op]
     return quant.relu_x_int8(vals[0], si, zi, so, zo, lo, hi)
 
@@ -543,7 +613,15 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.FULLY_CONNECTED: _fully_connected,
     OpType.ADD: _add,
     OpType.MUL: _mul,
+    OpType.SLICE: _slice,
+    OpType.STRIDED_SLICE: _slice,
+    OpType.SUB: _sub_or_squared_difference,
+    OpType.SQUARED_DIFFERENCE: _sub_or_squared_difference,
+    OpType.MINIMUM: _minimum_maximum,
+    OpType.PRELU: _prelu,
+    OpType.MAXIMUM: _minimum_maximum,
     OpType.MEAN: _mean,
+    OpType.REDUCE_MAX: _mean,
     OpType.AVERAGE_POOL_2D: _average_pool2d,
     OpType.MAX_POOL_2D: _max_pool2d,
     OpType.SOFTMAX: _softmax,
@@ -560,6 +638,8 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.RELU: _activation_op,
     OpType.RELU_N1_TO_1: _activation_op,
     OpType.LEAKY_RELU: _activation_op,
+    OpType.TANH: _activation_op,
+    OpType.HARD_SWISH: _activation_op,
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
 }

@@ -23,17 +23,18 @@ from mcugen.ir import Activation, DType, Graph, Operator, OpType, Tensor
 Value = np.ndarray
 
 
-def _strided_slice(op: Operator, vals: list[Value]) -> Optional[Value]:
+def strided_slice_index(a, shape: tuple[int, ...], begin: Value, end: Value,
+                        strides: Value) -> Optional[tuple[list[np.ndarray], tuple[int, ...]]]:
     """TFLite's StridedSlice (no ellipsis, no new axes): masks resolve begin and end per axis,
-    negative indices count from the end, a shrink axis takes one element and is dropped."""
-    x, begin, end = vals[0], vals[1].reshape(-1), vals[2].reshape(-1)
-    strides = vals[3].reshape(-1)
-    a = op.attrs
-    if a.ellipsis_mask or a.new_axis_mask or not (len(begin) == len(end) == len(strides) <= x.ndim):
+    negative indices count from the end, a shrink axis takes one element and is dropped.
+    Returns the input indices taken along each axis and the shrunk axes (None: not resolvable)."""
+    begin, end, strides = begin.reshape(-1), end.reshape(-1), strides.reshape(-1)
+    ndim = len(shape)
+    if a.ellipsis_mask or a.new_axis_mask or not (len(begin) == len(end) == len(strides) <= ndim):
         return None
     index = []
-    for d in range(x.ndim):
-        n = x.shape[d]
+    for d in range(ndim):
+        n = shape[d]
         if d >= len(begin):
             index.append(np.arange(n))
             continue
@@ -55,9 +56,31 @@ def _strided_slice(op: Operator, vals: list[Value]) -> Optional[Value]:
         e = e + n if e < 0 else e
         e = (n if s > 0 else -1) if a.end_mask >> d & 1 else min(max(e, lo), hi)
         index.append(np.arange(b, e, s))
+    return index, tuple(d for d in range(min(ndim, len(begin))) if a.shrink_axis_mask >> d & 1)
+
+
+def _strided_slice(op: Operator, vals: list[Value]) -> Optional[Value]:
+    x = vals[0]
+    resolved = strided_slice_index(op.attrs, x.shape, vals[1], vals[2], vals[3])
+    if resolved is None:
+        return None
+    index, shrink = resolved
     out = x[np.ix_(*index)] if x.ndim else x
-    shrink = tuple(d for d in range(min(x.ndim, len(begin))) if a.shrink_axis_mask >> d & 1)
     return out.reshape(tuple(n for d, n in enumerate(out.shape) if d not in shrink))
+
+
+def slice_index(shape: tuple[int, ...], begin: Value, size: Value) -> Optional[list[np.ndarray]]:
+    """TFLite's SLICE: begin[d] >= 0, size[d] elements from it (-1: up to the end), within the axis."""
+    begin, size = begin.reshape(-1), size.reshape(-1)
+    if not len(begin) == len(size) == len(shape):
+        return None
+    index = []
+    for b, s, n in zip(begin.tolist(), size.tolist(), shape):
+        e = n if s == -1 else b + s
+        if not 0 <= b <= e <= n:
+            return None
+        index.append(np.arange(b, e))
+    return index
 
 
 def _pack(op: Operator, vals: list[Value]) -> Optional[Value]:
@@ -147,7 +170,9 @@ def fold_constants(g: Graph) -> Graph:
         tensors[out.index] = replace(out, data=value)
     if len(kept) != len(g.operators):
         g = Graph(g.name, tensors, kept, list(g.inputs), list(g.outputs), g.description)
-    return transposes_as_views(g)
+    from mcugen.split_ops import splits_as_slices
+
+    return splits_as_slices(transposes_as_views(g))
 
 
 def moves_only_unit_axes(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:

@@ -62,8 +62,13 @@ class OpType(enum.Enum):
     DEPTHWISE_CONV_2D = "DEPTHWISE_CONV_2D"
     FULLY_CONNECTED = "FULLY_CONNECTED"
     ADD = "ADD"
+    SUB = "SUB"
+    MINIMUM = "MINIMUM"
+    MAXIMUM = "MAXIMUM"
+    SQUARED_DIFFERENCE = "SQUARED_DIFFERENCE"
     MUL = "MUL"
     MEAN = "MEAN"
+    REDUCE_MAX = "REDUCE_MAX"
     AVERAGE_POOL_2D = "AVERAGE_POOL_2D"
     MAX_POOL_2D = "MAX_POOL_2D"
     SOFTMAX = "SOFTMAX"
@@ -80,9 +85,16 @@ class OpType(enum.Enum):
     RELU = "RELU"
     RELU_N1_TO_1 = "RELU_N1_TO_1"
     LEAKY_RELU = "LEAKY_RELU"
+    TANH = "TANH"
+    HARD_SWISH = "HARD_SWISH"
+    PRELU = "PRELU"
     RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
     RESIZE_BILINEAR = "RESIZE_BILINEAR"
-    # shape arithmetic: evaluated at generation time by mcugen.fold when its inputs are known
+    SLICE = "SLICE"
+    SPLIT = "SPLIT"  # SPLIT, SPLIT_V, UNPACK: rewritten into one SLICE per output (mcugen.split_ops)
+    SPLIT_V = "SPLIT_V"
+    UNPACK = "UNPACK"
+    # shape arithmetic (STRIDED_SLICE also runs on int8 activations): evaluated at generation time by mcugen.fold when its inputs are known
     SHAPE = "SHAPE"
     STRIDED_SLICE = "STRIDED_SLICE"
     PACK = "PACK"
@@ -169,7 +181,7 @@ class FullyConnectedAttrs:
 
 @dataclass(frozen=True)
 class ElementwiseAttrs:
-    """ADD and MUL."""
+    """ADD, SUB and MUL (MINIMUM, MAXIMUM and SQUARED_DIFFERENCE: no fused activation, NONE)."""
 
     activation: Activation
 
@@ -186,6 +198,8 @@ class Pool2DAttrs:
 
 @dataclass(frozen=True)
 class MeanAttrs:
+    """MEAN and REDUCE_MAX: the reduced axes (resolved, sorted, unique)."""
+
     axes: tuple[int, ...]
     keep_dims: bool
 
@@ -334,7 +348,7 @@ def op_macs(graph: Graph, op: Operator) -> int:
     if op.op is OpType.FULLY_CONNECTED:
         w = ins[1]
         return out.size * w.shape[-1]
-    if op.op in (OpType.ADD, OpType.MUL):
+    if op.op in (OpType.ADD, OpType.SUB, OpType.MUL, OpType.SQUARED_DIFFERENCE):
         return out.size
     if op.op is OpType.AVERAGE_POOL_2D:
         a = op.attrs

@@ -1,10 +1,11 @@
-"""Lowering of the data-movement and table operators added for published MCU models (a mixin of lower._Lowerer)."""
+"""Lowering of the data-movement, table and two-operand operators added for published MCU models (a mixin of lower._Lowerer)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from mcugen import quant
+from mcugen.ir import Activation
 
 
 class _FromLower:
@@ -54,6 +55,16 @@ class OpsLowering:
         o = self.g.t(op.outputs[0])
         table = quant.leaky_relu_int8(np.arange(-128, 128), x.quant.s, x.quant.zp, o.quant.s, o.quant.zp, op.attrs.alpha)
         return self._activation_table(op, table, f"LEAKY_RELU alpha {op.attrs.alpha:g}")
+
+    def lower_tanh(self, op):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        return self._activation_table(op, quant.tanh_lut_tflite(x.quant.s, x.quant.zp, o.quant.s, o.quant.zp), "TANH")
+
+    def lower_hard_swish(self, op):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        return self._activation_table(op, quant.hard_swish_int8(x.quant.s, x.quant.zp, o.quant.s, o.quant.zp), "HARD_SWISH")
 
     # -- block rearrangements: a 6-D transpose of a view
     def _depth_space(self, op, to_space: bool):
@@ -156,3 +167,104 @@ class OpsLowering:
 
     def lower_resize_bilinear(self, op):
         return self._resize(op, True)
+
+    # -- two-operand arithmetic beyond ADD/MUL: the broadcasting walk of mcugen_add_s8
+    def _binary(self, op, kind: str, p=None):
+        a, b = self.g.op_inputs(op)[:2]
+        o = self.g.t(op.outputs[0])
+        out4 = (1,) * (4 - len(o.shape)) + tuple(o.shape)
+
+        def strides(t):
+            s4 = (1,) * (4 - len(t.shape)) + tuple(t.shape)
+            st, acc = [0, 0, 0, 0], 1
+            for d in range(3, -1, -1):
+                st[d] = 0 if s4[d] == 1 and out4[d] != 1 else acc
+                acc *= s4[d]
+            return tuple(st)
+
+        act = getattr(op.attrs, "activation", Activation.NONE)
+        lo, hi = L._activation_range(o, act)
+        q = [0] * 7 if p is None else [p.left_shift, p.input1_multiplier, p.input1_shift, p.input2_multiplier,
+                                        p.input2_shift, p.output_multiplier, p.output_shift]
+        names = ["left_shift", "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
+                 "output_multiplier", "output_shift"]
+        params = [
+            L.ParamValue("out_shape", out4, "ints"),
+            L.ParamValue("in1_strides", strides(a), "ints"),
+            L.ParamValue("in2_strides", strides(b), "ints"),
+            L.ParamValue("input1_offset", -a.quant.zp),
+            L.ParamValue("input2_offset", -b.quant.zp),
+            L.ParamValue("output_offset", o.quant.zp),
+            *(L.ParamValue(n, v) for n, v in zip(names, q)),
+            L.ParamValue("act_min", lo),
+            L.ParamValue("act_max", hi),
+        ]
+        a_arg = self.arena(a, True) if not a.is_const else self.const_array(op.index, "operand1", "int8_t", a.data, "operand")
+        b_arg = self.arena(b, True) if not b.is_const else self.const_array(op.index, "operand2", "int8_t", b.data, "operand")
+        self._detail = act.value
+        return self.make(op, f"mcugen_{kind}_s8", kind, "mcugen_eltwise_params_t", params,
+                         [L.ParamsArg(), a_arg, b_arg, self.arena(o, False)])
+
+    def lower_sub(self, op):
+        a, b = self.g.op_inputs(op)[:2]
+        return self._binary(op, "sub", quant.add_params(a.quant.s, b.quant.s, self.g.t(op.outputs[0]).quant.s))
+
+    def lower_squared_difference(self, op):
+        a, b = self.g.op_inputs(op)[:2]
+        o = self.g.t(op.outputs[0])
+        return self._binary(op, "squared_difference", quant.squared_difference_params(a.quant.s, b.quant.s, o.quant.s))
+
+    def lower_prelu(self, op):
+        x, alpha = self.g.op_inputs(op)[:2]
+        return self._binary(op, "prelu", quant.prelu_params(x.quant.s, alpha.quant.s, self.g.t(op.outputs[0]).quant.s))
+
+    def lower_minimum(self, op):
+        return self._binary(op, "minimum")
+
+    def lower_maximum(self, op):
+        return self._binary(op, "maximum")
+
+    # -- REDUCE_MAX over any axes: the 6-D odometer of MEAN's generic kernel
+    def lower_reduce_max(self, op):
+        x = self.g.op_inputs(op)[0]
+        axes = op.attrs.axes
+        shape = (1,) * (6 - len(x.shape)) + tuple(x.shape)
+        lead = 6 - len(x.shape)
+        params = [
+            L.ParamValue("in_shape", shape, "ints"),
+            L.ParamValue("reduce", tuple(1 if d - lead in axes else 0 for d in range(6)), "ints"),
+            L.ParamValue("count", int(np.prod([x.shape[d] for d in axes])) if axes else 1),
+            L.ParamValue("input_zero_point", x.quant.zp),
+            L.ParamValue("output_zero_point", self.g.t(op.outputs[0]).quant.zp),
+            L.ParamValue("multiplier", 0),
+            L.ParamValue("shift", 0),
+        ]
+        self._detail = f"axes {list(axes)} keep_dims {op.attrs.keep_dims}"
+        return self.make(op, "mcugen_reduce_max_s8", "reduce_max", "mcugen_reduce_params_t", params,
+                         [L.ParamsArg(), self.arena(x, True), self.arena(self.g.t(op.outputs[0]), False)])
+
+    # -- SLICE / STRIDED_SLICE on activations: a strided copy over a 6-D view
+    def _slice(self, op):
+        from mcugen.supported_more import slice_taken
+
+        x = self.g.op_inputs(op)[0]
+        index = slice_taken(self.g, op)
+        rank = len(x.shape)
+        elem = [int(np.prod(x.shape[d + 1:])) for d in range(rank)]
+        base = sum(int(ix[0]) * elem[d] for d, ix in enumerate(index))
+        steps = [(int(ix[1] - ix[0]) if len(ix) > 1 else 1) * elem[d] for d, ix in enumerate(index)]
+        params = [
+            L.ParamValue("out_shape", (1,) * (6 - rank) + tuple(len(ix) for ix in index), "ints"),
+            L.ParamValue("step", (0,) * (6 - rank) + tuple(steps), "ints"),
+            L.ParamValue("base", base),
+        ]
+        self._detail = "begin " + str([int(ix[0]) for ix in index]) + " step " + str(
+            [int(ix[1] - ix[0]) if len(ix) > 1 else 1 for ix in index])
+        return self.make(op, "mcugen_slice_8", "slice", "mcugen_slice_params_t", params,
+                         [L.ParamsArg(), self.arena(x, True), self.arena(self.g.t(op.outputs[0]), False)])
+
+    def lower_slice(self, op):
+        return self._slice(op)
+
+    def lower_strided_slice(self, op):
+        return self._slice(op)

@@ -262,6 +262,27 @@ def add_params(input1_scale: float, input2_scale: float, output_scale: float, le
     return AddParams(left_shift, m1, sh1, m2, sh2, mo, sho)
 
 
+def squared_difference_params(input1_scale: float, input2_scale: float, output_scale: float) -> AddParams:
+    """SQUARED_DIFFERENCE int8 (TFLite squared_difference.cc Prepare, left shift 7): the inputs as
+    for ADD; out = twice_max^2 / (2**14 * s_out), all through QuantizeMultiplierSmallerThanOneExp."""
+    s1, s2, so = _f32(input1_scale), _f32(input2_scale), _f32(output_scale)
+    twice_max = 2.0 * max(s1, s2)
+    m1, sh1 = _smaller_than_one_exp(s1 / twice_max, "SQUARED_DIFFERENCE input 1")
+    m2, sh2 = _smaller_than_one_exp(s2 / twice_max, "SQUARED_DIFFERENCE input 2")
+    mo, sho = _smaller_than_one_exp(twice_max * twice_max / (float(1 << 14) * so), "SQUARED_DIFFERENCE output")
+    return AddParams(7, m1, sh1, m2, sh2, mo, sho)
+
+
+def prelu_params(input_scale: float, alpha_scale: float, output_scale: float) -> AddParams:
+    """PRELU int8 as tflite-runtime's Prepare computes it: s_in / s_out and s_in * s_alpha / s_out
+    in float32 (then widened), each through QuantizeMultiplier; carried in ADD's fields
+    (input1: x >= 0, input2: x < 0)."""
+    f = np.float32
+    m1, s1 = quantize_multiplier(float(f(f(input_scale) / f(output_scale))))
+    m2, s2 = quantize_multiplier(float(f(f(f(input_scale) * f(alpha_scale)) / f(output_scale))))
+    return AddParams(0, m1, s1, m2, s2, 0, 0)
+
+
 def mul_params(input1_scale: float, input2_scale: float, output_scale: float) -> tuple[int, int]:
     """MUL int8: QuantizeMultiplier(double(s1) * double(s2) / double(s_out))."""
     return quantize_multiplier(_f32(input1_scale) * _f32(input2_scale) / _f32(output_scale))
@@ -615,6 +636,88 @@ def logistic_lut_tflite(
     quantized = (rescaled + np.float32(output_zp)).astype(np.float64)
     as_int = np.trunc(quantized).astype(np.int64)
     return np.clip(as_int, qmin, qmax).astype(dtype.numpy)
+
+
+_tanhf_fn = None
+
+
+def tanh_lut_tflite(input_scale: float, input_zp: int, output_scale: float, output_zp: int) -> np.ndarray:
+    """The 256-entry int8 TANH table of TFLite's kReference kernel (PopulateLookupTable, as for
+    LOGISTIC): y = tanhf(float(scale) * float(q - zp)) from the system libm, then
+    clamp(int(roundf(y / out_scale) + out_zp)), in float32. Indexed by q + 128."""
+    global _tanhf_fn
+    if _tanhf_fn is None:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        _tanhf_fn = libm.tanhf
+        _tanhf_fn.restype = ctypes.c_float
+        _tanhf_fn.argtypes = [ctypes.c_float]
+    q = np.arange(-128, 128, dtype=np.int64)
+    dequantized = np.float32(input_scale) * (q - int(input_zp)).astype(np.float32)
+    transformed = np.array([_tanhf_fn(float(v)) for v in dequantized], dtype=np.float32)
+    inverse_scale = np.float32(1.0) / np.float32(output_scale)
+    rescaled = round_half_away_from_zero(transformed * inverse_scale).astype(np.float32)
+    as_int = np.trunc((rescaled + np.float32(output_zp)).astype(np.float64)).astype(np.int64)
+    return np.clip(as_int, -128, 127).astype(np.int8)
+
+
+def _srdhm16(a: int, b: int) -> int:
+    """gemmlowp SaturatingRoundingDoublingHighMul on int16 (nudge, then C division by 2^15)."""
+    if a == b == -32768:
+        return 32767
+    ab = a * b
+    nudge = (1 << 14) if ab >= 0 else 1 - (1 << 14)
+    return _cdiv(ab + nudge, 1 << 15)
+
+
+def _cdiv(n: int, d: int) -> int:
+    """C integer division (truncation toward zero), d > 0."""
+    return n // d if n >= 0 else -((-n) // d)
+
+
+def _rdbp16(x: int, exponent: int) -> int:
+    """gemmlowp RoundingDivideByPOT on an int16 value (half away from zero)."""
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if (x & mask) > threshold else 0)
+
+
+def _sat16(v: int) -> int:
+    return max(-32768, min(32767, v))
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier, then DownScaleInt32ToInt16Multiplier ((m + 2^15) >> 16, 32767 at the top)."""
+    m, e = quantize_multiplier(real)
+    return (32767 if m >= INT32_MAX - (1 << 15) else (m + (1 << 15)) >> 16), e
+
+
+def hard_swish_int8(input_scale: float, input_zp: int, output_scale: float, output_zp: int) -> np.ndarray:
+    """The 256-entry int8 HARD_SWISH table of TFLite's reference kernel (reference_ops::HardSwish
+    with HardSwishPrepare's parameters, float32 scales), evaluated at generation time. Indexed by q + 128."""
+    f = np.float32
+    hires = f(f(1.0) / f(128.0)) * f(input_scale)
+    out_m, out_e = _int16_multiplier(float(f(hires / f(output_scale))))
+    if out_e > 0:
+        raise UnsupportedError(f"HARD_SWISH output multiplier exponent {out_e} > 0, which TFLite rejects")
+    rel_m, rel_e = _int16_multiplier(float(f(hires / f(f(3.0) / f(32768.0)))))
+    table = []
+    for q in range(-128, 128):
+        hi = (q - int(input_zp)) * 128
+        pre_out = _srdhm16(hi, out_m)
+        r = hi
+        if rel_e > 0:
+            r = _sat16(r * (1 << (rel_e - 1)))
+        r = _srdhm16(r, rel_m)
+        if rel_e > 0:
+            r = _sat16(r * 2)
+        if rel_e < 0:
+            r = _rdbp16(r, -rel_e)
+        r = (r + (1 << 15)) >> 1
+        # SaturatingDoublingHighMul: the product doubled, truncated toward zero
+        p = 32767 if r == pre_out == -32768 else _cdiv(r * pre_out, 1 << 15)
+        out = _rdbp16(p, -out_e) + int(output_zp)
+        table.append(max(-128, min(127, out)))
+    return np.asarray(table, np.int8)
 
 
 # ---- RESIZE coordinates (computed at generation time; the kernels only gather) ------------

@@ -100,8 +100,16 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.DEPTHWISE_CONV_2D: 2,
         OpType.FULLY_CONNECTED: 2,
         OpType.ADD: 2,
+        OpType.SUB: 2,
         OpType.MUL: 2,
+        OpType.MINIMUM: 2,
+        OpType.MAXIMUM: 2,
+        OpType.SQUARED_DIFFERENCE: 2,
+        OpType.PRELU: 2,
         OpType.MEAN: 2,
+        OpType.REDUCE_MAX: 2,
+        OpType.SLICE: 3,
+        OpType.STRIDED_SLICE: 4,
         OpType.PAD: 2,
         OpType.PADV2: 3,
         OpType.TRANSPOSE: 2,
@@ -277,7 +285,7 @@ def c_fully_connected(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
-    """ADD/MUL: two int8 operands of rank <= 4 that broadcast (NumPy rules) to the output shape"""
+    """ADD/SUB/MUL/MINIMUM/MAXIMUM/SQUARED_DIFFERENCE: two int8 operands of rank <= 4 that broadcast (NumPy rules) to the output shape"""
     a, b = _ins(g, op)[0], _ins(g, op)[1]
     o = g.t(op.outputs[0])
     if max(len(a.shape), len(b.shape), len(o.shape)) > 4:
@@ -292,8 +300,20 @@ def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
             m = np.float32(np.float32(a.quant.s) * np.float32(b.quant.s)) / np.float32(o.quant.s)
         if not np.isfinite(m):
             return f"has output scale {o.quant.s}: TFLite's float32 output multiplier overflows ({float(m)})"
-    if op.op is OpType.ADD:
-        # TFLite's int8 ADD Prepare: twice_max / ((1 << 20) * output_scale), the product in float32;
+    if op.op is OpType.SQUARED_DIFFERENCE:
+        # TFLite's int8 SQUARED_DIFFERENCE Prepare: twice_max^2 / ((1 << 14) * output_scale) (the
+        # product in float32) through QuantizeMultiplierSmallerThanOneExp, which aborts unless < 1.
+        twice_max = 2.0 * max(a.quant.s, b.quant.s)
+        with np.errstate(all="ignore"):
+            denominator = float(np.float32(1 << 14) * np.float32(o.quant.s))
+        m = twice_max * twice_max / denominator if denominator else math.inf
+        if not 0.0 < m < 1.0:
+            return (
+                f"has output scale {o.quant.s} for input scales {a.quant.s} and {b.quant.s}: TFLite's output "
+                f"multiplier {m} is outside (0, 1)"
+            )
+    if op.op in (OpType.ADD, OpType.SUB):
+        # TFLite's int8 ADD (and SUB) Prepare: twice_max / ((1 << 20) * output_scale), the product in float32;
         # it aborts the process (TFLITE_CHECK) unless the multiplier lies strictly within (0, 1).
         twice_max = 2.0 * max(a.quant.s, b.quant.s)
         with np.errstate(all="ignore"):
@@ -343,6 +363,8 @@ def c_mean(g: Graph, op: Operator) -> Optional[str]:
     count = 1
     for d in axes:
         count *= x.shape[d]
+    if op.op is OpType.REDUCE_MAX:
+        return None  # no sum: any count
     if count >= 2**23:
         return f"reduces {count} elements into each output; at most 2^23 keep the int32 sum exact"
     from mcugen.quant import mean_params
@@ -553,13 +575,27 @@ def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
     return f"depends on run-time data (tensor {data[0]})" if data else "could not be evaluated at generation time"
 
 
+from mcugen.supported_more import (  # noqa: E402 (the later operators' rules; they import this module lazily)
+    c_hard_swish,
+    c_prelu,
+    c_reduce_max,
+    c_same_quantization,
+    c_slice,
+    c_split,
+)
+
 CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_conv],
     OpType.DEPTHWISE_CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_depthwise],
     OpType.FULLY_CONNECTED: [c_arity, c_int8_io, c_activation, c_fully_connected],
     OpType.ADD: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
     OpType.MUL: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
+    OpType.SUB: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
+    OpType.MINIMUM: [c_arity, c_int8_io, c_int8_second_input, c_elementwise, c_same_quantization],
+    OpType.MAXIMUM: [c_arity, c_int8_io, c_int8_second_input, c_elementwise, c_same_quantization],
+    OpType.SQUARED_DIFFERENCE: [c_arity, c_int8_io, c_int8_second_input, c_elementwise],
     OpType.MEAN: [c_arity, c_int8_io, c_mean],
+    OpType.REDUCE_MAX: [c_arity, c_int8_io, c_reduce_max, c_same_quantization],
     OpType.AVERAGE_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
     OpType.MAX_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
     OpType.SOFTMAX: [c_arity, c_int8_io, c_softmax_logistic],
@@ -576,16 +612,23 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.TANH: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.PRELU: [c_arity, c_int8_io, c_int8_second_input, c_prelu],
+    OpType.HARD_SWISH: [c_arity, c_int8_io, c_unary_same_shape, c_hard_swish],
     OpType.RESIZE_NEAREST_NEIGHBOR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.RESIZE_BILINEAR: [c_arity, c_int8_io, c_rank4, c_resize],
     OpType.SHAPE: [c_folded_only],
-    OpType.STRIDED_SLICE: [c_folded_only],
+    OpType.STRIDED_SLICE: [c_arity, c_slice],
+    OpType.SLICE: [c_arity, c_slice],
+    OpType.SPLIT: [c_split],
+    OpType.SPLIT_V: [c_split],
+    OpType.UNPACK: [c_split],
     OpType.PACK: [c_folded_only],
     OpType.GATHER: [c_folded_only],
 }
 
 GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.FLOAT32)
-CONST_OPERAND_OPS = (OpType.ADD, OpType.MUL)  # the ops whose lowering takes constant operands
+CONST_OPERAND_OPS = (OpType.ADD, OpType.SUB, OpType.MUL, OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE)  # the ops whose lowering takes constant operands
 
 
 @dataclass(frozen=True)
@@ -622,7 +665,7 @@ def _op_blocker(g: Graph, op: Operator) -> Optional[Blocker]:
     x = g.op_inputs(op)[0]
     if op.op not in CONST_OPERAND_OPS and x is not None and x.is_const:
         return Blocker(op.index, op.op.value, f"reads constant tensor {x.index} as its data input",
-                       "only ADD and MUL take a constant operand")
+                       "only the two-operand arithmetic operators (ADD, SUB, MUL, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE) take a constant operand")
     return None
 
 

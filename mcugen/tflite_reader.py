@@ -553,10 +553,12 @@ class _Reader:
             if int(opt.WeightsFormat()) != 0:
                 raise self.fail(f"{label} uses shuffled weights; only the DEFAULT weights format is supported")
             return FullyConnectedAttrs(activation=act(opt.FusedActivationFunction()), keep_num_dims=bool(opt.KeepNumDims()))
-        if optype in (OpType.ADD, OpType.MUL):
-            cls = tfl.AddOptions if optype is OpType.ADD else tfl.MulOptions
+        if optype in (OpType.ADD, OpType.SUB, OpType.MUL):
+            cls = {OpType.ADD: tfl.AddOptions, OpType.SUB: tfl.SubOptions, OpType.MUL: tfl.MulOptions}[optype]
             opt = self._options(o, cls, label)
             return ElementwiseAttrs(activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE)
+        if optype in (OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE):
+            return ElementwiseAttrs(activation=Activation.NONE)
         if optype in (OpType.AVERAGE_POOL_2D, OpType.MAX_POOL_2D):
             opt = self._options(o, tfl.Pool2DOptions, label)
             if opt is None:
@@ -577,7 +579,7 @@ class _Reader:
             if not math.isfinite(beta) or beta <= 0:
                 raise self.fail(f"{label} has beta {beta}; it must be finite and positive")
             return SoftmaxAttrs(beta=beta)
-        if optype is OpType.MEAN:
+        if optype in (OpType.MEAN, OpType.REDUCE_MAX):
             opt = self._options(o, tfl.ReducerOptions, label)
             axes_t = self.const_input(ins, 1, tensors, label, "axes")
             rank = len(self.input_tensor(ins, 0, tensors, label).shape)
@@ -635,6 +637,9 @@ class _Reader:
                 int(opt.BeginMask()), int(opt.EndMask()), int(opt.EllipsisMask()), int(opt.NewAxisMask()),
                 int(opt.ShrinkAxisMask()), bool(opt.Offset()),
             )
+        if optype is OpType.UNPACK:
+            opt = self._options(o, tfl.UnpackOptions, label)
+            return PackAttrs(axis=int(opt.Axis()) if opt else 0, values_count=int(opt.Num()) if opt else int(o.OutputsLength()))
         if optype is OpType.PACK:
             opt = self._options(o, tfl.PackOptions, label)
             return PackAttrs(axis=int(opt.Axis()) if opt else 0, values_count=int(opt.ValuesCount()) if opt else len(ins))

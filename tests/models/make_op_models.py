@@ -1003,6 +1003,14 @@ def _graph_models() -> list[OpModel]:
     ]
 
 
+def _more_models() -> list[OpModel]:
+    """The models of the later operators (tests/models/op_models_more.py: this file is long enough)."""
+    sys.path.insert(0, str(HERE))
+    from op_models_more import more_models
+
+    return more_models(OpModel, InputSpec, _activate)
+
+
 def all_models() -> list[OpModel]:
     return (
         _conv_models()
@@ -1014,6 +1022,7 @@ def all_models() -> list[OpModel]:
         + _quantize_models()
         + _shape_and_resize_models()
         + _concat_models()
+        + _more_models()
         + _refused_models()
         + _graph_models()
     )
@@ -1187,13 +1196,13 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
                 "stride_w": o.StrideW(),
                 "activation": _ACTIVATION_NAMES[o.FusedActivationFunction()],
             }
-        elif name in ("ADD", "MUL"):
-            cls = tflite.AddOptions if name == "ADD" else tflite.MulOptions
+        elif name in ("ADD", "SUB", "MUL"):
+            cls = {"ADD": tflite.AddOptions, "SUB": tflite.SubOptions, "MUL": tflite.MulOptions}[name]
             o = _options_table(op, cls)
             opts = {"activation": _ACTIVATION_NAMES[o.FusedActivationFunction()]}
         elif name == "SOFTMAX":
             opts = {"beta": float(_options_table(op, tflite.SoftmaxOptions).Beta())}
-        elif name in ("MEAN", "SUM"):
+        elif name in ("MEAN", "SUM", "REDUCE_MAX"):
             axes = _const_data(model, subgraph, inputs[1])
             opts = {
                 "keep_dims": bool(_options_table(op, tflite.ReducerOptions).KeepDims()),

@@ -1,0 +1,100 @@
+"""Support rules of the later operators (MINIMUM/MAXIMUM/REDUCE_MAX quantization, SLICE/STRIDED_SLICE,
+SPLIT/SPLIT_V/UNPACK, PRELU, HARD_SWISH, REDUCE_MAX), listed in mcugen.supported.CONSTRAINTS."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from mcugen.ir import DType, Graph, Operator, OpType
+
+
+def _supported():
+    from mcugen import supported  # supported imports this module
+
+    return supported
+
+
+def c_same_quantization(g: Graph, op: Operator) -> Optional[str]:
+    """MINIMUM/MAXIMUM/REDUCE_MAX: the data inputs and the output share one quantization (TFLite's int8 kernels compare the raw values and do not rescale)"""
+    o = g.t(op.outputs[0])
+    for t in g.op_inputs(op)[: 1 if op.op in (OpType.REDUCE_MAX, OpType.SLICE, OpType.STRIDED_SLICE) else 2]:
+        if (float(np.float32(t.quant.s)), int(t.quant.zp)) != (float(np.float32(o.quant.s)), int(o.quant.zp)):
+            return (
+                f"has input tensor {t.index} with scale {t.quant.s}, zero point {t.quant.zp} but output scale "
+                f"{o.quant.s}, zero point {o.quant.zp}"
+            )
+    return None
+
+
+def slice_taken(g: Graph, op: Operator):
+    """The input indices a SLICE / STRIDED_SLICE takes along each axis (None: not resolvable)."""
+    from mcugen.fold import slice_index, strided_slice_index
+
+    ins = g.op_inputs(op)
+    x = ins[0]
+    if any(t is None or not t.is_const for t in ins[1:]):
+        return None
+    if op.op is OpType.SLICE:
+        return slice_index(x.shape, np.asarray(ins[1].data), np.asarray(ins[2].data))
+    resolved = strided_slice_index(op.attrs, x.shape, *(np.asarray(t.data) for t in ins[1:4]))
+    return None if resolved is None else resolved[0]
+
+
+def c_slice(g: Graph, op: Operator) -> Optional[str]:
+    """SLICE/STRIDED_SLICE on int8 activations: rank <= 6, constant begin/end/strides (or sizes), no ellipsis or new axes, the input's quantization on the output; on other data only on constant or shape-only inputs (evaluated at generation time)"""
+    x, o = g.op_inputs(op)[0], g.t(op.outputs[0])
+    if x is None or x.dtype is not DType.INT8 or x.is_const:
+        return _supported().c_folded_only(g, op)
+    if o.dtype is not DType.INT8 or x.quant is None or o.quant is None:
+        return f"output tensor {o.index} is {o.dtype.value}"
+    if len(x.shape) > 6:
+        return f"has rank {len(x.shape)}"
+    index = slice_taken(g, op)
+    if index is None:
+        return "has begin/end/strides that are not constant or that mcugen cannot resolve (ellipsis or new-axis masks)"
+    count = 1
+    for ix in index:
+        count *= len(ix)
+    if count != o.size:
+        return f"takes {count} elements for an output of shape {list(o.shape)}"
+    return c_same_quantization(g, op)
+
+
+def c_split(g: Graph, op: Operator) -> Optional[str]:
+    """SPLIT/SPLIT_V/UNPACK: an int8 activation of rank <= 6, a constant axis (and size_splits), outputs with the input's shape but along the axis (each becomes a SLICE, which needs the input's quantization on every output)"""
+    from mcugen.split_ops import split_plan
+
+    plan, reason = split_plan(g, op)
+    return None if plan is not None else reason  # taken: mcugen.fold rewrites it into SLICEs
+
+
+def c_prelu(g: Graph, op: Operator) -> Optional[str]:
+    """PRELU: rank <= 4, a per-tensor int8 alpha that broadcasts to the input's shape, output shape = input shape"""
+    x, alpha = g.op_inputs(op)[0], g.op_inputs(op)[1]
+    o = g.t(op.outputs[0])
+    if max(len(x.shape), len(alpha.shape)) > 4:
+        return f"has rank {max(len(x.shape), len(alpha.shape))}"
+    if alpha.quant.per_channel:
+        return f"has per-channel alpha quantization (tensor {alpha.index}); TFLite's kernel reads one scale"
+    bs = _supported().broadcast_shape(x.shape, alpha.shape)
+    if bs is None or tuple(bs) != tuple(x.shape) or tuple(o.shape) != tuple(x.shape):
+        return f"has alpha shape {list(alpha.shape)} for input {list(x.shape)} and output {list(o.shape)}"
+    return None
+
+
+def c_hard_swish(g: Graph, op: Operator) -> Optional[str]:
+    """HARD_SWISH: input scale / 128 / output scale below 1 (TFLite requires a right-shifting output multiplier)"""
+    x, o = g.op_inputs(op)[0], g.t(op.outputs[0])
+    hires = np.float32(np.float32(1.0 / 128.0) * np.float32(x.quant.s))
+    with np.errstate(all="ignore"):
+        m = float(np.float32(hires / np.float32(o.quant.s)))
+    if not 0.0 < m < 1.0:
+        return f"has input scale {x.quant.s} and output scale {o.quant.s} (output multiplier {m})"
+    return None
+
+
+def c_reduce_max(g: Graph, op: Operator) -> Optional[str]:
+    """REDUCE_MAX: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
+    return _supported().c_mean(g, op)

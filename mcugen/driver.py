@@ -16,7 +16,8 @@ import numpy as np
 from mcugen import codegen, outdir
 from mcugen.errors import OutputError, ToolError
 from mcugen.ir import DType, Graph, OpType
-from mcugen.lower import Program, c_identifier, emit, plan_schedule
+from mcugen.arena import plan_schedule
+from mcugen.lower import Program, c_identifier, emit
 from mcugen.options import DEFAULT_STRATEGY, CompileOptions
 from mcugen.fold import fold_constants
 from mcugen.passes import fold_pads

@@ -8,7 +8,7 @@ estimate from `mcugen.kernels.cost`). Nothing is planned yet. From those costs, 
 block (a block is one candidate chain: fused, or its layers one by one):
 
 - `layerwise`: no chain is fused.
-- `fused`: every chain that lowers the planned arena (`lower.choose_chains`), whatever it costs.
+- `fused`: every chain that lowers the planned arena (`arena.choose_chains`), whatever it costs.
 - `auto` (the default): the smallest arena whose estimated instructions stay within `TIE`
   (10%) of the fastest plan's (the estimate is not closer than that to the measured counts):
   from the smallest plan, the blocks that add the most instructions run layer by layer again
@@ -29,7 +29,8 @@ from typing import Mapping, Optional, Sequence
 
 from mcugen.fusion import Chain, find_chains
 from mcugen.ir import Graph
-from mcugen.lower import PlannedSchedule, Program, choose_chains, emit, plan_schedule
+from mcugen.arena import PlannedSchedule, choose_chains, plan_schedule
+from mcugen.lower import Program, emit
 from mcugen.options import Budget, CompileOptions
 from mcugen.passes import build_schedule, schedule_buffers
 from mcugen.planner import Plan

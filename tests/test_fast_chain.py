@@ -20,7 +20,8 @@ from mcugen import codegen, driver
 from mcugen.emulate import emulate
 from mcugen.fusion import find_chains
 from mcugen.ir import Activation, Graph, Padding
-from mcugen.lower import emit, lower, plan_schedule
+from mcugen.arena import plan_schedule
+from mcugen.lower import emit, lower
 from mcugen.passes import fold_pads
 from mcugen.kernels import specialize
 from mcugen.boards import get_board

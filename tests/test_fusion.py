@@ -35,7 +35,8 @@ from mcugen.ir import (
     Quant,
     Tensor,
 )
-from mcugen.lower import PlannedSchedule, emit, lower, plan_schedule
+from mcugen.arena import PlannedSchedule, plan_schedule
+from mcugen.lower import emit, lower
 from mcugen.passes import build_schedule, fold_pads, schedule_buffers, tensor_buffer
 from mcugen.planner import Buffer, Plan, verify
 

@@ -114,9 +114,7 @@ def _sources_for(model: Path, opts: CompileOptions, gen_dir: Path) -> Sources:
         raise UnsupportedError(f"{model}: expected a .tflite file or a folder of generated C sources")
     generated = driver.build(model, options=opts)
     gen_dir.mkdir(parents=True, exist_ok=True)
-    files = dict(generated.files)
-    files[driver.BUILD_INFO] = json.dumps(driver.build_info(generated), indent=2) + "\n"
-    codegen.write_files(files, gen_dir)
+    codegen.write_files(driver.folder_files(generated), gen_dir)
     for note in generated.notes:
         print(note, file=sys.stderr)
     return Sources(gen_dir, generated.program.name, tuple(generated.cflags), generated)

@@ -162,6 +162,11 @@ def build_info(gen: Generated) -> dict:
     }
 
 
+def folder_files(gen: Generated) -> dict[str, str]:
+    """The files of a generated folder: the model library and its build info."""
+    return {**gen.files, BUILD_INFO: json.dumps(build_info(gen), indent=2) + "\n"}
+
+
 def read_build_info(folder: Path) -> Optional[dict]:
     """The build info of a folder `generate` wrote, None for a folder without one."""
     path = Path(folder) / BUILD_INFO
@@ -182,9 +187,7 @@ def generate(
     cmsis_nn: Optional[str] = None, options: Optional[CompileOptions] = None,
 ) -> Generated:
     gen = build(model_path, name, strategy, kernels=kernels, target=target, cmsis_nn=cmsis_nn, options=options)
-    files = dict(gen.files)
-    files[BUILD_INFO] = json.dumps(build_info(gen), indent=2) + "\n"
-    write_output_dir(Path(out_dir), files, force=force)
+    write_output_dir(Path(out_dir), folder_files(gen), force=force)
     return gen
 
 

@@ -158,7 +158,7 @@ def layer_const_bytes(program: Program) -> dict[int, int]:
 
 
 def step_costs(folded: Graph, pads, chains: Sequence[Chain], cname: str, model_name: str,
-               opts: CompileOptions, flash_tight: bool = False) -> tuple[dict[tuple[int, ...], StepCost], Program]:
+               opts: CompileOptions, flash_tight: bool = False) -> dict[tuple[int, ...], StepCost]:
     """Lower the schedule with these chains fused (provisional offsets), choose every layer's
     kernel for the target, and state each step's cost. Plans nothing."""
     from mcugen.kernels import apply_kernels
@@ -189,7 +189,7 @@ def step_costs(folded: Graph, pads, chains: Sequence[Chain], cname: str, model_n
             instructions=estimate_layer(layer, plan, schedule, step, target, opts.kernels),
             output=layer.output,
         )
-    return costs, program
+    return costs
 
 
 # ---- the choice ------------------------------------------------------------------------------------
@@ -221,9 +221,9 @@ def choose_schedule(folded: Graph, pads, cname: str, model_name: str, opts: Comp
 def _choose(folded: Graph, pads, cname: str, model_name: str, opts: CompileOptions, flash_tight: bool) -> ScheduleChoice:
     budget = opts.budget()
     candidates = find_chains(folded, pads) if opts.strategy != "layerwise" else []
-    costs, _ = step_costs(folded, pads, [], cname, model_name, opts, flash_tight)
+    costs = step_costs(folded, pads, [], cname, model_name, opts, flash_tight)
     if candidates:
-        fused_costs, _ = step_costs(folded, pads, candidates, cname, model_name, opts, flash_tight)
+        fused_costs = step_costs(folded, pads, candidates, cname, model_name, opts, flash_tight)
         costs.update({k: v for k, v in fused_costs.items() if len(k) > 1 or k not in costs})
     extra = {c.output: c.scratch_bytes for k, c in costs.items() if len(k) == 1 and c.scratch_bytes}
     ops = [op.index for op in folded.operators]
@@ -240,25 +240,27 @@ def _choose(folded: Graph, pads, cname: str, model_name: str, opts: CompileOptio
     def layers_instr(c: Chain) -> int:
         return sum(costs[(o,)].instructions for o in c.ops)
 
+    # the smallest arena: every block whose fusion lowers it (what --strategy fused runs)
+    smallest = chains_of(choose_chains(folded, pads, candidates, extra)) if candidates else []
     reasons: dict[tuple[int, ...], str] = {}
     if opts.strategy == "layerwise" or not candidates:
         chosen: list[Chain] = []
         for c in candidates:
             reasons[c.ops] = "--strategy layerwise"
     elif opts.strategy == "fused":
-        chosen = list(candidates) if opts.fuse_all else chains_of(choose_chains(folded, pads, candidates, extra))
+        chosen = list(candidates) if opts.fuse_all else list(smallest)
         for c in candidates:
             reasons[c.ops] = "--strategy fused: lowers the arena" if c in chosen else "--strategy fused: does not lower the arena"
     else:
-        chosen = _auto(folded, pads, candidates, costs, budget, extra, reasons, plan_of, chains_of, fused_instr,
-                       layers_instr, ops)
+        chosen = _auto(folded, pads, candidates, smallest, costs, budget, extra, reasons, plan_of, chains_of,
+                       fused_instr, layers_instr, ops)
     blocks = [
         BlockChoice(_label(folded, c), c.ops, costs[tuple(c.ops)], tuple(costs[(o,)] for o in c.ops),
                     "fused" if c in chosen else "layerwise", reasons.get(c.ops, ""))
         for c in candidates
     ]
     choice = ScheduleChoice(opts.strategy, chosen, extra, costs, blocks, budget=budget, flash_tight=flash_tight)
-    choice.alternatives = _alternatives(folded, pads, candidates, chosen, costs, budget, extra, ops)
+    choice.alternatives = _alternatives(folded, pads, chosen, smallest, costs, budget, extra, ops)
     return choice
 
 
@@ -267,12 +269,10 @@ def _fits(arena: int, const: int, budget: Budget) -> bool:
         budget.const_bytes is None or const <= budget.const_bytes)
 
 
-def _auto(folded, pads, candidates, costs, budget: Budget, extra, reasons, plan_of, chains_of, fused_instr,
-          layers_instr, ops) -> list[Chain]:
+def _auto(folded, pads, candidates, smallest, costs, budget: Budget, extra, reasons, plan_of, chains_of,
+          fused_instr, layers_instr, ops) -> list[Chain]:
     fastest = _totals([], costs, ops)[1]
-    # the smallest arena: every block whose fusion lowers it (what --strategy fused runs)
-    planned = choose_chains(folded, pads, candidates, extra)
-    chosen = chains_of(planned)
+    chosen = list(smallest)
     for c in candidates:
         if c not in chosen:
             reasons[c.ops] = "layer by layer: fusing does not lower the arena"
@@ -316,11 +316,9 @@ def _auto(folded, pads, candidates, costs, budget: Budget, extra, reasons, plan_
     return sorted(chosen, key=lambda c: order[c.ops])
 
 
-def _alternatives(folded, pads, candidates, chosen, costs, budget, extra, ops) -> list[Alternative]:
+def _alternatives(folded, pads, chosen, smallest, costs, budget, extra, ops) -> list[Alternative]:
     rows = []
-    chains_fused = [s.chain for s in choose_chains(folded, pads, candidates, extra).schedule.steps
-                    if s.chain is not None] if candidates else []
-    for label, chains in (("chosen", chosen), ("fused", chains_fused), ("layerwise", [])):
+    for label, chains in (("chosen", chosen), ("fused", smallest), ("layerwise", [])):
         arena = plan_schedule(folded, pads, list(chains), extra).plan.arena_bytes
         const, instr = _totals(chains, costs, ops)
         rows.append(Alternative(label, arena, const, instr, _fits(arena, const, budget), chosen=label == "chosen"))

@@ -11,6 +11,7 @@ import numpy as np
 from mcugen import quant
 from mcugen.errors import McugenError, UnsupportedError
 from mcugen.fold import fold_constants
+from mcugen.lower_io import IoLowering
 from mcugen.lower_ops import OpsLowering
 from mcugen.fusion import Chain, Stage, find_chains, window_of
 from mcugen.ir import DType, Graph, Operator, Tensor, op_macs
@@ -163,6 +164,8 @@ class Program:
     # Per layer boundary (0: before layer 0, k: after layer k-1), the merged byte ranges
     # [start, end) of the arena that hold data still needed; everything else is dead.
     live_ranges: list[list[tuple[int, int]]] = field(default_factory=list)
+    # --stream-inputs: the cases of <name>_input_write() (mcugen.stream_input.InputWriter)
+    writers: list = field(default_factory=list)
 
     @property
     def weight_bytes(self) -> int:
@@ -178,7 +181,7 @@ def _activation_range(t: Tensor, act) -> tuple[int, int]:
     return quant.activation_range(act, t.quant.s, t.quant.zp, t.dtype)
 
 
-class _Lowerer(OpsLowering):
+class _Lowerer(OpsLowering, IoLowering):
     def __init__(
         self,
         schedule: Schedule,
@@ -740,59 +743,6 @@ class _Lowerer(OpsLowering):
         self._detail = f"perm {list(perm)}"
         return self.make(
             op, "mcugen_transpose", "transpose", "mcugen_transpose_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
-        )
-
-    def lower_quantize(self, op):
-        x = self.g.op_inputs(op)[0]
-        o = self.g.t(op.outputs[0])
-        qmin, qmax = (0, 255) if o.dtype is DType.UINT8 else (-128, 127)
-        out_u = FlagArg("out_unsigned", 1 if o.dtype is DType.UINT8 else 0)
-        if x.dtype is DType.FLOAT32:
-            params = [
-                ParamValue("size", x.size),
-                ParamValue("scale", float(np.float32(o.quant.s)), "float"),
-                ParamValue("input_zero_point", 0),
-                ParamValue("output_zero_point", o.quant.zp),
-                ParamValue("multiplier", 0),
-                ParamValue("shift", 0),
-                ParamValue("qmin", qmin),
-                ParamValue("qmax", qmax),
-            ]
-            return self.make(
-                op, "mcugen_quantize_f32", "quantize", "mcugen_quantize_params_t", params,
-                [ParamsArg(), self.arena(x, True), self.arena(o, False), out_u],
-            )
-        if x.dtype is not o.dtype and x.quant.s == o.quant.s and o.quant.zp == x.quant.zp + (-128 if o.dtype is DType.INT8 else 128):
-            # uint8 <-> int8 with scale ratio exactly 1: requantizing is x -/+ 128, i.e. x XOR 0x80.
-            self._detail = f"{x.dtype.value} -> {o.dtype.value}, same scale, zero points {x.quant.zp} -> {o.quant.zp}: XOR 0x80"
-            return self.make(op, "mcugen_flip_sign_8", "quantize", None, [], [self.arena(x, True), self.arena(o, False), SizeArg("size", x.size)])
-        m, s = quant.requantize_params(x.quant.s, o.quant.s)
-        params = [
-            ParamValue("size", x.size),
-            ParamValue("scale", 1.0, "float"),
-            ParamValue("input_zero_point", x.quant.zp),
-            ParamValue("output_zero_point", o.quant.zp),
-            ParamValue("multiplier", m),
-            ParamValue("shift", s),
-            ParamValue("qmin", qmin),
-            ParamValue("qmax", qmax),
-        ]
-        return self.make(
-            op, "mcugen_requantize_8", "quantize", "mcugen_quantize_params_t", params,
-            [ParamsArg(), self.arena(x, True), FlagArg("in_unsigned", 1 if x.dtype is DType.UINT8 else 0), self.arena(o, False), out_u],
-        )
-
-    def lower_dequantize(self, op):
-        x = self.g.op_inputs(op)[0]
-        o = self.g.t(op.outputs[0])
-        params = [
-            ParamValue("size", x.size),
-            ParamValue("scale", float(np.float32(x.quant.s)), "double"),
-            ParamValue("zero_point", x.quant.zp),
-        ]
-        return self.make(
-            op, "mcugen_dequantize_8", "dequantize", "mcugen_dequantize_params_t", params,
-            [ParamsArg(), self.arena(x, True), FlagArg("in_unsigned", 1 if x.dtype is DType.UINT8 else 0), self.arena(o, False)],
         )
 
 

@@ -74,3 +74,15 @@ def test_detection_streamed_float_input_bit_exact(board):
     opts = CompileOptions(board=None if board == "host" else board, target=target, strategy="fused", stream_inputs=True)
     report = validate(path, count=3 if board == "host" else 1, seed=0, options=opts, **board_kwargs)
     assert report.bit_exact, report.per_run
+
+
+@pytest.mark.parametrize("name", ["tflm_dtln_noise_suppression.tflite", "tflm_mnist_lstm_int8.tflite"])
+def test_recurrent_models_get_the_real_message(name, capsys):
+    """TFLite Micro's LSTM examples (their state tensors are read before any operator writes them):
+    one line naming the recurrent operator, not the dataflow symptom."""
+    from mcugen.cli import main as cli_main
+
+    path = third_party_model(name)
+    assert cli_main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in err and "recurrent" in err and "before any operator writes" not in err, err

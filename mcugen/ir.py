@@ -84,6 +84,7 @@ class OpType(enum.Enum):
     SPACE_TO_DEPTH = "SPACE_TO_DEPTH"
     RELU = "RELU"
     RELU_N1_TO_1 = "RELU_N1_TO_1"
+    RELU6 = "RELU6"
     LEAKY_RELU = "LEAKY_RELU"
     TANH = "TANH"
     HARD_SWISH = "HARD_SWISH"

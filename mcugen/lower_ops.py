@@ -50,6 +50,9 @@ class OpsLowering:
     def lower_relu_n1_to_1(self, op):
         return self._relu_x(op, -1.0, 1.0)
 
+    def lower_relu6(self, op):
+        return self._relu_x(op, 0.0, 6.0)
+
     def lower_leaky_relu(self, op):
         x = self.g.op_inputs(op)[0]
         o = self.g.t(op.outputs[0])

@@ -490,6 +490,17 @@ def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
+def c_relu6_same_quant(g: Graph, op: Operator) -> Optional[str]:
+    """RELU6: input and output with the same quantization (TFLite Micro's int8 RELU6 clamps in the input's scale and
+    ignores the output's, tflite-runtime's rescales: only then do both give one result)"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if (x.quant.s, x.quant.zp) != (o.quant.s, o.quant.zp):
+        return (f"maps scale {x.quant.s:.6g}, zero point {x.quant.zp} to scale {o.quant.s:.6g}, zero point {o.quant.zp}: "
+                "TFLite Micro and tflite-runtime disagree there (TFLite Micro ignores the output quantization)")
+    return None
+
+
 def c_unary_same_shape(g: Graph, op: Operator) -> Optional[str]:
     """RELU/RELU_N1_TO_1/LEAKY_RELU: per-tensor quantization, output shape = input shape (run as a 256-entry table)"""
     x = _ins(g, op)[0]
@@ -612,6 +623,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.SPACE_TO_DEPTH: [c_arity, c_int8_io, c_rank4, c_depth_space],
     OpType.RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.RELU6: [c_arity, c_int8_io, c_unary_same_shape, c_relu6_same_quant],
     OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.TANH: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.PRELU: [c_arity, c_int8_io, c_int8_second_input, c_prelu],

@@ -383,7 +383,8 @@ def c_mean(g: Graph, op: Operator) -> Optional[str]:
 
 RECURRENT = ("recurrent models are not supported: of the published MCU models mcugen was tried on (MLPerf Tiny, "
              "TFLite Micro's examples, TinyEngine, TinyMaix, OpenMV), only TFLite Micro's LSTM examples (mnist_lstm, "
-             "dtln noise suppression) use a recurrent operator; their int16 cell state needs a kernel family of its own")
+             "dtln noise suppression) and its SVDF keyword benchmark (keyword_scrambled) use a recurrent operator; "
+             "their int16 state needs a kernel family of its own")
 # Operators mcugen recognises and refuses on purpose, with the reason (listed in the README).
 REFUSED_OPS: dict[str, str] = {
     "SUM": "tflite-runtime's reference kernel and TFLite Micro compute int8 SUM differently (by up to 201 steps "

@@ -86,3 +86,35 @@ def test_recurrent_models_get_the_real_message(name, capsys):
     assert cli_main(["info", str(path)]) == 2
     err = capsys.readouterr().err
     assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in err and "recurrent" in err and "before any operator writes" not in err, err
+
+
+PREFIXES = ("tinyengine_", "tinymaix_", "openmv_", "tflm_", "st_")
+
+
+def _folder_models() -> list[str]:
+    import os
+    from pathlib import Path
+
+    folder = os.environ.get("MCUGEN_THIRD_PARTY_MODELS")
+    if not folder or not Path(folder).is_dir():
+        return ["(folder unset)"]
+    return sorted(p.name for p in Path(folder).glob("*.tflite") if p.name.startswith(PREFIXES)) or ["(folder empty)"]
+
+
+@pytest.mark.parametrize("name", _folder_models())
+def test_every_model_in_the_folder_is_exact_or_refused_clearly(name, capsys):
+    """Whatever the folder holds (TinyEngine, TinyMaix, OpenMV, TFLite Micro's examples, ST's zoo: files
+    named by source prefix): `info` either accepts the model, and then the generated C is bit-exact on
+    the host, or exits 2 with mcugen's error naming what blocks it, never a traceback."""
+    from mcugen.cli import main as cli_main
+
+    path = third_party_model(name)
+    code = cli_main(["info", str(path)])
+    err = capsys.readouterr().err
+    if code == 2:
+        assert err.startswith("mcugen: error: ") and "Traceback" not in err, err
+        assert "operator" in err or "float" in err or "tensor" in err, err
+        return
+    assert code == 0, err
+    report = validate(path, count=1, seed=0)
+    assert report.bit_exact, report.per_run

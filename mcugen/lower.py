@@ -646,22 +646,8 @@ class _Lowerer(OpsLowering, IoLowering):
             return self.make(
                 op, "mcugen_mean_hw_s8", "mean", "mcugen_mean_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
             )
-        # Any other axes: the generic reduction over a 6-D view (leading axes of size 1).
-        shape = (1,) * (6 - len(x.shape)) + tuple(x.shape)
-        lead = 6 - len(x.shape)
-        params = [
-            ParamValue("in_shape", shape, "ints"),
-            ParamValue("reduce", tuple(1 if d - lead in axes else 0 for d in range(6)), "ints"),
-            ParamValue("count", count),
-            ParamValue("input_zero_point", x.quant.zp),
-            ParamValue("output_zero_point", o.quant.zp),
-            ParamValue("multiplier", mp.multiplier),
-            ParamValue("shift", mp.shift),
-        ]
-        return self.make(
-            op, "mcugen_reduce_s8", "reduce", "mcugen_reduce_params_t", params,
-            [ParamsArg(), self.arena(x, True), self.arena(o, False)],
-        )
+        # Any other axes: one block of reduced axes, or the generic reduction over a 6-D view.
+        return self._reduction(op, "reduce", mp.multiplier, mp.shift)
 
     def lower_softmax(self, op):
         x = self.g.op_inputs(op)[0]

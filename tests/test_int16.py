@@ -25,14 +25,14 @@ from mcugen.validate_board import runner_kwargs
 SUPPORTED = [
     "conv16x8_3x3_same_s1_relu", "conv16x8_5x3_valid_s2_none", "conv16x8_3x3_same_dil2_relu6",
     "depthwise16x8_3x3_same_s1_m1_relu6", "depthwise16x8_3x3_valid_s2_m2_none",
-    "fully_connected16x8_bias_relu", "add16x8_same_none", "add16x8_broadcast_relu", "sub16x8_broadcast_none",
+    "fc16x8_bias_relu", "add16x8_same_none", "add16x8_broadcast_relu", "sub16x8_broadcast_none",
     "softmax16x8", "softmax16x8_wide_range", "pad16x8", "strided_slice16x8", "leaky_relu16x8_same_scale",
     "chain16x8_float_io",
 ]
 
 # What each refused 16x8 model's one-line message must name.
 REFUSED = {
-    "fully_connected16x8_batch3_nobias_none": "has no bias",
+    "fc16x8_batch3_nobias_none": "has no bias",
     "leaky_relu16x8": "differ on 36 of the 65536 inputs",
     "conv_pool_16x8": "(AVERAGE_POOL_2D) input tensor",
 }
@@ -48,7 +48,7 @@ def test_16x8_model_bit_exact_on_host(name, seed):
 
 
 @pytest.mark.parametrize("name", ["conv16x8_3x3_same_s1_relu", "depthwise16x8_3x3_valid_s2_m2_none",
-                                  "fully_connected16x8_bias_relu", "add16x8_broadcast_relu", "sub16x8_broadcast_none",
+                                  "fc16x8_bias_relu", "add16x8_broadcast_relu", "sub16x8_broadcast_none",
                                   "softmax16x8_wide_range", "pad16x8", "strided_slice16x8",
                                   "leaky_relu16x8_same_scale", "chain16x8_float_io"])
 def test_16x8_model_bit_exact_on_cortex_m4(name):
@@ -117,3 +117,24 @@ def test_add_on_tflite_power_of_two_path_is_refused():
         check_graph(g)
     op.attrs = dataclasses.replace(op.attrs, pot_scale_int16=False)
     check_graph(g)  # the general path both oracles take
+
+
+SAN = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
+
+
+@pytest.mark.parametrize("name", ["chain16x8_float_io", "softmax16x8_wide_range", "conv16x8_3x3_same_dil2_relu6",
+                                  "depthwise16x8_3x3_valid_s2_m2_none", "add16x8_broadcast_relu", "pad16x8",
+                                  "leaky_relu16x8_same_scale"])
+def test_16x8_kernels_sanitized(name, tmp_path):
+    """The int16 kernels under -fsanitize=address,undefined (no report) still equal the reference."""
+    from mcugen.oracle import oracles_for
+
+    path = OPS_DIR / f"{name}.tflite"
+    gen = driver.build(path)
+    exe = driver.compile_host(gen, tmp_path / "build", extra_cflags=SAN)
+    runs = driver.random_inputs(gen.graph, 2, 13)
+    outs = driver.run_host(exe, gen, runs, tmp_path / "io")  # a sanitizer report exits non-zero -> ToolError
+    oracle = oracles_for(path)[0]
+    for got, run in zip(outs, runs):
+        for a, b in zip(got, oracle.run(run)):
+            assert np.array_equal(a, b)

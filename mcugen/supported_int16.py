@@ -26,7 +26,10 @@ def is_int16(g: Graph, op: Operator) -> bool:
 
 def _is_pot(scale: float) -> bool:
     """TFLite's CheckedLog2: log2(scale) within 1e-3 of an integer."""
-    lg = math.log2(float(np.float32(scale)))
+    s = float(np.float32(scale))
+    if not (math.isfinite(s) and s > 0.0):
+        return False
+    lg = math.log2(s)
     return abs(lg - round(lg)) < 1e-3
 
 

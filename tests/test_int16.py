@@ -138,3 +138,22 @@ def test_16x8_kernels_sanitized(name, tmp_path):
     for got, run in zip(outs, runs):
         for a, b in zip(got, oracle.run(run)):
             assert np.array_equal(a, b)
+
+
+def test_16x8_mismatch_is_detected_and_layer_named(monkeypatch):
+    """A deliberately wrong int16 layer fails validation and --layers names it (layer 1, the CONV_2D)."""
+    path = OPS_DIR / "chain16x8_float_io.tflite"
+    real_compile = driver.compile_host
+
+    def broken_compile(gen, build_dir, extra_cflags=()):
+        name = gen.program.name
+        text = gen.files[f"{name}.c"]
+        at = text.index(f"{name}_l1_params = {{")
+        gen.files[f"{name}.c"] = text[:at] + text[at:].replace(".act_max = ", ".act_max = 0 * ", 1)
+        return real_compile(gen, build_dir, extra_cflags)
+
+    monkeypatch.setattr(driver, "compile_host", broken_compile)
+    report = validate(path, count=2, seed=1, layers=True)
+    assert not report.bit_exact
+    assert report.first_bad_layer is not None and report.first_bad_layer.layer == 1
+    assert report.first_bad_layer.op == "CONV_2D"

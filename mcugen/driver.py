@@ -242,12 +242,15 @@ def random_inputs(graph: Graph, count: int, seed: int) -> list[list[np.ndarray]]
                 arrays.append(rng.integers(-128, 128, size=t.shape, dtype=np.int64).astype(np.int8))
             elif t.dtype is DType.UINT8:
                 arrays.append(rng.integers(0, 256, size=t.shape, dtype=np.int64).astype(np.uint8))
+            elif t.dtype is DType.INT16:
+                arrays.append(rng.integers(-32768, 32768, size=t.shape, dtype=np.int64).astype(np.int16))
             else:
                 lo, hi = -1.0, 1.0
                 for op in graph.operators:
                     if op.op is OpType.QUANTIZE and op.inputs[0] == i:
                         q = graph.t(op.outputs[0]).quant
-                        qmin, qmax = (0, 255) if graph.t(op.outputs[0]).dtype is DType.UINT8 else (-128, 127)
+                        qmin, qmax = {DType.UINT8: (0, 255), DType.INT16: (-32768, 32767)}.get(
+                            graph.t(op.outputs[0]).dtype, (-128, 127))
                         lo, hi = (qmin - q.zp) * q.s * 1.1, (qmax - q.zp) * q.s * 1.1
                         break
                 arrays.append(rng.uniform(lo, hi, size=t.shape).astype(np.float32))

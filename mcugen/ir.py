@@ -182,9 +182,12 @@ class FullyConnectedAttrs:
 
 @dataclass(frozen=True)
 class ElementwiseAttrs:
-    """ADD, SUB and MUL (MINIMUM, MAXIMUM and SQUARED_DIFFERENCE: no fused activation, NONE)."""
+    """ADD, SUB and MUL (MINIMUM, MAXIMUM and SQUARED_DIFFERENCE: no fused activation, NONE).
+    `pot_scale_int16`: ADD/SUB's option for int16 data (TFLite's default, true, lets tflite-runtime
+    take its power-of-two path when every scale is a power of two)."""
 
     activation: Activation
+    pot_scale_int16: bool = True
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 from mcugen import quant
 from mcugen.errors import McugenError, UnsupportedError
 from mcugen.fold import fold_constants
+from mcugen.lower_int16 import Int16Lowering, uses_int16
 from mcugen.lower_io import IoLowering
 from mcugen.lower_ops import OpsLowering
 from mcugen.fusion import Chain, Stage, find_chains, window_of
@@ -181,7 +182,7 @@ def _activation_range(t: Tensor, act) -> tuple[int, int]:
     return quant.activation_range(act, t.quant.s, t.quant.zp, t.dtype)
 
 
-class _Lowerer(OpsLowering, IoLowering):
+class _Lowerer(Int16Lowering, OpsLowering, IoLowering):
     def __init__(
         self,
         schedule: Schedule,
@@ -224,6 +225,8 @@ class _Lowerer(OpsLowering, IoLowering):
             return self.lower_chain(step.chain)
         op = self.s.op(step.ops[0])
         fn = getattr(self, f"lower_{op.op.value.lower()}")
+        if uses_int16(self.g, op):
+            fn = getattr(self, f"lower_{op.op.value.lower()}_s16", fn)  # 16x8 layers: mcugen.lower_int16
         layer = fn(op)
         x = [t for t in self.g.op_inputs(op) if t is not None and not t.is_const]
         o = self.g.t(op.outputs[0])
@@ -316,7 +319,7 @@ class _Lowerer(OpsLowering, IoLowering):
             ParamsArg(),
             self.arena(x, True),
             self.const_array(op.index, f"{kind}_weights", "int8_t", w.data, f"weights {list(w.shape)}"),
-            self.const_array(op.index, "bias", "int32_t", b.data, f"bias [{b.size}]") if b is not None else NullArg(),
+            self.const_array(op.index, "bias", b.dtype.ctype, b.data, f"bias [{b.size}]") if b is not None else NullArg(),
             self.const_array(op.index, "multiplier", "int32_t", mult, "requantization multipliers per channel"),
             self.const_array(op.index, "shift", "int32_t", shift, "requantization shifts per channel"),
             self.arena(o, False),
@@ -519,7 +522,7 @@ class _Lowerer(OpsLowering, IoLowering):
             ParamsArg(),
             self.arena(x, True),
             self.const_array(op.index, "fc_weights", "int8_t", w.data, f"weights {list(w.shape)}"),
-            self.const_array(op.index, "bias", "int32_t", b.data, f"bias [{b.size}]") if b is not None else NullArg(),
+            self.const_array(op.index, "bias", b.dtype.ctype, b.data, f"bias [{b.size}]") if b is not None else NullArg(),
             self.const_array(op.index, "multiplier", "int32_t", np.asarray(mult, np.int32), "requantization multipliers"),
             self.const_array(op.index, "shift", "int32_t", np.asarray(shift, np.int32), "requantization shifts"),
             self.arena(o, False),

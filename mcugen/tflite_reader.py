@@ -556,7 +556,9 @@ class _Reader:
         if optype in (OpType.ADD, OpType.SUB, OpType.MUL):
             cls = {OpType.ADD: tfl.AddOptions, OpType.SUB: tfl.SubOptions, OpType.MUL: tfl.MulOptions}[optype]
             opt = self._options(o, cls, label)
-            return ElementwiseAttrs(activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE)
+            pot = bool(opt.PotScaleInt16()) if opt is not None and hasattr(opt, "PotScaleInt16") else True
+            return ElementwiseAttrs(activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE,
+                                    pot_scale_int16=pot)
         if optype in (OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE):
             return ElementwiseAttrs(activation=Activation.NONE)
         if optype in (OpType.AVERAGE_POOL_2D, OpType.MAX_POOL_2D):

@@ -42,6 +42,7 @@ def arg_pack_models(OpModel, InputSpec, io_shapes) -> list:  # noqa: N803 (the c
         ("arg_max_wide_ties_int32", "ARG_MAX", (2, 300), -1, "int32"),
         ("arg_min_last_axis_int32", "ARG_MIN", (2, 3, 9), -1, "int32"),
         ("arg_min_axis1_int64", "ARG_MIN", (1, 6, 4, 3), 1, "int64"),
+        ("arg_max_rank1_scalar_int32", "ARG_MAX", (12,), 0, "int32"),  # a rank-0 output
     ]
     for name, op, shape, axis, out in args:
         fn = "argmax" if op == "ARG_MAX" else "argmin"

@@ -275,9 +275,11 @@ class GatherAttrs:
 
 @dataclass(frozen=True)
 class ArgMinMaxAttrs:
-    """ARG_MAX and ARG_MIN: the axis (resolved to 0..rank-1) whose first extreme index is taken."""
+    """ARG_MAX and ARG_MIN: the axis (resolved to 0..rank-1) whose first extreme index is taken,
+    and the index type the options name (tflite-runtime types the output by it; None: absent)."""
 
     axis: int
+    output_type: Optional[DType] = None
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def c_reduce_max(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_arg_min_max(g: Graph, op: Operator) -> Optional[str]:
-    """ARG_MAX/ARG_MIN: an int8 input of rank 1 to 6, one constant int32/int64 axis, an int32 or int64 output of the input's shape without the axis (ties give the first index)"""
+    """ARG_MAX/ARG_MIN: an int8 input of rank 1 to 6, one constant int32/int64 axis, an int32 or int64 output (the type its options name) of the input's shape without the axis (ties give the first index)"""
     ins = g.op_inputs(op)
     if len(ins) != 2 or any(t is None for t in ins) or len(op.outputs) != 1:
         return f"has {len(ins)} inputs and {len(op.outputs)} outputs (2 inputs and one output are needed)"
@@ -114,6 +114,9 @@ def c_arg_min_max(g: Graph, op: Operator) -> Optional[str]:
         return f"has rank {len(x.shape)}"
     if o.dtype not in (DType.INT32, DType.INT64):
         return f"output tensor {o.index} is {o.dtype.value}"
+    if op.attrs.output_type is not o.dtype:
+        named = op.attrs.output_type.value if op.attrs.output_type is not None else "no type (no options)"
+        return f"names {named} as its output type in its options but writes {o.dtype.value} tensor {o.index}"
     want = tuple(n for d, n in enumerate(x.shape) if d != op.attrs.axis)
     if tuple(o.shape) != want:
         return f"has output shape {list(o.shape)} where {list(want)} is expected"

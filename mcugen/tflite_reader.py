@@ -652,7 +652,9 @@ class _Reader:
             rank = len(self.input_tensor(ins, 0, tensors, label).shape)
             if axis_t.size != 1 or not -rank <= int(axis_t[0]) < rank:
                 raise self.fail(f"{label} has axis {axis_t.tolist()} for a rank-{rank} input; expected one axis in [{-rank}, {rank})")
-            return ArgMinMaxAttrs(axis=int(axis_t[0]) % rank)
+            opt = self._options(o, tfl.ArgMaxOptions if optype is OpType.ARG_MAX else tfl.ArgMinOptions, label)
+            index_type = _TENSOR_TYPES.get(int(opt.OutputType()), DType.OTHER) if opt is not None else None
+            return ArgMinMaxAttrs(axis=int(axis_t[0]) % rank, output_type=index_type)
         if optype is OpType.SQUEEZE:
             opt = self._options(o, tfl.SqueezeOptions, label)
             dims = opt.SqueezeDimsAsNumpy() if opt is not None and opt.SqueezeDimsLength() else []

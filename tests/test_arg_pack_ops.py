@@ -165,6 +165,12 @@ def test_refusals_name_the_reason():
     assert any("output tensor" in d and "int16" in d for d in details)  # the operator
     assert any(d.startswith("graph output tensor") for d in details)  # and the graph output
 
+    # tflite-runtime types the indices by the options' output_type: it must be the tensor's
+    g = read_tflite(OPS_DIR / "arg_min_axis1_int64.tflite")
+    assert g.operators[0].attrs.output_type is DType.INT64 and find_blockers(g) == []
+    g.operators[0].attrs = dataclasses.replace(g.operators[0].attrs, output_type=DType.INT32)
+    assert "names int32 as its output type in its options but writes int64" in _only_blocker(g).detail
+
 
 def test_tflite_micro_is_no_oracle_for_int64_indices():
     path = OPS_DIR / "arg_max_middle_axis_int64.tflite"

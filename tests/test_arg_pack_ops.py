@@ -265,3 +265,24 @@ def test_evaluate_reads_the_index_as_the_prediction(tmp_path, capsys):
     indices = run_reference(raw, quantize_input(raw, preprocess(images, DEFAULT_SCALE, DEFAULT_OFFSET)))
     assert results["int8_reference"]["predictions"] == [int(v) for v in indices.reshape(-1)]
     assert len(set(results["int8_reference"]["predictions"])) > 1
+
+
+@pytest.mark.parametrize("name, wrong, layer", [
+    ("pack_axis0_two", (".outer = ", ".outer = 0 * "), 2),  # the CONCATENATION after the two views
+    ("arg_max_axis1_int32_rank3", (".find_min = 0", ".find_min = 1"), 0),
+])
+def test_a_wrong_build_is_caught_and_its_layer_named(name, wrong, layer, monkeypatch):
+    """--layers skips the tensors only the rewrite has (PACK's views) and names the layer."""
+    real_compile = driver.compile_host
+
+    def broken_compile(gen, build_dir, extra_cflags=()):
+        c = f"{gen.program.name}.c"
+        if wrong[1] not in gen.files[c]:  # --layers compiles the same files again
+            assert wrong[0] in gen.files[c]
+            gen.files[c] = gen.files[c].replace(*wrong, 1)
+        return real_compile(gen, build_dir, extra_cflags)
+
+    monkeypatch.setattr(driver, "compile_host", broken_compile)
+    report = validate(OPS_DIR / f"{name}.tflite", count=2, seed=1, layers=True)
+    assert not report.bit_exact and report.first_bad_layer is not None
+    assert report.first_bad_layer.layer == layer

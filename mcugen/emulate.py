@@ -578,6 +578,16 @@ def _concatenation(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return np.concatenate([np.asarray(v) for v in vals], axis=ctx.op.attrs.axis).astype(np.int8)
 
 
+def _arg_min_max(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """ARG_MAX / ARG_MIN on int8: the first index of the extreme raw value along the axis."""
+    x_t = ctx.graph.op_inputs(ctx.op)[0]
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    _require_dtype(ctx, x_t, DType.INT8)
+    _require_dtype(ctx, out, DType.INT32, DType.INT64)
+    fn = np.argmax if ctx.op.op is OpType.ARG_MAX else np.argmin  # both return the first on ties
+    return fn(np.asarray(vals[0]), axis=ctx.op.attrs.axis).astype(out.dtype.numpy).reshape(out.shape)
+
+
 def _resize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     """RESIZE_NEAREST_NEIGHBOR (a gather) and RESIZE_BILINEAR (ResizeBilinearInteger: four
     10-bit weights per tap, products summed in int64, rounded half away from zero by 2^20)."""
@@ -643,6 +653,8 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.HARD_SWISH: _activation_op,
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
+    OpType.ARG_MAX: _arg_min_max,
+    OpType.ARG_MIN: _arg_min_max,
 }
 
 
@@ -672,6 +684,7 @@ def emulate(
         raise McugenError(f"the model has {len(graph.inputs)} inputs, {len(inputs)} were given")
     from mcugen.fold import fold_constants
 
+    model_tensors = len(graph.tensors)  # the graph rewrites (PACK) add tensors the model does not have
     graph = fold_constants(graph)
     values: dict[int, np.ndarray] = {}
     for position, (index, value) in enumerate(zip(graph.inputs, inputs)):
@@ -713,5 +726,6 @@ def emulate(
     if missing:
         raise ModelError(f"graph outputs {missing} are never written")
     outputs = [values[index] if index in values else np.asarray(graph.t(index).data) for index in graph.outputs]
-    tensors = {index: v for index, v in values.items() if graph.t(index).data is None} if keep_all else {}
+    tensors = {index: v for index, v in values.items()
+               if graph.t(index).data is None and index < model_tensors} if keep_all else {}
     return EmulationResult(outputs, tensors)

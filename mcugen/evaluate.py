@@ -103,10 +103,19 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     return matrix
 
 
-def _row(key: str, label: str, scores: np.ndarray, labels: np.ndarray, classes: int) -> Row:
-    predictions = rankings(scores)[:, 0]
+def predictions_of(outputs: np.ndarray, index_output: bool = False) -> np.ndarray:
+    """The predicted class per image: the highest score, or the output itself where the model
+    ends in ARG_MAX/ARG_MIN and outputs the class index (int32/int64)."""
+    if index_output:
+        return np.asarray(outputs).reshape(len(outputs), -1)[:, 0].astype(np.int64)
+    return rankings(outputs)[:, 0]
+
+
+def _row(key: str, label: str, scores: np.ndarray, labels: np.ndarray, classes: int, index_output: bool = False) -> Row:
+    predictions = predictions_of(scores, index_output)
+    five = top_k(scores, labels, 5) if classes > 5 and not index_output else None  # an index has no top-5
     return Row(key, label, float(np.mean(predictions == labels)) if len(labels) else 0.0,
-               top_k(scores, labels, 5) if classes > 5 else None, len(labels), [int(p) for p in predictions])
+               five, len(labels), [int(p) for p in predictions])
 
 
 # ---- the model and its data ----------------------------------------------------------------
@@ -118,6 +127,7 @@ class ModelIO:
     width: int
     channels: int
     classes: int
+    index_output: bool = False  # the output is the class index (ARG_MAX/ARG_MIN), not one score per class
 
 
 def _model_io(model: bytes, path: Path) -> ModelIO:
@@ -132,10 +142,29 @@ def _model_io(model: bytes, path: Path) -> ModelIO:
     if len(shape) != 4 or shape[0] != 1:
         raise ModelError(f"{path}: evaluate needs an image input shaped [1, H, W, C], this one is {shape}")
     out = [int(d) for d in outputs[0]["shape"]]
+    if np.dtype(outputs[0]["dtype"]) in (np.int32, np.int64):
+        return ModelIO(shape[1], shape[2], shape[3], _index_classes(path, out), index_output=True)
     classes = int(np.prod(out))
     if out[0] != 1 or classes < 2:
         raise ModelError(f"{path}: evaluate needs one score per class in the output, this one is shaped {out}")
     return ModelIO(shape[1], shape[2], shape[3], classes)
+
+
+def _index_classes(path: Path, out: list[int]) -> int:
+    """The classes of a model whose int32/int64 output is the class index: the size of the axis
+    its final ARG_MAX (or ARG_MIN) reduces."""
+    from mcugen.ir import OpType
+    from mcugen.tflite_reader import read_tflite
+
+    g = read_tflite(path)
+    op = next((op for op in g.operators if g.outputs[0] in op.outputs), None)
+    if op is None or op.op not in (OpType.ARG_MAX, OpType.ARG_MIN) or int(np.prod(out)) != 1:
+        raise ModelError(f"{path}: evaluate needs one score per class or one class index (ARG_MAX) in the output, "
+                         f"this one is shaped {out}")
+    classes = g.t(op.inputs[0]).shape[op.attrs.axis]
+    if classes < 2:
+        raise ModelError(f"{path}: the output's ARG_MAX chooses among {classes} class")
+    return classes
 
 
 def _float_recipe(float_model: Optional[str]):
@@ -289,12 +318,12 @@ def evaluate(model_path: str | Path, data: str | Path, *, float_model: Optional[
     reference = run_reference(model, xq, lambda items: track(items, len(xq), "int8 TFLite reference", "images",
                                                               progress))
     reference = reference.reshape(len(xq), -1)
-    rows.append(_row("int8_reference", "int8 tflite-runtime BUILTIN_REF", reference, labels, io.classes))
+    rows.append(_row("int8_reference", "int8 tflite-runtime BUILTIN_REF", reference, labels, io.classes, io.index_output))
     build = build or options_build(model_path)
     log("generating C and compiling it for the host")
     host = _run_host(build("portable"), xq, progress)
-    rows.append(_row("c_host", "int8 mcugen C on the host (gcc)", host, labels, io.classes))
-    int8_pred, host_pred = rankings(reference)[:, 0], rankings(host)[:, 0]
+    rows.append(_row("c_host", "int8 mcugen C on the host (gcc)", host, labels, io.classes, io.index_output))
+    int8_pred, host_pred = predictions_of(reference, io.index_output), predictions_of(host, io.index_output)
     result = Evaluation(
         model=str(model_path), data=str(data), class_names=dataset.class_names, labels=labels, rows=rows,
         int8_c_agreement=float(np.mean(int8_pred == host_pred)),
@@ -307,10 +336,10 @@ def evaluate(model_path: str | Path, data: str | Path, *, float_model: Optional[
         sample = np.sort(np.random.default_rng(seed).choice(len(xq), min(count, len(xq)), replace=False))
         log(f"building firmware and running {len(sample)} images on {board}")
         on_board = _run_board(runner, build, board, xq[sample])
-        rows.append(_row("c_board", f"int8 mcugen C on {board}", on_board, labels[sample], io.classes))
+        rows.append(_row("c_board", f"int8 mcugen C on {board}", on_board, labels[sample], io.classes, io.index_output))
         result.board = board
         result.board_sample = [int(i) for i in sample]
-        result.board_host_agreement = float(np.mean(rankings(on_board)[:, 0] == host_pred[sample]))
+        result.board_host_agreement = float(np.mean(predictions_of(on_board, io.index_output) == host_pred[sample]))
         result.board_host_bit_exact = bool(np.array_equal(on_board, host[sample]))
         result.host_top1_on_sample = float(np.mean(host_pred[sample] == labels[sample]))
     result.seconds = time.monotonic() - start

@@ -1,12 +1,14 @@
 """Constant folding: operators whose inputs are all constant or shape-only are evaluated at generation time.
 
 Also: a TRANSPOSE that only moves axes of size 1 keeps every element where it is, so it
-becomes a RESHAPE (a view, no code; see `transposes_as_views`).
+becomes a RESHAPE (a view, no code; see `transposes_as_views`); then SPLIT/SPLIT_V/UNPACK become
+SLICEs (`mcugen.split_ops`), SQUEEZE/EXPAND_DIMS RESHAPEs and PACK on activations RESHAPEs and a
+CONCATENATION (`mcugen.view_ops`).
 
 A subgraph such as TinyMaix's SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE computes a value that
 depends only on the (static) tensor shapes. `fold_constants` evaluates, in graph order, every
 operator whose inputs are all known: SHAPE (known from its input's shape, whatever the data),
-STRIDED_SLICE, PACK, GATHER, and int32 ADD/MUL/RESHAPE on known values. Each folded output
+STRIDED_SLICE, PACK, GATHER, and int32 ADD/MUL/RESHAPE/SQUEEZE/EXPAND_DIMS on known values. Each folded output
 becomes a constant tensor and the operator is dropped; anything left is checked as usual
 (`mcugen.supported` refuses a shape operator that still depends on run-time data).
 """
@@ -118,6 +120,8 @@ FOLDERS: dict[OpType, Callable[[Operator, list[Value]], Optional[Value]]] = {
     OpType.ADD: _int_arith,
     OpType.MUL: _int_arith,
     OpType.RESHAPE: _reshape,
+    OpType.SQUEEZE: _reshape,
+    OpType.EXPAND_DIMS: _reshape,
 }
 
 
@@ -125,7 +129,8 @@ def _arity(op: Operator) -> tuple[int, ...]:
     """The input counts TFLite's kernels accept for each foldable operator."""
     if op.op is OpType.PACK:
         return (op.attrs.values_count,) if op.attrs.values_count >= 1 else ()
-    return {OpType.STRIDED_SLICE: (4,), OpType.GATHER: (2,), OpType.ADD: (2,), OpType.MUL: (2,), OpType.RESHAPE: (1, 2)}[op.op]
+    return {OpType.STRIDED_SLICE: (4,), OpType.GATHER: (2,), OpType.ADD: (2,), OpType.MUL: (2,), OpType.RESHAPE: (1, 2),
+            OpType.SQUEEZE: (1,), OpType.EXPAND_DIMS: (2,)}[op.op]
 
 
 def _evaluate(g: Graph, op: Operator, known: dict[int, Value]) -> Optional[Value]:
@@ -136,7 +141,8 @@ def _evaluate(g: Graph, op: Operator, known: dict[int, Value]) -> Optional[Value
     fn = FOLDERS.get(op.op)
     if fn is None or any(i < 0 or i not in known for i in op.inputs) or len(op.inputs) not in _arity(op):
         return None  # TFLite refuses an operator with another number of inputs: so does the check
-    if op.op in (OpType.ADD, OpType.MUL, OpType.RESHAPE) and g.t(op.inputs[0]).dtype is not DType.INT32:
+    int32_only = (OpType.ADD, OpType.MUL, OpType.RESHAPE, OpType.SQUEEZE, OpType.EXPAND_DIMS)
+    if op.op in int32_only and g.t(op.inputs[0]).dtype is not DType.INT32:
         return None  # quantized arithmetic on constants stays an operator (it is cheap and exact there)
     try:
         return fn(op, [known[i] for i in op.inputs])
@@ -171,8 +177,9 @@ def fold_constants(g: Graph) -> Graph:
     if len(kept) != len(g.operators):
         g = Graph(g.name, tensors, kept, list(g.inputs), list(g.outputs), g.description)
     from mcugen.split_ops import splits_as_slices
+    from mcugen.view_ops import views_and_packs
 
-    return splits_as_slices(transposes_as_views(g))
+    return views_and_packs(splits_as_slices(transposes_as_views(g)))
 
 
 def moves_only_unit_axes(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:

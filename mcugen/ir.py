@@ -100,6 +100,12 @@ class OpType(enum.Enum):
     STRIDED_SLICE = "STRIDED_SLICE"
     PACK = "PACK"
     GATHER = "GATHER"
+    # issue 12's last ones: ARG_MAX/ARG_MIN write int32/int64 indices; SQUEEZE/EXPAND_DIMS become
+    # RESHAPE views, PACK on activations a RESHAPE of each input and CONCATENATION (mcugen.view_ops)
+    ARG_MAX = "ARG_MAX"
+    ARG_MIN = "ARG_MIN"
+    SQUEEZE = "SQUEEZE"
+    EXPAND_DIMS = "EXPAND_DIMS"
 
 
 @dataclass
@@ -272,6 +278,22 @@ class GatherAttrs:
 
 
 @dataclass(frozen=True)
+class ArgMinMaxAttrs:
+    """ARG_MAX and ARG_MIN: the axis (resolved to 0..rank-1) whose first extreme index is taken,
+    and the index type the options name (tflite-runtime types the output by it; None: absent)."""
+
+    axis: int
+    output_type: Optional[DType] = None
+
+
+@dataclass(frozen=True)
+class SqueezeAttrs:
+    """SQUEEZE: the axes to drop as stored (may be negative; empty: every axis of size 1)."""
+
+    squeeze_dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class NoAttrs:
     """RESHAPE, LOGISTIC, QUANTIZE, DEQUANTIZE: everything needed is in the tensors."""
 
@@ -293,6 +315,8 @@ OpAttrs = Union[
     StridedSliceAttrs,
     PackAttrs,
     GatherAttrs,
+    ArgMinMaxAttrs,
+    SqueezeAttrs,
     NoAttrs,
 ]
 

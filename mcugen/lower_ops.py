@@ -1,4 +1,4 @@
-"""Lowering of the data-movement, table and two-operand operators added for published MCU models (a mixin of lower._Lowerer)."""
+"""Lowering of the data-movement, table, two-operand and index (ARG_MAX/ARG_MIN) operators added for published MCU models (a mixin of lower._Lowerer)."""
 
 from __future__ import annotations
 
@@ -304,3 +304,25 @@ class OpsLowering:
 
     def lower_strided_slice(self, op):
         return self._slice(op)
+
+    # -- ARG_MAX / ARG_MIN: the first index of the extreme along one axis, as int32 or int64
+    def _arg_min_max(self, op, find_min: bool):
+        x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
+        axis = op.attrs.axis
+        params = [
+            L.ParamValue("outer", int(np.prod(x.shape[:axis])) if axis else 1),
+            L.ParamValue("count", x.shape[axis]),
+            L.ParamValue("inner", int(np.prod(x.shape[axis + 1:]))),
+            L.ParamValue("find_min", int(find_min)),
+        ]
+        bits = 64 if o.dtype.itemsize == 8 else 32
+        self._detail = f"axis {axis}, {o.dtype.value} indices, ties: the first"
+        return self.make(op, f"mcugen_arg_min_max_s8_s{bits}", f"arg_min_max_s{bits}", "mcugen_arg_min_max_params_t", params,
+                         [L.ParamsArg(), self.arena(x, True), self.arena(o, False)])
+
+    def lower_arg_max(self, op):
+        return self._arg_min_max(op, False)
+
+    def lower_arg_min(self, op):
+        return self._arg_min_max(op, True)

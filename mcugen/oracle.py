@@ -52,6 +52,8 @@ _TENSOR_TYPE_TO_DTYPE: dict[int, np.dtype] = {
 
 # RESHAPE, SQUEEZE, EXPAND_DIMS: outputs that may share their input's memory and bytes.
 _VIEW_OPS = frozenset({22, 43, 70})
+# ARG_MAX, ARG_MIN: TFLite Micro's kernel writes int32 indices only (an int64 output fails at Eval).
+_ARG_OPS = frozenset({56, 79})
 
 _TFLM_ARENA_TOTAL_RE = re.compile(r"Arena allocation total (\d+) bytes")
 
@@ -75,6 +77,7 @@ class ModelSignature:
     activation_bytes: int  # sum of the sizes of all tensors without constant data
     producers: tuple[int, ...]  # per tensor: index of the operator writing it, -1 if none
     views: frozenset[int]  # tensors written by RESHAPE/SQUEEZE/EXPAND_DIMS (same bytes as their input)
+    tflm_refusal: str = ""  # why TFLite Micro cannot run the model though it loads it ("" if it can)
 
 
 def _first_line(text: str) -> str:
@@ -123,6 +126,7 @@ def read_signature(model_bytes: bytes, model_path: Path) -> ModelSignature:
             activation_bytes += max(elements, 1) * itemsize
         producers = [-1] * subgraph.TensorsLength()
         views = set()
+        tflm_refusal = ""
         for op_index in range(subgraph.OperatorsLength()):
             operator = subgraph.Operators(op_index)
             code = model.OperatorCodes(operator.OpcodeIndex())
@@ -132,8 +136,11 @@ def read_signature(model_bytes: bytes, model_path: Path) -> ModelSignature:
                     producers[int(tensor_index)] = op_index
                     if builtin in _VIEW_OPS:
                         views.add(int(tensor_index))
+                    if builtin in _ARG_OPS and subgraph.Tensors(int(tensor_index)).Type() == 4 and not tflm_refusal:
+                        tflm_refusal = (f"operator {op_index} (ARG_{'MAX' if builtin == 56 else 'MIN'}) writes int64 "
+                                        "indices; its kernel supports int32 only")
         return ModelSignature(
-            inputs, outputs, subgraph.TensorsLength(), activation_bytes, tuple(producers), frozenset(views)
+            inputs, outputs, subgraph.TensorsLength(), activation_bytes, tuple(producers), frozenset(views), tflm_refusal
         )
     except Exception as exc:  # the flatbuffer library raises assorted errors on garbage
         reason = _first_line(str(exc)) or type(exc).__name__
@@ -336,6 +343,8 @@ class TflmOracle(Oracle):
 
     def __init__(self, model_path: Path, model_bytes: bytes, signature: ModelSignature):
         super().__init__(model_path, model_bytes, signature)
+        if signature.tflm_refusal:
+            raise ToolError(f"{ORACLE_TFLITE_MICRO} cannot run {model_path.name}: {signature.tflm_refusal}")
         self._interpreters: dict[bool, Any] = {}
         self._interpreter(preserve_all_tensors=False)  # load now: refusal must surface here
 

@@ -613,6 +613,7 @@ from mcugen.supported_more import (  # noqa: E402 (the later operators' rules; t
     c_slice,
     c_split,
 )
+from mcugen.supported_more import c_arg_min_max, c_pack, c_view  # noqa: E402 (ARG_MAX/ARG_MIN, SQUEEZE/EXPAND_DIMS, PACK)
 
 CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.CONV_2D: [c_arity, c_int8_io, c_rank4, c_int16, c_activation, c_conv, c_int16_bias],
@@ -654,11 +655,16 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.SPLIT: [c_split],
     OpType.SPLIT_V: [c_split],
     OpType.UNPACK: [c_split],
-    OpType.PACK: [c_folded_only],
+    OpType.PACK: [c_pack],
     OpType.GATHER: [c_folded_only],
+    OpType.ARG_MAX: [c_arg_min_max],
+    OpType.ARG_MIN: [c_arg_min_max],
+    OpType.SQUEEZE: [c_view],
+    OpType.EXPAND_DIMS: [c_view],
 }
 
 GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.INT16, DType.FLOAT32)
+GRAPH_OUTPUT_TYPES = GRAPH_IO_TYPES + (DType.INT32, DType.INT64)  # int32/int64: ARG_MAX/ARG_MIN indices
 CONST_OPERAND_OPS = (OpType.ADD, OpType.SUB, OpType.MUL, OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE)  # the ops whose lowering takes constant operands
 
 
@@ -713,9 +719,9 @@ def find_blockers(g: Graph) -> list[Blocker]:
     for kind, idxs in (("input", g.inputs), ("output", g.outputs)):
         for i in idxs:
             t = g.t(i)
-            if t.dtype not in GRAPH_IO_TYPES:
+            if t.dtype not in (GRAPH_IO_TYPES if kind == "input" else GRAPH_OUTPUT_TYPES):
                 blockers.append(Blocker(None, "graph", f"graph {kind} tensor {i} is {t.dtype.value}",
-                                        "supported: int8, uint8, int16, float32"))
+                                        "supported: int8, uint8, int16, float32 (outputs also int32, int64: ARG_MAX/ARG_MIN indices)"))
             elif t.is_const:
                 blockers.append(Blocker(None, "graph", f"graph {kind} tensor {i} is a constant", "it must be computed"))
     return blockers

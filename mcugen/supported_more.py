@@ -1,5 +1,5 @@
 """Support rules of the later operators (MINIMUM/MAXIMUM/REDUCE_MAX quantization, SLICE/STRIDED_SLICE,
-SPLIT/SPLIT_V/UNPACK, PRELU, HARD_SWISH, REDUCE_MAX), listed in mcugen.supported.CONSTRAINTS."""
+SPLIT/SPLIT_V/UNPACK, PRELU, HARD_SWISH, REDUCE_MAX, ARG_MAX/ARG_MIN, SQUEEZE/EXPAND_DIMS, PACK), listed in mcugen.supported.CONSTRAINTS."""
 
 from __future__ import annotations
 
@@ -98,3 +98,44 @@ def c_hard_swish(g: Graph, op: Operator) -> Optional[str]:
 def c_reduce_max(g: Graph, op: Operator) -> Optional[str]:
     """REDUCE_MAX: an int8 input of rank <= 6 reduced over any axes, with or without keep_dims"""
     return _supported().c_mean(g, op)
+
+
+def c_arg_min_max(g: Graph, op: Operator) -> Optional[str]:
+    """ARG_MAX/ARG_MIN: an int8 input of rank 1 to 6, one constant int32/int64 axis, an int32 or int64 output (the type its options name) of the input's shape without the axis (ties give the first index)"""
+    ins = g.op_inputs(op)
+    if len(ins) != 2 or any(t is None for t in ins) or len(op.outputs) != 1:
+        return f"has {len(ins)} inputs and {len(op.outputs)} outputs (2 inputs and one output are needed)"
+    x, axis_t, o = ins[0], ins[1], g.t(op.outputs[0])
+    if x.dtype is not DType.INT8 or x.quant is None:
+        return f"input tensor {x.index} is {x.dtype.value}"
+    if not axis_t.is_const or axis_t.dtype not in (DType.INT32, DType.INT64) or axis_t.size != 1:
+        return f"has an axis (tensor {axis_t.index}) that is not one constant int32/int64 value"
+    if not 1 <= len(x.shape) <= 6:
+        return f"has rank {len(x.shape)}"
+    if o.dtype not in (DType.INT32, DType.INT64):
+        return f"output tensor {o.index} is {o.dtype.value}"
+    if op.attrs.output_type is not o.dtype:
+        named = op.attrs.output_type.value if op.attrs.output_type is not None else "no type (no options)"
+        return f"names {named} as its output type in its options but writes {o.dtype.value} tensor {o.index}"
+    want = tuple(n for d, n in enumerate(x.shape) if d != op.attrs.axis)
+    if tuple(o.shape) != want:
+        return f"has output shape {list(o.shape)} where {list(want)} is expected"
+    return None
+
+
+def c_view(g: Graph, op: Operator) -> Optional[str]:
+    """SQUEEZE/EXPAND_DIMS: the output shape TFLite computes (squeezed axes of size 1; one constant int32/int64 axis to insert), the same type and quantization in and out (each becomes a RESHAPE)"""
+    from mcugen.view_ops import view_shape
+
+    shape, reason = view_shape(g, op)
+    return None if shape is not None else reason  # taken: mcugen.fold rewrites it into a RESHAPE
+
+
+def c_pack(g: Graph, op: Operator) -> Optional[str]:
+    """PACK on int8 activations: 1 to 64 inputs of one shape (rank <= 5) and the output with the same quantization (TFLite's int8 kernel does not rescale), output shape as TFLite computes it (each input becomes a RESHAPE, the PACK a CONCATENATION); on constant or shape-only inputs evaluated at generation time (mcugen.fold)"""
+    from mcugen.view_ops import pack_plan
+
+    if any(t is None or t.is_const or t.dtype is DType.INT32 for t in g.op_inputs(op)):
+        return _supported().c_folded_only(g, op)
+    plan, reason = pack_plan(g, op)
+    return None if plan is not None else reason  # taken: mcugen.fold rewrites it

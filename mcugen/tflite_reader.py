@@ -38,6 +38,7 @@ from mcugen.ir import (
     Tensor,
     TransposeAttrs,
 )
+from mcugen.ir import ArgMinMaxAttrs, SqueezeAttrs
 
 MAX_RANK = 6
 MAX_ELEMENTS = 2**31 - 1  # the generated C indexes with int32 arithmetic
@@ -648,6 +649,18 @@ class _Reader:
         if optype is OpType.GATHER:
             opt = self._options(o, tfl.GatherOptions, label)
             return GatherAttrs(axis=int(opt.Axis()) if opt else 0, batch_dims=int(opt.BatchDims()) if opt else 0)
+        if optype in (OpType.ARG_MAX, OpType.ARG_MIN):
+            axis_t = np.asarray(self.const_input(ins, 1, tensors, label, "axis")).reshape(-1)
+            rank = len(self.input_tensor(ins, 0, tensors, label).shape)
+            if axis_t.size != 1 or not -rank <= int(axis_t[0]) < rank:
+                raise self.fail(f"{label} has axis {axis_t.tolist()} for a rank-{rank} input; expected one axis in [{-rank}, {rank})")
+            opt = self._options(o, tfl.ArgMaxOptions if optype is OpType.ARG_MAX else tfl.ArgMinOptions, label)
+            index_type = _TENSOR_TYPES.get(int(opt.OutputType()), DType.OTHER) if opt is not None else None
+            return ArgMinMaxAttrs(axis=int(axis_t[0]) % rank, output_type=index_type)
+        if optype is OpType.SQUEEZE:
+            opt = self._options(o, tfl.SqueezeOptions, label)
+            dims = opt.SqueezeDimsAsNumpy() if opt is not None and opt.SqueezeDimsLength() else []
+            return SqueezeAttrs(squeeze_dims=tuple(int(d) for d in dims))
         return NoAttrs()
 
     def input_tensor(self, ins, k, tensors, label) -> Tensor:

@@ -37,4 +37,4 @@ def test_unit_axis_transpose_is_a_view():
 def test_real_transpose_stays():
     program = driver.build(OPS_DIR / "transpose_nchw_mean_w_then_h.tflite").program
     assert [l.op for l in program.layers] == ["TRANSPOSE", "MEAN", "MEAN"]
-    assert [l.kernel for l in program.layers] == ["mcugen_transpose", "mcugen_reduce_s8", "mcugen_reduce_s8"]
+    assert [l.kernel for l in program.layers] == ["mcugen_transpose", "mcugen_reduce_block_s8", "mcugen_reduce_block_s8"]

@@ -78,6 +78,7 @@ class OpModel:
     note: str = ""
     dynamic_batch: bool = False  # the function's batch dimension is None (shape arithmetic stays in the graph)
     quantization: str = "int8"  # "int8" (full integer), "16x8" (int16 activations) or "dynamic" (int8 weights only)
+    dynamic_axes: tuple[int, ...] = ()  # input axes left unknown to the converter (with `patch` restoring the shapes)
 
 
 # --------------------------------------------------------------------------- weights
@@ -1003,6 +1004,32 @@ def _graph_models() -> list[OpModel]:
     ]
 
 
+def _arg_pack_options(model: Any, subgraph: Any, op: Any, name: str, inputs: list[int], outputs: list[int]) -> dict[str, Any]:
+    """The options of ARG_MAX / ARG_MIN (axis, output type), PACK (axis, count), SQUEEZE, EXPAND_DIMS."""
+    import tflite
+
+    if name in ("ARG_MAX", "ARG_MIN"):
+        axis = _const_data(model, subgraph, inputs[1])
+        return {"axis": None if axis is None else int(axis.reshape(-1)[0]),
+                "output_type": _DTYPE_NAMES.get(subgraph.Tensors(outputs[0]).Type(), "other")}
+    if name == "PACK":
+        o = _options_table(op, tflite.PackOptions)
+        return {"axis": int(o.Axis()), "values_count": int(o.ValuesCount())}
+    if name == "SQUEEZE":
+        o = _options_table(op, tflite.SqueezeOptions)
+        return {"squeeze_dims": [int(d) for d in o.SqueezeDimsAsNumpy()] if o.SqueezeDimsLength() else []}
+    axis = _const_data(model, subgraph, inputs[1])
+    return {"axis": None if axis is None else int(axis.reshape(-1)[0])}
+
+
+def _arg_pack_models() -> list[OpModel]:
+    """ARG_MAX/ARG_MIN, SQUEEZE/EXPAND_DIMS and PACK on activations (tests/models/op_models_arg_pack.py)."""
+    sys.path.insert(0, str(HERE))
+    from op_models_arg_pack import arg_pack_models
+
+    return arg_pack_models(OpModel, InputSpec, io_shapes)
+
+
 def _more_models() -> list[OpModel]:
     """The models of the later operators (tests/models/op_models_more.py: this file is long enough)."""
     sys.path.insert(0, str(HERE))
@@ -1026,6 +1053,7 @@ def all_models() -> list[OpModel]:
         + _refused_models()
         + _graph_models()
         + _int16_models()
+        + _arg_pack_models()
     )
 
 
@@ -1066,7 +1094,8 @@ def convert(model: OpModel) -> bytes:
     weights_rng = np.random.default_rng(_seed(model.name))
     fn = model.build(weights_rng)
     signature = [
-        tf.TensorSpec((None, *spec.shape[1:]) if model.dynamic_batch else spec.shape, tf.float32, name=f"input{i}")
+        tf.TensorSpec(tuple(None if a in model.dynamic_axes else d for a, d in enumerate(
+            (None, *spec.shape[1:]) if model.dynamic_batch else spec.shape)), tf.float32, name=f"input{i}")
         for i, spec in enumerate(model.inputs)
     ]
     module = tf.Module()
@@ -1089,7 +1118,9 @@ def convert(model: OpModel) -> bytes:
     converter.representative_dataset = lambda: iter(samples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = _tf_dtype(model.input_type or model.io_type)
-    converter.inference_output_type = _tf_dtype(model.output_type or model.io_type)
+    # int32/int64 outputs (ARG_MAX indices) are the model's own: the converter keeps them
+    out_type = model.output_type if model.output_type not in ("int32", "int64") else None
+    converter.inference_output_type = _tf_dtype(out_type or model.io_type)
     if model.quantization == "16x8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif model.quantization == "dynamic":
@@ -1110,7 +1141,7 @@ def convert(model: OpModel) -> bytes:
 
 _ACTIVATION_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 _PADDING_NAMES = {0: "SAME", 1: "VALID"}
-_DTYPE_NAMES = {0: "float32", 2: "int32", 3: "uint8", 7: "int16", 9: "int8"}
+_DTYPE_NAMES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
 
 
 @dataclass
@@ -1229,6 +1260,8 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
                 "input_dtype": _DTYPE_NAMES.get(subgraph.Tensors(inputs[0]).Type(), "other"),
                 "output_dtype": _DTYPE_NAMES.get(subgraph.Tensors(outputs[0]).Type(), "other"),
             }
+        elif name in ("ARG_MAX", "ARG_MIN", "PACK", "SQUEEZE", "EXPAND_DIMS"):
+            opts = _arg_pack_options(model, subgraph, op, name, inputs, outputs)
         records.append(OpRecord(name, opts))
     return records
 

@@ -12,7 +12,8 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from mcugen.kernels.base import ConvView, KernelContext, conv_view, round_up
+from mcugen.kernels.base import ConvView, KernelContext, conv_view, larger_form_pays, round_up
+from mcugen.kernels.cost import family_estimate
 from mcugen.kernels.conv import GemmConvPlan, ThinConvPlan, conv_plan
 from mcugen.kernels.requant import (
     ACC_LIMIT,
@@ -75,6 +76,9 @@ class DepthwisePlan:
     record: int = DW_RECORD
     asm_k: tuple[str, ...] = ()
     int8_weights: bool = False  # DSP kh x kw: the weight words hold int8 bytes (dw_k_weights)
+    # DSP 3x3: the int8 form in flash (`weights`: per channel 9 int8 weights and e or the
+    # shift; `table`: bias and M), the records rebuilt in scratch after the ring at each call
+    unpack: bool = False
 
     @property
     def asm_regs(self) -> dict[str, str]:
@@ -259,6 +263,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
     asm_loop: tuple[tuple[str, ...], ...] = ()
     asm_tail: tuple[tuple[str, ...], ...] = ()
     asm_rows: tuple[str, ...] = ()
+    unpack = False
     if ctx.t.isa is Isa.DSP:
         # one record per channel: int16 pairs (w0, w1), (w1, w2) per kernel row (6 words),
         # then the requantization row (bias, M, K or shift, e)
@@ -272,11 +277,22 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         if rows:
             asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
             records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
-        weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
-                            f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
-                            f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e"
-                            + (" (bit 31: the last channel)" if rows else ""))
-        table = weights
+        unpack = dw_int8_form(ctx, v, rq)
+        if unpack:
+            # flash: per channel the 9 int8 weights and e (or the shift), then bias and M as
+            # words; the kernel rebuilds the records above in its scratch after the ring
+            third = rq.e if rq.fast else rq.shift
+            weights = ctx.const(i, "w8", "int8_t", np.concatenate([w, third[:, None]], axis=1).astype(np.int8),
+                                f"per channel: weights [3x3], then {'e' if rq.fast else 'the shift'} "
+                                f"(the kernel rebuilds its {DW_RECORD}-word records in scratch)")
+            table = ctx.const(i, "bm", "int32_t", records[:, 6:8].astype(np.int32),
+                              f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier")
+        else:
+            weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
+                                f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
+                                f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e"
+                                + (" (bit 31: the last channel)" if rows else ""))
+            table = weights
         if not rows:
             asm_loop, asm_tail = _dw_asm(v, rq, plane_w)
     else:
@@ -284,6 +300,8 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         table = ctx.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
                           f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
     scratch_bytes = v.out_c * 3 * plane_w * 2  # the ring: 3 rows per channel
+    if unpack:
+        scratch_bytes += 4 * DW_RECORD * v.out_c  # then the records rebuilt from the int8 form
     sname = ctx.scratch_for(i, scratch_bytes)
     copy_rows = min(v.in_h, plane_h - v.pad_t)
     copy_cols = min(v.in_w, (v.out_w - 1) * s + 3 - v.pad_l)
@@ -292,8 +310,34 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
         out_offset=v.output.offset, scratch_offset=-1, copy_rows=copy_rows, copy_cols=copy_cols,
         asm_loop=asm_loop, asm_tail=asm_tail, asm_blocks=v.out_w // DW_BLOCK if asm_loop or asm_tail or asm_rows else 0,
-        asm_rows=asm_rows,
+        asm_rows=asm_rows, unpack=unpack,
     ), sname
+
+
+DW_INT8_BYTES = 18  # flash per channel of the 3x3 int8 form: 9 weights and e (int8), bias and M (int32)
+
+
+def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant) -> bool:
+    """DSP 3x3: whether the layer keeps its weights int8 in flash (DW_INT8_BYTES per channel)
+    and rebuilds its DW_RECORD-word records in scratch at each call, rather than keeping the
+    records in flash. The rebuild costs instructions per channel (the "/u8" row of the cost
+    table, per output channel), the records 4 * DW_RECORD - DW_INT8_BYTES bytes per channel more:
+    the int8 form unless `larger_form_pays`. Only where the rebuild is exact: K = (2 zero_point
+    + 1) 2^(e-1) and e (or the general form's shift) fit int8."""
+    third = rq.e if rq.fast else rq.shift
+    if np.abs(third).max() > 127:
+        return False
+    if rq.fast:
+        e = rq.e.astype(np.int64)
+        if not np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)):
+            return False
+    out = v.out_h * v.out_w * v.out_c
+    fam = f"depthwise/3x3/s{v.sh}"
+    small = family_estimate(ctx.t.isa.value, fam + "/u8", [v.macs, out, v.out_c, 1])
+    large = family_estimate(ctx.t.isa.value, fam, [v.macs, out, v.in_h * v.in_w * v.in_c, 1])
+    if small is None or large is None:
+        return ctx.flash_tight
+    return not larger_form_pays(small - large, small, (4 * DW_RECORD - DW_INT8_BYTES) * v.out_c, ctx.flash_tight)
 
 
 def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:

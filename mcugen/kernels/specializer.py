@@ -108,7 +108,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records") if hasattr(x, a)},
+        dw_unpack=any(getattr(pl, "unpack", False) for pl in plans), emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records") if hasattr(x, a)},
     )
     conv_module = env.get_template("c/fast/conv.c.j2").make_module(ctx)
     ctx["plans"] = plans = share_gemm_code(plans, conv_module.gemm_conv)

@@ -314,6 +314,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
     ), sname
 
 
+DW_INT8_FORM: Optional[bool] = None  # DSP 3x3: the int8 form (True) or the records (False) everywhere; None: per layer
 DW_INT8_BYTES = 18  # flash per channel of the 3x3 int8 form: 9 weights and e (int8), bias and M (int32)
 
 
@@ -323,7 +324,8 @@ def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant) -> bool:
     records in flash. The rebuild costs instructions per channel (the "/u8" row of the cost
     table, per output channel), the records 4 * DW_RECORD - DW_INT8_BYTES bytes per channel more:
     the int8 form unless `larger_form_pays`. Only where the rebuild is exact: K = (2 zero_point
-    + 1) 2^(e-1) and e (or the general form's shift) fit int8."""
+    + 1) 2^(e-1) and e (or the general form's shift) fit int8. No estimate: the int8 form.
+    DW_INT8_FORM forces either form where it is exact."""
     third = rq.e if rq.fast else rq.shift
     if np.abs(third).max() > 127:
         return False
@@ -331,12 +333,14 @@ def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant) -> bool:
         e = rq.e.astype(np.int64)
         if not np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)):
             return False
+    if DW_INT8_FORM is not None:
+        return DW_INT8_FORM
     out = v.out_h * v.out_w * v.out_c
     fam = f"depthwise/3x3/s{v.sh}"
     small = family_estimate(ctx.t.isa.value, fam + "/u8", [v.macs, out, v.out_c, 1])
     large = family_estimate(ctx.t.isa.value, fam, [v.macs, out, v.in_h * v.in_w * v.in_c, 1])
     if small is None or large is None:
-        return ctx.flash_tight
+        return True
     return not larger_form_pays(small - large, small, (4 * DW_RECORD - DW_INT8_BYTES) * v.out_c, ctx.flash_tight)
 
 
@@ -363,7 +367,9 @@ def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ..
 # ---- kh x kw (kw odd, not 3x3): the ring of kh rows, one assembly for every ring case -------------
 
 DW_K_MAX = 9  # the largest kernel height and width of the general ring kernel
-DW_K_INT8_WEIGHTS = False  # DSP: the kh x kw kernel's weights as int8 bytes (else int16 pairs) by default
+# DSP: the kh x kw kernel's weights as int8 bytes (True) or int16 pairs (False) everywhere; None:
+# per layer (dw_k_int8_weights)
+DW_K_INT8_WEIGHTS: Optional[bool] = None
 DW_K_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wa": "r4", "wc": "r5", "d0": "r6", "d1": "r8",
              "t": "r9", "b": "r10", "p": "r11", "w": "r12", "o": "lr"}  # + r7 (stride 2: d2, saved here)
 
@@ -509,6 +515,24 @@ def dw_k_fits(kh: int, row_words: int, out_c: int) -> bool:
     return 4 * (kh * row_words + 3) <= 1020 and (out_c <= 255 or DW_BLOCK * out_c <= 4095)
 
 
+def dw_k_int8_weights(ctx: KernelContext, v: ConvView) -> bool:
+    """DSP kh x kw: whether the layer keeps its weights int8 (two pairs per word, unpacked by
+    SXTB16) rather than as int16 pairs: unless `larger_form_pays` for the estimated instructions
+    the pairs save (the "/i8" rows of the cost table against the family's) and the bytes they add.
+    No estimate for either form: the int8 one."""
+    kh, kw, s = v.kh, v.kw, v.sh
+    m = (kw - 1) // 2
+    words16 = kw - 1 if s == 1 else m + 1
+    words8 = m if s == 1 else (m + 2) // 2
+    fam = f"depthwise/{kh}x{kw}/s{s}"
+    x = [v.macs, v.out_h * v.out_w * v.out_c, v.in_h * v.in_w * v.in_c, 1]
+    small = family_estimate(ctx.t.isa.value, fam + "/i8", x)
+    large = family_estimate(ctx.t.isa.value, fam, x)
+    if small is None or large is None:
+        return True
+    return not larger_form_pays(small - large, small, 4 * kh * (words16 - words8) * v.out_c, ctx.flash_tight)
+
+
 def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
                        int8_weights: Optional[bool] = None) -> Optional[tuple[DepthwisePlan, str]]:
     """kh x kw DEPTHWISE_CONV_2D other than 3x3 (kw odd, both up to DW_K_MAX, multiplier 1,
@@ -528,7 +552,9 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
     rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
     if ctx.t.isa is not Isa.DSP:
         return _select_depthwise_k_c(ctx, layer, v, w, bias, rq)
-    int8 = (DW_K_INT8_WEIGHTS or ctx.flash_tight) if int8_weights is None else int8_weights
+    if int8_weights is None:
+        int8_weights = DW_K_INT8_WEIGHTS
+    int8 = dw_k_int8_weights(ctx, v) if int8_weights is None else int8_weights
     # the short requantization wants a doubled accumulator: doubled weights and bias (int16
     # pairs), or (int8) the accumulator doubled before it
     scale = 2 if rq.fast and not int8 else 1

@@ -40,9 +40,10 @@ from mcugen.ir import (
     Tensor,
 )
 from mcugen.kernels import KernelPassResult, ScratchBuffer, apply_kernels, place_scratch, specialize
-from mcugen.kernels.base import KernelContext
+from mcugen.kernels import depthwise as dw_module
+from mcugen.kernels.base import KernelContext, larger_form_pays
 from mcugen.kernels.conv import select_conv
-from mcugen.kernels.depthwise import select_depthwise
+from mcugen.kernels.depthwise import DW_INT8_BYTES, DW_RECORD, select_depthwise
 from mcugen.kernels.requant import ACC_LIMIT, fast_requant_exact, mve_table, plan_requant
 from mcugen.lower import lower
 from mcugen.targets import EMULATE_DSP_MACRO, get_target, target_for_board, target_for_cpu
@@ -422,6 +423,27 @@ def assert_equal_runs(got, want, what: str) -> None:
 # ---- 3. the pass's bookkeeping --------------------------------------------------------------------
 
 
+def test_the_larger_form_only_where_its_gain_is_real_and_pays_for_its_bytes():
+    # 5% of the layer and 20 instructions per byte: kept; not with flash_tight, nor at 2% of the
+    # layer (even at 20 per byte), nor at 10 per byte
+    assert larger_form_pays(5_000, 100_000, 250, False)
+    assert not larger_form_pays(5_000, 100_000, 250, True)
+    assert not larger_form_pays(2_000, 100_000, 100, False)
+    assert not larger_form_pays(5_000, 100_000, 500, False)
+
+
+def test_mobilenet_depthwise_layers_keep_int8_weights_by_default(mobilenet):
+    """On the DSP, MobileNet v2's layerwise 3x3 depthwise layers take the int8 form (the rebuild
+    gains nothing near 16 instructions per byte): DW_INT8_BYTES per channel of flash."""
+    graph = read_tflite(mobilenet)
+    program = lower(graph, "net", strategy="layerwise")
+    result = specialize(program, get_target("armv7em-dsp"))
+    plans = [pl for pl in result.plans.values() if pl.kind == "depthwise"]
+    assert plans and all(pl.unpack for pl in plans)
+    sizes = {c.cname: c.values.nbytes for c in result.program.consts}
+    assert all(sizes[pl.weights] + sizes[pl.table] == DW_INT8_BYTES * pl.v.out_c for pl in plans)
+
+
 def test_layers_replaced_constants_repacked_and_scratch_placed():
     graph = random_graph(3)
     program = lower(graph, "net", strategy="layerwise")
@@ -533,8 +555,17 @@ def test_random_graphs_bit_exact_on_the_emulated_cores(board):
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_depthwise_assembly_bit_exact_on_the_m4():
+@pytest.mark.parametrize("int8_form", [True, False], ids=["int8-form", "records"])
+def test_depthwise_assembly_bit_exact_on_the_m4(int8_form, monkeypatch):
+    """Both forms of the 3x3 weights: int8 in flash with the records rebuilt in scratch at each
+    call (mcugen_dw3_records), and the records in flash."""
+    monkeypatch.setattr(dw_module, "DW_INT8_FORM", int8_form)
     gen, plans = dsp_plans(depthwise_asm_graph(3), "depthwise")
+    assert all(pl.unpack == int8_form for pl in plans)
+    sizes = {c.cname: c.values.nbytes for c in gen.program.consts}
+    assert all(sizes[pl.weights] + (sizes[pl.table] if pl.unpack else 0)
+               == (DW_INT8_BYTES if pl.unpack else 4 * DW_RECORD) * pl.v.out_c for pl in plans)
+    assert ("mcugen_dw3_records(" in gen.files["net_layers.c"]) == int8_form
     assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail or pl.asm_rows for pl in plans), \
         "every case must take the assembly path"
     # stride 1: one loop over every channel through row pointers; stride 2: per ring case

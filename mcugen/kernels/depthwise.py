@@ -79,6 +79,8 @@ class DepthwisePlan:
     # DSP 3x3: the int8 form in flash (`weights`: per channel 9 int8 weights and e or the
     # shift; `table`: bias and M), the records rebuilt in scratch after the ring at each call
     unpack: bool = False
+    shared: bool = False  # later layers call this layer's code with their own constants (share_dw_code)
+    code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
 
     @property
     def asm_regs(self) -> dict[str, str]:
@@ -342,6 +344,30 @@ def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant) -> bool:
     if small is None or large is None:
         return True
     return not larger_form_pays(small - large, small, (4 * DW_RECORD - DW_INT8_BYTES) * v.out_c, ctx.flash_tight)
+
+
+def share_dw_code(plans: list, render) -> list:
+    """The plans with 3x3 DSP depthwise layers in the int8 form that would print the same code but
+    for their name and constants calling the first such layer's code (`shared`, `code_of`): one
+    copy in flash, two more arguments per call. `render(plan)` prints a plan's C; equal text with
+    the name, index and constants replaced by placeholders is what decides."""
+    owners: dict[str, str] = {}
+    users: dict[str, list[int]] = {}
+    for n, pl in enumerate(plans):
+        if pl.kind != "depthwise" or not pl.unpack:
+            continue
+        key = str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T")))
+        owners.setdefault(key, pl.name)
+        users.setdefault(key, []).append(n)
+    out = list(plans)
+    for key, members in users.items():
+        if len(members) < 2:
+            continue
+        first, *rest = members
+        out[first] = dataclasses.replace(plans[first], shared=True)
+        for n in rest:
+            out[n] = dataclasses.replace(plans[n], code_of=owners[key])
+    return out
 
 
 def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:

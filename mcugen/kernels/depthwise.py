@@ -564,7 +564,8 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
     """kh x kw DEPTHWISE_CONV_2D other than 3x3 (kw odd, both up to DW_K_MAX, multiplier 1,
     stride 1 or 2 both ways, dilation 1, batch 1): a ring of kh transposed int16 rows per
     channel. DSP: weights as int16 pairs, or `int8_weights` as bytes unpacked by SXTB16 (half
-    the flash, a few more instructions; default DW_K_INT8_WEIGHTS), see dw_k_weights; the row in
+    the flash, a few more instructions; else DW_K_INT8_WEIGHTS, else per layer by
+    dw_k_int8_weights), see dw_k_weights; the row in
     assembly (dw_asm_k) where the short requantization applies and the offsets encode, else in
     C. Helium and portable C: _select_depthwise_k_c. Otherwise None."""
     if not (v.batches == 1 and v.kw % 2 == 1 and 3 <= v.kw <= DW_K_MAX and 1 <= v.kh <= DW_K_MAX

@@ -40,9 +40,11 @@ from mcugen.ir import (
     Tensor,
 )
 from mcugen.kernels import KernelPassResult, ScratchBuffer, apply_kernels, place_scratch, specialize
-from mcugen.kernels.base import KernelContext
+from mcugen.kernels import conv as conv_module
+from mcugen.kernels import depthwise as dw_module
+from mcugen.kernels.base import KernelContext, larger_form_pays
 from mcugen.kernels.conv import select_conv
-from mcugen.kernels.depthwise import select_depthwise
+from mcugen.kernels.depthwise import DW_INT8_BYTES, DW_RECORD, select_depthwise
 from mcugen.kernels.requant import ACC_LIMIT, fast_requant_exact, mve_table, plan_requant
 from mcugen.lower import lower
 from mcugen.targets import EMULATE_DSP_MACRO, get_target, target_for_board, target_for_cpu
@@ -422,6 +424,27 @@ def assert_equal_runs(got, want, what: str) -> None:
 # ---- 3. the pass's bookkeeping --------------------------------------------------------------------
 
 
+def test_the_larger_form_only_where_its_gain_is_real_and_pays_for_its_bytes():
+    # 5% of the layer and 20 instructions per byte: kept; not with flash_tight, nor at 2% of the
+    # layer (even at 20 per byte), nor at 10 per byte
+    assert larger_form_pays(5_000, 100_000, 250, False)
+    assert not larger_form_pays(5_000, 100_000, 250, True)
+    assert not larger_form_pays(2_000, 100_000, 100, False)
+    assert not larger_form_pays(5_000, 100_000, 500, False)
+
+
+def test_mobilenet_depthwise_layers_keep_int8_weights_by_default(mobilenet):
+    """On the DSP, MobileNet v2's layerwise 3x3 depthwise layers take the int8 form (the rebuild
+    gains nothing near 16 instructions per byte): DW_INT8_BYTES per channel of flash."""
+    graph = read_tflite(mobilenet)
+    program = lower(graph, "net", strategy="layerwise")
+    result = specialize(program, get_target("armv7em-dsp"))
+    plans = [pl for pl in result.plans.values() if pl.kind == "depthwise"]
+    assert plans and all(pl.unpack for pl in plans)
+    sizes = {c.cname: c.values.nbytes for c in result.program.consts}
+    assert all(sizes[pl.weights] + sizes[pl.table] == DW_INT8_BYTES * pl.v.out_c for pl in plans)
+
+
 def test_layers_replaced_constants_repacked_and_scratch_placed():
     graph = random_graph(3)
     program = lower(graph, "net", strategy="layerwise")
@@ -533,8 +556,17 @@ def test_random_graphs_bit_exact_on_the_emulated_cores(board):
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_depthwise_assembly_bit_exact_on_the_m4():
+@pytest.mark.parametrize("int8_form", [True, False], ids=["int8-form", "records"])
+def test_depthwise_assembly_bit_exact_on_the_m4(int8_form, monkeypatch):
+    """Both forms of the 3x3 weights: int8 in flash with the records rebuilt in scratch at each
+    call (mcugen_dw3_records), and the records in flash."""
+    monkeypatch.setattr(dw_module, "DW_INT8_FORM", int8_form)
     gen, plans = dsp_plans(depthwise_asm_graph(3), "depthwise")
+    assert all(pl.unpack == int8_form for pl in plans)
+    sizes = {c.cname: c.values.nbytes for c in gen.program.consts}
+    assert all(sizes[pl.weights] + (sizes[pl.table] if pl.unpack else 0)
+               == (DW_INT8_BYTES if pl.unpack else 4 * DW_RECORD) * pl.v.out_c for pl in plans)
+    assert ("mcugen_dw3_records(" in gen.files["net_layers.c"]) == int8_form
     assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail or pl.asm_rows for pl in plans), \
         "every case must take the assembly path"
     # stride 1: one loop over every channel through row pointers; stride 2: per ring case
@@ -542,6 +574,22 @@ def test_depthwise_assembly_bit_exact_on_the_m4():
     assert {pl.rq.sign_free for pl in plans if pl.v.sh == 1} == {pl.rq.sign_free for pl in plans if pl.v.sh == 2} == {True, False}
     assert {pl.v.sh for pl in plans if pl.v.out_c > 255} == {1, 2} and any(pl.asm_blocks == 0 for pl in plans)
     exact_on_host_and_m4(gen, 2, 4, "depthwise cases")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_depthwise_int8_form_on_the_exact_general_requantization():
+    """3x3 depthwise layers whose output scale is too small for the short requantization (the C
+    path, the shift in the rebuilt records), both strides, a ReLU6 range: the int8 form by
+    default, bit-exact on the host and the M4."""
+    b = Builder(5)
+    outs = []
+    for n, (h, w, c, s) in enumerate([(5, 6, 8, 1), (6, 7, 12, 2)]):
+        x = b.input((1, h, w, c))
+        q = b.act_quant(float(b.tensors[x].quant.s * 1e-4), -128 if n else 3)
+        outs.append(b.dw(x, (3, 3), (s, s), (1, 1), 1, Padding.SAME, Activation.RELU6 if n else Activation.NONE, q=q))
+    gen, plans = dsp_plans(b.graph(outs, name="dwexact"), "depthwise")
+    assert len(plans) == 2 and all(pl.unpack and not pl.rq.fast for pl in plans)
+    exact_on_host_and_m4(gen, 2, 6, "depthwise int8 form, exact general requantization")
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
@@ -597,12 +645,17 @@ def rq_table_graph(seed: int) -> Graph:
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_three_word_requant_tables_bit_exact_on_the_m4():
+@pytest.mark.parametrize("packs", [True, False], ids=["two-word", "three-word"])
+def test_short_requant_tables_bit_exact_on_the_m4(packs, monkeypatch):
     """GEMM layers whose table is read few times per inference, and every layer with flash_tight,
-    store (bias, M, K) per channel and compute the short form's shift from K; layers on the exact
-    general form never store the unused fourth word. Bit-exact on the host and the M4."""
+    store (bias * 32 + e, M) per channel after one word 2 zero_point + 1, and compute K from e;
+    where a bias does not survive that shift (forced here), (bias, M, K), the shift from K; layers
+    on the exact general form never store the unused fourth word. Bit-exact on the host and the M4."""
+    if not packs:
+        monkeypatch.setattr(conv_module, "rq_e_packs", lambda bias, rq: False)
     graph = rq_table_graph(3)
     program = lower(graph, "net", strategy="layerwise")
+    small = 2 if packs else 3
     for tight in (False, True):
         result = specialize(program, get_target("armv7em-dsp"), flash_tight=tight)
         gen = driver.Generated(graph=graph, program=result.program,
@@ -610,11 +663,12 @@ def test_three_word_requant_tables_bit_exact_on_the_m4():
         plans = sorted((pl for pl in result.plans.values() if pl.kind == "gemm_conv"), key=lambda pl: pl.index)
         assert len(plans) == len(RQ_TABLE_CASES)
         sizes = {c.cname: c.values.nbytes for c in result.program.consts}
-        assert all(sizes[pl.table] == 4 * pl.rq_words * pl.v.out_c for pl in plans)
+        assert all(sizes[pl.table] == 4 * pl.rq_words * pl.v.out_c + (4 if pl.rq_words == 2 else 0) for pl in plans)
         assert [pl.rq.fast for pl in plans] == [True, True, True, False]
-        assert [pl.rq_words for pl in plans] == ([3, 3, 3, 3] if tight else [4, 3, 3, 3])
-        assert ("mcugen_e_of_k(" in gen.files["net_layers.c"])
-        exact_on_host_and_m4(gen, 2, 7, f"three-word tables (flash_tight={tight})")
+        assert [pl.rq_words for pl in plans] == ([small, small, small, 3] if tight else [4, small, small, 3])
+        assert ("mcugen_e_of_k(" in gen.files["net_layers.c"]) == (not packs)
+        assert ("rq_kodd" in gen.files["net_layers.c"]) == packs
+        exact_on_host_and_m4(gen, 2, 7, f"{small}-word tables (flash_tight={tight})")
 
 
 def shared_code_graph(seed: int) -> Graph:

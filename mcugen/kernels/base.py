@@ -18,6 +18,19 @@ SCRATCH_ALIGN = 16
 # a requantization table with or without its shift word): the larger form is taken only where
 # it saves at least this many instructions per byte it adds (and never with flash_tight).
 INSTRUCTIONS_PER_FLASH_BYTE = 16
+# ... and, for the forms that `larger_form_pays` weighs, only where its gain is real: more than
+# this share of the layer's estimated instructions in the smaller form.
+REAL_GAIN = 0.03
+
+
+def larger_form_pays(gain: float, small_instructions: float, added_bytes: int, flash_tight: bool) -> bool:
+    """Per layer, whether a kernel keeps the form with the larger constants (e.g. int16 weight
+    pairs) rather than the smaller one (int8 weights): never with `flash_tight`; else only where
+    the instructions per inference it saves, `gain`, are more than REAL_GAIN of the layer's
+    `small_instructions` (the estimate in the small form) and at least INSTRUCTIONS_PER_FLASH_BYTE
+    per byte of flash it adds."""
+    return (not flash_tight and gain > REAL_GAIN * small_instructions
+            and gain >= INSTRUCTIONS_PER_FLASH_BYTE * added_bytes)
 
 
 # ---- what a kernel pass returns ------------------------------------------------------------

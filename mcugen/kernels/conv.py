@@ -57,7 +57,7 @@ class GemmConvPlan:
     unroll: int  # groups per iteration of the dot product loop
     doubled: bool  # the gather doubles the inputs (and the table the bias): 2*acc for free
     full_unroll: bool = False  # the dot product has no loop (DSP: every group in line)
-    rq_words: int = 4  # words per channel of the table: 4 (bias, M, K or shift, e) or 3 (no e: see rq_table_words)
+    rq_words: int = 4  # words per channel of the table: 4 (bias, M, K or shift, e), 3 (no e) or 2 (bias and e in one word, M: see rq_table_words)
     shared: bool = False  # later layers call this layer's code with their own weights and table (`share_gemm_code`)
     code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
 
@@ -65,6 +65,11 @@ class GemmConvPlan:
     def e_from_k(self) -> bool:
         """The short requantization's e is computed from K (three-word table)."""
         return self.rq_words == 3 and self.rq.fast
+
+    @property
+    def e_in_bias(self) -> bool:
+        """The short requantization's e in the low RQ_E_BITS of the bias word, K from e (two-word table)."""
+        return self.rq_words == 2
 
 
 THIN_X_REGS = ("r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10")  # a pixel's input, int16 pairs
@@ -330,20 +335,47 @@ def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS, groups: int = 1) -
     return chosen[1], chosen[2]
 
 
-# The GEMM kernel's requantization table: 4 words per channel (bias, M, K or shift, e), or 3
-# where e is not stored: the exact general form never reads it, and the short form can compute it
-# from K (its lowest set bit, RBIT + CLZ + 1: E_FROM_K_INSTRUCTIONS more per channel and block of
-# pixels, against the word it loads). Four words are kept only where the instructions that saves
-# per byte of flash reach INSTRUCTIONS_PER_FLASH_BYTE.
+# The GEMM kernel's requantization table: 4 words per channel (bias, M, K or shift, e); 3 where e
+# is not stored (the exact general form never reads it); or, for the short form, 2: the bias
+# shifted left by RQ_E_BITS with e in the bits freed, then M, where every bias fits, and K =
+# (2 zero_point + 1) 2^(e-1) computed from e (AND, SUB, LSL, and ASR for the bias: against the
+# two words the four-word row loads, E_UNPACK_INSTRUCTIONS more per channel and block of pixels;
+# the three-word row: E_FROM_K_INSTRUCTIONS, its shift from K by RBIT + CLZ + 1). Four words are kept
+# only where the instructions that saves per byte of flash reach INSTRUCTIONS_PER_FLASH_BYTE.
 E_FROM_K_INSTRUCTIONS = 3
+E_UNPACK_INSTRUCTIONS = 5  # measured on MobileNet v2: ~8 against four words, ~2.3 against three
+RQ_E_BITS = 5  # e in 1..31
 
 
-def rq_table_words(rq: Requant, blocks: int, flash_tight: bool) -> int:
+def rq_table_words(rq: Requant, blocks: int, flash_tight: bool, bias: Optional[np.ndarray] = None) -> int:
     """Words per channel of a GEMM layer's table whose dot product runs `blocks` times per
-    inference (each time every channel's requantization)."""
-    if not rq.fast or flash_tight:
+    inference (each time every channel's requantization); `bias` (as the table holds it): the two-word
+    form only where every value shifted by RQ_E_BITS fits int32 (else three)."""
+    if not rq.fast:
         return 3
-    return 4 if E_FROM_K_INSTRUCTIONS * blocks >= 4 * INSTRUCTIONS_PER_FLASH_BYTE else 3
+    small = 2 if bias is not None and rq_e_packs(bias, rq) else 3
+    if flash_tight:
+        return small
+    extra = E_UNPACK_INSTRUCTIONS if small == 2 else E_FROM_K_INSTRUCTIONS
+    return 4 if extra * blocks >= 4 * (4 - small) * INSTRUCTIONS_PER_FLASH_BYTE else small
+
+
+def rq_e_packs(bias: np.ndarray, rq: Requant) -> bool:
+    """The two-word row is exact: the bias survives the shift by RQ_E_BITS, e fits its bits, and
+    K = (2 zero_point + 1) 2^(e-1)."""
+    b = wrap32(np.asarray(bias, np.int64))
+    e = rq.e.astype(np.int64)
+    lim = 1 << (31 - RQ_E_BITS)
+    return bool(rq.fast and np.all((b >= -lim) & (b < lim)) and np.all((e >= 1) & (e < (1 << RQ_E_BITS)))
+                and np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)))
+
+
+def rq_table_packed(bias: np.ndarray, rq: Requant) -> np.ndarray:
+    """The two-word table: 2 zero_point + 1 (K's odd factor; a word, so that layers that share
+    code need not print it), then per channel [bias * 2^RQ_E_BITS + e, M] (rq_e_packs must hold)."""
+    b = wrap32(np.asarray(bias, np.int64))
+    rows = np.stack([b * (1 << RQ_E_BITS) + rq.e.astype(np.int64), rq.multiplier.astype(np.int64)], axis=1)
+    return np.concatenate([[2 * rq.output_offset + 1], rows.reshape(-1)]).astype(np.int32)
 
 
 def select_conv(ctx: KernelContext, layer: Layer) -> Optional[tuple[GemmConvPlan | ThinConvPlan, str]]:
@@ -407,10 +439,15 @@ def conv_plan(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[GemmCon
     # layer has more output channels than twice its groups.
     doubled = rq.fast and 2 * groups < v.out_c
     weights = ctx.const(i, "fw", "int8_t", wpad.astype(np.int8), f"weights [{v.out_c}][{groups * 4}], rows padded to words")
-    rq_words = rq_table_words(rq, npix // block + (1 if tail else 0), ctx.flash_tight)
-    table = ctx.const(i, "rq", "int32_t", rq_table((2 if doubled else 1) * bias, rq)[:, :rq_words],
-                      f"per channel: bias + input_offset*sum(w){' (x2)' if doubled else ''}, multiplier, K or shift"
-                      + (", e" if rq_words == 4 else ""))
+    tbias = (2 if doubled else 1) * bias
+    rq_words = rq_table_words(rq, npix // block + (1 if tail else 0), ctx.flash_tight, tbias)
+    if rq_words == 2:
+        table = ctx.const(i, "rq", "int32_t", rq_table_packed(tbias, rq),
+                          f"2 * output zero point + 1, then per channel: (bias + input_offset*sum(w)){' x2' if doubled else ''} * 2^{RQ_E_BITS} + e, multiplier")
+    else:
+        table = ctx.const(i, "rq", "int32_t", rq_table(tbias, rq)[:, :rq_words],
+                          f"per channel: bias + input_offset*sum(w){' (x2)' if doubled else ''}, multiplier, K or shift"
+                          + (", e" if rq_words == 4 else ""))
     scratch_bytes = groups * block * 8 + groups * 4  # int16 pairs + a byte patch
     sname = ctx.scratch_for(i, scratch_bytes)
     return GemmConvPlan(

@@ -6,7 +6,8 @@ A step's estimate is a linear function of its work, with one row of coefficients
     instructions ~ c[0] * MACs + c[1] * output elements + c[2] * input elements + c[3]
 
 (for a convolution the third term counts the taps gathered per output pixel, MACs / output
-channels, instead of the input elements), and for a fused chain, whose stages run at different
+channels, instead of the input elements; for a depthwise whose records are rebuilt from int8 at
+each call, ".../u8", the output channels), and for a fused chain, whose stages run at different
 rates,
 
     instructions ~ c[0] * A MACs + c[1] * B MACs + c[2] * C MACs + c[3] * FC MACs
@@ -32,7 +33,7 @@ from mcugen.targets import Target
 # When a family has no coefficients for an instruction set, the nearest one that has.
 FALLBACK_ISA = {"dsp": ("mve", "portable", "generic"), "mve": ("dsp", "portable", "generic"),
                 "portable": ("generic",), "cmsis-mve": ("cmsis-dsp",), "cmsis-dsp": (), "generic": ()}
-FEATURES_VERSION = 4  # bump when `features` changes: benchmarks/estimate.py recomputes its cached rows
+FEATURES_VERSION = 5  # bump when `features` changes: benchmarks/estimate.py recomputes its cached rows
 GENERIC_PER_MAC = 10.0  # a layer with no fitted family at all: a generic kernel's rate
 # The 16x8 kernels (portable C on every target), fitted the same way to `mcugen bench` on the
 # emulated Cortex-M4 over the 16x8 test models and 15 of TFLite Micro's seanet models; kept here,
@@ -101,6 +102,8 @@ def family(layer: Layer, plan, step: Step) -> str:
         fam = f"depthwise/{v.kh}x{v.kw}/s{v.sh}"  # 3x3, or the kh x kw ring kernel ("depthwise/5x5/s1")
         if getattr(plan, "row_words", 0) and not plan.asm_k:
             return fam + "/c"  # the kh x kw kernel without its assembly (general requantization)
+        if getattr(plan, "unpack", False):
+            return fam + "/u8"  # 3x3, int8 in flash: the records rebuilt in scratch at each call
         return fam + "/i8" if getattr(plan, "int8_weights", False) else fam  # int8 weights unpacked by SXTB16
     return kind
 
@@ -117,6 +120,8 @@ def features(layer: Layer, step: Step, schedule: Schedule, fam: str = "") -> lis
         # a convolution: the taps gathered per output pixel (the im2col patch), once per pixel
         out_c = schedule.graph.t(step.writes[0]).shape[-1]
         return [layer.macs, out, layer.macs // max(int(out_c), 1), 1]
+    if fam.endswith("/u8"):  # a depthwise whose records are rebuilt per channel at each call
+        return [layer.macs, out, int(schedule.graph.t(step.writes[0]).shape[-1]), 1]
     return [layer.macs, out, _elements(schedule, step.reads[:1]), 1]
 
 
@@ -124,15 +129,24 @@ def key(layer: Layer, plan, step: Step, target: Target, kernels: Optional[str]) 
     return cost_isa(plan, target, kernels), family(layer, plan, step)
 
 
+def family_estimate(isa: str, fam: str, x: Sequence[int]) -> Optional[float]:
+    """The estimate of a family's kernel for work `x` (`features`), from the table row of `isa`
+    or its fallbacks; None where no row fits (what a kernel's selection uses to weigh forms)."""
+    for candidate in (isa, *FALLBACK_ISA.get(isa, ())):
+        coef = COEFFICIENTS.get((candidate, fam)) or INT16_COEFFICIENTS.get((candidate, fam))
+        if coef is not None and len(coef) == len(x):
+            return float(sum(a * b for a, b in zip(coef, x)))
+    return None
+
+
 def estimate_layer(layer: Layer, plan, schedule: Schedule, step: Step, target: Target,
                    kernels: Optional[str]) -> int:
     """Estimated instructions of one step with the kernel chosen for it."""
     isa, fam = key(layer, plan, step, target, kernels)
     x = features(layer, step, schedule, fam)
-    for candidate in (isa, *FALLBACK_ISA.get(isa, ())):
-        coef = COEFFICIENTS.get((candidate, fam)) or INT16_COEFFICIENTS.get((candidate, fam))
-        if coef is not None and len(coef) == len(x):
-            return int(round(sum(a * b for a, b in zip(coef, x))))
+    e = family_estimate(isa, fam, x)
+    if e is not None:
+        return int(round(e))
     if layer.kernel is None:
         return 0  # a view: nothing runs
     return int(round(GENERIC_PER_MAC * layer.macs + x[-2]))

@@ -12,7 +12,8 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from mcugen.kernels.base import ConvView, KernelContext, conv_view, round_up
+from mcugen.kernels.base import ConvView, KernelContext, conv_view, larger_form_pays, round_up
+from mcugen.kernels.cost import family_estimate
 from mcugen.kernels.conv import GemmConvPlan, ThinConvPlan, conv_plan
 from mcugen.kernels.requant import (
     ACC_LIMIT,
@@ -75,6 +76,11 @@ class DepthwisePlan:
     record: int = DW_RECORD
     asm_k: tuple[str, ...] = ()
     int8_weights: bool = False  # DSP kh x kw: the weight words hold int8 bytes (dw_k_weights)
+    # DSP 3x3: the int8 form in flash (`weights`: per channel 9 int8 weights and e or the
+    # shift; `table`: bias and M), the records rebuilt in scratch after the ring at each call
+    unpack: bool = False
+    shared: bool = False  # later layers call this layer's code with their own constants (share_dw_code)
+    code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
 
     @property
     def asm_regs(self) -> dict[str, str]:
@@ -259,6 +265,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
     asm_loop: tuple[tuple[str, ...], ...] = ()
     asm_tail: tuple[tuple[str, ...], ...] = ()
     asm_rows: tuple[str, ...] = ()
+    unpack = False
     if ctx.t.isa is Isa.DSP:
         # one record per channel: int16 pairs (w0, w1), (w1, w2) per kernel row (6 words),
         # then the requantization row (bias, M, K or shift, e)
@@ -272,11 +279,22 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         if rows:
             asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
             records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
-        weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
-                            f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
-                            f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e"
-                            + (" (bit 31: the last channel)" if rows else ""))
-        table = weights
+        unpack = dw_int8_form(ctx, v, rq)
+        if unpack:
+            # flash: per channel the 9 int8 weights and e (or the shift), then bias and M as
+            # words; the kernel rebuilds the records above in its scratch after the ring
+            third = rq.e if rq.fast else rq.shift
+            weights = ctx.const(i, "w8", "int8_t", np.concatenate([w, third[:, None]], axis=1).astype(np.int8),
+                                f"per channel: weights [3x3], then {'e' if rq.fast else 'the shift'} "
+                                f"(the kernel rebuilds its {DW_RECORD}-word records in scratch)")
+            table = ctx.const(i, "bm", "int32_t", records[:, 6:8].astype(np.int32),
+                              f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier")
+        else:
+            weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
+                                f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
+                                f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e"
+                                + (" (bit 31: the last channel)" if rows else ""))
+            table = weights
         if not rows:
             asm_loop, asm_tail = _dw_asm(v, rq, plane_w)
     else:
@@ -284,6 +302,8 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         table = ctx.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
                           f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
     scratch_bytes = v.out_c * 3 * plane_w * 2  # the ring: 3 rows per channel
+    if unpack:
+        scratch_bytes += 4 * DW_RECORD * v.out_c  # then the records rebuilt from the int8 form
     sname = ctx.scratch_for(i, scratch_bytes)
     copy_rows = min(v.in_h, plane_h - v.pad_t)
     copy_cols = min(v.in_w, (v.out_w - 1) * s + 3 - v.pad_l)
@@ -292,8 +312,62 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
         out_offset=v.output.offset, scratch_offset=-1, copy_rows=copy_rows, copy_cols=copy_cols,
         asm_loop=asm_loop, asm_tail=asm_tail, asm_blocks=v.out_w // DW_BLOCK if asm_loop or asm_tail or asm_rows else 0,
-        asm_rows=asm_rows,
+        asm_rows=asm_rows, unpack=unpack,
     ), sname
+
+
+DW_INT8_FORM: Optional[bool] = None  # DSP 3x3: the int8 form (True) or the records (False) everywhere; None: per layer
+DW_INT8_BYTES = 18  # flash per channel of the 3x3 int8 form: 9 weights and e (int8), bias and M (int32)
+
+
+def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant) -> bool:
+    """DSP 3x3: whether the layer keeps its weights int8 in flash (DW_INT8_BYTES per channel)
+    and rebuilds its DW_RECORD-word records in scratch at each call, rather than keeping the
+    records in flash. The rebuild costs instructions per channel (the "/u8" row of the cost
+    table, per output channel), the records 4 * DW_RECORD - DW_INT8_BYTES bytes per channel more:
+    the int8 form unless `larger_form_pays`. Only where the rebuild is exact: K = (2 zero_point
+    + 1) 2^(e-1) and e (or the general form's shift) fit int8. No estimate: the int8 form.
+    DW_INT8_FORM forces either form where it is exact."""
+    third = rq.e if rq.fast else rq.shift
+    if np.abs(third).max() > 127:
+        return False
+    if rq.fast:
+        e = rq.e.astype(np.int64)
+        if not np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)):
+            return False
+    if DW_INT8_FORM is not None:
+        return DW_INT8_FORM
+    out = v.out_h * v.out_w * v.out_c
+    fam = f"depthwise/3x3/s{v.sh}"
+    small = family_estimate(ctx.t.isa.value, fam + "/u8", [v.macs, out, v.out_c, 1])
+    large = family_estimate(ctx.t.isa.value, fam, [v.macs, out, v.in_h * v.in_w * v.in_c, 1])
+    if small is None or large is None:
+        return True
+    return not larger_form_pays(small - large, small, (4 * DW_RECORD - DW_INT8_BYTES) * v.out_c, ctx.flash_tight)
+
+
+def share_dw_code(plans: list, render) -> list:
+    """The plans with 3x3 DSP depthwise layers in the int8 form that would print the same code but
+    for their name and constants calling the first such layer's code (`shared`, `code_of`): one
+    copy in flash, two more arguments per call. `render(plan)` prints a plan's C; equal text with
+    the name, index and constants replaced by placeholders is what decides."""
+    owners: dict[str, str] = {}
+    users: dict[str, list[int]] = {}
+    for n, pl in enumerate(plans):
+        if pl.kind != "depthwise" or not pl.unpack:
+            continue
+        key = str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T")))
+        owners.setdefault(key, pl.name)
+        users.setdefault(key, []).append(n)
+    out = list(plans)
+    for key, members in users.items():
+        if len(members) < 2:
+            continue
+        first, *rest = members
+        out[first] = dataclasses.replace(plans[first], shared=True)
+        for n in rest:
+            out[n] = dataclasses.replace(plans[n], code_of=owners[key])
+    return out
 
 
 def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
@@ -319,7 +393,9 @@ def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ..
 # ---- kh x kw (kw odd, not 3x3): the ring of kh rows, one assembly for every ring case -------------
 
 DW_K_MAX = 9  # the largest kernel height and width of the general ring kernel
-DW_K_INT8_WEIGHTS = False  # DSP: the kh x kw kernel's weights as int8 bytes (else int16 pairs) by default
+# DSP: the kh x kw kernel's weights as int8 bytes (True) or int16 pairs (False) everywhere; None:
+# per layer (dw_k_int8_weights)
+DW_K_INT8_WEIGHTS: Optional[bool] = None
 DW_K_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wa": "r4", "wc": "r5", "d0": "r6", "d1": "r8",
              "t": "r9", "b": "r10", "p": "r11", "w": "r12", "o": "lr"}  # + r7 (stride 2: d2, saved here)
 
@@ -465,12 +541,31 @@ def dw_k_fits(kh: int, row_words: int, out_c: int) -> bool:
     return 4 * (kh * row_words + 3) <= 1020 and (out_c <= 255 or DW_BLOCK * out_c <= 4095)
 
 
+def dw_k_int8_weights(ctx: KernelContext, v: ConvView) -> bool:
+    """DSP kh x kw: whether the layer keeps its weights int8 (two pairs per word, unpacked by
+    SXTB16) rather than as int16 pairs: unless `larger_form_pays` for the estimated instructions
+    the pairs save (the "/i8" rows of the cost table against the family's) and the bytes they add.
+    No estimate for either form: the int8 one."""
+    kh, kw, s = v.kh, v.kw, v.sh
+    m = (kw - 1) // 2
+    words16 = kw - 1 if s == 1 else m + 1
+    words8 = m if s == 1 else (m + 2) // 2
+    fam = f"depthwise/{kh}x{kw}/s{s}"
+    x = [v.macs, v.out_h * v.out_w * v.out_c, v.in_h * v.in_w * v.in_c, 1]
+    small = family_estimate(ctx.t.isa.value, fam + "/i8", x)
+    large = family_estimate(ctx.t.isa.value, fam, x)
+    if small is None or large is None:
+        return True
+    return not larger_form_pays(small - large, small, 4 * kh * (words16 - words8) * v.out_c, ctx.flash_tight)
+
+
 def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
                        int8_weights: Optional[bool] = None) -> Optional[tuple[DepthwisePlan, str]]:
     """kh x kw DEPTHWISE_CONV_2D other than 3x3 (kw odd, both up to DW_K_MAX, multiplier 1,
     stride 1 or 2 both ways, dilation 1, batch 1): a ring of kh transposed int16 rows per
     channel. DSP: weights as int16 pairs, or `int8_weights` as bytes unpacked by SXTB16 (half
-    the flash, a few more instructions; default DW_K_INT8_WEIGHTS), see dw_k_weights; the row in
+    the flash, a few more instructions; else DW_K_INT8_WEIGHTS, else per layer by
+    dw_k_int8_weights), see dw_k_weights; the row in
     assembly (dw_asm_k) where the short requantization applies and the offsets encode, else in
     C. Helium and portable C: _select_depthwise_k_c. Otherwise None."""
     if not (v.batches == 1 and v.kw % 2 == 1 and 3 <= v.kw <= DW_K_MAX and 1 <= v.kh <= DW_K_MAX
@@ -484,7 +579,9 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
     rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
     if ctx.t.isa is not Isa.DSP:
         return _select_depthwise_k_c(ctx, layer, v, w, bias, rq)
-    int8 = (DW_K_INT8_WEIGHTS or ctx.flash_tight) if int8_weights is None else int8_weights
+    if int8_weights is None:
+        int8_weights = DW_K_INT8_WEIGHTS
+    int8 = dw_k_int8_weights(ctx, v) if int8_weights is None else int8_weights
     # the short requantization wants a doubled accumulator: doubled weights and bias (int16
     # pairs), or (int8) the accumulator doubled before it
     scale = 2 if rq.fast and not int8 else 1

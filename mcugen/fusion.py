@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from mcugen.ir import DType, Graph, Operator, OpType
-from mcugen.supported import same_padding
+from mcugen.geometry import same_padding
 
 # Largest kernel height the chain kernel accepts (its row-pointer table has this many
 # entries; templates/c/mcugen_kernels.c.j2 defines MCUGEN_CHAIN_MAX_KERNEL_H to the same value).

@@ -19,7 +19,8 @@ from mcugen.ir import DType, Graph, Operator, Tensor, op_macs
 from mcugen.passes import Buffers, Schedule, Step, fold_pads, tensor_buffer
 from mcugen.arena import PlannedSchedule, choose_chains, live_ranges, plan_schedule
 from mcugen.planner import Alias, Buffer, Plan, verify
-from mcugen.supported import check_graph, same_padding
+from mcugen.geometry import same_padding
+from mcugen.supported import check_graph
 
 # How the arena is planned: "layerwise" runs one operator at a time (with the in-place and
 # overlap rules of mcugen.passes); "fused" also runs chains of convolutions a few rows at a

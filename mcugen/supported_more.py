@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from mcugen.geometry import broadcast_shape
 from mcugen.ir import DType, Graph, Operator, OpType
 
 
@@ -78,7 +79,7 @@ def c_prelu(g: Graph, op: Operator) -> Optional[str]:
         return f"has rank {max(len(x.shape), len(alpha.shape))}"
     if alpha.quant.per_channel:
         return f"has per-channel alpha quantization (tensor {alpha.index}); TFLite's kernel reads one scale"
-    bs = _supported().broadcast_shape(x.shape, alpha.shape)
+    bs = broadcast_shape(x.shape, alpha.shape)
     if bs is None or tuple(bs) != tuple(x.shape) or tuple(o.shape) != tuple(x.shape):
         return f"has alpha shape {list(alpha.shape)} for input {list(x.shape)} and output {list(o.shape)}"
     return None

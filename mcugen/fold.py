@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mcugen.ir import Activation, DType, Graph, Operator, OpType, Tensor
+from mcugen.ir import Activation, DType, Graph, Operator, OpType
 
 Value = np.ndarray
 

@@ -530,7 +530,20 @@ BOARD_OP_MODELS = [
     "depthwise_3x3_same_s2_even_m1_relu6.tflite", "depthwise_3x3_valid_s2_m1_none.tflite",
     "fully_connected_batch3_bias_none.tflite", "fully_connected_per_channel_bias_none.tflite",
     "fully_connected_nobias_none.tflite", "chain_conv_dw_conv_add_mean_fc_softmax.tflite",
+    "fully_connected_head3_depth1001.tflite", "fully_connected_head4_depth500_relu.tflite",
 ]
+
+
+@pytest.mark.parametrize("name", ["fully_connected_head3_depth1001.tflite", "fully_connected_head4_depth500_relu.tflite"])
+def test_fc_heads_read_the_input_directly_without_scratch(name):
+    """A head of <= 4 units does not unpack its input (the unpacked row would outweigh the layer's
+    tensors and be used by too few units to pay): no scratch; wider layers keep the unpacking form."""
+    gen, result = specialised(read_tflite(OPS_DIR / name), "armv7em-dsp")
+    plan = next(p for p in result.plans.values() if p.kind == "fc")
+    assert plan.direct and plan.scratch_bytes == 0
+    gen, result = specialised(read_tflite(OPS_DIR / "fully_connected_bias_none.tflite"), "armv7em-dsp")
+    plan = next(p for p in result.plans.values() if p.kind == "fc")
+    assert not plan.direct and plan.scratch_bytes > 0
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")

@@ -40,6 +40,21 @@ class FcPlan:
     in_offset: int
     out_offset: int
     scratch_offset: int
+    # DSP: the input is not unpacked (no scratch); two units at a time sign-extend each input
+    # word on the fly, weights row by row. Chosen for a classifier head of at most
+    # DIRECT_UNITS units, where unpacking is not repaid and the unpacked row would take more
+    # RAM than the layer's input and output together.
+    direct: bool = False
+
+
+DIRECT_UNITS = 4
+
+
+def unpacked_scratch(depth: int) -> int:
+    """Scratch of the unpacking FC: int16 pairs of the input row, plus a padded copy of it when
+    depth is not a multiple of 4."""
+    groups = round_up(depth, 4) // 4
+    return groups * 8 + (groups * 4 if depth % 4 else 0)
 
 
 def select_fc(ctx: KernelContext, layer: Layer) -> tuple[FcPlan, str]:
@@ -67,7 +82,11 @@ def select_fc(ctx: KernelContext, layer: Layer) -> tuple[FcPlan, str]:
             weights=weights, table=table, scratch_bytes=0, in_offset=v.input.offset,
             out_offset=v.output.offset, scratch_offset=-1,
         ), sname
-    if ctx.t.isa is Isa.DSP:
+    direct = ctx.t.isa is Isa.DSP and v.units <= DIRECT_UNITS and unpacked_scratch(v.depth) > v.depth + v.units
+    if direct:
+        packed = wpad.reshape(-1)
+        comment = f"weights [{v.units}][{groups * 4}], rows padded to words (read directly, no unpacked input)"
+    elif ctx.t.isa is Isa.DSP:
         # units 3k..3k+2 interleaved word by word ([k][group][unit][4 bytes]), then the rest;
         # three units keep the loop in 13 registers (r7 stays free for a frame pointer)
         u3 = v.units // FC_UNITS * FC_UNITS
@@ -79,11 +98,11 @@ def select_fc(ctx: KernelContext, layer: Layer) -> tuple[FcPlan, str]:
         comment = f"weights [{v.units}][{groups * 4}], rows padded to words"
     weights = ctx.const(i, "fw", "int8_t", packed.astype(np.int8), comment)
     table = ctx.const(i, "rq", "int32_t", rq_table(bias, rq), "per unit: bias + input_offset*sum(w), multiplier, K or shift, e")
-    scratch_bytes = groups * 8 + groups * 4
+    scratch_bytes = 0 if direct or ctx.t.isa is not Isa.DSP else unpacked_scratch(v.depth)
     sname = ctx.scratch_for(i, scratch_bytes)
     return FcPlan(
         name=f"{ctx.name}_l{i}_fc", index=i, isa=ctx.t.isa.value, v=v, groups=groups, rows=FC_UNITS,
         unroll=2 if groups % 2 == 0 else 1, rq=rq,
         weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
-        out_offset=v.output.offset, scratch_offset=-1,
+        out_offset=v.output.offset, scratch_offset=-1, direct=direct,
     ), sname

@@ -675,6 +675,13 @@ def _fully_connected_models() -> list[OpModel]:
             {"activation": "NONE", "has_bias": True, "per_channel_weights": True},
             note="TensorFlow 2.21's default quantisation of FULLY_CONNECTED weights: per channel",
         ),
+        # classifier heads with few units on a long input (the DSP kernel reads the input
+        # directly instead of unpacking it): an odd unit count and a depth not a multiple of 4
+        OpModel("fully_connected_head3_depth1001", "FULLY_CONNECTED", (InputSpec((1, 1001)),), fully_connected(1001, 3),
+                ("FULLY_CONNECTED",), {"activation": "NONE", "has_bias": True, "per_channel_weights": True}),
+        OpModel("fully_connected_head4_depth500_relu", "FULLY_CONNECTED", (InputSpec((1, 500)),),
+                fully_connected(500, 4, activation="RELU"), ("FULLY_CONNECTED",),
+                {"activation": "RELU", "has_bias": True, "per_channel_weights": True}),
     ]
 
 

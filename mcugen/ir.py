@@ -99,6 +99,7 @@ class OpType(enum.Enum):
     STRIDED_SLICE = "STRIDED_SLICE"
     PACK = "PACK"
     GATHER = "GATHER"
+    TRANSPOSE_CONV = "TRANSPOSE_CONV"  # inputs: output_shape, weights, data, bias (the data input is input 2)
 
 
 @dataclass
@@ -268,6 +269,16 @@ class GatherAttrs:
 
 
 @dataclass(frozen=True)
+class TransposeConvAttrs:
+    """TRANSPOSE_CONV (dilation is always 1; activation NONE before the schema's version 4)."""
+
+    stride_h: int
+    stride_w: int
+    padding: Padding
+    activation: Activation
+
+
+@dataclass(frozen=True)
 class NoAttrs:
     """RESHAPE, LOGISTIC, QUANTIZE, DEQUANTIZE: everything needed is in the tensors."""
 
@@ -289,6 +300,7 @@ OpAttrs = Union[
     StridedSliceAttrs,
     PackAttrs,
     GatherAttrs,
+    TransposeConvAttrs,
     NoAttrs,
 ]
 
@@ -355,4 +367,16 @@ def op_macs(graph: Graph, op: Operator) -> int:
         return out.size * a.filter_h * a.filter_w
     if op.op is OpType.MEAN:
         return ins[0].size
+    if op.op is OpType.TRANSPOSE_CONV:
+        # the products that land inside the output (TFLite's scatter drops the others)
+        from mcugen.supported_more import transpose_conv_pads
+
+        x, w = ins[2], ins[1]
+        pad_t, pad_l = transpose_conv_pads(op.attrs, out.shape, w.shape)
+
+        def pairs(n_in: int, k: int, stride: int, pad: int, n_out: int) -> int:
+            return sum(1 for i in range(n_in) for j in range(k) if 0 <= i * stride - pad + j < n_out)
+
+        return (x.shape[0] * w.shape[0] * w.shape[3] * pairs(x.shape[1], w.shape[1], op.attrs.stride_h, pad_t, out.shape[1])
+                * pairs(x.shape[2], w.shape[2], op.attrs.stride_w, pad_l, out.shape[2]))
     return 0

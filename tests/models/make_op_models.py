@@ -1011,6 +1011,14 @@ def _more_models() -> list[OpModel]:
     return more_models(OpModel, InputSpec, _activate)
 
 
+def _tconv_models() -> list[OpModel]:
+    """The TRANSPOSE_CONV models (tests/models/op_models_tconv.py)."""
+    sys.path.insert(0, str(HERE))
+    from op_models_tconv import tconv_models
+
+    return tconv_models(OpModel, InputSpec, _activate)
+
+
 def all_models() -> list[OpModel]:
     return (
         _conv_models()
@@ -1025,6 +1033,7 @@ def all_models() -> list[OpModel]:
         + _more_models()
         + _refused_models()
         + _graph_models()
+        + _tconv_models()
     )
 
 
@@ -1177,6 +1186,11 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
             }
             if name == "DEPTHWISE_CONV_2D":
                 opts["depth_multiplier"] = o.DepthMultiplier()
+        elif name == "TRANSPOSE_CONV":
+            sys.path.insert(0, str(HERE))
+            from op_models_tconv import transpose_conv_options
+
+            opts = transpose_conv_options(model, subgraph, op, inputs, _ACTIVATION_NAMES)
         elif name == "FULLY_CONNECTED":
             o = _options_table(op, tflite.FullyConnectedOptions)
             opts = {

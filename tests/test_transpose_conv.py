@@ -172,3 +172,19 @@ def test_data_input_types_are_checked_first():
     x = g.t(g.operators[0].inputs[2])
     g.tensors[x.index] = dataclasses.replace(x, quant=Quant(np.asarray([0.1, 0.2], np.float32), np.zeros(2, np.int64), 3))
     assert "per-channel quantization" in _blocker(g).detail
+
+
+def test_estimate_is_close_to_the_measured_count():
+    """The cost model's TRANSPOSE_CONV row against `mcugen bench` on the emulated M4."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    done = subprocess.run([sys.executable, "-m", "mcugen", "bench", str(OPS_DIR / "transpose_conv_3x3_s1_same_c16.tflite"),
+                           "--board", "qemu-mps2-an386", "--json"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    layer = next(l for l in report["layers"] if l["op"] == "TRANSPOSE_CONV")
+    assert 0.9 <= report["estimated_instructions"] / layer["instructions"] <= 1.1, (report["estimated_instructions"], layer)

@@ -76,6 +76,65 @@ def test_transpose_conv_bit_exact_on_cortex_m4(name):
     assert report.bit_exact, report.per_run
 
 
+@pytest.mark.parametrize("name", ["transpose_conv_3x3_s2_same_bias.tflite", "transpose_conv_2x2_s2_valid_nobias_batch2.tflite",
+                                  "transpose_conv_4x4_s2_same_relu6.tflite"])
+def test_portable_transpose_conv_bit_exact_on_cortex_m4(name):
+    from mcugen.validate import validate
+    from mcugen.validate_board import runner_kwargs
+
+    report = validate(OPS_DIR / name, count=2, seed=6, kernels="mcugen", kernel_target="portable",
+                      **runner_kwargs("qemu-mps2-an386"))
+    assert report.target == "qemu-mps2-an386" and report.oracles
+    assert report.bit_exact, report.per_run
+
+
+def _dsp_outputs(name: str, mutate=None):
+    """The DSP kernel on the host (its C99 instruction equivalents, -DMCUGEN_POISON, sanitizers) for seeded
+    inputs, and the last oracle's outputs; `mutate(plan)` alters the plan first."""
+    import tempfile
+    from pathlib import Path
+
+    from mcugen import codegen, driver
+    from mcugen.kernels import specialize
+    from mcugen.lower import lower
+    from mcugen.oracle import oracles_for
+    from mcugen.targets import EMULATE_DSP_MACRO, get_target
+
+    g = read_tflite(OPS_DIR / name)
+    result = specialize(lower(g, "net", strategy="layerwise"), get_target("armv7em-dsp"))
+    assert result.choices == {0: "net_l0_tconv"}
+    if mutate is not None:
+        result.plans[0] = mutate(result.plans[0])
+        files = result.merged_files(codegen.render_model(result.program, g))
+        from mcugen.kernels.specializer import render_layers
+
+        files.update(render_layers(result.program, [result.plans[0]], get_target("armv7em-dsp")))
+    else:
+        files = result.merged_files(codegen.render_model(result.program, g))
+    gen = driver.Generated(graph=g, program=result.program, files=files)
+    runs = driver.random_inputs(g, 3, 4)
+    with tempfile.TemporaryDirectory(prefix="mcugen-tconv-") as tmp:
+        exe = driver.compile_host(gen, Path(tmp) / "build", (f"-D{EMULATE_DSP_MACRO}", "-DMCUGEN_POISON", *SAN))
+        outs = driver.run_host(exe, gen, runs, Path(tmp) / "io")
+    oracle = oracles_for(OPS_DIR / name)[-1]
+    return outs, [oracle.run(r) for r in runs]
+
+
+@pytest.mark.parametrize("name", TCONV)
+def test_dsp_transpose_conv_on_the_host(name):
+    outs, want = _dsp_outputs(name)
+    for got, ref in zip(outs, want):
+        for a, b in zip(got, ref):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("field, delta", [("input_offset", 1), ("pad_t", 1), ("sw", 1)])
+def test_dsp_transpose_conv_mutations_are_caught(field, delta):
+    outs, want = _dsp_outputs("transpose_conv_3x3_s2_same_bias.tflite",
+                              lambda pl: dataclasses.replace(pl, **{field: getattr(pl, field) + delta}))
+    assert any(not np.array_equal(a, b) for got, ref in zip(outs, want) for a, b in zip(got, ref))
+
+
 SAN = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
 
 

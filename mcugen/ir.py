@@ -375,7 +375,13 @@ def op_macs(graph: Graph, op: Operator) -> int:
         pad_t, pad_l = transpose_conv_pads(op.attrs, out.shape, w.shape)
 
         def pairs(n_in: int, k: int, stride: int, pad: int, n_out: int) -> int:
-            return sum(1 for i in range(n_in) for j in range(k) if 0 <= i * stride - pad + j < n_out)
+            # per tap j, the inputs i with 0 <= i * stride - pad + j < n_out and 0 <= i < n_in
+            total = 0
+            for j in range(k):
+                lo = max(0, -((j - pad) // stride))
+                hi = min(n_in - 1, (n_out - 1 + pad - j) // stride)
+                total += max(0, hi - lo + 1)
+            return total
 
         return (x.shape[0] * w.shape[0] * w.shape[3] * pairs(x.shape[1], w.shape[1], op.attrs.stride_h, pad_t, out.shape[1])
                 * pairs(x.shape[2], w.shape[2], op.attrs.stride_w, pad_l, out.shape[2]))

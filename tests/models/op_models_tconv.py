@@ -84,6 +84,7 @@ def tconv_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the class
         ("transpose_conv_3x3_s1x2_same_bias", (3, 3), 4, 6, "SAME", (1, 2), (1, 5, 4, 4), (5, 8), True, "NONE"),
         ("transpose_conv_3x3_s2_valid_relu", (3, 3), 4, 6, "VALID", (2, 2), (1, 4, 4, 4), (9, 9), True, "RELU"),
         ("transpose_conv_4x4_s2_same_relu6", (4, 4), 3, 7, "SAME", (2, 2), (1, 4, 5, 3), (8, 10), True, "RELU6"),
+        ("transpose_conv_4x4_s2_same_c1_mask", (4, 4), 8, 1, "SAME", (2, 2), (1, 4, 4, 8), (8, 8), True, "NONE"),
     ]
     models = []
     for name, kernel, cin, cout, padding, strides, shape, out_hw, bias, act in specs:
@@ -91,7 +92,7 @@ def tconv_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the class
             name, "TRANSPOSE_CONV", (InputSpec(shape),),
             transpose_conv(kernel, cin, cout, padding, strides, shape, out_hw, bias, act, activate), ("TRANSPOSE_CONV",),
             {"padding": padding, "stride_h": strides[0], "stride_w": strides[1], "activation": act,
-             "kernel_hw": list(kernel), "per_channel_weights": True, "has_bias": bias},
+             "kernel_hw": list(kernel), "per_channel_weights": cout > 1, "has_bias": bias},
             note="a fused activation makes the operator version 4, which tflite-runtime 2.14 cannot load: TFLite Micro only"
             if act != "NONE" else "",
         ))

@@ -145,8 +145,16 @@ def cmd_validate(args) -> int:
     return 0 if report.bit_exact else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error every other bad input gets (exit 2, no usage dump)."""
+
+    def error(self, message: str):
+        print(f"mcugen: error: {message} (see {self.prog} -h)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mcugen",
         description="int8 TFLite models to plain, bit-exact C for Cortex-M microcontrollers.",
     )

@@ -23,6 +23,7 @@ from mcugen.fold import fold_constants
 from mcugen.passes import fold_pads
 from mcugen.planner import PlanError, verify
 from mcugen.schedule import ScheduleChoice, choose_schedule
+from mcugen.stream_input import attach_writers, stream_inputs, stream_notes
 from mcugen.supported import check_graph
 from mcugen.tflite_reader import read_tflite
 
@@ -89,14 +90,20 @@ def build(
     """
     opts = options or CompileOptions(name=name, strategy=strategy, kernels=kernels, target=target, cmsis_nn=cmsis_nn)
     graph = read_tflite(model_path)
-    folded, pads = fold_pads(check_graph_after_folding(graph))
+    checked = check_graph_after_folding(graph)
+    streamed = ()
+    if opts.stream_inputs:
+        checked, streamed = stream_inputs(checked)
+    folded, pads = fold_pads(checked)
     cname = c_identifier(opts.name or graph.name)
     choice = choose_schedule(folded, pads, cname, graph.name, opts)
     planned = plan_schedule(folded, pads, choice.chains, choice.extra_scratch)
     verify(planned.bufs.buffers, planned.plan, planned.bufs.aliases)
     program = emit(planned, cname, graph.name, opts.strategy)
     if opts.kernels is None:
+        program = attach_writers(program, checked, streamed)
         return Generated(graph=graph, program=program, files=codegen.render_model(program, graph), options=opts,
+                         notes=stream_notes(checked, streamed, program),
                          schedule=choice)
     from mcugen.kernels import apply_kernels
     from mcugen.targets import get_target
@@ -108,9 +115,11 @@ def build(
             f"internal error: the kernel pass needed {result.program.arena_bytes - program.arena_bytes} bytes of scratch "
             f"that kernel selection did not state (layers {sorted(s.step for s in result.scratch)})"
         )
-    files = result.merged_files(codegen.render_model(result.program, graph))
-    return Generated(graph=graph, program=result.program, files=files, cflags=result.cflags,
-                     notes=_unspecialised_chain_notes(result.program, choice, opts), options=opts, schedule=choice,
+    program = attach_writers(result.program, checked, streamed)
+    files = result.merged_files(codegen.render_model(program, graph))
+    return Generated(graph=graph, program=program, files=files, cflags=result.cflags,
+                     notes=_unspecialised_chain_notes(result.program, choice, opts) + stream_notes(checked, streamed, program),
+                     options=opts, schedule=choice,
                      kernel_plans=dict(result.plans))
 
 
@@ -233,12 +242,15 @@ def random_inputs(graph: Graph, count: int, seed: int) -> list[list[np.ndarray]]
                 arrays.append(rng.integers(-128, 128, size=t.shape, dtype=np.int64).astype(np.int8))
             elif t.dtype is DType.UINT8:
                 arrays.append(rng.integers(0, 256, size=t.shape, dtype=np.int64).astype(np.uint8))
+            elif t.dtype is DType.INT16:
+                arrays.append(rng.integers(-32768, 32768, size=t.shape, dtype=np.int64).astype(np.int16))
             else:
                 lo, hi = -1.0, 1.0
                 for op in graph.operators:
                     if op.op is OpType.QUANTIZE and op.inputs[0] == i:
                         q = graph.t(op.outputs[0]).quant
-                        qmin, qmax = (0, 255) if graph.t(op.outputs[0]).dtype is DType.UINT8 else (-128, 127)
+                        qmin, qmax = {DType.UINT8: (0, 255), DType.INT16: (-32768, 32767)}.get(
+                            graph.t(op.outputs[0]).dtype, (-128, 127))
                         lo, hi = (qmin - q.zp) * q.s * 1.1, (qmax - q.zp) * q.s * 1.1
                         break
                 arrays.append(rng.uniform(lo, hi, size=t.shape).astype(np.float32))

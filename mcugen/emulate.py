@@ -528,7 +528,7 @@ def _dequantize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return quant.dequantize(vals[0], in_s, in_zp).reshape(out.shape)
 
 
-RELU_BOUNDS = {OpType.RELU: (0.0, float("inf")), OpType.RELU_N1_TO_1: (-1.0, 1.0)}
+RELU_BOUNDS = {OpType.RELU: (0.0, float("inf")), OpType.RELU_N1_TO_1: (-1.0, 1.0), OpType.RELU6: (0.0, 6.0)}
 
 
 def _activation_op(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
@@ -674,6 +674,7 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.SPACE_TO_DEPTH: _depth_space,
     OpType.RELU: _activation_op,
     OpType.RELU_N1_TO_1: _activation_op,
+    OpType.RELU6: _activation_op,
     OpType.LEAKY_RELU: _activation_op,
     OpType.TANH: _activation_op,
     OpType.HARD_SWISH: _activation_op,

@@ -197,10 +197,21 @@ def _float_scores(float_model: str, recipe, io: ModelIO, x: np.ndarray, progress
     return np.stack(scores)
 
 
-def _default_build(model_path: Path) -> Build:
-    from mcugen import driver
+def options_build(model_path: Path, options=None) -> Build:
+    """`build(target)` with the compile options every command shares (mcugen.options): the host
+    run gets them with target "portable", the board run with the board's target (or --target)."""
+    import dataclasses
 
-    return lambda target: driver.build(model_path, kernels="mcugen", target=target)
+    from mcugen import driver
+    from mcugen.options import CompileOptions
+
+    opts = options or CompileOptions()
+
+    def build(target: str):
+        chosen = target if target == "portable" or opts.target is None else opts.target
+        return driver.build(model_path, options=dataclasses.replace(opts, target=chosen))
+
+    return build
 
 
 def _run_host(gen, xq: np.ndarray, progress: bool) -> np.ndarray:
@@ -238,7 +249,7 @@ def evaluate(model_path: str | Path, data: str | Path, *, float_model: Optional[
     tflite-runtime's reference kernels, the generated C on the host and, if `board`, the C on
     that emulated board for a seeded sample of `count` images; with the int8/C agreement.
 
-    `build(target)` generates the code (default: mcugen kernels, fused plan)."""
+    `build(target)` generates the code (default: `options_build` with the default compile options)."""
     from mcugen.datasets import DEFAULT_OFFSET, DEFAULT_SCALE, load_evaluation, preprocess
     from mcugen.quantize import quantize_input, run_reference
     from mcugen.progress import track
@@ -279,7 +290,7 @@ def evaluate(model_path: str | Path, data: str | Path, *, float_model: Optional[
                                                               progress))
     reference = reference.reshape(len(xq), -1)
     rows.append(_row("int8_reference", "int8 tflite-runtime BUILTIN_REF", reference, labels, io.classes))
-    build = build or _default_build(model_path)
+    build = build or options_build(model_path)
     log("generating C and compiling it for the host")
     host = _run_host(build("portable"), xq, progress)
     rows.append(_row("c_host", "int8 mcugen C on the host (gcc)", host, labels, io.classes))
@@ -383,8 +394,11 @@ def run_evaluate(args) -> int:
         if not args.quiet:
             print(f"[{time.monotonic() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
+    from mcugen.options import options_from_args
+
     result = evaluate(args.model, args.data, float_model=args.float, board=board, count=args.count,
-                      seed=args.seed, scale=args.scale, offset=args.offset, progress=not args.quiet, log=log)
+                      seed=args.seed, scale=args.scale, offset=args.offset, progress=not args.quiet, log=log,
+                      build=options_build(Path(args.model), options_from_args(args)))
     if png is not None:
         draw_confusion(result, png)
     if args.json:
@@ -408,9 +422,9 @@ def register(subparsers) -> None:
     p.add_argument("--float", metavar="WEIGHTS.npz|SAVED_MODEL",
                    help="the float model: weights written by `mcugen train` (also gives the preprocessing and "
                         "class names) or a SavedModel folder")
-    p.add_argument("--board", default="host",
-                   help="also run a sample on an emulated board: qemu-mps2-an386 (M4), qemu-mps2-an500 (M7), "
-                        "qemu-mps3-an547 (M55); default host only")
+    from mcugen.options import add_compile_options
+
+    add_compile_options(p, host_board=True, name=False)  # --board: also run a sample on that emulated board
     p.add_argument("--count", type=int, default=DEFAULT_BOARD_COUNT,
                    help=f"images run on the board (a seeded sample; default {DEFAULT_BOARD_COUNT})")
     p.add_argument("--seed", type=int, default=0, help="seed of the board's sample (default 0)")

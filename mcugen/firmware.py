@@ -41,6 +41,7 @@ class ModelInterface:
     num_layers: int
     arena_bytes: int
     const_bytes: int = 0  # weights, biases, requantization tables (flash)
+    streamed: tuple[bool, ...] = ()  # per input: written with <name>_input_write() (--stream-inputs)
 
     @property
     def num_inputs(self) -> int:
@@ -108,6 +109,7 @@ def read_model_interface(model_dir: Path, name: str, cflags: Sequence[str] = ())
         num_layers=_macro_value(macros, f"{upper}_NUM_LAYERS", header),
         arena_bytes=_macro_value(macros, f"{upper}_ARENA_BYTES", header),
         const_bytes=_macro_value(macros, f"{upper}_CONST_BYTES", header) if f"{upper}_CONST_BYTES" in macros else 0,
+        streamed=tuple(f"{upper}_INPUT{k}_STREAMED" in macros for k in range(inputs)),
     )
 
 

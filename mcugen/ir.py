@@ -84,6 +84,7 @@ class OpType(enum.Enum):
     SPACE_TO_DEPTH = "SPACE_TO_DEPTH"
     RELU = "RELU"
     RELU_N1_TO_1 = "RELU_N1_TO_1"
+    RELU6 = "RELU6"
     LEAKY_RELU = "LEAKY_RELU"
     TANH = "TANH"
     HARD_SWISH = "HARD_SWISH"
@@ -182,9 +183,12 @@ class FullyConnectedAttrs:
 
 @dataclass(frozen=True)
 class ElementwiseAttrs:
-    """ADD, SUB and MUL (MINIMUM, MAXIMUM and SQUARED_DIFFERENCE: no fused activation, NONE)."""
+    """ADD, SUB and MUL (MINIMUM, MAXIMUM and SQUARED_DIFFERENCE: no fused activation, NONE).
+    `pot_scale_int16`: ADD/SUB's option for int16 data (TFLite's default, true, lets tflite-runtime
+    take its power-of-two path when every scale is a power of two)."""
 
     activation: Activation
+    pot_scale_int16: bool = True
 
 
 @dataclass(frozen=True)

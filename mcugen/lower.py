@@ -11,6 +11,8 @@ import numpy as np
 from mcugen import quant
 from mcugen.errors import McugenError, UnsupportedError
 from mcugen.fold import fold_constants
+from mcugen.lower_int16 import Int16Lowering, uses_int16
+from mcugen.lower_io import IoLowering
 from mcugen.lower_ops import OpsLowering
 from mcugen.fusion import Chain, Stage, find_chains, window_of
 from mcugen.ir import DType, Graph, Operator, Tensor, op_macs
@@ -163,6 +165,8 @@ class Program:
     # Per layer boundary (0: before layer 0, k: after layer k-1), the merged byte ranges
     # [start, end) of the arena that hold data still needed; everything else is dead.
     live_ranges: list[list[tuple[int, int]]] = field(default_factory=list)
+    # --stream-inputs: the cases of <name>_input_write() (mcugen.stream_input.InputWriter)
+    writers: list = field(default_factory=list)
 
     @property
     def weight_bytes(self) -> int:
@@ -178,7 +182,7 @@ def _activation_range(t: Tensor, act) -> tuple[int, int]:
     return quant.activation_range(act, t.quant.s, t.quant.zp, t.dtype)
 
 
-class _Lowerer(OpsLowering):
+class _Lowerer(Int16Lowering, OpsLowering, IoLowering):
     def __init__(
         self,
         schedule: Schedule,
@@ -221,6 +225,8 @@ class _Lowerer(OpsLowering):
             return self.lower_chain(step.chain)
         op = self.s.op(step.ops[0])
         fn = getattr(self, f"lower_{op.op.value.lower()}")
+        if uses_int16(self.g, op):
+            fn = getattr(self, f"lower_{op.op.value.lower()}_s16", fn)  # 16x8 layers: mcugen.lower_int16
         layer = fn(op)
         x = [t for t in self.g.op_inputs(op) if t is not None and not t.is_const]
         o = self.g.t(op.outputs[0])
@@ -313,7 +319,7 @@ class _Lowerer(OpsLowering):
             ParamsArg(),
             self.arena(x, True),
             self.const_array(op.index, f"{kind}_weights", "int8_t", w.data, f"weights {list(w.shape)}"),
-            self.const_array(op.index, "bias", "int32_t", b.data, f"bias [{b.size}]") if b is not None else NullArg(),
+            self.const_array(op.index, "bias", b.dtype.ctype, b.data, f"bias [{b.size}]") if b is not None else NullArg(),
             self.const_array(op.index, "multiplier", "int32_t", mult, "requantization multipliers per channel"),
             self.const_array(op.index, "shift", "int32_t", shift, "requantization shifts per channel"),
             self.arena(o, False),
@@ -516,7 +522,7 @@ class _Lowerer(OpsLowering):
             ParamsArg(),
             self.arena(x, True),
             self.const_array(op.index, "fc_weights", "int8_t", w.data, f"weights {list(w.shape)}"),
-            self.const_array(op.index, "bias", "int32_t", b.data, f"bias [{b.size}]") if b is not None else NullArg(),
+            self.const_array(op.index, "bias", b.dtype.ctype, b.data, f"bias [{b.size}]") if b is not None else NullArg(),
             self.const_array(op.index, "multiplier", "int32_t", np.asarray(mult, np.int32), "requantization multipliers"),
             self.const_array(op.index, "shift", "int32_t", np.asarray(shift, np.int32), "requantization shifts"),
             self.arena(o, False),
@@ -643,22 +649,8 @@ class _Lowerer(OpsLowering):
             return self.make(
                 op, "mcugen_mean_hw_s8", "mean", "mcugen_mean_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
             )
-        # Any other axes: the generic reduction over a 6-D view (leading axes of size 1).
-        shape = (1,) * (6 - len(x.shape)) + tuple(x.shape)
-        lead = 6 - len(x.shape)
-        params = [
-            ParamValue("in_shape", shape, "ints"),
-            ParamValue("reduce", tuple(1 if d - lead in axes else 0 for d in range(6)), "ints"),
-            ParamValue("count", count),
-            ParamValue("input_zero_point", x.quant.zp),
-            ParamValue("output_zero_point", o.quant.zp),
-            ParamValue("multiplier", mp.multiplier),
-            ParamValue("shift", mp.shift),
-        ]
-        return self.make(
-            op, "mcugen_reduce_s8", "reduce", "mcugen_reduce_params_t", params,
-            [ParamsArg(), self.arena(x, True), self.arena(o, False)],
-        )
+        # Any other axes: one block of reduced axes, or the generic reduction over a 6-D view.
+        return self._reduction(op, "reduce", mp.multiplier, mp.shift)
 
     def lower_softmax(self, op):
         x = self.g.op_inputs(op)[0]
@@ -740,59 +732,6 @@ class _Lowerer(OpsLowering):
         self._detail = f"perm {list(perm)}"
         return self.make(
             op, "mcugen_transpose", "transpose", "mcugen_transpose_params_t", params, [ParamsArg(), self.arena(x, True), self.arena(o, False)]
-        )
-
-    def lower_quantize(self, op):
-        x = self.g.op_inputs(op)[0]
-        o = self.g.t(op.outputs[0])
-        qmin, qmax = (0, 255) if o.dtype is DType.UINT8 else (-128, 127)
-        out_u = FlagArg("out_unsigned", 1 if o.dtype is DType.UINT8 else 0)
-        if x.dtype is DType.FLOAT32:
-            params = [
-                ParamValue("size", x.size),
-                ParamValue("scale", float(np.float32(o.quant.s)), "float"),
-                ParamValue("input_zero_point", 0),
-                ParamValue("output_zero_point", o.quant.zp),
-                ParamValue("multiplier", 0),
-                ParamValue("shift", 0),
-                ParamValue("qmin", qmin),
-                ParamValue("qmax", qmax),
-            ]
-            return self.make(
-                op, "mcugen_quantize_f32", "quantize", "mcugen_quantize_params_t", params,
-                [ParamsArg(), self.arena(x, True), self.arena(o, False), out_u],
-            )
-        if x.dtype is not o.dtype and x.quant.s == o.quant.s and o.quant.zp == x.quant.zp + (-128 if o.dtype is DType.INT8 else 128):
-            # uint8 <-> int8 with scale ratio exactly 1: requantizing is x -/+ 128, i.e. x XOR 0x80.
-            self._detail = f"{x.dtype.value} -> {o.dtype.value}, same scale, zero points {x.quant.zp} -> {o.quant.zp}: XOR 0x80"
-            return self.make(op, "mcugen_flip_sign_8", "quantize", None, [], [self.arena(x, True), self.arena(o, False), SizeArg("size", x.size)])
-        m, s = quant.requantize_params(x.quant.s, o.quant.s)
-        params = [
-            ParamValue("size", x.size),
-            ParamValue("scale", 1.0, "float"),
-            ParamValue("input_zero_point", x.quant.zp),
-            ParamValue("output_zero_point", o.quant.zp),
-            ParamValue("multiplier", m),
-            ParamValue("shift", s),
-            ParamValue("qmin", qmin),
-            ParamValue("qmax", qmax),
-        ]
-        return self.make(
-            op, "mcugen_requantize_8", "quantize", "mcugen_quantize_params_t", params,
-            [ParamsArg(), self.arena(x, True), FlagArg("in_unsigned", 1 if x.dtype is DType.UINT8 else 0), self.arena(o, False), out_u],
-        )
-
-    def lower_dequantize(self, op):
-        x = self.g.op_inputs(op)[0]
-        o = self.g.t(op.outputs[0])
-        params = [
-            ParamValue("size", x.size),
-            ParamValue("scale", float(np.float32(x.quant.s)), "double"),
-            ParamValue("zero_point", x.quant.zp),
-        ]
-        return self.make(
-            op, "mcugen_dequantize_8", "dequantize", "mcugen_dequantize_params_t", params,
-            [ParamsArg(), self.arena(x, True), FlagArg("in_unsigned", 1 if x.dtype is DType.UINT8 else 0), self.arena(o, False)],
         )
 
 

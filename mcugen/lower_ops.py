@@ -20,6 +20,23 @@ class _FromLower:
 L = _FromLower()
 
 
+def reduction_block(shape: tuple[int, ...], axes: tuple[int, ...]) -> "tuple[int, int, int] | None":
+    """(outer, reduce, inner) when the reduced axes of `shape`, ignoring axes of size 1, are
+    adjacent: the input is then [outer, reduce, inner] and the output [outer, inner]; else None."""
+    rank = len(shape)
+    reduced = {a % rank for a in axes} if rank else set()
+    marks = [d in reduced for d in range(rank) if shape[d] != 1]
+    sizes = [shape[d] for d in range(rank) if shape[d] != 1]
+    if True not in marks:
+        return None
+    first = marks.index(True)
+    last = len(marks) - 1 - marks[::-1].index(True)
+    if not all(marks[first:last + 1]):
+        return None
+    prod = lambda v: int(np.prod(v)) if v else 1  # noqa: E731
+    return prod(sizes[:first]), prod(sizes[first:last + 1]), prod(sizes[last + 1:])
+
+
 class OpsLowering:
     """RELU/RELU_N1_TO_1/LEAKY_RELU tables, DEPTH_TO_SPACE/SPACE_TO_DEPTH, PADV2, CONCATENATION and
     RESIZE: each `lower_<op>` returns one typed kernel call; `self` is the `_Lowerer`, whose
@@ -49,6 +66,9 @@ class OpsLowering:
 
     def lower_relu_n1_to_1(self, op):
         return self._relu_x(op, -1.0, 1.0)
+
+    def lower_relu6(self, op):
+        return self._relu_x(op, 0.0, 6.0)
 
     def lower_leaky_relu(self, op):
         x = self.g.op_inputs(op)[0]
@@ -226,22 +246,38 @@ class OpsLowering:
 
     # -- REDUCE_MAX over any axes: the 6-D odometer of MEAN's generic kernel
     def lower_reduce_max(self, op):
+        self._detail = f"axes {list(op.attrs.axes)} keep_dims {op.attrs.keep_dims}"
+        return self._reduction(op, "reduce_max", 0, 0)
+
+    def _reduction(self, op, group: str, multiplier: int, shift: int):
+        """MEAN ("reduce") or REDUCE_MAX ("reduce_max") over any axes. When the reduced axes form
+        one block (size-1 axes aside), the input is an [outer, reduce, inner] view and the block
+        kernel walks it with one pointer; otherwise the generic 6-D odometer kernel runs."""
         x = self.g.op_inputs(op)[0]
+        o = self.g.t(op.outputs[0])
         axes = op.attrs.axes
+        count = int(np.prod([x.shape[d] for d in axes])) if axes else 1
+        tail = [
+            L.ParamValue("count", count),
+            L.ParamValue("input_zero_point", x.quant.zp),
+            L.ParamValue("output_zero_point", o.quant.zp),
+            L.ParamValue("multiplier", multiplier),
+            L.ParamValue("shift", shift),
+        ]
+        args = [L.ParamsArg(), self.arena(x, True), self.arena(o, False)]
+        block = reduction_block(tuple(x.shape), tuple(axes))
+        if block is not None:
+            outer, reduce, inner = block
+            self._detail += f"; a [{outer}, {reduce}, {inner}] block"
+            params = [L.ParamValue("outer", outer), L.ParamValue("reduce", reduce), L.ParamValue("inner", inner)] + tail
+            return self.make(op, f"mcugen_{group}_block_s8", f"{group}_block", "mcugen_reduce_block_params_t", params, args)
         shape = (1,) * (6 - len(x.shape)) + tuple(x.shape)
         lead = 6 - len(x.shape)
         params = [
             L.ParamValue("in_shape", shape, "ints"),
             L.ParamValue("reduce", tuple(1 if d - lead in axes else 0 for d in range(6)), "ints"),
-            L.ParamValue("count", int(np.prod([x.shape[d] for d in axes])) if axes else 1),
-            L.ParamValue("input_zero_point", x.quant.zp),
-            L.ParamValue("output_zero_point", self.g.t(op.outputs[0]).quant.zp),
-            L.ParamValue("multiplier", 0),
-            L.ParamValue("shift", 0),
-        ]
-        self._detail = f"axes {list(axes)} keep_dims {op.attrs.keep_dims}"
-        return self.make(op, "mcugen_reduce_max_s8", "reduce_max", "mcugen_reduce_params_t", params,
-                         [L.ParamsArg(), self.arena(x, True), self.arena(self.g.t(op.outputs[0]), False)])
+        ] + tail
+        return self.make(op, f"mcugen_{group}_s8", group, "mcugen_reduce_params_t", params, args)
 
     # -- SLICE / STRIDED_SLICE on activations: a strided copy over a 6-D view
     def _slice(self, op):

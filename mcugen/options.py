@@ -55,6 +55,7 @@ class CompileOptions:
     strategy: str = DEFAULT_STRATEGY
     ram_limit: Optional[int] = None
     flash_limit: Optional[int] = None
+    stream_inputs: bool = False  # inputs read only by a QUANTIZE are quantized in <name>_input_write(), never held whole
     fuse_all: bool = False  # with strategy "fused": every candidate chain, even one that does not lower the arena (tests, calibration)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class CompileOptions:
         return {
             "board": self.board, "target": self.kernel_target, "kernels": self.kernels or "generic",
             "strategy": self.strategy, "ram_limit": self.ram_limit, "flash_limit": self.flash_limit,
+            "stream_inputs": self.stream_inputs,
         }
 
 
@@ -127,6 +129,9 @@ def add_compile_options(p: argparse.ArgumentParser, *, board_required: bool = Fa
                    help="RAM the firmware may use (stack + data + arena; default: the board's RAM)")
     p.add_argument("--flash-limit", type=parse_size, metavar="BYTES",
                    help="flash the firmware may use (default: the board's flash)")
+    p.add_argument("--stream-inputs", action="store_true",
+                   help="a model input read only by a QUANTIZE (a float32 or uint8 image) is quantized as the "
+                        "application writes it with <name>_input_write(), in pieces, and never held whole in the arena")
     if name:
         p.add_argument("--name", help="C name prefix of the model (default: from the file name, sanitised)")
 
@@ -135,5 +140,5 @@ def options_from_args(args: argparse.Namespace) -> CompileOptions:
     return CompileOptions(
         name=getattr(args, "name", None), board=getattr(args, "board", None), target=getattr(args, "target", None),
         kernels=args.kernels, cmsis_nn=args.cmsis_nn, strategy=args.strategy,
-        ram_limit=args.ram_limit, flash_limit=args.flash_limit,
+        ram_limit=args.ram_limit, flash_limit=args.flash_limit, stream_inputs=getattr(args, "stream_inputs", False),
     )

@@ -224,12 +224,12 @@ def rule_elementwise(s: Schedule, live: Liveness, k: int, op: Operator) -> list[
 
 
 def rule_unary(s: Schedule, live: Liveness, k: int, op: Operator) -> list[Alias]:
-    """QUANTIZE (to 8 bits), LOGISTIC and the activation operators (RELU, RELU_N1_TO_1, LEAKY_RELU, TANH, HARD_SWISH:
+    """QUANTIZE (to 8 bits), LOGISTIC and the activation operators (RELU, RELU_N1_TO_1, RELU6, LEAKY_RELU, TANH, HARD_SWISH:
     table kernels) read element i, then write element i, in order, and the
     output element is no larger than the input element: output byte i*out_size lies at or
     below input element i, already read. So the output may start where the input starts."""
-    if op.op not in (OpType.QUANTIZE, OpType.LOGISTIC, OpType.RELU, OpType.RELU_N1_TO_1, OpType.LEAKY_RELU, OpType.TANH,
-                     OpType.HARD_SWISH):
+    if op.op not in (OpType.QUANTIZE, OpType.LOGISTIC, OpType.RELU, OpType.RELU_N1_TO_1, OpType.RELU6, OpType.LEAKY_RELU,
+                     OpType.TANH, OpType.HARD_SWISH):
         return []
     g = s.graph
     src, dst = op.inputs[0], op.outputs[0]

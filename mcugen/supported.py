@@ -148,9 +148,11 @@ def c_activation(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_int8_io(g: Graph, op: Operator) -> Optional[str]:
-    """input 0 and the output must be int8 (int16 activations and float ops are not supported)"""
+    """input 0 and the output must be int8, or both int16 for the operators with a 16x8 rule (int16 activations elsewhere and float ops are not supported)"""
     a = _ins(g, op)[0]
     o = g.t(op.outputs[0])
+    if op.op in INT16_OPS and is_int16(g, op):
+        return None  # a 16x8 layer: the int16 rules apply
     for what, t in (("input", a), ("output", o)):
         if t.dtype is not DType.INT8:
             return f"{what} tensor {t.index} is {t.dtype.value if t.dtype is not DType.OTHER else getattr(t, 'other_type', 'other')}"
@@ -162,6 +164,8 @@ def c_int8_io(g: Graph, op: Operator) -> Optional[str]:
 def c_int8_second_input(g: Graph, op: Operator) -> Optional[str]:
     """both operands must be int8 with quantization parameters"""
     b = _ins(g, op)[1]
+    if is_int16(g, op) and b.dtype is DType.INT16 and b.quant is not None:
+        return None
     if b.dtype is not DType.INT8 or b.quant is None:
         return f"input tensor {b.index} is {b.dtype.value}"
     return None
@@ -198,9 +202,13 @@ def _omitted_bias(op: Operator) -> Optional[str]:
     return None
 
 
-def _bias_problem(b: Optional[Tensor], n: int) -> Optional[str]:
+def _bias_problem(b: Optional[Tensor], n: int, x: Optional[Tensor] = None) -> Optional[str]:
     if b is None:
         return None
+    if x is not None and x.dtype is DType.INT16:
+        if b.size != n:
+            return f"bias tensor {b.index} has {b.size} values for {n} output channels"
+        return None  # the type: c_int16_bias
     if not b.is_const or b.dtype is not DType.INT32:
         return f"bias tensor {b.index} is not a constant int32 tensor"
     if b.size != n:
@@ -213,7 +221,7 @@ def c_conv(g: Graph, op: Operator) -> Optional[str]:
     x, w = _ins(g, op)[0], _ins(g, op)[1]
     b = _ins(g, op)[2] if len(op.inputs) > 2 else None
     o = g.t(op.outputs[0])
-    p = _omitted_bias(op) or _weights_problem(w, 4, 0) or _bias_problem(b, w.shape[0])
+    p = _omitted_bias(op) or _weights_problem(w, 4, 0) or _bias_problem(b, w.shape[0], x)
     if p:
         return p
     if w.shape[3] != x.shape[3]:
@@ -237,7 +245,7 @@ def c_depthwise(g: Graph, op: Operator) -> Optional[str]:
     x, w = _ins(g, op)[0], _ins(g, op)[1]
     b = _ins(g, op)[2] if len(op.inputs) > 2 else None
     o = g.t(op.outputs[0])
-    p = _omitted_bias(op) or _weights_problem(w, 4, 3) or _bias_problem(b, w.shape[3])
+    p = _omitted_bias(op) or _weights_problem(w, 4, 3) or _bias_problem(b, w.shape[3], x)
     if p:
         return p
     if w.shape[0] != 1 or w.shape[3] % x.shape[3] != 0 or w.shape[3] != o.shape[3]:
@@ -266,7 +274,7 @@ def c_fully_connected(g: Graph, op: Operator) -> Optional[str]:
     x, w = _ins(g, op)[0], _ins(g, op)[1]
     b = _ins(g, op)[2] if len(op.inputs) > 2 else None
     o = g.t(op.outputs[0])
-    p = _weights_problem(w, 2, 0) or _bias_problem(b, w.shape[0])
+    p = _weights_problem(w, 2, 0) or _bias_problem(b, w.shape[0], x)
     if p:
         return p
     if x.size % w.shape[1] != 0:
@@ -314,7 +322,7 @@ def c_elementwise(g: Graph, op: Operator) -> Optional[str]:
                 f"has output scale {o.quant.s} for input scales {a.quant.s} and {b.quant.s}: TFLite's output "
                 f"multiplier {m} is outside (0, 1)"
             )
-    if op.op in (OpType.ADD, OpType.SUB):
+    if op.op in (OpType.ADD, OpType.SUB) and not is_int16(g, op):
         # TFLite's int8 ADD (and SUB) Prepare: twice_max / ((1 << 20) * output_scale), the product in float32;
         # it aborts the process (TFLITE_CHECK) unless the multiplier lies strictly within (0, 1).
         twice_max = 2.0 * max(a.quant.s, b.quant.s)
@@ -383,8 +391,10 @@ def c_mean(g: Graph, op: Operator) -> Optional[str]:
     return None
 
 
-RECURRENT = ("recurrent models are not supported: none of the 20 published MCU models mcugen is tested on "
-             "(MLPerf Tiny, TFLite Micro's examples, TinyEngine, TinyMaix) uses a recurrent operator")
+RECURRENT = ("recurrent models are not supported: of the published MCU models mcugen was tried on (MLPerf Tiny, "
+             "TFLite Micro's examples, TinyEngine, TinyMaix, OpenMV), only TFLite Micro's LSTM examples (mnist_lstm, "
+             "dtln noise suppression) and its SVDF keyword benchmark (keyword_scrambled) use a recurrent operator; "
+             "their int16 state needs a kernel family of its own")
 # Operators mcugen recognises and refuses on purpose, with the reason (listed in the README).
 REFUSED_OPS: dict[str, str] = {
     "SUM": "tflite-runtime's reference kernel and TFLite Micro compute int8 SUM differently (by up to 201 steps "
@@ -402,6 +412,8 @@ def c_softmax_logistic(g: Graph, op: Operator) -> Optional[str]:
         return f"maps shape {list(x.shape)} to {list(o.shape)}"
     if op.op is OpType.SOFTMAX and not x.shape:
         return "has a scalar (rank-0) input; TFLite's SOFTMAX needs at least one dimension"
+    if x.dtype is DType.INT16:
+        return None  # c_int16_softmax
     if abs(o.quant.s - 1.0 / 256) > 1e-9 or o.quant.zp != -128:
         return f"output has scale {o.quant.s} and zero point {o.quant.zp}"
     if op.op is OpType.LOGISTIC and x.dtype is DType.INT8:
@@ -464,11 +476,15 @@ def c_transpose(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_quantize(g: Graph, op: Operator) -> Optional[str]:
-    """QUANTIZE: float32, uint8 or int8 input to int8 or uint8 output, same shape"""
+    """QUANTIZE: float32, uint8 or int8 input to int8 or uint8 output, or float32 to symmetric int16 (a 16x8 model's input), same shape"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
-    if x.dtype not in (DType.FLOAT32, DType.UINT8, DType.INT8) or o.dtype not in (DType.INT8, DType.UINT8):
+    eight = x.dtype in (DType.FLOAT32, DType.UINT8, DType.INT8) and o.dtype in (DType.INT8, DType.UINT8)
+    sixteen = x.dtype is DType.FLOAT32 and o.dtype is DType.INT16
+    if not (eight or sixteen):
         return f"converts {x.dtype.value} to {o.dtype.value}"
+    if sixteen and o.quant is not None and (o.quant.per_channel or int(o.quant.zp) != 0):
+        return f"quantizes to int16 with zero point {o.quant.zp}"
     if o.quant is None or (x.dtype is not DType.FLOAT32 and x.quant is None):
         return "lacks quantization parameters"
     if o.quant.per_channel:
@@ -479,15 +495,26 @@ def c_quantize(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
-    """DEQUANTIZE: int8 or uint8 input (per-tensor) to float32 output, same shape"""
+    """DEQUANTIZE: int8, uint8 or int16 input (per-tensor) to float32 output, same shape"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
-    if x.dtype not in (DType.INT8, DType.UINT8) or o.dtype is not DType.FLOAT32:
+    if x.dtype not in (DType.INT8, DType.UINT8, DType.INT16) or o.dtype is not DType.FLOAT32:
         return f"converts {x.dtype.value} to {o.dtype.value}"
     if x.quant is None or x.quant.per_channel:
         return "input lacks per-tensor quantization parameters"
     if tuple(x.shape) != tuple(o.shape):
         return f"maps shape {list(x.shape)} to {list(o.shape)}"
+    return None
+
+
+def c_relu6_same_quant(g: Graph, op: Operator) -> Optional[str]:
+    """RELU6: input and output with the same quantization (TFLite Micro's int8 RELU6 clamps in the input's scale and
+    ignores the output's, tflite-runtime's rescales: only then do both give one result)"""
+    x = _ins(g, op)[0]
+    o = g.t(op.outputs[0])
+    if (x.quant.s, x.quant.zp) != (o.quant.s, o.quant.zp):
+        return (f"maps scale {x.quant.s:.6g}, zero point {x.quant.zp} to scale {o.quant.s:.6g}, zero point {o.quant.zp}: "
+                "TFLite Micro and tflite-runtime disagree there (TFLite Micro ignores the output quantization)")
     return None
 
 
@@ -577,6 +604,9 @@ def c_folded_only(g: Graph, op: Operator) -> Optional[str]:
     return f"depends on run-time data (tensor {data[0]})" if data else "could not be evaluated at generation time"
 
 
+from mcugen.supported_int16 import (  # noqa: E402
+    INT16_OPS, c_int16, c_int16_add, c_int16_bias, c_int16_leaky_relu, c_int16_softmax, is_int16,
+)
 from mcugen.supported_more import (  # noqa: E402 (the later operators' rules; they import this module lazily)
     c_hard_swish,
     c_prelu,
@@ -589,12 +619,12 @@ from mcugen.supported_more import (  # noqa: E402 (the later operators' rules; t
 )
 
 CONSTRAINTS: dict[OpType, list[Constraint]] = {
-    OpType.CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_conv],
-    OpType.DEPTHWISE_CONV_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_depthwise],
-    OpType.FULLY_CONNECTED: [c_arity, c_int8_io, c_activation, c_fully_connected],
-    OpType.ADD: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
+    OpType.CONV_2D: [c_arity, c_int8_io, c_rank4, c_int16, c_activation, c_conv, c_int16_bias],
+    OpType.DEPTHWISE_CONV_2D: [c_arity, c_int8_io, c_rank4, c_int16, c_activation, c_depthwise, c_int16_bias],
+    OpType.FULLY_CONNECTED: [c_arity, c_int8_io, c_int16, c_activation, c_fully_connected, c_int16_bias],
+    OpType.ADD: [c_arity, c_int8_io, c_int8_second_input, c_int16, c_activation, c_elementwise, c_int16_add],
     OpType.MUL: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
-    OpType.SUB: [c_arity, c_int8_io, c_int8_second_input, c_activation, c_elementwise],
+    OpType.SUB: [c_arity, c_int8_io, c_int8_second_input, c_int16, c_activation, c_elementwise, c_int16_add],
     OpType.MINIMUM: [c_arity, c_int8_io, c_int8_second_input, c_elementwise, c_same_quantization],
     OpType.MAXIMUM: [c_arity, c_int8_io, c_int8_second_input, c_elementwise, c_same_quantization],
     OpType.SQUARED_DIFFERENCE: [c_arity, c_int8_io, c_int8_second_input, c_elementwise],
@@ -602,10 +632,10 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.REDUCE_MAX: [c_arity, c_int8_io, c_reduce_max, c_same_quantization],
     OpType.AVERAGE_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
     OpType.MAX_POOL_2D: [c_arity, c_int8_io, c_rank4, c_activation, c_pool],
-    OpType.SOFTMAX: [c_arity, c_int8_io, c_softmax_logistic],
+    OpType.SOFTMAX: [c_arity, c_int8_io, c_int16, c_softmax_logistic, c_int16_softmax],
     OpType.LOGISTIC: [c_arity, c_int8_io, c_softmax_logistic],
     OpType.RESHAPE: [c_arity, c_reshape],
-    OpType.PAD: [c_arity, c_int8_io, c_pad],
+    OpType.PAD: [c_arity, c_int8_io, c_int16, c_pad],
     OpType.TRANSPOSE: [c_arity, c_transpose],
     OpType.QUANTIZE: [c_arity, c_quantize],
     OpType.DEQUANTIZE: [c_arity, c_dequantize],
@@ -615,7 +645,8 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.SPACE_TO_DEPTH: [c_arity, c_int8_io, c_rank4, c_depth_space],
     OpType.RELU: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.RELU_N1_TO_1: [c_arity, c_int8_io, c_unary_same_shape],
-    OpType.LEAKY_RELU: [c_arity, c_int8_io, c_unary_same_shape],
+    OpType.RELU6: [c_arity, c_int8_io, c_unary_same_shape, c_relu6_same_quant],
+    OpType.LEAKY_RELU: [c_arity, c_int8_io, c_int16, c_unary_same_shape, c_int16_leaky_relu],
     OpType.TANH: [c_arity, c_int8_io, c_unary_same_shape],
     OpType.PRELU: [c_arity, c_int8_io, c_int8_second_input, c_prelu],
     OpType.HARD_SWISH: [c_arity, c_int8_io, c_unary_same_shape, c_hard_swish],
@@ -632,7 +663,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.TRANSPOSE_CONV: [c_arity, c_transpose_conv_io, c_activation, c_transpose_conv],
 }
 
-GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.FLOAT32)
+GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.INT16, DType.FLOAT32)
 CONST_OPERAND_OPS = (OpType.ADD, OpType.SUB, OpType.MUL, OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE)  # the ops whose lowering takes constant operands
 
 
@@ -689,7 +720,7 @@ def find_blockers(g: Graph) -> list[Blocker]:
             t = g.t(i)
             if t.dtype not in GRAPH_IO_TYPES:
                 blockers.append(Blocker(None, "graph", f"graph {kind} tensor {i} is {t.dtype.value}",
-                                        "supported: int8, uint8, float32"))
+                                        "supported: int8, uint8, int16, float32"))
             elif t.is_const:
                 blockers.append(Blocker(None, "graph", f"graph {kind} tensor {i} is a constant", "it must be computed"))
     return blockers

@@ -43,11 +43,11 @@ def slice_taken(g: Graph, op: Operator):
 
 
 def c_slice(g: Graph, op: Operator) -> Optional[str]:
-    """SLICE/STRIDED_SLICE on int8 activations: rank <= 6, constant begin/end/strides (or sizes), no ellipsis or new axes, the input's quantization on the output; on other data only on constant or shape-only inputs (evaluated at generation time)"""
+    """SLICE/STRIDED_SLICE on int8 or int16 activations: rank <= 6, constant begin/end/strides (or sizes), no ellipsis or new axes, the input's quantization on the output; on other data only on constant or shape-only inputs (evaluated at generation time)"""
     x, o = g.op_inputs(op)[0], g.t(op.outputs[0])
-    if x is None or x.dtype is not DType.INT8 or x.is_const:
+    if x is None or x.dtype not in (DType.INT8, DType.INT16) or x.is_const:
         return _supported().c_folded_only(g, op)
-    if o.dtype is not DType.INT8 or x.quant is None or o.quant is None:
+    if o.dtype is not x.dtype or x.quant is None or o.quant is None:
         return f"output tensor {o.index} is {o.dtype.value}"
     if len(x.shape) > 6:
         return f"has rank {len(x.shape)}"

@@ -557,7 +557,9 @@ class _Reader:
         if optype in (OpType.ADD, OpType.SUB, OpType.MUL):
             cls = {OpType.ADD: tfl.AddOptions, OpType.SUB: tfl.SubOptions, OpType.MUL: tfl.MulOptions}[optype]
             opt = self._options(o, cls, label)
-            return ElementwiseAttrs(activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE)
+            pot = bool(opt.PotScaleInt16()) if opt is not None and hasattr(opt, "PotScaleInt16") else True
+            return ElementwiseAttrs(activation=act(opt.FusedActivationFunction()) if opt else Activation.NONE,
+                                    pot_scale_int16=pot)
         if optype in (OpType.MINIMUM, OpType.MAXIMUM, OpType.SQUARED_DIFFERENCE):
             return ElementwiseAttrs(activation=Activation.NONE)
         if optype in (OpType.AVERAGE_POOL_2D, OpType.MAX_POOL_2D):
@@ -671,13 +673,18 @@ class _Reader:
         return t.data
 
     def check_dataflow(self, g: Graph) -> None:
-        """Every tensor an operator reads is constant, a graph input, or written by an earlier operator."""
-        ready = set(g.inputs) | {t.index for t in g.tensors if t.is_const}
+        """Every tensor an operator reads is constant, a graph input, or written by an earlier operator.
+        Variable tensors (a recurrent operator's state) and the reads of operators the support check
+        refuses anyway are left to that check, so that its message names the real blocker."""
+        from mcugen.supported import REFUSED_OPS
+
+        ready = set(g.inputs) | {t.index for t in g.tensors if t.is_const or t.is_variable}
         written: set[int] = set()
         for op in g.operators:
             name = op.op.value if op.op is not None else getattr(op, "unknown_name", "?")
+            refused = op.op is None or op.op.value in REFUSED_OPS
             for i in op.inputs:
-                if i >= 0 and i not in ready:
+                if i >= 0 and i not in ready and not refused:
                     raise self.fail(
                         f"operator {op.index} ({name}) reads tensor {i} ('{_short(g.tensors[i].name)}') before any operator writes it"
                     )

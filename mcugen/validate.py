@@ -113,7 +113,7 @@ def _load_input(graph: Graph, j: int, path: str) -> list[np.ndarray]:
             f"--input {path}: has shape {list(a.shape)} ({a.size} values) but input {j} needs {list(t.shape)} "
             f"(one sample) or [N, {', '.join(str(d) for d in t.shape[1:])}] (a batch of N)"
         )
-    if t.dtype in (DType.INT8, DType.UINT8) and a.dtype != t.dtype.numpy:
+    if t.dtype in (DType.INT8, DType.UINT8, DType.INT16) and a.dtype != t.dtype.numpy:
         info = np.iinfo(t.dtype.numpy)
         if not np.issubdtype(a.dtype, np.integer) or a.min() < info.min or a.max() > info.max:
             raise DataError(f"--input {path}: dtype {a.dtype} does not fit input {j} of type {t.dtype.value}")

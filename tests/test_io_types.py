@@ -69,3 +69,73 @@ def test_uint8_input_quantize_under_1_5_instructions_per_element_on_m4():
     elements = 64 * 64 * 3
     per_element = layers[0]["instructions"] / elements
     assert per_element < 1.5, per_element
+
+
+STREAMED = ["quantize_float_input.tflite", "quantize_dequantize_float_io.tflite", "quantize_uint8_io.tflite"]
+
+
+@pytest.mark.parametrize("board", ["host", M4])
+@pytest.mark.parametrize("model", STREAMED)
+def test_streamed_inputs_bit_exact(tmp_path, model, board):
+    """--stream-inputs: the input QUANTIZE runs in <name>_input_write(), fed a row at a time (host)
+    or 256 bytes at a time (M4), at the half steps where rounding shows and on random inputs."""
+    from mcugen.options import CompileOptions
+
+    path = OPS_DIR / model
+    kwargs = runner_kwargs(board) if board != "host" else {}
+    opts = CompileOptions(board=None if board == "host" else board, stream_inputs=True)
+    inputs = _half_way_inputs(tmp_path, path) if "float" in model else []
+    report = validate(path, input_files=inputs, count=2, seed=5, options=opts, **kwargs)
+    assert report.bit_exact, (model, report.per_run)
+
+
+@pytest.mark.parametrize("model", STREAMED)
+def test_streamed_input_leaves_the_arena(model):
+    from mcugen.options import CompileOptions
+
+    held = driver.build(OPS_DIR / model, options=CompileOptions())
+    streamed = driver.build(OPS_DIR / model, options=CompileOptions(stream_inputs=True))
+    source = held.graph.t(held.graph.inputs[0])
+    assert streamed.program.inputs[0].offset == -1 and streamed.program.inputs[0].nbytes == source.nbytes
+    assert len(streamed.program.layers) == len(held.program.layers) - 1
+    assert streamed.program.arena_bytes <= held.program.arena_bytes
+    header = streamed.files[f"{streamed.program.name}.h"]
+    assert f"{streamed.program.name.upper()}_INPUT0_STREAMED 1" in header
+    assert f"int {streamed.program.name}_input_write(" in header
+    assert "_input_write(" not in held.files[f"{held.program.name}.h"]
+
+
+def test_stream_inputs_rejects_out_of_range_writes(tmp_path):
+    """<name>_input_write() refuses a bad index or range (returns 1) and writes nothing then."""
+    import subprocess
+
+    from mcugen.options import CompileOptions
+
+    gen = driver.build(OPS_DIR / "quantize_float_input.tflite", options=CompileOptions(name="m", stream_inputs=True))
+    for name, text in gen.files.items():
+        (tmp_path / name).write_text(text)
+    n = gen.graph.t(gen.graph.inputs[0]).size
+    (tmp_path / "t.c").write_text(f"""
+#include <stdio.h>
+#include "m.h"
+static float src[{n}];
+int main(void)
+{{
+    int bad = 0;
+    bad |= m_input(0) != NULL;
+    bad |= m_input_write(0, 0, src, {n}) != 0;
+    bad |= m_input_write(0, 1, src, {n}) != 1;
+    bad |= m_input_write(0, -1, src, 1) != 1;
+    bad |= m_input_write(0, 0, src, -1) != 1;
+    bad |= m_input_write(1, 0, src, 1) != 1;
+    bad |= m_input_write(0, 0, NULL, 1) != 1;
+    bad |= m_input_write(0, {n}, src, 0) != 0;
+    printf("%d\\n", bad);
+    return bad;
+}}
+""")
+    sources = [str(tmp_path / f) for f in gen.files if f.endswith(".c")] + [str(tmp_path / "t.c")]
+    exe = tmp_path / "t"
+    subprocess.run(["gcc", *driver.HOST_CFLAGS, "-I", str(tmp_path), *sources, "-o", str(exe)], check=True)
+    done = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stdout

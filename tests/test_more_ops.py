@@ -62,6 +62,19 @@ def test_reduce_max_needs_the_input_quantization_on_its_output():
     assert len(blockers) == 1 and "zero point" in blockers[0].detail and "do not rescale" in blockers[0].rule
 
 
+def test_relu6_needs_one_quantization_in_and_out():
+    """TFLite Micro's int8 RELU6 clamps in the input's scale and ignores the output's; tflite-runtime
+    rescales. With one quantization both agree (relu6_same_scale); otherwise mcugen refuses."""
+    check_graph(read_tflite(OPS_DIR / "relu6_same_scale.tflite"))
+    g = _with_output_quant("relu6_same_scale.tflite", 0.05, -128)
+    relu6 = next(op for op in g.operators if op.op is OpType.RELU6)
+    relu6_out = relu6.outputs[0]
+    t = g.t(relu6_out)
+    g.tensors[relu6_out] = dataclasses.replace(t, quant=Quant(np.asarray([0.05], np.float32), np.asarray([-128], np.int64)))
+    with pytest.raises(UnsupportedError, match="RELU6.*TFLite Micro ignores the output quantization"):
+        check_graph(g)
+
+
 def test_split_becomes_one_slice_per_output_and_a_bad_split_is_refused():
     from mcugen.fold import fold_constants
 
@@ -80,7 +93,7 @@ def test_split_becomes_one_slice_per_output_and_a_bad_split_is_refused():
 
 SAN = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
 LATER_OPS = ("SUB", "MINIMUM", "MAXIMUM", "SQUARED_DIFFERENCE", "REDUCE_MAX", "SLICE", "STRIDED_SLICE", "SPLIT",
-             "SPLIT_V", "UNPACK", "TANH", "HARD_SWISH", "PRELU")
+             "SPLIT_V", "UNPACK", "TANH", "HARD_SWISH", "PRELU", "RELU6")
 LATER = [e["file"] for e in op_model_entries() if e["op"] in LATER_OPS]
 
 

@@ -14,6 +14,8 @@ from mcugen.validate import validate
 REFUSED = {
     "conv_pool_16x8.tflite": "int16",
     "dynamic_range_fully_connected.tflite": "dynamic-range quantized model",
+    "fc16x8_batch3_nobias_none.tflite": "int64 bias",
+    "leaky_relu16x8.tflite": "no exact result",
 }
 
 ENTRIES = op_model_entries()

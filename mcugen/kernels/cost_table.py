@@ -36,6 +36,8 @@ COEFFICIENTS: dict[tuple[str, str], tuple[float, ...]] = {
     ('generic', 'mcugen_mean_hw_s8'): (0.0, 59.0, 6.0, 30.17),
     ('generic', 'mcugen_quantize_f32'): (0.0, 30.39, 0.0, 0.0),
     ('generic', 'mcugen_reduce_s8'): (0.0, 309.3, 0.0, 0.0),
+    ('generic', 'mcugen_reduce_block_s8'): (0.0, 73.5, 4.0, 0.0),
+    ('generic', 'mcugen_reduce_max_block_s8'): (0.0, 12.0, 5.0, 0.0),
     ('generic', 'mcugen_softmax_s8'): (0.0, 259.8, 0.0, 852.4),
     ('generic', 'mcugen_transpose'): (0.0, 57.34, 0.0, 1419.0),
     ('generic', 'view'): (0.0, 3.439e-13, 0.0, 5.0),

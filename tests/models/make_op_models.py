@@ -1033,6 +1033,7 @@ def all_models() -> list[OpModel]:
         + _more_models()
         + _refused_models()
         + _graph_models()
+        + _int16_models()
         + _tconv_models()
     )
 
@@ -1350,11 +1351,11 @@ def generate(out_dir: Path, only: set[str] | None = None) -> list[dict[str, Any]
         path.write_bytes(model_bytes)
         converted.append((model, model_bytes, target, path))
     # Refused models (16x8, dynamic-range) are not run: mcugen only has to name why it refuses them.
-    checked = [path for model, _, _, path in converted if model.quantization == "int8"]
+    checked = [path for model, _, _, path in converted if not _is_refused(model)]
     report = oracle_report(checked) if checked else {}
     entries = []
     for model, model_bytes, target, path in converted:
-        if model.quantization != "int8":
+        if _is_refused(model):
             report[path.name] = {"oracles": [], "agree": True}
         oracle_names, agree = report[path.name]["oracles"], report[path.name]["agree"]
         if not agree:
@@ -1373,7 +1374,7 @@ def generate(out_dir: Path, only: set[str] | None = None) -> list[dict[str, Any]
         }
         if model.note:
             entry["note"] = model.note
-        if model.quantization != "int8":
+        if _is_refused(model):
             entry["refused"] = True  # mcugen must refuse it and say why (tests/test_ops_c.py)
         entries.append(entry)
         print(f"{model.name:44s} {len(model_bytes):6d} B  {' '.join(model.ops)}  [{', '.join(oracle_names)}]")
@@ -1432,6 +1433,90 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+
+# --------------------------------------------------------------------------- 16x8 models (int16 activations)
+
+
+def _is_refused(model: OpModel) -> bool:
+    """Models mcugen must refuse: dynamic-range ones, and those whose note says so."""
+    return model.quantization == "dynamic" or model.note.startswith("refused")
+
+
+def chain16x8() -> Builder:
+    """CONV_2D -> DEPTHWISE_CONV_2D -> ADD (residual) -> RESHAPE -> FULLY_CONNECTED -> SOFTMAX."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        w1, b1 = _weights(rng, (3, 3, 3, 6), 27), _bias(rng, 6)
+        w2, b2 = _weights(rng, (3, 3, 6, 1), 9), _bias(rng, 6)
+        w3, b3 = _weights(rng, (4 * 4 * 6, 5), 96), _bias(rng, 5)
+
+        def model(x: Any) -> Any:
+            y = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, w1, [1, 2, 2, 1], "SAME"), b1))
+            z = tf.nn.bias_add(tf.nn.depthwise_conv2d(y, w2, [1, 1, 1, 1], "SAME"), b2)
+            r = tf.reshape(y + z, [1, 4 * 4 * 6])
+            return tf.nn.softmax(tf.matmul(r, w3) + b3)
+
+        return model
+
+    return build
+
+
+def sixteen_by_eight(fn: Callable[..., Any]) -> Builder:
+    """A weightless model written as `fn(tf, *inputs)`."""
+
+    def build(rng: np.random.Generator) -> Callable[..., Any]:
+        import tensorflow as tf
+
+        return lambda *xs: fn(tf, *xs)
+
+    return build
+
+
+def _int16_models() -> list[OpModel]:
+    """16x8 models (int16 activations, int8 weights, int64 bias) that mcugen generates."""
+    q = {"quantization": "16x8", "io_type": "int16"}
+    return [
+        OpModel("conv16x8_3x3_same_s1_relu", "CONV_2D", (InputSpec((1, 9, 7, 4)),),
+                conv2d((3, 3), 8, "SAME", activation="RELU"), ("CONV_2D",), {"padding": "SAME", "activation": "RELU"}, **q),
+        OpModel("conv16x8_5x3_valid_s2_none", "CONV_2D", (InputSpec((1, 11, 8, 3), -2.0, 3.0),),
+                conv2d((5, 3), 8, "VALID", strides=(2, 2), in_channels=3), ("CONV_2D",), {"stride_h": 2}, **q),
+        OpModel("conv16x8_3x3_same_dil2_relu6", "CONV_2D", (InputSpec((1, 9, 7, 4)),),
+                conv2d((3, 3), 8, "SAME", dilation=(2, 2), activation="RELU6"), ("CONV_2D",), {"dilation_h": 2}, **q),
+        OpModel("depthwise16x8_3x3_same_s1_m1_relu6", "DEPTHWISE_CONV_2D", (InputSpec((1, 9, 7, 6)),),
+                depthwise((3, 3), 1, "SAME", activation="RELU6"), ("DEPTHWISE_CONV_2D",), {"depth_multiplier": 1}, **q),
+        OpModel("depthwise16x8_3x3_valid_s2_m2_none", "DEPTHWISE_CONV_2D", (InputSpec((1, 9, 7, 4), -1.0, 2.0),),
+                depthwise((3, 3), 2, "VALID", strides=(2, 2), in_channels=4), ("DEPTHWISE_CONV_2D",),
+                {"depth_multiplier": 2}, **q),
+        OpModel("fc16x8_bias_relu", "FULLY_CONNECTED", (InputSpec((1, 32)),),
+                fully_connected(32, 16, activation="RELU"), ("FULLY_CONNECTED",), {}, **q),
+        OpModel("fc16x8_batch3_nobias_none", "FULLY_CONNECTED", (InputSpec((3, 24), -3.0, 1.0),),
+                fully_connected(24, 10, bias=False), ("FULLY_CONNECTED",), {}, **q,
+                note="refused: a 16x8 FULLY_CONNECTED without bias, where tflite-runtime and TFLite Micro differ by 1"),
+        OpModel("add16x8_same_none", "ADD", (InputSpec((1, 5, 6, 8)), InputSpec((1, 5, 6, 8), -3.0, 2.0)),
+                binary("ADD"), ("ADD",), {}, **q),
+        OpModel("add16x8_broadcast_relu", "ADD", (InputSpec((1, 5, 6, 8), -2.0, 2.0), InputSpec((1, 1, 6, 8), -0.5, 0.25)),
+                binary("ADD", "RELU"), ("ADD",), {}, **q),
+        OpModel("softmax16x8", "SOFTMAX", (InputSpec((2, 10), -4.0, 4.0),), softmax(), ("SOFTMAX",), {}, **q),
+        OpModel("softmax16x8_wide_range", "SOFTMAX", (InputSpec((3, 33), -30.0, 12.0),), softmax(), ("SOFTMAX",), {}, **q),
+        OpModel("sub16x8_broadcast_none", "SUB", (InputSpec((1, 4, 5, 8)), InputSpec((1, 1, 5, 8), -2.0, 0.5)),
+                sixteen_by_eight(lambda tf, x, y: x - y), ("SUB",), {}, **q),
+        OpModel("pad16x8", "PAD", (InputSpec((1, 5, 6, 4)),), pad(((0, 0), (1, 2), (0, 3), (0, 0))), ("PAD",), {}, **q),
+        OpModel("strided_slice16x8", "STRIDED_SLICE", (InputSpec((1, 7, 8, 6)),),
+                sixteen_by_eight(lambda tf, x: x[:, 1:6:2, ::3, 1:5]), ("STRIDED_SLICE",), {}, **q),
+        OpModel("leaky_relu16x8_same_scale", "LEAKY_RELU", (InputSpec((1, 6, 5, 8), -1.0, 2.0),),
+                sixteen_by_eight(lambda tf, x: tf.nn.leaky_relu(x, alpha=0.25)), ("LEAKY_RELU",), {}, **q,
+                note="input and output share the scale (the positive range is the larger): both oracles agree"),
+        OpModel("leaky_relu16x8", "LEAKY_RELU", (InputSpec((1, 6, 5, 8), -2.0, 2.0),),
+                sixteen_by_eight(lambda tf, x: tf.nn.leaky_relu(x, alpha=0.25)), ("LEAKY_RELU",), {}, **q,
+                note="refused: tflite-runtime and TFLite Micro round its multipliers differently (36 of 65536 inputs)"),
+        OpModel("chain16x8_float_io", "CHAIN", (InputSpec((1, 8, 8, 3)),), chain16x8(),
+                ("QUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX", "DEQUANTIZE"),
+                {}, quantization="16x8", io_type="float32"),
+    ]
 
 
 if __name__ == "__main__":

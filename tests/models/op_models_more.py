@@ -118,4 +118,9 @@ def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classe
     for name, shape, alpha_shape, low, high in (("prelu_channel_alpha", (1, 5, 4, 8), (1, 1, 8), -2.0, 1.0),
                                                 ("prelu_full_alpha", (1, 4, 3, 6), (4, 3, 6), -1.0, 3.0)):
         models.append(OpModel(name, "PRELU", (InputSpec(shape, low, high),), prelu(alpha_shape), ("PRELU",), {}))
+    # RELU6 as its own operator: an input already in [0, 6] keeps one quantization, where both
+    # oracles agree (with a wider input the converter narrows the output scale, which TFLite
+    # Micro ignores: the oracles disagree and this generator refuses to write such a model).
+    models.append(OpModel("relu6_same_scale", "RELU6", (InputSpec((1, 6, 5, 4), 0.0, 6.0),),
+                          slicing(lambda tf, x: tf.reshape(tf.nn.relu6(x), [1, 30, 4])), ("RELU6", "RESHAPE"), {}))
     return models

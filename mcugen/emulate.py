@@ -617,6 +617,43 @@ def _resize(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     return q.astype(np.int8)
 
 
+def _transpose_conv(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
+    """TFLite's scatter: every input pixel times every filter tap is added at output position
+    input * stride - padding + tap (dropped outside the output), then bias and requantization."""
+    from mcugen.supported_more import transpose_conv_pads
+
+    ins = ctx.graph.op_inputs(ctx.op)
+    w_t, x_t = ins[1], ins[2]
+    b_t = ins[3] if len(ins) > 3 else None
+    out = ctx.graph.op_outputs(ctx.op)[0]
+    a = ctx.op.attrs
+    for t in (x_t, out, w_t):
+        _require_dtype(ctx, t, DType.INT8)
+    w = _const(ctx, w_t, "TRANSPOSE_CONV weights").astype(np.int64)
+    oc, kh, kw, ic = w.shape
+    x = vals[2]
+    n, h, wd, c = x.shape
+    if c != ic:
+        raise ModelError(f"{ctx.op.describe()}: input has {c} channels, weights expect {ic}")
+    in_s, in_zp = _quant_of(ctx, x_t)
+    out_s, _ = _quant_of(ctx, out)
+    oh, ow = out.shape[1], out.shape[2]
+    pad_t, pad_l = transpose_conv_pads(a, out.shape, w.shape)
+    xs = x.astype(np.int64) - in_zp
+    top, left = kh + pad_t, kw + pad_l  # a margin so that dropped positions land outside [0, oh) x [0, ow)
+    acc = np.zeros((n, top + oh + kh + h * a.stride_h, left + ow + kw + wd * a.stride_w, oc), dtype=np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            contrib = xs @ w[:, ky, kx, :].T  # (n, h, wd, oc)
+            y0, x0 = top - pad_t + ky, left - pad_l + kx
+            acc[:, y0 : y0 + (h - 1) * a.stride_h + 1 : a.stride_h, x0 : x0 + (wd - 1) * a.stride_w + 1 : a.stride_w, :] += contrib
+    acc = quant.wrap_int32(acc[:, top : top + oh, left : left + ow, :])
+    acc = _bias(ctx, acc, b_t, oc)
+    mult, shift = _channel_multipliers(ctx, in_s, w_t, out_s, oc)
+    acc = np.asarray(quant.multiply_by_quantized_multiplier(acc, mult, shift)) + out.quant.zp
+    return _finish(ctx, acc, out, a.activation)
+
+
 _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]] = {
     OpType.CONV_2D: _conv2d,
     OpType.DEPTHWISE_CONV_2D: _depthwise_conv2d,
@@ -655,6 +692,7 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.RESIZE_BILINEAR: _resize,
     OpType.ARG_MAX: _arg_min_max,
     OpType.ARG_MIN: _arg_min_max,
+    OpType.TRANSPOSE_CONV: _transpose_conv,
 }
 
 

@@ -106,6 +106,7 @@ class OpType(enum.Enum):
     ARG_MIN = "ARG_MIN"
     SQUEEZE = "SQUEEZE"
     EXPAND_DIMS = "EXPAND_DIMS"
+    TRANSPOSE_CONV = "TRANSPOSE_CONV"  # inputs: output_shape, weights, data, bias (the data input is input 2)
 
 
 @dataclass
@@ -294,6 +295,16 @@ class SqueezeAttrs:
 
 
 @dataclass(frozen=True)
+class TransposeConvAttrs:
+    """TRANSPOSE_CONV (dilation is always 1; activation NONE before the schema's version 4)."""
+
+    stride_h: int
+    stride_w: int
+    padding: Padding
+    activation: Activation
+
+
+@dataclass(frozen=True)
 class NoAttrs:
     """RESHAPE, LOGISTIC, QUANTIZE, DEQUANTIZE: everything needed is in the tensors."""
 
@@ -317,6 +328,7 @@ OpAttrs = Union[
     GatherAttrs,
     ArgMinMaxAttrs,
     SqueezeAttrs,
+    TransposeConvAttrs,
     NoAttrs,
 ]
 
@@ -383,4 +395,22 @@ def op_macs(graph: Graph, op: Operator) -> int:
         return out.size * a.filter_h * a.filter_w
     if op.op is OpType.MEAN:
         return ins[0].size
+    if op.op is OpType.TRANSPOSE_CONV:
+        # the products that land inside the output (TFLite's scatter drops the others)
+        from mcugen.supported_more import transpose_conv_pads
+
+        x, w = ins[2], ins[1]
+        pad_t, pad_l = transpose_conv_pads(op.attrs, out.shape, w.shape)
+
+        def pairs(n_in: int, k: int, stride: int, pad: int, n_out: int) -> int:
+            # per tap j, the inputs i with 0 <= i * stride - pad + j < n_out and 0 <= i < n_in
+            total = 0
+            for j in range(k):
+                lo = max(0, -((j - pad) // stride))
+                hi = min(n_in - 1, (n_out - 1 + pad - j) // stride)
+                total += max(0, hi - lo + 1)
+            return total
+
+        return (x.shape[0] * w.shape[0] * w.shape[3] * pairs(x.shape[1], w.shape[1], op.attrs.stride_h, pad_t, out.shape[1])
+                * pairs(x.shape[2], w.shape[2], op.attrs.stride_w, pad_l, out.shape[2]))
     return 0

@@ -1,4 +1,4 @@
-"""Lowering of the data-movement, table, two-operand and index (ARG_MAX/ARG_MIN) operators added for published MCU models (a mixin of lower._Lowerer)."""
+"""Lowering of the data-movement, table, two-operand, index (ARG_MAX/ARG_MIN) and TRANSPOSE_CONV operators added for published MCU models (a mixin of lower._Lowerer)."""
 
 from __future__ import annotations
 
@@ -326,3 +326,51 @@ class OpsLowering:
 
     def lower_arg_min(self, op):
         return self._arg_min_max(op, True)
+
+    # -- TRANSPOSE_CONV: a gather over the input pixels each output pixel receives
+    def lower_transpose_conv(self, op):
+        from mcugen.supported_more import transpose_conv_pads
+
+        ins = self.g.op_inputs(op)
+        w, x = ins[1], ins[2]
+        b = ins[3] if len(ins) > 3 else None
+        o = self.g.t(op.outputs[0])
+        a = op.attrs
+        out_c = o.shape[3]
+        filt_scales = np.broadcast_to(w.quant.scale.astype(np.float32), (out_c,))
+        mult, shift = quant.conv_per_channel_multipliers(x.quant.s, filt_scales, o.quant.s)
+        lo, hi = L._activation_range(o, a.activation)
+        pad_t, pad_l = transpose_conv_pads(a, o.shape, w.shape)
+        params = [
+            L.ParamValue("batches", x.shape[0]),
+            L.ParamValue("in_h", x.shape[1]),
+            L.ParamValue("in_w", x.shape[2]),
+            L.ParamValue("in_c", x.shape[3]),
+            L.ParamValue("out_h", o.shape[1]),
+            L.ParamValue("out_w", o.shape[2]),
+            L.ParamValue("out_c", out_c),
+            L.ParamValue("kernel_h", w.shape[1]),
+            L.ParamValue("kernel_w", w.shape[2]),
+            L.ParamValue("stride_h", a.stride_h),
+            L.ParamValue("stride_w", a.stride_w),
+            L.ParamValue("pad_top", pad_t),
+            L.ParamValue("pad_left", pad_l),
+            L.ParamValue("input_offset", -x.quant.zp),
+            L.ParamValue("output_offset", o.quant.zp),
+            L.ParamValue("act_min", lo),
+            L.ParamValue("act_max", hi),
+        ]
+        args = [
+            L.ParamsArg(),
+            self.arena(x, True),
+            self.const_array(op.index, "tconv_weights", "int8_t", w.data, f"weights {list(w.shape)}"),
+            self.const_array(op.index, "bias", "int32_t", b.data, f"bias [{b.size}]") if b is not None else L.NullArg(),
+            self.const_array(op.index, "multiplier", "int32_t", mult, "requantization multipliers per channel"),
+            self.const_array(op.index, "shift", "int32_t", shift, "requantization shifts per channel"),
+            self.arena(o, False),
+        ]
+        self._detail = (
+            f"{w.shape[1]}x{w.shape[2]} stride {a.stride_h}x{a.stride_w} {a.padding.value} {a.activation.value}, "
+            f"pad top {pad_t} left {pad_l}, {'bias' if b is not None else 'no bias'}, gathered per output pixel"
+        )
+        return self.make(op, "mcugen_transpose_conv_s8", "transpose_conv", "mcugen_transpose_conv_params_t", params, args)

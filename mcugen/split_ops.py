@@ -60,6 +60,9 @@ def split_plan(g: Graph, op: Operator) -> tuple[Optional[tuple[int, int, list[in
         sizes = [1] * count
         if n != count:
             return None, f"unpacks {n} elements into {count} outputs"
+        if op.attrs.values_count != count:
+            # TFLite Micro's kernel writes `num` outputs (none for num <= 0), whatever the graph lists
+            return None, f"has num {op.attrs.values_count} for {count} outputs"
     else:
         sizes = _const_ints(g, op.inputs[1]) if len(op.inputs) > 1 else None
         if sizes is None or sizes.size != count or np.sum(sizes == -1) > 1:

@@ -64,6 +64,7 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
         OpType.TRANSPOSE: 2,
         OpType.RESIZE_NEAREST_NEIGHBOR: 2,
         OpType.RESIZE_BILINEAR: 2,
+        OpType.TRANSPOSE_CONV: 3,
     }.get(op.op, 1)
     have = sum(1 for i in op.inputs[:need] if i >= 0)
     if have < need or len(op.outputs) != 1:
@@ -71,6 +72,7 @@ def c_arity(g: Graph, op: Operator) -> Optional[str]:
     # TFLite's kernels refuse more inputs than these, or (PAD) read a third one that mcugen would ignore
     most = {
         OpType.CONV_2D: 3, OpType.DEPTHWISE_CONV_2D: 3, OpType.FULLY_CONNECTED: 3, OpType.RESHAPE: 2,
+        OpType.TRANSPOSE_CONV: 4,
     }.get(op.op, need)
     if len(op.inputs) > most:
         return f"has {len(op.inputs)} inputs where at most {most} are accepted"
@@ -561,6 +563,8 @@ from mcugen.supported_more import (  # noqa: E402 (the later operators' rules; t
     c_same_quantization,
     c_slice,
     c_split,
+    c_transpose_conv,
+    c_transpose_conv_io,
 )
 from mcugen.supported_more import c_arg_min_max, c_pack, c_view  # noqa: E402 (ARG_MAX/ARG_MIN, SQUEEZE/EXPAND_DIMS, PACK)
 
@@ -610,6 +614,7 @@ CONSTRAINTS: dict[OpType, list[Constraint]] = {
     OpType.ARG_MIN: [c_arg_min_max],
     OpType.SQUEEZE: [c_view],
     OpType.EXPAND_DIMS: [c_view],
+    OpType.TRANSPOSE_CONV: [c_arity, c_transpose_conv_io, c_activation, c_transpose_conv],
 }
 
 GRAPH_IO_TYPES = (DType.INT8, DType.UINT8, DType.INT16, DType.FLOAT32)
@@ -648,14 +653,14 @@ def _op_blocker(g: Graph, op: Operator) -> Optional[Blocker]:
         detail = c(g, op)
         if detail:
             return Blocker(op.index, op.op.value, detail, c.__doc__)
-    x = g.op_inputs(op)[0]
+    x = g.op_inputs(op)[2 if op.op is OpType.TRANSPOSE_CONV else 0]  # the data input
     if op.op not in CONST_OPERAND_OPS and x is not None and x.is_const:
         return Blocker(op.index, op.op.value, f"reads constant tensor {x.index} as its data input",
                        "only the two-operand arithmetic operators (ADD, SUB, MUL, MINIMUM, MAXIMUM, SQUARED_DIFFERENCE) take a constant operand")
     return None
 
 
-TYPE_CONSTRAINTS = (c_arity, c_int8_io, c_int8_second_input, c_rank4)  # checked before any scale is used
+TYPE_CONSTRAINTS = (c_arity, c_int8_io, c_int8_second_input, c_rank4, c_transpose_conv_io)  # checked before any scale is used
 
 
 def find_blockers(g: Graph) -> list[Blocker]:

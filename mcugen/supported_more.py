@@ -1,5 +1,5 @@
 """Support rules of the later operators (MINIMUM/MAXIMUM/REDUCE_MAX quantization, SLICE/STRIDED_SLICE,
-SPLIT/SPLIT_V/UNPACK, PRELU, HARD_SWISH, REDUCE_MAX, ARG_MAX/ARG_MIN, SQUEEZE/EXPAND_DIMS, PACK), listed in mcugen.supported.CONSTRAINTS."""
+SPLIT/SPLIT_V/UNPACK, PRELU, HARD_SWISH, REDUCE_MAX, ARG_MAX/ARG_MIN, SQUEEZE/EXPAND_DIMS, PACK, TRANSPOSE_CONV), listed in mcugen.supported.CONSTRAINTS."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from mcugen.geometry import broadcast_shape
+from mcugen.geometry import INT16_MAX, INT32_MAX, broadcast_shape, out_size, same_padding
 from mcugen.ir import DType, Graph, Operator, OpType
 
 
@@ -140,3 +140,66 @@ def c_pack(g: Graph, op: Operator) -> Optional[str]:
         return _supported().c_folded_only(g, op)
     plan, reason = pack_plan(g, op)
     return None if plan is not None else reason  # taken: mcugen.fold rewrites it
+def transpose_conv_pads(attrs, out_shape, w_shape) -> tuple[int, int]:
+    """TRANSPOSE_CONV's top and left padding as TFLite's Eval computes it: ComputePaddingHeightWidth
+    run on the output's height and width as if they were a convolution's input (dilation 1)."""
+    pads = []
+    for size, k, stride in ((out_shape[1], w_shape[1], attrs.stride_h), (out_shape[2], w_shape[2], attrs.stride_w)):
+        conv_out = out_size(size, k, stride, 1, attrs.padding)
+        pads.append(same_padding(size, k, stride, 1, conv_out, attrs.padding))
+    return pads[0], pads[1]
+
+
+def c_transpose_conv_io(g: Graph, op: Operator) -> Optional[str]:
+    """TRANSPOSE_CONV: the data input (input 2) and the output are 4-D int8 with per-tensor quantization"""
+    x, o = g.op_inputs(op)[2], g.t(op.outputs[0])
+    for what, t in (("data input", x), ("output", o)):
+        if t.dtype is not DType.INT8 or t.quant is None:
+            return f"{what} tensor {t.index} is {t.dtype.value}" + ("" if t.quant is not None else " without quantization")
+        if t.quant.per_channel:
+            return f"{what} tensor {t.index} has per-channel quantization"
+        if len(t.shape) != 4:
+            return f"{what} tensor {t.index} has shape {list(t.shape)}"
+    if x.is_const:
+        return f"reads constant tensor {x.index} as its data input"
+    return None
+
+
+def transpose_conv_bound(w: np.ndarray, bias: Optional[np.ndarray]) -> int:
+    """The largest |int32 accumulator| any output channel can reach: every weight of the channel
+    times the largest |input - zero point| (255), plus |bias|."""
+    total = np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1) * 255
+    if bias is not None:
+        total = total + np.abs(np.asarray(bias, np.int64).reshape(-1))
+    return int(total.max()) if total.size else 0
+
+
+def c_transpose_conv(g: Graph, op: Operator) -> Optional[str]:
+    """TRANSPOSE_CONV: a constant int32 output_shape [4] equal to the output's shape, constant int8 weights [out_ch, kh, kw, in_ch] (symmetric, per-tensor or per-output-channel), optional int32 bias, stride and padding within 16 bits, an int32 accumulator that cannot overflow"""
+    s = _supported()
+    ins = g.op_inputs(op)
+    shape_t, w, x = ins[0], ins[1], ins[2]
+    b = ins[3] if len(ins) > 3 else None
+    o = g.t(op.outputs[0])
+    if not shape_t.is_const or shape_t.dtype is not DType.INT32 or shape_t.size != 4:
+        return f"has output_shape tensor {shape_t.index} that is not a constant int32 vector of 4 values"
+    wanted = [int(v) for v in np.asarray(shape_t.data).reshape(-1)]
+    if wanted != list(o.shape):
+        return f"asks for output shape {wanted} but its output tensor has shape {list(o.shape)}"
+    p = s._weights_problem(w, 4, 0) or s._bias_problem(b, w.shape[0])
+    if p:
+        return p
+    if w.quant.per_channel and w.quant.scale.size != w.shape[0]:
+        return f"weights tensor {w.index} has {w.quant.scale.size} scales for {w.shape[0]} output channels"
+    if w.shape[3] != x.shape[3] or w.shape[0] != o.shape[3] or x.shape[0] != o.shape[0]:
+        return f"weights shape {list(w.shape)} does not fit input {list(x.shape)} and output {list(o.shape)}"
+    a = op.attrs
+    pad_t, pad_l = transpose_conv_pads(a, o.shape, w.shape)
+    if max(a.stride_h, a.stride_w, pad_t, pad_l) > INT16_MAX:
+        return f"has stride {a.stride_h}x{a.stride_w} and padding {pad_t}, {pad_l}; TFLite's kernels hold them in 16 bits"
+    if max(x.shape[1] * a.stride_h, x.shape[2] * a.stride_w) + max(w.shape[1], w.shape[2]) > INT32_MAX:
+        return "has a window that overflows 32-bit size arithmetic"
+    bound = transpose_conv_bound(np.asarray(w.data), None if b is None else b.data)
+    if bound > INT32_MAX:
+        return f"could accumulate {bound} in an int32 (its weights' magnitudes times 255 plus the bias)"
+    return None

@@ -37,6 +37,7 @@ from mcugen.ir import (
     StridedSliceAttrs,
     Tensor,
     TransposeAttrs,
+    TransposeConvAttrs,
 )
 from mcugen.ir import ArgMinMaxAttrs, SqueezeAttrs
 
@@ -646,6 +647,16 @@ class _Reader:
         if optype is OpType.PACK:
             opt = self._options(o, tfl.PackOptions, label)
             return PackAttrs(axis=int(opt.Axis()) if opt else 0, values_count=int(opt.ValuesCount()) if opt else len(ins))
+        if optype is OpType.TRANSPOSE_CONV:
+            opt = self._options(o, tfl.TransposeConvOptions, label)
+            if opt is None:
+                raise self.fail(f"{label} has no options")
+            return TransposeConvAttrs(
+                stride_h=positive(opt.StrideH(), "stride_h"),
+                stride_w=positive(opt.StrideW(), "stride_w"),
+                padding=pad(opt.Padding()),
+                activation=act(opt.FusedActivationFunction()),
+            )
         if optype is OpType.GATHER:
             opt = self._options(o, tfl.GatherOptions, label)
             return GatherAttrs(axis=int(opt.Axis()) if opt else 0, batch_dims=int(opt.BatchDims()) if opt else 0)

@@ -94,6 +94,9 @@ def check_against_oracles(path: Path, seeds=SEEDS, intermediates: bool = True) -
 def test_op_model_matches_oracles(op_model):
     if op_model.refused:
         pytest.skip(f"{op_model.name} is a model mcugen refuses (its message is tested in test_ops_c.py)")
+    if any(t.dtype == "int16" for t in op_model.inputs + op_model.outputs) or "16x8" in op_model.name:
+        pytest.skip(f"{op_model.name} has int16 activations: the NumPy emulator models int8 only "
+                    "(test_int16.py checks the generated C against both oracles)")
     assert check_against_oracles(op_model.path) == len(SEEDS) * len(op_model.oracles)
 
 

@@ -115,3 +115,13 @@ def test_later_op_models_sanitized(name, tmp_path):
     for r, arrays in enumerate(runs):
         for a, b in zip(outs[r], oracle.run(arrays)):
             assert np.array_equal(a, b)
+
+
+def test_unpack_whose_num_is_not_its_output_count_is_refused():
+    # TFLite Micro writes `num` outputs (none for num <= 0); found by the fuzz campaign (UnpackOptions.Num -> -2)
+    g = read_tflite(OPS_DIR / "unpack_axis1.tflite")
+    assert find_blockers(g) == []
+    op = g.operators[0]
+    op.attrs = dataclasses.replace(op.attrs, values_count=-2)
+    blockers = find_blockers(g)
+    assert len(blockers) == 1 and f"has num -2 for {len(op.outputs)} outputs" in blockers[0].detail

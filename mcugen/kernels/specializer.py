@@ -33,6 +33,7 @@ from mcugen.kernels.conv import NARROW_ACC, RQ_E_BITS, select_conv, share_gemm_c
 from mcugen.kernels.depthwise import DW_BLOCK, DW_RECORD, DW_ROWS_REGS, select_depthwise, share_dw_code
 from mcugen.kernels.elementwise import select_add, select_mean, select_softmax
 from mcugen.kernels.fc import FC_UNITS, select_fc
+from mcugen.kernels.tconv import select_transpose_conv
 from mcugen.lower import ArenaArg, ConstArg, Program
 from mcugen.targets import EMULATE_DSP_MACRO, Target
 
@@ -46,6 +47,7 @@ SELECT = {
     "mcugen_mean_hw_s8": select_mean,
     "mcugen_softmax_s8": select_softmax,
     "mcugen_chain_s8": select_chain,
+    "mcugen_transpose_conv_s8": select_transpose_conv,
 }
 
 
@@ -73,7 +75,7 @@ def specialize(program: Program, target: Target, flash_tight: bool = False) -> K
             continue
         replaced_consts.update(a.cname for a in layer.args if isinstance(a, ConstArg))
         choices[layer.index] = pl.name
-        if pl.kind in ("gemm_conv", "thin_conv", "depthwise", "fc"):
+        if pl.kind in ("gemm_conv", "thin_conv", "depthwise", "fc", "transpose_conv"):
             args = [layer.args[1], layer.args[6], ArenaArg(offset=pl.scratch_offset, ctype="uint32_t", const=False)]
         elif pl.kind == "add":
             args = list(layer.args[1:4])

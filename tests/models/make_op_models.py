@@ -1045,6 +1045,14 @@ def _more_models() -> list[OpModel]:
     return more_models(OpModel, InputSpec, _activate)
 
 
+def _tconv_models() -> list[OpModel]:
+    """The TRANSPOSE_CONV models (tests/models/op_models_tconv.py)."""
+    sys.path.insert(0, str(HERE))
+    from op_models_tconv import tconv_models
+
+    return tconv_models(OpModel, InputSpec, _activate)
+
+
 def all_models() -> list[OpModel]:
     return (
         _conv_models()
@@ -1061,6 +1069,7 @@ def all_models() -> list[OpModel]:
         + _graph_models()
         + _int16_models()
         + _arg_pack_models()
+        + _tconv_models()
     )
 
 
@@ -1216,6 +1225,11 @@ def describe(model_bytes: bytes) -> list[OpRecord]:
             }
             if name == "DEPTHWISE_CONV_2D":
                 opts["depth_multiplier"] = o.DepthMultiplier()
+        elif name == "TRANSPOSE_CONV":
+            sys.path.insert(0, str(HERE))
+            from op_models_tconv import transpose_conv_options
+
+            opts = transpose_conv_options(model, subgraph, op, inputs, _ACTIVATION_NAMES)
         elif name == "FULLY_CONNECTED":
             o = _options_table(op, tflite.FullyConnectedOptions)
             opts = {

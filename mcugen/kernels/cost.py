@@ -80,6 +80,8 @@ def family(layer: Layer, plan, step: Step) -> str:
         if plan.narrow is not None:
             return "conv/narrow"
         return "conv/thin-loop" if plan.code is not None and plan.code.looped else "conv/thin"
+    if kind == "chain" and getattr(plan, "ring_b", None) is not None:
+        return "chain/ring"  # stage B on the channel-major ring (kernels.chain.RingB)
     if kind == "depthwise":
         v = plan.v
         fam = f"depthwise/{v.kh}x{v.kw}/s{v.sh}"  # 3x3, or the kh x kw ring kernel ("depthwise/5x5/s1")

@@ -21,7 +21,7 @@ from mcugen.kernels.conv import (
     thin_loop_fits,
     thin_stride_fits,
 )
-from mcugen.kernels.depthwise import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, _dw_requant, _dw_s1_macs
+from mcugen.kernels.depthwise import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, _dw_s1_macs
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     Requant,
@@ -120,9 +120,9 @@ def ring_b_asm(n: int, stride: int, plane_w: int, channels: int, sign_free: bool
     pointer on by `plane_w` to the next channel's row. Per kernel row: one LDRD of its weight
     pairs (the depthwise record, DW_RECORD words per channel), the ring words unpacked by
     SXTB16 (ROR 8) into the int16 pairs the layer-by-layer kernel reads from its int16 ring,
-    two SMLAxy per output. Then the short requantization (depthwise._dw_requant), stores at
-    %[o] + j * channels, %[o] one byte on; the channel loop ends after the record whose e has
-    bit 31 set."""
+    two SMLAxy per output. Then the short requantization of each accumulator in place
+    (ring_b_requant) and the n stores one after the other (pipelined), at %[o] + j * channels,
+    %[o] one byte on; the channel loop ends after the record whose e has bit 31 set."""
     bias = f"%[a{n - 1}]"
     lines = ["push {r7}", "1:", f"ldr {bias}, [%[w], #24]"]
     for k in range(3):
@@ -151,9 +151,24 @@ def ring_b_asm(n: int, stride: int, plane_w: int, channels: int, sign_free: bool
         if n > 3:
             lines += [f"ldr %[d1], [%[p{k}], #-{plane_w - 8}]", "sxtb16 %[d1], %[d1]"]  # (c8, c9)
             lines += [f"smlad %[a3], %[d2], r7, {add(3)}", "smlabt %[a3], %[d1], %[wc], %[a3]"]
-    lines += _dw_requant(n, "r7", 0, channels, False, sign_free)
+    lines += ring_b_requant(n, channels, sign_free)
     lines += ["add %[o], %[o], #1", f"add %[w], %[w], #{4 * DW_RECORD}", "cmp %[d0], #0", "bge 1b", "pop {r7}"]
     return tuple(lines)
+
+
+def ring_b_requant(n: int, channels: int, sign_free: bool) -> list[str]:
+    """The short requantization of accumulators %[a0..a(n-1)] in place, y = ssat8((SMMLAR(acc,
+    M, K) [+ (acc >> 31)]) >> e) (M, K, e from the record at %[w] into r7, %[wc], %[d0]), then
+    the n stores in a row (a store right after another takes one cycle on the M4, not two)."""
+    lines = ["ldrd r7, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
+    for j in range(n):
+        if sign_free:
+            lines.append(f"smmlar %[a{j}], %[a{j}], r7, %[wc]")
+        else:
+            lines += [f"smmlar %[d1], %[a{j}], r7, %[wc]", f"add %[a{j}], %[d1], %[a{j}], asr #31"]
+        lines += [f"asr %[a{j}], %[a{j}], %[d0]", f"ssat %[a{j}], #8, %[a{j}]"]
+    lines += [f"strb %[a{j}], [%[o], #{j * channels}]" for j in range(n)]
+    return lines
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,7 @@ RING_CASES = {
     "valid_s1": dict(pad=Padding.VALID, residual=False, out_c=12, w=10),
     "valid_s2": dict(pad=Padding.VALID, stride=2, residual=False, h=11, w=11),
     "stem": dict(stem=True, cin=3, h=13, w=19, mid=16, residual=False, out_c=8),
+    "stem_tail2": dict(stem=True, cin=3, h=17, w=15, mid=8, residual=False, out_c=4),
     "patch_cin3": dict(cin=3, mid=8, residual=False, out_c=5, w=6),
 }
 
@@ -228,6 +229,10 @@ def test_ring_only_where_it_applies():
     for target in ("portable", "mve"):
         _, result = generated(graph, program, target)
         assert next(iter(result.plans.values())).ring_b is None
+    for case in ("stem", "stem_tail2"):  # stage A on patches: three pixels per step
+        graph = ring_block(case)
+        _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        assert next(iter(result.plans.values())).a_triple, case
     graph = block(0, acts=("NONE",), **CASES["no_a"])
     _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
     assert next(iter(result.plans.values())).ring_b is None

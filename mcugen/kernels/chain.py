@@ -223,6 +223,7 @@ class ChainPlan:
     c_thin: Optional[ThinCode] = None  # DSP: stage C likewise (into a pixel on the stack when an ADD follows)
     c_narrow: Optional["NarrowCode"] = None  # DSP: stage C with few output channels (likewise)
     ring_b: Optional[RingB] = None  # DSP: stage B on a channel-major ring (RingB), else pixel by pixel
+    a_triple: bool = False  # DSP ring, A on patches: three pixels unpacked into int16 pairs, two channels per step
     scratch_offset: int = -1  # ring_b: the arena offset of the chain's scratch (RingB.scratch_bytes)
 
 
@@ -396,6 +397,9 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
         in_row=in_row, patch_bytes=patch_bytes,
         # two pixels per step share the weight and requantization loads
         a_pixels=2, a_thin=a_thin, ring_b=ring[1] if ring else None,
+        # three unpacked patches per step: the LDRD offsets (pixels 8 * groups bytes apart) encode
+        a_triple=bool(ring) and a_stage is not None and not a_stage.direct and not a_stage.int8_weights
+        and a_stage.v.out_w >= 3 and 3 * 8 * a_stage.groups <= 1020,
     )
     if ring:
         # the ring and the block of pixels take more than the portable kernel's ring of A rows:

@@ -205,7 +205,13 @@ class ChainPlan:
     per step from one word of a ring row per tap (SMLABB/SMLATT; interior taps in assembly).
     MVE target: A and C one output channel per step, 16 taps per VMLADAVA; B four channels in
     the lanes with the exact vector requantization. Portable target: the DSP form in C99.
-    Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words."""
+    Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words.
+
+    DSP chains with a stage A whose B requantizes short into int8 (`ring_b`) keep the same order
+    of reads and writes on another ring: A writes channel-major rows (RingB), B runs every
+    channel of a block of 4 pixels in assembly like the layer-by-layer row kernel, C reads the
+    block pixel by pixel; A on patches (the stem) then takes three pixels per step (`a_triple`).
+    The chain states its scratch (RingB.scratch_bytes) at `scratch_offset`."""
 
     kind: ClassVar[str] = "chain"
     name: str

@@ -194,16 +194,20 @@ RING_CASES = {
     "stem": dict(stem=True, cin=3, h=13, w=19, mid=16, residual=False, out_c=8),
     "stem_tail2": dict(stem=True, cin=3, h=17, w=15, mid=8, residual=False, out_c=4),
     "patch_cin3": dict(cin=3, mid=8, residual=False, out_c=5, w=6),
+    "s1_relu_clamp": dict(h=6, w=10, mid=12, acts=("RELU", "RELU6")),
+    "s2_relu_clamp": dict(stride=2, h=9, w=11, mid=8, residual=False, acts=("RELU", "RELU6")),
 }
 
 
 def ring_block(case: str) -> Graph:
     """The first of a few seeded graphs of `case` whose chain takes the ring (the quantization
     is drawn adversarially: not every draw proves the short requantization)."""
-    for seed in range(12):
-        graph = block(100 + seed, acts=("NONE",), **RING_CASES[case])
+    kw = dict(acts=("NONE",), **RING_CASES[case]) if "acts" not in RING_CASES[case] else RING_CASES[case]
+    for seed in range(24):
+        graph = block(100 + seed, **kw)
         _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
-        if next(iter(result.plans.values())).ring_b is not None:
+        plan = next(iter(result.plans.values()))
+        if plan.ring_b is not None and ("clamp" not in case or not plan.b.rq.clamp_is_int8):
             return graph
     raise AssertionError(f"{case}: no draw takes stage B on the ring")
 

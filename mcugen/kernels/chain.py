@@ -113,7 +113,8 @@ def ring_b_fits(b: ConvView) -> bool:
     return pw - 8 <= 255 and (DW_BLOCK - 1) * b.out_c <= 4095
 
 
-def ring_b_asm(n: int, stride: int, plane_w: int, channels: int, sign_free: bool) -> tuple[str, ...]:
+def ring_b_asm(n: int, stride: int, plane_w: int, channels: int, sign_free: bool, act_min: int = -128,
+               act_max: int = 127) -> tuple[str, ...]:
     """Armv7E-M assembly of `n` (<= DW_BLOCK) consecutive outputs of every channel of a 3x3
     depthwise row on the channel-major int8 ring (RING_B_REGS). %[p0..p2]: channel 0's ring
     rows of kernel rows 0..2 at the block's first column; each LDRD of a row's words moves its
@@ -151,15 +152,23 @@ def ring_b_asm(n: int, stride: int, plane_w: int, channels: int, sign_free: bool
         if n > 3:
             lines += [f"ldr %[d1], [%[p{k}], #-{plane_w - 8}]", "sxtb16 %[d1], %[d1]"]  # (c8, c9)
             lines += [f"smlad %[a3], %[d2], r7, {add(3)}", "smlabt %[a3], %[d1], %[wc], %[a3]"]
-    lines += ring_b_requant(n, channels, sign_free)
+    lines += ring_b_requant(n, channels, sign_free, act_min, act_max)
     lines += ["add %[o], %[o], #1", f"add %[w], %[w], #{4 * DW_RECORD}", "cmp %[d0], #0", "bge 1b", "pop {r7}"]
     return tuple(lines)
 
 
-def ring_b_requant(n: int, channels: int, sign_free: bool) -> list[str]:
+def _clamp(reg: str, cond: str, bound: int) -> list[str]:
+    """reg = bound where reg `cond` bound (lt: the lower bound, gt: the upper one), an IT block."""
+    cmp = f"cmp {reg}, #{bound}" if bound >= 0 else f"cmn {reg}, #{-bound}"
+    mov = f"mov{cond} {reg}, #{bound}" if bound >= 0 else f"mvn{cond} {reg}, #{-bound - 1}"
+    return [cmp, f"it {cond}", mov]
+
+
+def ring_b_requant(n: int, channels: int, sign_free: bool, act_min: int = -128, act_max: int = 127) -> list[str]:
     """The short requantization of accumulators %[a0..a(n-1)] in place, y = ssat8((SMMLAR(acc,
-    M, K) [+ (acc >> 31)]) >> e) (M, K, e from the record at %[w] into r7, %[wc], %[d0]), then
-    the n stores in a row (a store right after another takes one cycle on the M4, not two)."""
+    M, K) [+ (acc >> 31)]) >> e) (M, K, e from the record at %[w] into r7, %[wc], %[d0]) and the
+    activation's clamp where it is narrower than int8, then the n stores in a row (a store right
+    after another takes one cycle on the M4, not two)."""
     lines = ["ldrd r7, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
     for j in range(n):
         if sign_free:
@@ -167,6 +176,10 @@ def ring_b_requant(n: int, channels: int, sign_free: bool) -> list[str]:
         else:
             lines += [f"smmlar %[d1], %[a{j}], r7, %[wc]", f"add %[a{j}], %[d1], %[a{j}], asr #31"]
         lines += [f"asr %[a{j}], %[a{j}], %[d0]", f"ssat %[a{j}], #8, %[a{j}]"]
+        if act_min > -128:
+            lines += _clamp(f"%[a{j}]", "lt", act_min)
+        if act_max < 127:
+            lines += _clamp(f"%[a{j}]", "gt", act_max)
     lines += [f"strb %[a{j}], [%[o], #{j * channels}]" for j in range(n)]
     return lines
 
@@ -207,7 +220,7 @@ class ChainPlan:
     the lanes with the exact vector requantization. Portable target: the DSP form in C99.
     Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words.
 
-    DSP chains with a stage A whose B requantizes short into int8 (`ring_b`) keep the same order
+    DSP chains with a stage A whose B requantizes short (`ring_b`) keep the same order
     of reads and writes on another ring: A writes channel-major rows (RingB), B runs every
     channel of a block of 4 pixels in assembly like the layer-by-layer row kernel, C reads the
     block pixel by pixel; A on patches (the stem) then takes three pixels per step (`a_triple`).
@@ -302,16 +315,16 @@ def _dw_stage(ctx: KernelContext, v: ConvView, i: int) -> ChainStage:
 
 
 def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[ChainStage, RingB]]:
-    """Stage B on the channel-major ring (RingB; DSP, short requantization, int8 clamp, offsets
-    that encode), or None: its records are the layer-by-layer 3x3 kernel's (DW_RECORD words
-    per channel, weights and bias doubled)."""
+    """Stage B on the channel-major ring (RingB; DSP, short requantization, offsets that encode),
+    or None: its records are the layer-by-layer 3x3 kernel's (DW_RECORD words per channel,
+    weights and bias doubled)."""
     if not (ctx.t.isa is Isa.DSP and ring_b_fits(v)):
         return None
     w = v.weights.reshape(9, v.out_c).T  # [channel][tap]
     bias = v.bias + v.input_offset * w.sum(axis=1)
     acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
     rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
-    if not (rq.fast and rq.clamp_is_int8):
+    if not rq.fast:
         return None
     pairs = np.zeros((v.out_c, 6), np.int64)
     for r in range(3):
@@ -327,8 +340,8 @@ def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[Cha
     tail = v.out_w % DW_BLOCK
     ring = RingB(
         plane_w=pw, records=name,
-        block=ring_b_asm(DW_BLOCK, v.sw, pw, v.out_c, rq.sign_free) if v.out_w >= DW_BLOCK else (),
-        tail=ring_b_asm(tail, v.sw, pw, v.out_c, rq.sign_free) if tail else (),
+        block=ring_b_asm(DW_BLOCK, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max) if v.out_w >= DW_BLOCK else (),
+        tail=ring_b_asm(tail, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max) if tail else (),
     )
     stage = ChainStage(v=v, rq=rq, weights=name, table=name, length=0, direct=False, x_lo=0, x_hi=v.out_w - 1, scale=2)
     return stage, ring

@@ -195,6 +195,8 @@ RING_CASES = {
     "stem_tail2": dict(stem=True, cin=3, h=17, w=15, mid=8, residual=False, out_c=4),
     "patch_cin3": dict(cin=3, mid=8, residual=False, out_c=5, w=6),
     "s1_relu_clamp": dict(h=6, w=10, mid=12, acts=("RELU", "RELU6")),
+    "no_a_residual": dict(has_a=False, cin=8, mid=8, h=7, w=9),
+    "no_a_tail1": dict(has_a=False, cin=12, mid=12, h=5, w=13, residual=False, out_c=8),
     "s2_relu_clamp": dict(stride=2, h=9, w=11, mid=8, residual=False, acts=("RELU", "RELU6")),
 }
 
@@ -220,8 +222,9 @@ def test_ring_chain_bit_exact_on_the_host(case):
 
 
 def test_ring_only_where_it_applies():
-    """The ring takes a DSP chain with a stage A; without A, or on the portable and MVE targets,
-    stage B stays pixel by pixel; the ring's scratch is what RingB states."""
+    """The ring takes a DSP chain with a stage A, or without one at stride 1 (the input rows
+    transposed into it); without A at stride 2, or on the portable and MVE targets, stage B
+    stays pixel by pixel; the ring's scratch is what RingB states."""
     from mcugen.kernels.chain import RingB
 
     graph = ring_block("s1_residual")
@@ -237,9 +240,10 @@ def test_ring_only_where_it_applies():
         graph = ring_block(case)
         _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
         assert next(iter(result.plans.values())).a_triple, case
-    graph = block(0, acts=("NONE",), **CASES["no_a"])
-    _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
-    assert next(iter(result.plans.values())).ring_b is None
+    for seed in range(6):
+        graph = block(seed, acts=("NONE",), **CASES["no_a_s2"])
+        _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        assert next(iter(result.plans.values())).ring_b is None
 
 
 def test_ring_scratch_is_planned_with_the_chain():

@@ -220,8 +220,9 @@ class ChainPlan:
     the lanes with the exact vector requantization. Portable target: the DSP form in C99.
     Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words.
 
-    DSP chains with a stage A whose B requantizes short (`ring_b`) keep the same order
-    of reads and writes on another ring: A writes channel-major rows (RingB), B runs every
+    DSP chains whose B requantizes short (`ring_b`) keep the same order of reads and writes on
+    another ring: A writes channel-major rows (RingB; without A, the input rows are transposed
+    into it when first read), B runs every
     channel of a block of 4 pixels in assembly like the layer-by-layer row kernel, C reads the
     block pixel by pixel; A on patches (the stem) then takes three pixels per step (`a_triple`).
     The chain states its scratch (RingB.scratch_bytes) at `scratch_offset`."""
@@ -365,7 +366,9 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
             and c.pad_l == 0 and c.in_c == b.out_c and c.out_h == b.out_h and c.out_w == b.out_w):
         return None
     a_stage, patch_bytes, a_thin = None, 0, None
-    ring = _ring_b_stage(ctx, b, i) if int(p["has_a"]) else None
+    # without A the input rows are transposed into the ring: worth it at stride 1 (each copied
+    # element feeds 9 MACs), not at stride 2 (2.25)
+    ring = _ring_b_stage(ctx, b, i) if int(p["has_a"]) or b.sw == 1 else None
     a_stride = ring[1].plane_w if ring else 1  # bytes between two output channels of stage A
     if int(p["has_a"]):
         a = chain_stage_view(layer, ctx.consts, "a")

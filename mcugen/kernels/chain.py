@@ -90,13 +90,6 @@ RING_B_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wc": "r4", "d0":
 RING_B_SLOTS = 3  # ring slots (rows of A's output) of a 3x3 stage B
 
 
-def ring_col(j: int) -> int:
-    """Byte of plane column j in a channel's ring row: columns 4k..4k+3 sit in word k in the
-    order 4k, 4k+2, 4k+1, 4k+3, so that SXTB16 and SXTB16 ROR 8 of the word give the int16
-    pairs (4k, 4k+1) and (4k+2, 4k+3) that the depthwise row kernel reads."""
-    return (j & ~3) | ((j & 1) << 1) | ((j >> 1) & 1)
-
-
 def ring_b_plane_w(b: ConvView) -> int:
     """Bytes of one channel's row in a ring slot: the input columns with their zero-point
     border, and the whole words the last block of DW_BLOCK outputs reads (stride 1: 8 bytes
@@ -186,12 +179,15 @@ def ring_b_requant(n: int, channels: int, sign_free: bool, act_min: int = -128, 
 
 @dataclass(frozen=True)
 class RingB:
-    """DSP stage B of a chain with a stage A, on a channel-major ring: A writes each output
-    pixel's channels `plane_w` bytes apart into ring slot r % 3 (slot: channels x plane_w
-    bytes, columns in ring_col's order, border columns and padding rows holding B's input zero
-    point), so that B runs like the layer-by-layer row kernel: per block of DW_BLOCK output
-    pixels, every channel in one assembly loop (ring_b_asm), into a buffer of DW_BLOCK pixels
-    that stage C then reads pixel by pixel. No edge cases: every output reads the ring."""
+    """DSP stage B of a chain on a channel-major ring: A writes each output pixel's channels
+    `plane_w` bytes apart into ring slot r % 3 (without A, at stride 1, the input rows are
+    transposed into it), a slot holding channels x plane_w bytes; columns 4k..4k+3 sit in word k
+    in the order 4k, 4k+2, 4k+1, 4k+3, so that SXTB16 and SXTB16 ROR 8 of the word give the int16
+    pairs (4k, 4k+1) and (4k+2, 4k+3) that the layer-by-layer row kernel reads from its int16
+    ring; border columns and padding rows hold B's input zero point. B then runs like that
+    kernel: per block of DW_BLOCK output pixels, every channel in one assembly loop (ring_b_asm),
+    into a buffer of DW_BLOCK pixels that stage C reads pixel by pixel. No edge cases: every
+    output reads the ring."""
 
     plane_w: int
     records: str  # per channel: 6 int16 weight pairs x2, bias x2, M, K, e (bit 31: the last channel)

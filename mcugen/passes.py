@@ -347,7 +347,8 @@ def schedule_buffers(s: Schedule, extra_scratch: Optional[Mapping[int, int]] = N
 
     `extra_scratch` maps an output tensor index to the bytes of scratch that a later kernel
     pass needs at the (unfused) step writing that tensor; it is keyed by tensor, not step, so
-    that it survives a different choice of fused chains. A step's scratch is the larger need.
+    that it survives a different choice of fused chains. A fused chain's kernel states its own
+    under the tuple of the chain's operators. A step's scratch is the larger need.
     """
     g = s.graph
     live = liveness(s)
@@ -360,8 +361,9 @@ def schedule_buffers(s: Schedule, extra_scratch: Optional[Mapping[int, int]] = N
     for k, m in enumerate(memory):
         size = m.scratch
         step = s.steps[k]
-        if extra_scratch and step.chain is None:
-            size = max(size, int(extra_scratch.get(s.op(step.ops[0]).outputs[0], 0)))
+        if extra_scratch:
+            key = tuple(step.chain.ops) if step.chain is not None else s.op(step.ops[0]).outputs[0]
+            size = max(size, int(extra_scratch.get(key, 0)))
         if size:
             buffers.append(Buffer(name=scratch_buffer(k), size=size, first=k, last=k))
     aliases = tuple(a for m in memory for a in m.aliases)

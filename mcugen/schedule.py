@@ -101,7 +101,7 @@ class ScheduleChoice:
 
     strategy: str
     chains: list[Chain]
-    extra_scratch: dict[int, int]  # output tensor of an unfused layer -> its kernel's scratch bytes
+    extra_scratch: dict  # output tensor of an unfused layer (a chain: its operators) -> its kernel's scratch bytes
     costs: dict[tuple[int, ...], StepCost]  # every step of both schedules, by its operators
     blocks: list[BlockChoice]
     alternatives: list[Alternative] = field(default_factory=list)
@@ -225,7 +225,9 @@ def _choose(folded: Graph, pads, cname: str, model_name: str, opts: CompileOptio
     if candidates:
         fused_costs = step_costs(folded, pads, candidates, cname, model_name, opts, flash_tight)
         costs.update({k: v for k, v in fused_costs.items() if len(k) > 1 or k not in costs})
-    extra = {c.output: c.scratch_bytes for k, c in costs.items() if len(k) == 1 and c.scratch_bytes}
+    extra: dict = {c.output: c.scratch_bytes for k, c in costs.items() if len(k) == 1 and c.scratch_bytes}
+    # a chain's kernel may state more scratch than the portable chain kernel's ring and pixel
+    extra.update({k: c.scratch_bytes for k, c in costs.items() if len(k) > 1 and c.scratch_bytes})
     ops = [op.index for op in folded.operators]
 
     def plan_of(chains: Sequence[Chain]):

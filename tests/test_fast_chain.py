@@ -24,17 +24,19 @@ from mcugen.arena import plan_schedule
 from mcugen.lower import emit, lower
 from mcugen.passes import fold_pads
 from mcugen.kernels import specialize
+from mcugen.kernels.chain import RingB
 from mcugen.boards import get_board
 from mcugen.targets import get_target, target_for_board
 
 
 def block(seed: int, *, h=9, w=7, cin=8, mid=16, stride=1, residual=True, stem=False, has_a=True,
-          pad=Padding.SAME, out_c=None) -> Graph:
-    """[A: 1x1 expand, or a 3x3 stride-2 stem] -> B: 3x3 depthwise -> C: 1x1 project [-> ADD]."""
+          pad=Padding.SAME, out_c=None, acts=("NONE", "RELU", "RELU6")) -> Graph:
+    """[A: 1x1 expand, or a 3x3 stride-2 stem] -> B: 3x3 depthwise -> C: 1x1 project [-> ADD];
+    each activation drawn from `acts`."""
     rng = np.random.default_rng(77 + seed)
     b = Builder(seed)
     x = b.input((1, h, w, cin))
-    act = lambda: Activation(rng.choice(["NONE", "RELU", "RELU6"]))  # noqa: E731
+    act = lambda: Activation(rng.choice(list(acts)))  # noqa: E731
     y = x
     if stem:
         y = b.conv(y, mid, (3, 3), (2, 2), (1, 1), Padding.SAME, act(), per_channel=bool(rng.random() < 0.8))
@@ -142,7 +144,11 @@ def test_only_supported_chains_are_replaced():
     layer = result.program.layers[0]
     assert layer.kernel == "net_l0_chain" and len(layer.args) == 3
     assert not any(c.cname.startswith("net_op") for c in result.program.consts if c.cname.endswith("weights"))
-    assert result.program.arena_bytes == program.arena_bytes, "the chain needs no scratch beyond the plan's"
+    plan = next(iter(result.plans.values()))
+    if plan.ring_b is None:
+        assert result.program.arena_bytes == program.arena_bytes, "the chain needs no scratch beyond the plan's"
+    else:  # planned without the schedule's extra scratch: the ring goes after the plan (see test_ring_scratch_...)
+        assert result.program.arena_bytes == -(-program.arena_bytes // 16) * 16 + RingB.scratch_bytes(plan.b.v)
     odd = block(2, mid=10)
     _, result = generated(odd, lower(odd, "net", strategy="fused", fusion="all"))
     assert not chain_kernels(result)
@@ -175,6 +181,106 @@ def test_stem_chain_at_the_overlap_limit():
     planned = plan_schedule(folded, pads, find_chains(folded, pads))
     program = emit(_limit_plan(planned, 0), "net", graph.name, "fused")
     check_host(graph, program, runs=3, seed=4)
+
+
+# Stage B on the channel-major ring (ChainPlan.ring_b: DSP, a stage A, B's requantization short
+# and clamped to int8): widths with whole blocks of 4 outputs and tails of 1-3, both strides,
+# SAME and VALID, the stem, a residual
+RING_CASES = {
+    "s1_residual": dict(h=6, w=9, mid=12),
+    "s1_blocks": dict(h=5, w=8, mid=8, cin=4, residual=False, out_c=12),
+    "s1_tail3": dict(h=4, w=11, mid=16, cin=12),
+    "s1_one_column": dict(h=6, w=1, mid=8, cin=4, residual=False),
+    "s2_tail2": dict(stride=2, h=10, w=12, mid=12, residual=False),
+    "s2_blocks": dict(stride=2, h=9, w=16, mid=8, residual=False),
+    "s2_tail3": dict(stride=2, h=9, w=13, mid=12),
+    "valid_s1": dict(pad=Padding.VALID, residual=False, out_c=12, w=10),
+    "valid_s2": dict(pad=Padding.VALID, stride=2, residual=False, h=11, w=11),
+    "stem": dict(stem=True, cin=3, h=13, w=19, mid=16, residual=False, out_c=8),
+    "stem_tail2": dict(stem=True, cin=3, h=17, w=15, mid=8, residual=False, out_c=4),
+    "patch_cin3": dict(cin=3, mid=8, residual=False, out_c=5, w=6),
+    "s1_relu_clamp": dict(h=6, w=10, mid=12, acts=("RELU", "RELU6")),
+    "no_a_residual": dict(has_a=False, cin=8, mid=8, h=7, w=9),
+    "no_a_tail1": dict(has_a=False, cin=12, mid=12, h=5, w=13, residual=False, out_c=8),
+    "s2_relu_clamp": dict(stride=2, h=9, w=11, mid=8, residual=False, acts=("RELU", "RELU6")),
+}
+
+
+def ring_block(case: str) -> Graph:
+    """The first of a few seeded graphs of `case` whose chain takes the ring (the quantization
+    is drawn adversarially: not every draw proves the short requantization)."""
+    kw = dict(acts=("NONE",), **RING_CASES[case]) if "acts" not in RING_CASES[case] else RING_CASES[case]
+    for seed in range(24):
+        graph = block(100 + seed, **kw)
+        _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        plan = next(iter(result.plans.values()))
+        if plan.ring_b is not None and ("clamp" not in case or not plan.b.rq.clamp_is_int8):
+            return graph
+    raise AssertionError(f"{case}: no draw takes stage B on the ring")
+
+
+@pytest.mark.parametrize("case", sorted(RING_CASES))
+def test_ring_chain_bit_exact_on_the_host(case):
+    """The ring's C99 stand-in (the assembly's twin) and stage A's strided stores."""
+    graph = ring_block(case)
+    check_host(graph, lower(graph, "net", strategy="fused", fusion="all"), runs=2, seed=7)
+
+
+def test_ring_only_where_it_applies():
+    """The ring takes a DSP chain with a stage A, or without one at stride 1 (the input rows
+    transposed into it); without A at stride 2, or on the portable and MVE targets, stage B
+    stays pixel by pixel; the ring's scratch is what RingB states."""
+    graph = ring_block("s1_residual")
+    program = lower(graph, "net", strategy="fused", fusion="all")
+    _, result = generated(graph, program)
+    plan = next(iter(result.plans.values()))
+    assert plan.ring_b is not None and plan.a_thin is not None and plan.a_thin.out_stride == plan.ring_b.plane_w
+    assert [s.size for s in result.scratch] == [RingB.scratch_bytes(plan.b.v)]
+    for target in ("portable", "mve"):
+        _, result = generated(graph, program, target)
+        assert next(iter(result.plans.values())).ring_b is None
+    for case in ("stem", "stem_tail2"):  # stage A on patches: three pixels per step
+        graph = ring_block(case)
+        _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        assert next(iter(result.plans.values())).a_triple, case
+    for seed in range(6):
+        graph = block(seed, acts=("NONE",), **CASES["no_a_s2"])
+        _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        assert next(iter(result.plans.values())).ring_b is None
+
+
+def test_ring_scratch_is_planned_with_the_chain():
+    """The schedule plans the scratch the ring states with the chain (keyed by its operators),
+    so the kernel pass adds no region after the plan: the arena is the plan's."""
+    from mcugen.options import CompileOptions
+    from mcugen.schedule import choose_schedule
+
+    graph = ring_block("s2_tail2")
+    folded, pads = fold_pads(graph)
+    opts = CompileOptions(board="qemu-mps2-an386", strategy="fused", fuse_all=True)
+    choice = choose_schedule(folded, pads, "net", graph.name, opts)
+    assert len(choice.chains) == 1 and tuple(choice.chains[0].ops) in choice.extra_scratch
+    planned = plan_schedule(folded, pads, choice.chains, choice.extra_scratch)
+    program = emit(planned, "net", graph.name, "fused")
+    gen, result = generated(graph, program)
+    plan = next(iter(result.plans.values()))
+    assert plan.ring_b is not None
+    assert result.program.arena_bytes == program.arena_bytes
+    assert plan.scratch_offset == program.plan.offsets["scratch0"]
+    inputs = driver.random_inputs(graph, 2, seed=3)
+    assert_equal_runs(run_host(gen, inputs), [emulate(graph, r).outputs for r in inputs], graph.name)
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_ring_chains_bit_exact_on_the_m4():
+    """The ring's assembly (every block and tail width, both strides) on the emulated M4."""
+    for case in sorted(RING_CASES):
+        graph = ring_block(case)
+        gen, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        assert next(iter(result.plans.values())).ring_b is not None
+        inputs = driver.random_inputs(graph, 2, seed=8)
+        assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), [emulate(graph, r).outputs for r in inputs],
+                          f"{case} on the M4")
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")

@@ -12,10 +12,20 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, chain_stage_view, layer_params, round_up
-from mcugen.kernels.conv import NarrowCode, ThinCode, narrow_code, narrow_conv_fits, thin_code, thin_loop_fits
+from mcugen.kernels.conv import (
+    NarrowCode,
+    ThinCode,
+    narrow_code,
+    narrow_conv_fits,
+    thin_code,
+    thin_loop_fits,
+    thin_stride_fits,
+)
+from mcugen.kernels.depthwise import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, _dw_s1_macs
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     Requant,
+    int16_pair,
     input_magnitude,
     mve_table,
     plan_requant,
@@ -73,6 +83,126 @@ class ChainStage:
         return self.length // 4
 
 
+# DSP stage B on a channel-major ring: registers of ring_b_asm (r7 saved by the assembly and
+# used for the weight pair wa)
+RING_B_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wc": "r4", "d0": "r5", "d1": "r6",
+               "p0": "r8", "p1": "r9", "p2": "r10", "o": "r11", "w": "r12", "d2": "lr"}
+RING_B_SLOTS = 3  # ring slots (rows of A's output) of a 3x3 stage B
+
+
+def ring_b_plane_w(b: ConvView) -> int:
+    """Bytes of one channel's row in a ring slot: the input columns with their zero-point
+    border, and the whole words the last block of DW_BLOCK outputs reads (stride 1: 8 bytes
+    from column 4k, stride 2: 12 bytes from column 8k)."""
+    blocks = -(-b.out_w // DW_BLOCK)
+    read = DW_BLOCK * (blocks - 1) + 8 if b.sw == 1 else 2 * DW_BLOCK * (blocks - 1) + 12
+    return round_up(max(read, b.pad_l + b.in_w, (b.out_w - 1) * b.sw + 3), 4)
+
+
+def ring_b_fits(b: ConvView) -> bool:
+    """The offsets of ring_b_asm encode: LDRD post-indexed by the row width (<= 1020, and the
+    stride-2 word 2 at a negative offset down to -255), stores at j * channels (<= 4095)."""
+    pw = ring_b_plane_w(b)
+    return pw - 8 <= 255 and (DW_BLOCK - 1) * b.out_c <= 4095
+
+
+def ring_b_asm(n: int, stride: int, plane_w: int, channels: int, sign_free: bool, act_min: int = -128,
+               act_max: int = 127) -> tuple[str, ...]:
+    """Armv7E-M assembly of `n` (<= DW_BLOCK) consecutive outputs of every channel of a 3x3
+    depthwise row on the channel-major int8 ring (RING_B_REGS). %[p0..p2]: channel 0's ring
+    rows of kernel rows 0..2 at the block's first column; each LDRD of a row's words moves its
+    pointer on by `plane_w` to the next channel's row. Per kernel row: one LDRD of its weight
+    pairs (the depthwise record, DW_RECORD words per channel), the ring words unpacked by
+    SXTB16 (ROR 8) into the int16 pairs the layer-by-layer kernel reads from its int16 ring,
+    two SMLAxy per output. Then the short requantization of each accumulator in place
+    (ring_b_requant) and the n stores one after the other (pipelined), at %[o] + j * channels,
+    %[o] one byte on; the channel loop ends after the record whose e has bit 31 set."""
+    bias = f"%[a{n - 1}]"
+    lines = ["push {r7}", "1:", f"ldr {bias}, [%[w], #24]"]
+    for k in range(3):
+        def add(j: int) -> str:
+            return bias if k == 0 and j < n - 1 else f"%[a{j}]"
+
+        lines.append(f"ldrd r7, %[wc], [%[w], #{8 * k}]")
+        lines.append(f"ldrd %[d1], %[d2], [%[p{k}]], #{plane_w}")
+        lines += ["sxtb16 %[d0], %[d1]", "sxtb16 %[d1], %[d1], ror #8"]  # pairs (c0, c1), (c2, c3)
+        if stride == 1:
+            for j in range(min(n, 2)):
+                lines += _dw_s1_macs(j, "%[d0]", "%[d1]", "r7", add(j))
+            if n > 2:
+                lines.append("sxtb16 %[d2], %[d2]")  # (c4, c5)
+                for j in range(2, n):
+                    lines += _dw_s1_macs(j, "%[d1]", "%[d2]", "r7", add(j))
+            continue
+        # stride 2: output j reads pairs j and j + 1 (columns 2j .. 2j + 2)
+        lines += [f"smlad %[a0], %[d0], r7, {add(0)}", "smlabt %[a0], %[d1], %[wc], %[a0]"]
+        if n > 1:
+            lines.append("sxtb16 %[d0], %[d2]")  # (c4, c5)
+            lines += [f"smlad %[a1], %[d1], r7, {add(1)}", "smlabt %[a1], %[d0], %[wc], %[a1]"]
+        if n > 2:
+            lines.append("sxtb16 %[d2], %[d2], ror #8")  # (c6, c7)
+            lines += [f"smlad %[a2], %[d0], r7, {add(2)}", "smlabt %[a2], %[d2], %[wc], %[a2]"]
+        if n > 3:
+            lines += [f"ldr %[d1], [%[p{k}], #-{plane_w - 8}]", "sxtb16 %[d1], %[d1]"]  # (c8, c9)
+            lines += [f"smlad %[a3], %[d2], r7, {add(3)}", "smlabt %[a3], %[d1], %[wc], %[a3]"]
+    lines += ring_b_requant(n, channels, sign_free, act_min, act_max)
+    lines += ["add %[o], %[o], #1", f"add %[w], %[w], #{4 * DW_RECORD}", "cmp %[d0], #0", "bge 1b", "pop {r7}"]
+    return tuple(lines)
+
+
+def _clamp(reg: str, cond: str, bound: int) -> list[str]:
+    """reg = bound where reg `cond` bound (lt: the lower bound, gt: the upper one), an IT block."""
+    cmp = f"cmp {reg}, #{bound}" if bound >= 0 else f"cmn {reg}, #{-bound}"
+    mov = f"mov{cond} {reg}, #{bound}" if bound >= 0 else f"mvn{cond} {reg}, #{-bound - 1}"
+    return [cmp, f"it {cond}", mov]
+
+
+def ring_b_requant(n: int, channels: int, sign_free: bool, act_min: int = -128, act_max: int = 127) -> list[str]:
+    """The short requantization of accumulators %[a0..a(n-1)] in place, y = ssat8((SMMLAR(acc,
+    M, K) [+ (acc >> 31)]) >> e) (M, K, e from the record at %[w] into r7, %[wc], %[d0]) and the
+    activation's clamp where it is narrower than int8, then the n stores in a row (a store right
+    after another takes one cycle on the M4, not two)."""
+    lines = ["ldrd r7, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
+    for j in range(n):
+        if sign_free:
+            lines.append(f"smmlar %[a{j}], %[a{j}], r7, %[wc]")
+        else:
+            lines += [f"smmlar %[d1], %[a{j}], r7, %[wc]", f"add %[a{j}], %[d1], %[a{j}], asr #31"]
+        lines += [f"asr %[a{j}], %[a{j}], %[d0]", f"ssat %[a{j}], #8, %[a{j}]"]
+        if act_min > -128:
+            lines += _clamp(f"%[a{j}]", "lt", act_min)
+        if act_max < 127:
+            lines += _clamp(f"%[a{j}]", "gt", act_max)
+    lines += [f"strb %[a{j}], [%[o], #{j * channels}]" for j in range(n)]
+    return lines
+
+
+@dataclass(frozen=True)
+class RingB:
+    """DSP stage B of a chain on a channel-major ring: A writes each output pixel's channels
+    `plane_w` bytes apart into ring slot r % 3 (without A, at stride 1, the input rows are
+    transposed into it), a slot holding channels x plane_w bytes; columns 4k..4k+3 sit in word k
+    in the order 4k, 4k+2, 4k+1, 4k+3, so that SXTB16 and SXTB16 ROR 8 of the word give the int16
+    pairs (4k, 4k+1) and (4k+2, 4k+3) that the layer-by-layer row kernel reads from its int16
+    ring; border columns and padding rows hold B's input zero point. B then runs like that
+    kernel: per block of DW_BLOCK output pixels, every channel in one assembly loop (ring_b_asm),
+    into a buffer of DW_BLOCK pixels that stage C reads pixel by pixel. No edge cases: every
+    output reads the ring."""
+
+    plane_w: int
+    records: str  # per channel: 6 int16 weight pairs x2, bias x2, M, K, e (bit 31: the last channel)
+    block: tuple[str, ...]  # assembly of DW_BLOCK outputs of every channel
+    tail: tuple[str, ...]  # of the row's last out_w % DW_BLOCK outputs (empty: none)
+
+    @property
+    def regs(self) -> dict[str, str]:
+        return RING_B_REGS
+
+    @staticmethod
+    def scratch_bytes(b: ConvView) -> int:
+        return RING_B_SLOTS * b.out_c * ring_b_plane_w(b) + DW_BLOCK * b.out_c
+
+
 @dataclass(frozen=True)
 class ChainPlan:
     """A fused chain A? -> 3x3 depthwise B -> 1x1 C [-> residual ADD], computed as the portable
@@ -84,7 +214,14 @@ class ChainPlan:
     per step from one word of a ring row per tap (SMLABB/SMLATT; interior taps in assembly).
     MVE target: A and C one output channel per step, 16 taps per VMLADAVA; B four channels in
     the lanes with the exact vector requantization. Portable target: the DSP form in C99.
-    Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words."""
+    Stack: two patches of A (<= 2 * CHAIN_MAX_PATCH bytes) when A is not a 1x1 on whole words.
+
+    DSP chains whose B requantizes short (`ring_b`) keep the same order of reads and writes on
+    another ring: A writes channel-major rows (RingB; without A, the input rows are transposed
+    into it when first read), B runs every
+    channel of a block of 4 pixels in assembly like the layer-by-layer row kernel, C reads the
+    block pixel by pixel; A on patches (the stem) then takes three pixels per step (`a_triple`).
+    The chain states its scratch (RingB.scratch_bytes) at `scratch_offset`."""
 
     kind: ClassVar[str] = "chain"
     name: str
@@ -101,6 +238,9 @@ class ChainPlan:
     a_thin: Optional[ThinCode] = None  # DSP: stage A (1x1, 4..16 input channels) pixel by pixel in registers
     c_thin: Optional[ThinCode] = None  # DSP: stage C likewise (into a pixel on the stack when an ADD follows)
     c_narrow: Optional["NarrowCode"] = None  # DSP: stage C with few output channels (likewise)
+    ring_b: Optional[RingB] = None  # DSP: stage B on a channel-major ring (RingB), else pixel by pixel
+    a_triple: bool = False  # DSP ring, A on patches: three pixels unpacked into int16 pairs, two channels per step
+    scratch_offset: int = -1  # ring_b: the arena offset of the chain's scratch (RingB.scratch_bytes)
 
 
 def _conv_stage(ctx: KernelContext, v: ConvView, i: int, role: str, length: int, direct: bool, calls: int) -> ChainStage:
@@ -171,6 +311,39 @@ def _dw_stage(ctx: KernelContext, v: ConvView, i: int) -> ChainStage:
     return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
 
 
+def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[ChainStage, RingB]]:
+    """Stage B on the channel-major ring (RingB; DSP, short requantization, offsets that encode),
+    or None: its records are the layer-by-layer 3x3 kernel's (DW_RECORD words per channel,
+    weights and bias doubled)."""
+    if not (ctx.t.isa is Isa.DSP and ring_b_fits(v)):
+        return None
+    w = v.weights.reshape(9, v.out_c).T  # [channel][tap]
+    bias = v.bias + v.input_offset * w.sum(axis=1)
+    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+    rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    if not rq.fast:
+        return None
+    pairs = np.zeros((v.out_c, 6), np.int64)
+    for r in range(3):
+        w0, w1, w2 = (2 * w[:, 3 * r + k] for k in range(3))
+        pairs[:, 2 * r] = int16_pair(w0, w1)
+        pairs[:, 2 * r + 1] = int16_pair(w1, w2)
+    records = np.concatenate([wrap32(pairs), rq_table(2 * bias, rq).astype(np.int64)], axis=1)
+    records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # the channel loop's end
+    name = ctx.const(i, "b_fw", "int32_t", records.astype(np.int32),
+                     "stage B per channel: weights x2 as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
+                     "(bias + input_offset*sum(w)) x2, multiplier, K or shift, e (bit 31: the last channel)")
+    pw = ring_b_plane_w(v)
+    tail = v.out_w % DW_BLOCK
+    ring = RingB(
+        plane_w=pw, records=name,
+        block=ring_b_asm(DW_BLOCK, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max) if v.out_w >= DW_BLOCK else (),
+        tail=ring_b_asm(tail, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max) if tail else (),
+    )
+    stage = ChainStage(v=v, rq=rq, weights=name, table=name, length=0, direct=False, x_lo=0, x_hi=v.out_w - 1, scale=2)
+    return stage, ring
+
+
 def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, None]]:
     """A fused CHAIN with every stage specialised (ChainPlan); None where a stage has no
     specialised form (the portable chain kernel stays)."""
@@ -189,6 +362,10 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
             and c.pad_l == 0 and c.in_c == b.out_c and c.out_h == b.out_h and c.out_w == b.out_w):
         return None
     a_stage, patch_bytes, a_thin = None, 0, None
+    # without A the input rows are transposed into the ring: worth it at stride 1 (each copied
+    # element feeds 9 MACs), not at stride 2 (2.25)
+    ring = _ring_b_stage(ctx, b, i) if int(p["has_a"]) or b.sw == 1 else None
+    a_stride = ring[1].plane_w if ring else 1  # bytes between two output channels of stage A
     if int(p["has_a"]):
         a = chain_stage_view(layer, ctx.consts, "a")
         if a.depthwise:
@@ -202,11 +379,12 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
         a_stage = _conv_stage(ctx, a, i, "a", length, direct, -(-a.out_h * a.out_w // 2))  # two pixels per call
         in_row = a.in_w * a.in_c
         if ctx.t.isa is Isa.DSP and direct and a_stage.rq.fast and a_stage.rq.clamp_is_int8 \
-                and thin_loop_fits(a.in_c):
+                and thin_loop_fits(a.in_c) and thin_stride_fits(a.in_c, a.out_c, a_stride):
             # the thin kernel's records replace stage A's weights and table
             ctx.drop_consts({a_stage.weights, a_stage.table})
             wa = a.weights.reshape(a.out_c, a.in_c)
-            a_thin = thin_code(ctx, a, i, "a_thin", wa, a.bias + a.input_offset * wa.sum(axis=1), a_stage.rq)
+            a_thin = thin_code(ctx, a, i, "a_thin", wa, a.bias + a.input_offset * wa.sum(axis=1), a_stage.rq,
+                               a_stride)
     else:
         in_row = b.in_w * b.in_c
     residual = None
@@ -230,10 +408,19 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
         ctx.drop_consts({c_stage.weights, c_stage.table})
         wc = c.weights.reshape(c.out_c, c.in_c)
         c_narrow = narrow_code(ctx, c, i, "c_narrow", wc, c.bias + c.input_offset * wc.sum(axis=1), c_stage.rq)
-    return ChainPlan(
-        name=f"{ctx.name}_l{i}_chain", index=i, isa=ctx.t.isa.value, a=a_stage, b=_dw_stage(ctx, b, i),
+    plan = ChainPlan(
+        name=f"{ctx.name}_l{i}_chain", index=i, isa=ctx.t.isa.value, a=a_stage,
+        b=ring[0] if ring else _dw_stage(ctx, b, i),
         c=c_stage, residual=residual, ring_rows=int(p["ring_rows"]), c_thin=c_thin, c_narrow=c_narrow,
         in_row=in_row, patch_bytes=patch_bytes,
         # two pixels per step share the weight and requantization loads
-        a_pixels=2, a_thin=a_thin,
-    ), None
+        a_pixels=2, a_thin=a_thin, ring_b=ring[1] if ring else None,
+        # three unpacked patches per step: the LDRD offsets (pixels 8 * groups bytes apart) encode
+        a_triple=bool(ring) and a_stage is not None and not a_stage.direct and not a_stage.int8_weights
+        and a_stage.v.out_w >= 3 and 3 * 8 * a_stage.groups <= 1020,
+    )
+    if ring:
+        # the ring and the block of pixels take more than the portable kernel's ring of A rows:
+        # the kernel states its scratch (the schedule plans it with the chain, keyed by its operators)
+        return plan, ctx.scratch_for(i, RingB.scratch_bytes(b))
+    return plan, None

@@ -93,6 +93,7 @@ class ThinCode:
     in_c: int
     out_c: int
     looped: bool = False  # THIN_LOOP_UNROLL channels per iteration (else every channel in line)
+    out_stride: int = 1  # bytes between two output channels
 
 
 NARROW_ACC = ("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8")  # up to 8 output channels per pass
@@ -175,7 +176,7 @@ _REG_NUMBER = {f"r{n}": n for n in range(13)} | {"lr": 14}
 
 
 def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
-                  sign_free: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+                  sign_free: bool = False, out_stride: int = 1) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The assembly of one pixel of a thin pointwise convolution and the registers it clobbers.
 
     r0: the record stream, r1: the pixel's output, r2: its input. Input word g (taps 4g..4g+3)
@@ -189,7 +190,8 @@ def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
     channels per iteration, r7 saved on the stack and used too, the record also carries the shift
     e (bit 31 set on the loop's last channel: register shifts read only the low byte, and the
     loop ends when the loaded e is negative), stores post-indexed; the channels past the last
-    full iteration follow in line."""
+    full iteration follow in line. `out_stride`: bytes between two output channels (a fused
+    chain's channel-major ring: thin_stride_fits)."""
     nx = in_c // 2
     xs = THIN_X_REGS[:nx]
     temps = sorted([r for r in THIN_TEMPS if r not in xs] + (["r7"] if looped else []), key=_REG_NUMBER.get)
@@ -231,10 +233,10 @@ def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
         if looped:
             out.append(f"asr {m}, {m}, {where['e']}")
             out.append(f"ssat {m}, #8, {m}")
-            out.append(f"strb {m}, [r1], #1")
+            out.append(f"strb {m}, [r1], #{out_stride}")
         else:
             out.append(f"ssat {m}, #8, {m}, asr #{int(e)}")
-            out.append(f"strb {m}, [r1, #{j}]")
+            out.append(f"strb {m}, [r1, #{j * out_stride}]")
         return out
 
     if looped:
@@ -283,6 +285,14 @@ def thin_conv_fits(in_c: int, out_c: int) -> bool:
     temps = len(THIN_TEMPS) - nx
     per_channel = -(-(nx + 3 - temps) // (temps - 1)) + 1 if nx + 3 > temps else 1
     return out_c * (per_channel + nx + 4) + 3 * in_c // 4 <= THIN_MAX_INSTRUCTIONS
+
+
+def thin_stride_fits(in_c: int, out_c: int, out_stride: int) -> bool:
+    """The thin kernel's stores encode with `out_stride` bytes between output channels:
+    immediate offsets up to 4095 in line, post-indexed steps up to 255 looped."""
+    if thin_conv_fits(in_c, out_c):
+        return (out_c - 1) * out_stride <= 4095
+    return out_stride <= 255
 
 
 def thin_loop_fits(in_c: int) -> bool:
@@ -458,17 +468,20 @@ def conv_plan(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[GemmCon
     ), sname
 
 
-def thin_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant) -> ThinCode:
+def thin_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant,
+              out_stride: int = 1) -> ThinCode:
     """The thin kernel for 1x1 convolution `v` (weights `w` [out_c][in_c], folded `bias`): its
-    records as constant `role` and its assembly, channels in line where they fit, else looped."""
+    records as constant `role` and its assembly, channels in line where they fit, else looped;
+    output channels `out_stride` bytes apart."""
     looped = not thin_conv_fits(v.in_c, v.out_c)
     records = thin_records(w, bias, rq, looped)
     name = ctx.const(i, role, "int32_t", records.astype(np.int32),
                      "per channel: (bias + input_offset*sum(w)) x2, weights x2 as int16 pairs "
                      "(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K" + (", e (bit 31: the loop's last channel)" if looped else ""))
-    lines, clobbers = thin_conv_asm(v.in_c, rq.e, looped, rq.sign_free)
+    lines, clobbers = thin_conv_asm(v.in_c, rq.e, looped, rq.sign_free, out_stride)
     return ThinCode(records=name, record_words=records.shape[1], lines=lines, clobbers=clobbers,
-                    shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=looped)
+                    shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=looped,
+                    out_stride=out_stride)
 
 
 def narrow_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant) -> NarrowCode:

@@ -107,6 +107,10 @@ def family(layer: Layer, plan, step: Step) -> str:
         if plan.narrow is not None:
             return "conv/narrow"
         return "conv/thin-loop" if plan.code is not None and plan.code.looped else "conv/thin"
+    if kind == "chain" and getattr(plan, "ring_b", None) is not None:
+        # stage B on the channel-major ring (kernels.chain.RingB); "/c": stage C pixel by pixel
+        # in C (neither the thin nor the narrow kernel)
+        return "chain/ring" if plan.c_thin or plan.c_narrow else "chain/ring/c"
     if kind == "depthwise":
         v = plan.v
         fam = f"depthwise/{v.kh}x{v.kw}/s{v.sh}"  # 3x3, or the kh x kw ring kernel ("depthwise/5x5/s1")

@@ -80,7 +80,9 @@ def specialize(program: Program, target: Target, flash_tight: bool = False) -> K
         elif pl.kind == "add":
             args = list(layer.args[1:4])
         elif pl.kind == "chain":
-            args = [layer.args[1], layer.args[19], layer.args[18]]  # input, output, the chain's scratch
+            # input, output, the chain's scratch (where the kernel states its own: placed for it)
+            scratch = layer.args[18] if pl.scratch_offset < 0 else dataclasses.replace(layer.args[18], offset=pl.scratch_offset)
+            args = [layer.args[1], layer.args[19], scratch]
         else:
             args = list(layer.args[1:3])
         layers.append(dataclasses.replace(

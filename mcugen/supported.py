@@ -457,8 +457,7 @@ def c_dequantize(g: Graph, op: Operator) -> Optional[str]:
 
 
 def c_relu6_same_quant(g: Graph, op: Operator) -> Optional[str]:
-    """RELU6: input and output with the same quantization (TFLite Micro's int8 RELU6 clamps in the input's scale and
-    ignores the output's, tflite-runtime's rescales: only then do both give one result)"""
+    """RELU6: input and output with the same quantization (TFLite Micro's int8 RELU6 clamps in the input's scale and ignores the output's, tflite-runtime's rescales: only then do both give one result)"""
     x = _ins(g, op)[0]
     o = g.t(op.outputs[0])
     if (x.quant.s, x.quant.zp) != (o.quant.s, o.quant.zp):

@@ -292,3 +292,27 @@ def fc_view(layer: Layer, consts: dict[str, ConstArray]) -> FcView:
         multiplier=np.broadcast_to(np.asarray(_const(consts, a[4])).astype(np.int64).reshape(-1), (units,)).copy(),
         shift=np.broadcast_to(np.asarray(_const(consts, a[5])).astype(np.int64).reshape(-1), (units,)).copy(),
     )
+
+
+def share_identical_code(plans: list, render, takes) -> list:
+    """The plans for which `takes(plan)` holds and that would print the same code but for their
+    name, index, weights and table calling the first such layer's code (`shared`, `code_of`):
+    one copy of the code in flash, two more arguments per call. `render(plan)` prints a plan's
+    C; equal text with those replaced by placeholders is what decides."""
+    owners: dict[str, str] = {}  # key -> the name of the layer that owns the code
+    users: dict[str, list[int]] = {}
+    for n, pl in enumerate(plans):
+        if not takes(pl):
+            continue
+        key = str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T")))
+        owners.setdefault(key, pl.name)
+        users.setdefault(key, []).append(n)
+    out = list(plans)
+    for key, members in users.items():
+        if len(members) < 2:
+            continue
+        first, *rest = members
+        out[first] = dataclasses.replace(plans[first], shared=True)
+        for n in rest:
+            out[n] = dataclasses.replace(plans[n], code_of=owners[key])
+    return out

@@ -6,13 +6,12 @@ thin_conv), called from layers.c.j2.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, conv_view, round_up
+from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, conv_view, round_up, share_identical_code
 from mcugen.kernels.requant import (
     Requant,
     input_magnitude,
@@ -516,26 +515,6 @@ def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.
 
 
 def share_gemm_code(plans: list, render) -> list:
-    """The plans with GEMM layers (DSP and portable targets) that would print the same code but for
-    their name, weights and table calling the first such layer's code (`shared`, `code_of`): one
-    copy of the code in flash, two more arguments per call. `render(plan)` prints a plan's C;
-    equal text with those three replaced by placeholders is what decides."""
-    key_of: dict[str, str] = {}
-    owners: dict[str, str] = {}  # key -> the name of the layer that owns the code
-    users: dict[str, list[int]] = {}
-    for n, pl in enumerate(plans):
-        if pl.kind != "gemm_conv" or pl.isa == "mve":
-            continue
-        key = str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T")))
-        key_of[pl.name] = key
-        owners.setdefault(key, pl.name)
-        users.setdefault(key, []).append(n)
-    out = list(plans)
-    for key, members in users.items():
-        if len(members) < 2:
-            continue
-        first, *rest = members
-        out[first] = dataclasses.replace(plans[first], shared=True)
-        for n in rest:
-            out[n] = dataclasses.replace(plans[n], code_of=owners[key])
-    return out
+    """GEMM layers (DSP and portable targets) that would print the same code share one copy
+    (`base.share_identical_code`)."""
+    return share_identical_code(plans, render, lambda pl: pl.kind == "gemm_conv" and pl.isa != "mve")

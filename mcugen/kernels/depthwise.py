@@ -12,7 +12,7 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from mcugen.kernels.base import ConvView, KernelContext, conv_view, larger_form_pays, round_up
+from mcugen.kernels.base import ConvView, KernelContext, conv_view, larger_form_pays, round_up, share_identical_code
 from mcugen.kernels.cost import family_estimate
 from mcugen.kernels.conv import GemmConvPlan, ThinConvPlan, conv_plan
 from mcugen.kernels.requant import (
@@ -347,27 +347,9 @@ def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant) -> bool:
 
 
 def share_dw_code(plans: list, render) -> list:
-    """The plans with 3x3 DSP depthwise layers in the int8 form that would print the same code but
-    for their name and constants calling the first such layer's code (`shared`, `code_of`): one
-    copy in flash, two more arguments per call. `render(plan)` prints a plan's C; equal text with
-    the name, index and constants replaced by placeholders is what decides."""
-    owners: dict[str, str] = {}
-    users: dict[str, list[int]] = {}
-    for n, pl in enumerate(plans):
-        if pl.kind != "depthwise" or not pl.unpack:
-            continue
-        key = str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T")))
-        owners.setdefault(key, pl.name)
-        users.setdefault(key, []).append(n)
-    out = list(plans)
-    for key, members in users.items():
-        if len(members) < 2:
-            continue
-        first, *rest = members
-        out[first] = dataclasses.replace(plans[first], shared=True)
-        for n in rest:
-            out[n] = dataclasses.replace(plans[n], code_of=owners[key])
-    return out
+    """3x3 DSP depthwise layers in the int8 form that would print the same code share one copy
+    (`base.share_identical_code`)."""
+    return share_identical_code(plans, render, lambda pl: pl.kind == "depthwise" and pl.unpack)
 
 
 def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:

@@ -57,3 +57,15 @@ def window_problem(
         if pad > INT16_MAX:
             return f"needs {axis} padding {pad}; TFLite's kernels hold padding in 16 bits (at most {INT16_MAX})"
     return None
+
+
+def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Element strides of an operand of `shape` read at each index of the rank-4 `out_shape` it
+    broadcasts to (NumPy rules, leading axes of size 1): 0 along an axis it is repeated on."""
+    out4 = (1,) * (4 - len(out_shape)) + tuple(out_shape)
+    s4 = (1,) * (4 - len(shape)) + tuple(shape)
+    st, acc = [0, 0, 0, 0], 1
+    for d in range(3, -1, -1):
+        st[d] = 0 if s4[d] == 1 and out4[d] != 1 else acc
+        acc *= s4[d]
+    return (st[0], st[1], st[2], st[3])

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from mcugen import quant, quant_int16
+from mcugen.geometry import broadcast_strides
 from mcugen.ir import DType, Graph, Operator
 from mcugen.lower_ops import L
 
@@ -58,12 +59,7 @@ class Int16Lowering:
         out4 = (1,) * (4 - len(o.shape)) + tuple(o.shape)
 
         def strides(t):
-            s4 = (1,) * (4 - len(t.shape)) + tuple(t.shape)
-            st, acc = [0, 0, 0, 0], 1
-            for d in range(3, -1, -1):
-                st[d] = 0 if s4[d] == 1 and out4[d] != 1 else acc
-                acc *= s4[d]
-            return tuple(st)
+            return broadcast_strides(tuple(t.shape), tuple(o.shape))
 
         p = quant.add_params(a.quant.s, b.quant.s, o.quant.s, left_shift=15)
         lo, hi = L._activation_range(o, op.attrs.activation)
@@ -146,20 +142,12 @@ class Int16Lowering:
 
     # -- QUANTIZE float32 -> int16 and DEQUANTIZE int16 -> float32: a 16x8 model's I/O
     def lower_quantize_s16(self, op):
+        from mcugen.lower_io import quantize_call
+
         x = self.g.op_inputs(op)[0]
         o = self.g.t(op.outputs[0])
-        params = [
-            L.ParamValue("size", x.size),
-            L.ParamValue("scale", float(np.float32(o.quant.s)), "float"),
-            L.ParamValue("input_zero_point", 0),
-            L.ParamValue("output_zero_point", o.quant.zp),
-            L.ParamValue("multiplier", 0),
-            L.ParamValue("shift", 0),
-            L.ParamValue("qmin", -32768),
-            L.ParamValue("qmax", 32767),
-        ]
         self._detail = "float32 -> int16"
-        return self.make(op, "mcugen_quantize_f32_s16", "quantize_s16", "mcugen_quantize_params_t", params,
+        return self.make(op, "mcugen_quantize_f32_s16", "quantize_s16", "mcugen_quantize_params_t", quantize_call(x, o).params,
                          [L.ParamsArg(), self.arena(x, True), self.arena(o, False)])
 
     def lower_dequantize_s16(self, op):

@@ -26,8 +26,9 @@ class QuantizeCall:
 
 
 def quantize_call(x: Tensor, o: Tensor) -> QuantizeCall:
-    """The kernel and parameters of QUANTIZE x -> o (float32, uint8 or int8 in; int8 or uint8 out)."""
-    qmin, qmax = (0, 255) if o.dtype is DType.UINT8 else (-128, 127)
+    """The kernel and parameters of QUANTIZE x -> o (float32, uint8 or int8 in; int8 or uint8 out;
+    float32 to int16 for 16x8 models, whose kernel mcugen.lower_int16 names)."""
+    qmin, qmax = {DType.UINT8: (0, 255), DType.INT16: (-32768, 32767)}.get(o.dtype, (-128, 127))
     out_u = 1 if o.dtype is DType.UINT8 else 0
     in_u = 1 if x.dtype is DType.UINT8 else 0
     if x.dtype is DType.FLOAT32:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcugen import quant
+from mcugen.geometry import broadcast_strides
 from mcugen.ir import Activation
 
 
@@ -195,12 +196,7 @@ class OpsLowering:
         out4 = (1,) * (4 - len(o.shape)) + tuple(o.shape)
 
         def strides(t):
-            s4 = (1,) * (4 - len(t.shape)) + tuple(t.shape)
-            st, acc = [0, 0, 0, 0], 1
-            for d in range(3, -1, -1):
-                st[d] = 0 if s4[d] == 1 and out4[d] != 1 else acc
-                acc *= s4[d]
-            return tuple(st)
+            return broadcast_strides(tuple(t.shape), tuple(o.shape))
 
         act = getattr(op.attrs, "activation", Activation.NONE)
         lo, hi = L._activation_range(o, act)

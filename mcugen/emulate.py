@@ -394,7 +394,7 @@ def _mean(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
         return (x.max(axis=tuple(axes)) if axes else x).reshape(out.shape).astype(np.int8)
     count = int(np.prod([x.shape[i] for i in axes])) if axes else 1
     (si, zi), (so, zo) = _quant_of(ctx, x_t), _quant_of(ctx, out)
-    p = quant.mean_params(si, so, count)
+    p = quant.mean_params(si, so, count, ctx.op.op is OpType.MEAN)  # SUM: without the 1/count
     total = x.sum(axis=tuple(axes)) if axes else x
     shifted = quant.wrap_int32(total - zi * count)
     acc = np.asarray(quant.multiply_by_quantized_multiplier(shifted, p.multiplier, p.shift)) + zo
@@ -668,6 +668,7 @@ _KERNELS: dict[OpType, Callable[[_Ctx, list[Optional[np.ndarray]]], np.ndarray]]
     OpType.PRELU: _prelu,
     OpType.MAXIMUM: _minimum_maximum,
     OpType.MEAN: _mean,
+    OpType.SUM: _mean,
     OpType.REDUCE_MAX: _mean,
     OpType.AVERAGE_POOL_2D: _average_pool2d,
     OpType.MAX_POOL_2D: _max_pool2d,

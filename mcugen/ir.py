@@ -68,6 +68,7 @@ class OpType(enum.Enum):
     SQUARED_DIFFERENCE = "SQUARED_DIFFERENCE"
     MUL = "MUL"
     MEAN = "MEAN"
+    SUM = "SUM"  # int8: TFLite Micro's QuantizedMeanOrSum without the 1/count (mcugen.oracle: its only oracle)
     REDUCE_MAX = "REDUCE_MAX"
     AVERAGE_POOL_2D = "AVERAGE_POOL_2D"
     MAX_POOL_2D = "MAX_POOL_2D"
@@ -393,7 +394,7 @@ def op_macs(graph: Graph, op: Operator) -> int:
     if op.op is OpType.AVERAGE_POOL_2D:
         a = op.attrs
         return out.size * a.filter_h * a.filter_w
-    if op.op is OpType.MEAN:
+    if op.op in (OpType.MEAN, OpType.SUM):
         return ins[0].size
     if op.op is OpType.TRANSPOSE_CONV:
         # the products that land inside the output (TFLite's scatter drops the others)

@@ -15,7 +15,7 @@ from mcugen.lower_int16 import Int16Lowering, uses_int16
 from mcugen.lower_io import IoLowering
 from mcugen.lower_ops import OpsLowering
 from mcugen.fusion import Chain, Stage, find_chains, window_of
-from mcugen.ir import DType, Graph, Operator, Tensor, op_macs
+from mcugen.ir import DType, Graph, Operator, OpType, Tensor, op_macs
 from mcugen.passes import Buffers, Schedule, Step, fold_pads, tensor_buffer
 from mcugen.arena import PlannedSchedule, choose_chains, live_ranges, plan_schedule
 from mcugen.planner import Alias, Buffer, Plan, verify
@@ -629,12 +629,15 @@ class _Lowerer(Int16Lowering, OpsLowering, IoLowering):
     def lower_max_pool_2d(self, op):
         return self._pool(op, False)
 
+    def lower_sum(self, op):
+        return self.lower_mean(op)
+
     def lower_mean(self, op):
         x = self.g.op_inputs(op)[0]
         o = self.g.t(op.outputs[0])
         axes = op.attrs.axes
         count = int(np.prod([x.shape[d] for d in axes])) if axes else 1
-        mp = quant.mean_params(x.quant.s, o.quant.s, count)
+        mp = quant.mean_params(x.quant.s, o.quant.s, count, op.op is OpType.MEAN)  # SUM: without the 1/count
         self._detail = f"axes {list(axes)} keep_dims {op.attrs.keep_dims}"
         if len(x.shape) == 4 and tuple(axes) == (1, 2):
             params = [

@@ -54,6 +54,10 @@ _TENSOR_TYPE_TO_DTYPE: dict[int, np.dtype] = {
 _VIEW_OPS = frozenset({22, 43, 70})
 # ARG_MAX, ARG_MIN: TFLite Micro's kernel writes int32 indices only (an int64 output fails at Eval).
 _ARG_OPS = frozenset({56, 79})
+# SUM: tflite-runtime 2.14's reference int8 kernel is off by up to ~200 steps from the float
+# definition on converter-made models, where TFLite Micro stays within 1 (README, "Supported
+# operators"): TFLite Micro is the oracle for models with an int8 SUM.
+_SUM = 74
 
 _TFLM_ARENA_TOTAL_RE = re.compile(r"Arena allocation total (\d+) bytes")
 
@@ -78,6 +82,7 @@ class ModelSignature:
     producers: tuple[int, ...]  # per tensor: index of the operator writing it, -1 if none
     views: frozenset[int]  # tensors written by RESHAPE/SQUEEZE/EXPAND_DIMS (same bytes as their input)
     tflm_refusal: str = ""  # why TFLite Micro cannot run the model though it loads it ("" if it can)
+    ref_refusal: str = ""  # why the reference kernels are no oracle for the model though they run it
 
 
 def _first_line(text: str) -> str:
@@ -126,11 +131,15 @@ def read_signature(model_bytes: bytes, model_path: Path) -> ModelSignature:
             activation_bytes += max(elements, 1) * itemsize
         producers = [-1] * subgraph.TensorsLength()
         views = set()
-        tflm_refusal = ""
+        tflm_refusal = ref_refusal = ""
         for op_index in range(subgraph.OperatorsLength()):
             operator = subgraph.Operators(op_index)
             code = model.OperatorCodes(operator.OpcodeIndex())
             builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            if (builtin == _SUM and not ref_refusal and operator.InputsLength()
+                    and subgraph.Tensors(int(operator.Inputs(0))).Type() == 9):  # int8
+                ref_refusal = (f"operator {op_index} (SUM): the reference int8 SUM of tflite-runtime is off by up "
+                               "to ~200 steps from the float definition, TFLite Micro's is not")
             for tensor_index in operator.OutputsAsNumpy() if operator.OutputsLength() else ():
                 if 0 <= tensor_index < len(producers):
                     producers[int(tensor_index)] = op_index
@@ -140,7 +149,8 @@ def read_signature(model_bytes: bytes, model_path: Path) -> ModelSignature:
                         tflm_refusal = (f"operator {op_index} (ARG_{'MAX' if builtin == 56 else 'MIN'}) writes int64 "
                                         "indices; its kernel supports int32 only")
         return ModelSignature(
-            inputs, outputs, subgraph.TensorsLength(), activation_bytes, tuple(producers), frozenset(views), tflm_refusal
+            inputs, outputs, subgraph.TensorsLength(), activation_bytes, tuple(producers), frozenset(views), tflm_refusal,
+            ref_refusal,
         )
     except Exception as exc:  # the flatbuffer library raises assorted errors on garbage
         reason = _first_line(str(exc)) or type(exc).__name__
@@ -259,6 +269,8 @@ class ReferenceKernelOracle(Oracle):
         backend: tuple[str, Any, Any] | None = None,
     ):
         super().__init__(model_path, model_bytes, signature)
+        if signature.ref_refusal:
+            raise ToolError(f"the reference kernels are no oracle for {model_path.name}: {signature.ref_refusal}")
         backend = backend if backend is not None else reference_backend()
         if backend is None:
             raise ToolError("no reference-kernel interpreter: install tflite-runtime (or ai-edge-litert)")

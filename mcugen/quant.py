@@ -297,15 +297,18 @@ class MeanParams:
     count: int
 
 
-def mean_params(input_scale: float, output_scale: float, count: int) -> MeanParams:
+def mean_params(input_scale: float, output_scale: float, count: int, fold: bool = True) -> MeanParams:
     """QuantizeMultiplier(double(in)/double(out)) -> (m, s), then fold 1/count in:
 
     k = min(floor(log2(count)), 32, 31 + s); m' = (int64(m) << k) / count (C division);
     s' = s - k. `count` is the number of input elements reduced into each output element.
+    `fold` False: SUM (QuantizedMeanOrSum with compute_sum), (m, s) as they are.
     """
     if count <= 0:
         raise UnsupportedError(f"MEAN over {count} elements is not supported")
     mult, shift = quantize_multiplier(_f32(input_scale) / _f32(output_scale))
+    if not fold:
+        return MeanParams(int(mult), int(shift), int(count))
     k = count.bit_length() - 1  # 63 - CountLeadingZeros(uint64(count))
     k = min(k, 32)
     k = min(k, 31 + shift)

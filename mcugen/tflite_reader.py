@@ -583,7 +583,7 @@ class _Reader:
             if not math.isfinite(beta) or beta <= 0:
                 raise self.fail(f"{label} has beta {beta}; it must be finite and positive")
             return SoftmaxAttrs(beta=beta)
-        if optype in (OpType.MEAN, OpType.REDUCE_MAX):
+        if optype in (OpType.MEAN, OpType.SUM, OpType.REDUCE_MAX):
             opt = self._options(o, tfl.ReducerOptions, label)
             axes_t = self.const_input(ins, 1, tensors, label, "axes")
             rank = len(self.input_tensor(ins, 0, tensors, label).shape)

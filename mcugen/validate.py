@@ -154,6 +154,22 @@ def poisoned_host_runner(gen: driver.Generated, runs: list[list[np.ndarray]], wo
     return driver.run_host(exe, gen, runs, work / "io")
 
 
+def oracle_notes(oracles) -> list[str]:
+    """Why an oracle that loads the model is not among `oracles` (from the model's signature)."""
+    from mcugen.oracle import ORACLE_TFLITE_MICRO
+
+    if not oracles:
+        return []
+    sig = oracles[0].signature
+    names = {o.name for o in oracles}
+    notes = []
+    if sig.ref_refusal and not names - {ORACLE_TFLITE_MICRO}:
+        notes.append(f"note: the reference kernels are not used as oracle: {sig.ref_refusal}")
+    if sig.tflm_refusal and ORACLE_TFLITE_MICRO not in names:
+        notes.append(f"note: {ORACLE_TFLITE_MICRO} is not used as oracle: {sig.tflm_refusal}")
+    return notes
+
+
 def validate(
     model_path: str | Path,
     *,
@@ -233,7 +249,7 @@ def validate(
         oracles=[o.name for o in oracles],
         per_run=per_run,
         oracle_disagreements=disagreements,
-        notes=list(gen.notes),
+        notes=list(gen.notes) + oracle_notes(oracles),
     )
     if worst and layers:
         report.first_bad_layer = first_bad_layer(gen, runs, oracles, progress)

@@ -29,6 +29,7 @@ MODELS = [
     "hard_swish_op", "hard_swish_wide_range", "hard_swish_positive", "hard_swish_small_range",
     "prelu_channel_alpha", "prelu_full_alpha",
     "concat_axis3_same_range", "concat_axis1_three_ranges", "concat_rank2_axis_neg1",
+    "sum_hw_keepdims", "sum_c_nokeepdims", "sum_h_positive_range", "sum_rank2_last",
     "relu_op", "relu_n1_to_1_op", "relu6_same_scale", "leaky_relu_op", "depth_to_space_b2", "space_to_depth_b2", "padv2_value",
 ]
 

@@ -118,6 +118,15 @@ def more_models(OpModel, InputSpec, activate) -> list:  # noqa: N803 (the classe
     for name, shape, alpha_shape, low, high in (("prelu_channel_alpha", (1, 5, 4, 8), (1, 1, 8), -2.0, 1.0),
                                                 ("prelu_full_alpha", (1, 4, 3, 6), (4, 3, 6), -1.0, 3.0)):
         models.append(OpModel(name, "PRELU", (InputSpec(shape, low, high),), prelu(alpha_shape), ("PRELU",), {}))
+    # SUM over any axes (TFLite Micro is the oracle: tflite-runtime's reference int8 SUM is off)
+    for name, shape, axes, keep, low, high in (
+            ("sum_hw_keepdims", (1, 6, 5, 8), [1, 2], True, -1.0, 1.0),
+            ("sum_c_nokeepdims", (1, 4, 5, 12), [3], False, -1.0, 1.0),
+            ("sum_h_positive_range", (1, 5, 6, 7), [1], True, 0.0, 3.0),
+            ("sum_rank2_last", (3, 40), [1], False, -2.0, 1.0)):
+        models.append(OpModel(name, "SUM", (InputSpec(shape, low, high),),
+                              slicing(lambda tf, x, axes=axes, keep=keep: tf.reduce_sum(x, axis=axes, keepdims=keep)),
+                              ("SUM",), {}))
     # RELU6 as its own operator: an input already in [0, 6] keeps one quantization, where both
     # oracles agree (with a wider input the converter narrows the output scale, which TFLite
     # Micro ignores: the oracles disagree and this generator refuses to write such a model).

@@ -151,13 +151,11 @@ class Int16Lowering:
                          [L.ParamsArg(), self.arena(x, True), self.arena(o, False)])
 
     def lower_dequantize_s16(self, op):
+        from mcugen.lower_io import dequantize_params
+
         x = self.g.op_inputs(op)[0]
         o = self.g.t(op.outputs[0])
-        params = [
-            L.ParamValue("size", x.size),
-            L.ParamValue("scale", float(np.float32(x.quant.s)), "double"),
-            L.ParamValue("zero_point", x.quant.zp),
-        ]
+        params = dequantize_params(x)
         self._detail = "int16 -> float32"
         return self.make(op, "mcugen_dequantize_s16", "dequantize_s16", "mcugen_dequantize_params_t", params,
                          [L.ParamsArg(), self.arena(x, True), self.arena(o, False)])

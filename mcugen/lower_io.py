@@ -61,6 +61,15 @@ def quantize_call(x: Tensor, o: Tensor) -> QuantizeCall:
     return QuantizeCall("mcugen_requantize_8", "mcugen_quantize_params_t", params, in_u, out_u)
 
 
+def dequantize_params(x: Tensor) -> list:
+    """The mcugen_dequantize_params_t of DEQUANTIZE from `x` (int8, uint8 or int16) to float32."""
+    return [
+        L.ParamValue("size", x.size),
+        L.ParamValue("scale", float(np.float32(x.quant.s)), "double"),
+        L.ParamValue("zero_point", x.quant.zp),
+    ]
+
+
 class IoLowering:
     """`lower_quantize` and `lower_dequantize`; `self` is the `_Lowerer`."""
 
@@ -82,11 +91,7 @@ class IoLowering:
     def lower_dequantize(self, op):
         x = self.g.op_inputs(op)[0]
         o = self.g.t(op.outputs[0])
-        params = [
-            L.ParamValue("size", x.size),
-            L.ParamValue("scale", float(np.float32(x.quant.s)), "double"),
-            L.ParamValue("zero_point", x.quant.zp),
-        ]
+        params = dequantize_params(x)
         return self.make(
             op, "mcugen_dequantize_8", "dequantize", "mcugen_dequantize_params_t", params,
             [L.ParamsArg(), self.arena(x, True), L.FlagArg("in_unsigned", 1 if x.dtype is DType.UINT8 else 0), self.arena(o, False)],

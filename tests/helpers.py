@@ -35,7 +35,7 @@ def third_party_model(name: str) -> Path:
 
     folder = os.environ.get("MCUGEN_THIRD_PARTY_MODELS")
     if not folder:
-        pytest.skip("MCUGEN_THIRD_PARTY_MODELS is unset: no folder of third-party models (TinyEngine, TinyMaix) to test")
+        pytest.skip("MCUGEN_THIRD_PARTY_MODELS is unset: no folder of third-party models (TinyEngine, TinyMaix, OpenMV, TFLite Micro examples) to test")
     path = Path(folder) / name
     if not path.is_file():
         pytest.skip(f"{path} is absent from $MCUGEN_THIRD_PARTY_MODELS")

@@ -120,11 +120,17 @@ def _sources_for(model: Path, opts: CompileOptions, gen_dir: Path) -> Sources:
     return Sources(gen_dir, generated.program.name, tuple(generated.cflags), generated)
 
 
+def default_inputs(input_bytes: Sequence[int]) -> list[bytes]:
+    """The input `bench` measures when none is given, and `demo` too (so that both print the
+    same count for the same model): seeded random bytes (seed 0), one buffer per model input."""
+    rng = random.Random(0)
+    return [bytes(rng.randrange(256) for _ in range(n)) for n in input_bytes]
+
+
 def _read_inputs(files: Sequence[Path | str], interface: ModelInterface) -> list[bytes]:
     """Inputs from .npy / raw files, or seeded random bytes (seed 0) when none are given."""
     if not files:
-        rng = random.Random(0)
-        return [bytes(rng.randrange(256) for _ in range(n)) for n in interface.input_bytes]
+        return default_inputs(interface.input_bytes)
     if len(files) != interface.num_inputs:
         raise UnsupportedError(f"model {interface.name} has {interface.num_inputs} inputs, {len(files)} --input given")
     inputs = []

@@ -71,7 +71,7 @@ class BoardMeasurement:
     arena_bytes: int
 
 
-def measure(model_path, board_name: str, seed: int = 0, strategy: str = "auto", kernels: str | None = "mcugen",
+def measure(model_path, board_name: str, seed: int | None = None, strategy: str = "auto", kernels: str | None = "mcugen",
             generated=None) -> BoardMeasurement:
     """Instruction counts (whole inference and per layer), flash and RAM on an emulated board,
     with the kernels specialised for the board's CPU (or `kernels=None`: generic portable C).
@@ -82,10 +82,15 @@ def measure(model_path, board_name: str, seed: int = 0, strategy: str = "auto", 
 
     board = get_board(board_name)
     gen = generated or driver.build(model_path, options=CompileOptions(board=board_name, strategy=strategy, kernels=kernels))
-    runs = driver.random_inputs(gen.graph, 1, seed)
     with tempfile.TemporaryDirectory(prefix="mcugen-measure-") as tmp:
         fw = _firmware(gen, board, Path(tmp), profile=True)
-        b = bench_elf(fw.elf, board, _to_bytes(gen, runs[0]))
+        if seed is None:  # what `mcugen bench` measures when given no input
+            from mcugen.cmd_firmware import default_inputs
+
+            inputs = default_inputs(fw.interface.input_bytes)
+        else:
+            inputs = _to_bytes(gen, driver.random_inputs(gen.graph, 1, seed)[0])
+        b = bench_elf(fw.elf, board, inputs)
     return BoardMeasurement(
         board=board.name,
         instructions=b.instructions,

@@ -77,6 +77,19 @@ def test_bench_json_is_repeatable_and_names_layers(capsys):
     assert a["ram_bytes"] == b["ram_bytes"] and a["stack_bytes"] > 0 and a["arena_bytes"] > 0
 
 
+def test_demo_measurement_and_bench_print_the_same_numbers(capsys):
+    """`demo` measures through validate_board.measure, `bench` through the CLI: with no input given
+    both run the same default input, so they print the same instruction count and flash."""
+    from mcugen.validate_board import measure
+
+    path = OPS_DIR / "chain_conv_dw_conv_add_mean_fc_softmax.tflite"
+    m = measure(path, "qemu-mps2-an386")
+    assert cli_main(["bench", str(path), "--board", "qemu-mps2-an386", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert m.instructions == record["instructions"] > 0
+    assert m.flash_bytes == record["flash_bytes"] and m.arena_bytes == record["arena_bytes"]
+
+
 def test_validate_refuses_real_board():
     r = subprocess.run(
         [sys.executable, "-m", "mcugen", "validate", str(OPS_DIR / "logistic.tflite"), "--board", "stm32f746"],

@@ -12,7 +12,7 @@ from mcugen.lower_io import quantize_call
 
 # What a streamed input's writer accepts and what it writes into the arena.
 SOURCE_TYPES = (DType.FLOAT32, DType.UINT8, DType.INT8)
-TARGET_TYPES = (DType.INT8, DType.UINT8)
+TARGET_TYPES = (DType.INT8, DType.UINT8, DType.INT16)  # int16: from float32 only (16x8 models)
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class InputWriter:
 
     position: int
     kernel: str
+    group: str  # the kernel group that holds `kernel` in mcugen_kernels.c
     params_type: Optional[str]
     params: list
     in_unsigned: int
@@ -58,6 +59,8 @@ def streamable_inputs(graph: Graph) -> tuple[StreamedInput, ...]:
         op = readers[0]
         target = op.outputs[0]
         if target in graph.outputs or target in graph.inputs or graph.t(target).dtype not in TARGET_TYPES:
+            continue
+        if graph.t(target).dtype is DType.INT16 and graph.t(index).dtype is not DType.FLOAT32:
             continue
         found.append(StreamedInput(position=position, source=index, target=target, op=op))
     return tuple(found)
@@ -88,16 +91,18 @@ def attach_writers(program: Program, source: Graph, streamed: tuple[StreamedInpu
     for s in streamed:
         x, o = source.t(s.source), source.t(s.target)
         call = quantize_call(x, o)
+        kernel, group = (("mcugen_quantize_f32_s16", "quantize_s16") if o.dtype is DType.INT16
+                         else (call.kernel, "quantize"))
         placed = program.inputs[s.position]
         inputs[s.position] = TensorPlacement(index=s.source, name=c_comment_text(x.name, 60), shape=tuple(x.shape),
                                              dtype=x.dtype, offset=-1, nbytes=x.nbytes)
         rows = x.shape[-1] * (x.shape[-2] if len(x.shape) >= 2 else 1)
         writers.append(InputWriter(
-            position=s.position, kernel=call.kernel, params_type=call.params_type, params=call.params,
+            position=s.position, kernel=kernel, group=group, params_type=call.params_type, params=call.params,
             in_unsigned=call.in_unsigned, out_unsigned=call.out_unsigned, src_ctype=x.dtype.ctype,
             src_itemsize=x.dtype.itemsize, elements=x.size, offset=placed.offset, row_elements=max(int(rows), 1),
         ))
-    groups = sorted(set(program.kernel_groups) | {"quantize"})
+    groups = sorted(set(program.kernel_groups) | {w.group for w in writers})
     return dataclasses.replace(program, inputs=inputs, writers=writers, kernel_groups=groups)
 
 

@@ -71,7 +71,8 @@ def test_uint8_input_quantize_under_1_5_instructions_per_element_on_m4():
     assert per_element < 1.5, per_element
 
 
-STREAMED = ["quantize_float_input.tflite", "quantize_dequantize_float_io.tflite", "quantize_uint8_io.tflite"]
+STREAMED = ["quantize_float_input.tflite", "quantize_dequantize_float_io.tflite", "quantize_uint8_io.tflite",
+            "chain16x8_float_io.tflite"]  # the last: float32 -> int16 (16x8)
 
 
 @pytest.mark.parametrize("board", ["host", M4])

@@ -179,6 +179,14 @@ class Program:
         return max((sp.nbytes for sp in self.scratch.values()), default=0)
 
 
+def channel_multipliers(x: Tensor, w: Tensor, o: Tensor, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel, the requantization multiplier and shift of a convolution-like layer
+    (CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV) from x to o through weights w; per-tensor
+    weights repeat their one scale."""
+    filt_scales = np.broadcast_to(w.quant.scale.astype(np.float32), (channels,))
+    return quant.conv_per_channel_multipliers(x.quant.s, filt_scales, o.quant.s)
+
+
 def _activation_range(t: Tensor, act) -> tuple[int, int]:
     return quant.activation_range(act, t.quant.s, t.quant.zp, t.dtype)
 
@@ -288,8 +296,7 @@ class _Lowerer(Int16Lowering, OpsLowering, IoLowering):
         o = self.g.t(op.outputs[0])
         a = op.attrs
         out_c = o.shape[3]
-        filt_scales = np.broadcast_to(w.quant.scale.astype(np.float32), (out_c,))
-        mult, shift = quant.conv_per_channel_multipliers(x.quant.s, filt_scales, o.quant.s)
+        mult, shift = channel_multipliers(x, w, o, out_c)
         lo, hi = _activation_range(o, a.activation)
         win = window_of(self.g, op, self.s.pads)
         pad_t, pad_l = win.pad_top, win.pad_left
@@ -351,8 +358,7 @@ class _Lowerer(Int16Lowering, OpsLowering, IoLowering):
         b = ins[2] if len(ins) > 2 else None
         o = self.g.t(op.outputs[0])
         win = stage.window
-        filt_scales = np.broadcast_to(w.quant.scale.astype(np.float32), (win.out_c,))
-        mult, shift = quant.conv_per_channel_multipliers(x.quant.s, filt_scales, o.quant.s)
+        mult, shift = channel_multipliers(x, w, o, win.out_c)
         lo, hi = _activation_range(o, op.attrs.activation)
         fields = [
             ("in_h", win.in_h), ("in_w", win.in_w), ("in_c", win.in_c),

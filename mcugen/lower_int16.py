@@ -128,7 +128,7 @@ class Int16Lowering:
     def lower_leaky_relu_s16(self, op):
         x = self.g.op_inputs(op)[0]
         o = self.g.t(op.outputs[0])
-        m_id, s_id, m_a, s_a = quant_int16.leaky_relu_multipliers(x.quant.s, o.quant.s, op.attrs.alpha)
+        m_id, s_id, m_a, s_a = quant.leaky_relu_multipliers(x.quant.s, o.quant.s, op.attrs.alpha)
         params = [
             L.ParamValue("size", x.size),
             L.ParamValue("identity_multiplier", m_id),

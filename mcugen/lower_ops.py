@@ -333,8 +333,7 @@ class OpsLowering:
         o = self.g.t(op.outputs[0])
         a = op.attrs
         out_c = o.shape[3]
-        filt_scales = np.broadcast_to(w.quant.scale.astype(np.float32), (out_c,))
-        mult, shift = quant.conv_per_channel_multipliers(x.quant.s, filt_scales, o.quant.s)
+        mult, shift = L.channel_multipliers(x, w, o, out_c)
         lo, hi = L._activation_range(o, a.activation)
         pad_t, pad_l = transpose_conv_pads(a, o.shape, w.shape)
         params = [

@@ -787,13 +787,19 @@ def relu_x_int8(x: np.ndarray, in_scale: float, in_zp: int, out_scale: float, ou
     return np.minimum(np.maximum(out, lo), hi).astype(np.int8)
 
 
-def leaky_relu_int8(x: np.ndarray, in_scale: float, in_zp: int, out_scale: float, out_zp: int, alpha: float) -> np.ndarray:
-    """TFLite's QuantizeLeakyRelu: identity multiplier float(in/out), alpha multiplier
-    float(in * alpha / out) (float32 arithmetic, then QuantizeMultiplier in double); a
-    non-negative x - zp_in takes the identity one, a negative one alpha's; clamped to int8."""
+def leaky_relu_multipliers(in_scale: float, out_scale: float, alpha: float) -> tuple[int, int, int, int]:
+    """TFLite's QuantizeLeakyRelu (int8 and int16): identity multiplier float(in/out), alpha
+    multiplier float(in * alpha / out), float32 arithmetic, each through QuantizeMultiplier."""
     f = np.float32
     m_id, s_id = quantize_multiplier(float(f(in_scale) / f(out_scale)))
     m_a, s_a = quantize_multiplier(float(f(f(in_scale) * f(alpha)) / f(out_scale)))
+    return m_id, s_id, m_a, s_a
+
+
+def leaky_relu_int8(x: np.ndarray, in_scale: float, in_zp: int, out_scale: float, out_zp: int, alpha: float) -> np.ndarray:
+    """TFLite's QuantizeLeakyRelu (leaky_relu_multipliers); a non-negative x - zp_in takes the
+    identity multiplier, a negative one alpha's; clamped to int8."""
+    m_id, s_id, m_a, s_a = leaky_relu_multipliers(in_scale, out_scale, alpha)
     v = np.asarray(x, dtype=np.int64) - in_zp
     pos = np.asarray(multiply_by_quantized_multiplier(v, m_id, s_id), dtype=np.int64)
     neg = np.asarray(multiply_by_quantized_multiplier(v, m_a, s_a), dtype=np.int64)

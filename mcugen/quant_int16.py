@@ -1,4 +1,4 @@
-"""Integer parameters of the 16x8 (int16 activation) kernels: SOFTMAX's tables and multiplier, LEAKY_RELU's multipliers."""
+"""Integer parameters of the 16x8 (int16 activation) kernels: SOFTMAX's tables and multiplier (LEAKY_RELU's are mcugen.quant.leaky_relu_multipliers)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from mcugen import quant
 F = np.float32
 
 
-def _round_f32(x: np.float32) -> np.float32:
-    """TfLiteRound on a float (std::round: half away from zero), staying in float32."""
-    return F(np.copysign(np.floor(np.abs(np.float64(x)) + 0.5), np.float64(x)))
+def _round(x: np.float32) -> np.float32:
+    """TfLiteRound on a float (half away from zero), kept in float32."""
+    return F(quant.round_half_away_from_zero(x))
 
 
 def lut_populate_int16(input_scale: np.float32, input_zp: int, output_scale: np.float32, output_zp: int,
@@ -37,12 +37,12 @@ def lut_populate_int16(input_scale: np.float32, input_zp: int, output_scale: np.
             val = transform(x)
             val_mid = transform(F(x + half_step))
             val_next = transform(F(input_min + F(F(i + 1) * step)))
-            sample = _round_f32(F(val * scaling_inv))
-            interp = _round_f32(F(F(F(val_next * scaling_inv) + sample) / F(2)))
-            mid = _round_f32(F(val_mid * scaling_inv))
-            bias = _round_f32(F(F(interp - mid) / F(2)))
+            sample = _round(F(val * scaling_inv))
+            interp = _round(F(F(F(val_next * scaling_inv) + sample) / F(2)))
+            mid = _round(F(val_mid * scaling_inv))
+            bias = _round(F(F(interp - mid) / F(2)))
             lut[i] = int(min(max(F(sample - bias), F(lo)), F(hi)))
-        last = _round_f32(F(transform(input_max) * scaling_inv))
+        last = _round(F(transform(input_max) * scaling_inv))
         lut[steps] = int(min(max(last, F(lo)), F(hi)))
     return lut
 
@@ -67,11 +67,3 @@ def softmax_int16_multiplier(input_scale: float, beta: float) -> tuple[int, int]
     """QuantizeMultiplier(double(input_scale) * double(beta) / (10 / 65535)): the input difference
     scaled so that [-65535, 0] is [-10, 0]."""
     return quant.quantize_multiplier(float(F(input_scale)) * float(F(beta)) / (10.0 / 65535.0))
-
-
-def leaky_relu_multipliers(in_scale: float, out_scale: float, alpha: float) -> tuple[int, int, int, int]:
-    """QuantizeLeakyRelu's multipliers (as for int8, mcugen.quant.leaky_relu_int8): identity
-    float(in / out), alpha float(in * alpha / out), each through QuantizeMultiplier."""
-    m_id, s_id = quant.quantize_multiplier(float(F(in_scale) / F(out_scale)))
-    m_a, s_a = quant.quantize_multiplier(float(F(F(in_scale) * F(alpha)) / F(out_scale)))
-    return m_id, s_id, m_a, s_a

@@ -21,7 +21,7 @@ from mcugen.kernels.conv import (
     thin_loop_fits,
     thin_stride_fits,
 )
-from mcugen.kernels.depthwise import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, _dw_s1_macs
+from mcugen.kernels.depthwise import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     Requant,
@@ -128,11 +128,11 @@ def ring_b_asm(n: int, stride: int, plane_w: int, channels: int, sign_free: bool
         lines += ["sxtb16 %[d0], %[d1]", "sxtb16 %[d1], %[d1], ror #8"]  # pairs (c0, c1), (c2, c3)
         if stride == 1:
             for j in range(min(n, 2)):
-                lines += _dw_s1_macs(j, "%[d0]", "%[d1]", "r7", add(j))
+                lines += dw_s1_macs(j, "%[d0]", "%[d1]", "r7", add(j))
             if n > 2:
                 lines.append("sxtb16 %[d2], %[d2]")  # (c4, c5)
                 for j in range(2, n):
-                    lines += _dw_s1_macs(j, "%[d1]", "%[d2]", "r7", add(j))
+                    lines += dw_s1_macs(j, "%[d1]", "%[d2]", "r7", add(j))
             continue
         # stride 2: output j reads pairs j and j + 1 (columns 2j .. 2j + 2)
         lines += [f"smlad %[a0], %[d0], r7, {add(0)}", "smlabt %[a0], %[d1], %[wc], %[a0]"]

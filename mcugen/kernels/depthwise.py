@@ -129,7 +129,7 @@ def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out
                 loaded.update((w, w + 1) if pair else (w,))
             add = bias if row_index == 0 and j < n - 1 else f"%[a{j}]"
             if stride == 1:
-                lines += _dw_s1_macs(j, f"%[d{(j // 2) % 3}]", f"%[d{(j // 2 + 1) % 3}]", "%[wa]", add)
+                lines += dw_s1_macs(j, f"%[d{(j // 2) % 3}]", f"%[d{(j // 2 + 1) % 3}]", "%[wa]", add)
             else:
                 lines.append(f"smlad %[a{j}], %[d{j % 3}], %[wa], {add}")
                 lines.append(f"smlabt %[a{j}], %[d{(j + 1) % 3}], %[wc], %[a{j}]")
@@ -137,7 +137,7 @@ def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out
     return tuple(lines)
 
 
-def _dw_s1_macs(j: int, lo: str, hi: str, wa: str, add: str) -> list[str]:
+def dw_s1_macs(j: int, lo: str, hi: str, wa: str, add: str) -> list[str]:
     """Stride 1, output j of a step, one kernel row: ring words lo = (c_x, c_x+1) and hi =
     (c_x+2, c_x+3) with x = j rounded down to even, weight pairs wa = (w0, w1), %[wc] = (w1, w2).
     The first SMLAxy adds to `add` (the bias holder in the first row)."""
@@ -191,7 +191,7 @@ def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -
                 if j == 2:  # word 2 into d0: outputs 0 and 1 no longer need word 0
                     lines.append(f"ldr %[d0], [%[p{k}]]" if step else f"ldr %[d0], [%[p{k}], #8]")
                 lo, hi = ("%[d0]", "%[d1]") if j < 2 else ("%[d1]", "%[d0]")
-                lines += _dw_s1_macs(j, lo, hi, "r7", f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]")
+                lines += dw_s1_macs(j, lo, hi, "r7", f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]")
         return lines + _dw_requant(n, "r7", step, out_c, post, sign_free)
 
     blocks, tail = divmod(out_w, DW_BLOCK)

@@ -40,6 +40,40 @@ def test_float_input_rounds_half_away_from_zero(tmp_path, board):
     assert report.runs == 1 and report.bit_exact, report.per_run
 
 
+def _near_half_way_inputs(tmp_path, model):
+    """Inputs where a QUANTIZE that multiplies by 1/scale instead of dividing could round
+    differently: one float step either side of each half step, the half steps themselves, values
+    where the fixed-point conversion saturates, subnormals, +-0, -inf and NaN (not +inf or values
+    beyond 2^31 steps: converting them to int32 is undefined in the reference, x86 gives INT32_MIN)."""
+    g = read_tflite(model)
+    q = next(op for op in g.operators if op.op is OpType.QUANTIZE)
+    s = np.float32(g.t(q.outputs[0]).quant.s)
+    x = g.t(g.inputs[0])
+    k = (np.arange(x.size) // 3) % 600 - 300
+    half = ((k + 0.5) * s).astype(np.float32)
+    step = np.arange(x.size) % 3
+    values = np.where(step == 0, np.nextafter(half, np.float32(np.inf)),
+                      np.where(step == 1, np.nextafter(half, np.float32(-np.inf)), half)).astype(np.float32)
+    special = np.array([np.nan, 1.0, -np.inf, -np.nan, np.nan, 1e-45, -1e-45, 0.0, -0.0,
+                        -3.4e38, 40000 * s, -40000 * s, 32767.5 * s, -32768.5 * s, 511.5 * s, -511.5 * s,
+                        127.5 * s, -128.5 * s], dtype=np.float32)
+    values[5:5 + len(special)] = special
+    path = tmp_path / "near_half.npy"
+    np.save(path, values.reshape(x.shape))
+    return [str(path)]
+
+
+@pytest.mark.parametrize("board", ["host", M4])
+def test_float_input_near_half_steps_and_non_finite(tmp_path, board):
+    """The M4's float QUANTIZE multiplies by 1/scale and falls back to the division within 2^-12
+    of a half step and for NaN: one float step either side of a half step still rounds like the
+    reference, and so do saturating, infinite and NaN inputs."""
+    model = OPS_DIR / "quantize_float_input.tflite"
+    kwargs = runner_kwargs(board) if board != "host" else {}
+    report = validate(model, input_files=_near_half_way_inputs(tmp_path, model), **kwargs)
+    assert report.runs == 1 and report.bit_exact, report.per_run
+
+
 @pytest.mark.parametrize("model", ["quantize_float_input.tflite", "quantize_dequantize_float_io.tflite",
                                    "quantize_uint8_io.tflite"])
 def test_float_and_uint8_io_on_cortex_m4(model):

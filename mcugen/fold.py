@@ -177,9 +177,10 @@ def fold_constants(g: Graph) -> Graph:
     if len(kept) != len(g.operators):
         g = Graph(g.name, tensors, kept, list(g.inputs), list(g.outputs), g.description)
     from mcugen.split_ops import splits_as_slices
+    from mcugen.transpose_sink import sink_transposes
     from mcugen.view_ops import views_and_packs
 
-    return views_and_packs(splits_as_slices(transposes_as_views(g)))
+    return views_and_packs(splits_as_slices(transposes_as_views(sink_transposes(g))))
 
 
 def moves_only_unit_axes(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:

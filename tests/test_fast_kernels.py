@@ -294,12 +294,15 @@ def random_graph(seed: int) -> Graph:
 
 
 # (h, w, channels, stride, padding) of depthwise layers that take the DSP assembly path: every
-# row length mod 4 (and rows shorter than one step), both strides, odd and even left padding,
-# and more than 255 channels (stores by immediate offsets instead of post-indexed)
+# row length mod 4 and mod 6 (and rows shorter than one step, one step, several steps in a
+# loop), both strides, odd and even left padding, and more than 255 channels (stores by
+# immediate offsets instead of post-indexed)
 DW_ASM_CASES = [
     (5, 1, 4, 1, Padding.SAME), (4, 6, 8, 1, Padding.SAME), (3, 7, 12, 1, Padding.VALID),
     (6, 11, 8, 2, Padding.SAME), (7, 16, 4, 2, Padding.VALID), (3, 10, 8, 2, Padding.SAME),
     (4, 9, 260, 1, Padding.SAME), (5, 8, 264, 2, Padding.SAME),
+    (3, 13, 8, 1, Padding.SAME), (4, 25, 4, 2, Padding.SAME), (3, 14, 260, 1, Padding.VALID),
+    (3, 4, 8, 1, Padding.SAME), (5, 23, 8, 2, Padding.VALID),
 ]
 
 
@@ -570,18 +573,28 @@ def test_random_graphs_bit_exact_on_the_emulated_cores(board):
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
 @pytest.mark.parametrize("int8_form", [True, False], ids=["int8-form", "records"])
-def test_depthwise_assembly_bit_exact_on_the_m4(int8_form, monkeypatch):
+@pytest.mark.parametrize("cases", [True, False], ids=["six-per-step", "four-per-step"])
+def test_depthwise_assembly_bit_exact_on_the_m4(int8_form, cases, monkeypatch):
     """Both forms of the 3x3 weights: int8 in flash with the records rebuilt in scratch at each
-    call (mcugen_dw3_records), and the records in flash."""
+    call (mcugen_dw3_records), and the records in flash; both kernels: six outputs per step, one
+    assembly per ring case (the default), and the four-output ones it replaces where it encodes."""
     monkeypatch.setattr(dw_module, "DW_INT8_FORM", int8_form)
+    monkeypatch.setattr(dw_module, "DW_CASES", cases)
     gen, plans = dsp_plans(depthwise_asm_graph(3), "depthwise")
     assert all(pl.unpack == int8_form for pl in plans)
     sizes = {c.cname: c.values.nbytes for c in gen.program.consts}
     assert all(sizes[pl.weights] + (sizes[pl.table] if pl.unpack else 0)
                == (DW_INT8_BYTES if pl.unpack else 4 * DW_RECORD) * pl.v.out_c for pl in plans)
     assert ("mcugen_dw3_records(" in gen.files["net_layers.c"]) == int8_form
-    assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail or pl.asm_rows for pl in plans), \
-        "every case must take the assembly path"
+    assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail or pl.asm_rows or pl.asm_cases
+                                                   for pl in plans), "every case must take the assembly path"
+    if cases:
+        assert all(len(pl.asm_cases) == 3 and not (pl.asm_rows or pl.asm_loop or pl.asm_tail) for pl in plans)
+        widths = {(pl.v.sh, dw_module.dw_cases_layout(pl.v.out_w, pl.v.sh)[:2]) for pl in plans}
+        assert {s for s, (blocks, _) in widths if blocks > 1} == {1, 2}  # a loop of steps on both strides
+        assert {s for s, (blocks, tail) in widths if blocks == 1 and tail == 0} == {1, 2}
+        exact_on_host_and_m4(gen, 2, 4, "depthwise cases")
+        return
     # stride 1: one loop over every channel through row pointers; stride 2: per ring case
     assert all(bool(pl.asm_rows) == (pl.v.sh == 1) for pl in plans)
     assert {pl.rq.sign_free for pl in plans if pl.v.sh == 1} == {pl.rq.sign_free for pl in plans if pl.v.sh == 2} == {True, False}

@@ -67,6 +67,9 @@ class DepthwisePlan:
     # DSP, stride 1: one assembly for every ring case, the three kernel rows through their own
     # pointers (post-incremented): a row's loop steps, its last out_w % DW_BLOCK outputs
     asm_rows: tuple[str, ...] = ()
+    # DSP, stride 1 or 2: per ring case, every channel of a row through one pointer, six outputs
+    # per step (dw_asm_cases); preferred to asm_rows and asm_loop where it encodes
+    asm_cases: tuple[tuple[str, ...], ...] = ()
     # kernels other than 3x3 (kh x kw, kw odd; select_depthwise_k): ring rows = kh; per kernel
     # row the DSP's int32 words of weight pairs (dw_k_weights) or the others' kw int16 weights
     # (0: the 3x3 layout above); the words or weights per channel; the DSP assembly of one
@@ -218,6 +221,161 @@ def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -
     return tuple(lines)
 
 
+DW_WIDE_BLOCK = 6  # outputs of one channel per step of dw_asm_cases
+DW_CASES: Optional[bool] = None  # True/False: the six-output kernel wherever it encodes / nowhere; None: dw_cases_pay
+DW_CASES_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "a4": "r4", "a5": "r5", "wc": "r6", "d0": "r8",
+                 "d1": "r9", "p": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)
+
+
+def _dw_wide_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c: int, post: bool,
+                   sign_free: bool) -> list[str]:
+    """`n` (<= DW_WIDE_BLOCK) consecutive outputs of one channel, the kernel rows at byte
+    `offsets` from %[p] (one pointer: the ring case is known), two data registers taking the
+    row's words in turn (word w replaces word w - 2, dead by then); %[p] moves on `step` bytes
+    with the first load of the row at offset 0."""
+    last_word = (n - 1) // 2 + 1 if stride == 1 else n
+    lines = [f"ldr %[a{n - 1}], [%[w], #24]"]  # the bias: every output starts from it
+    moved = 0
+    for ri, k in enumerate(sorted(range(3), key=lambda k: (offsets[k] != 0, k))):
+        lines.append(f"ldrd r7, %[wc], [%[w], #{8 * k}]")
+        if step and not moved and offsets[k] == 0:
+            lines.append(f"ldrd %[d0], %[d1], [%[p]], #{step}")
+            moved = step
+        else:
+            lines.append(f"ldrd %[d0], %[d1], [%[p], #{offsets[k] - moved}]")
+        loaded = 2
+        for j in range(n):
+            need = j // 2 + 1 if stride == 1 else j + 1
+            while loaded <= min(need, last_word):
+                lines.append(f"ldr %[d{loaded % 2}], [%[p], #{offsets[k] + 4 * loaded - moved}]")
+                loaded += 1
+            add = f"%[a{n - 1}]" if ri == 0 and j < n - 1 else f"%[a{j}]"
+            if stride == 1:
+                lines += dw_s1_macs(j, f"%[d{(j // 2) % 2}]", f"%[d{(j // 2 + 1) % 2}]", "r7", add)
+            else:
+                lines += [f"smlad %[a{j}], %[d{j % 2}], r7, {add}", f"smlabt %[a{j}], %[d{(j + 1) % 2}], %[wc], %[a{j}]"]
+    return lines + _dw_requant(n, "r7", step, out_c, post, sign_free)
+
+
+def dw_cases_step(stride: int) -> int:
+    """Outputs per step of dw_asm_cases: DW_WIDE_BLOCK on stride 1; on stride 2, where every
+    output needs a new ring word, DW_BLOCK with a third data register (LDRD pairs)."""
+    return DW_WIDE_BLOCK if stride == 1 else DW_BLOCK
+
+
+def dw_cases_layout(out_w: int, stride: int) -> tuple[int, int, int]:
+    """dw_asm_cases' row: (steps, tail outputs, bytes %[p] moves per step)."""
+    n = dw_cases_step(stride)
+    blocks, tail = divmod(out_w, n)
+    return blocks, tail, 2 * stride * n
+
+
+def _dw_case_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c: int, post: bool,
+                   sign_free: bool) -> list[str]:
+    """One step of dw_asm_cases: stride 1 _dw_wide_block; stride 2 dw_asm_block with its ring
+    pointer %[p], r7 for wa and a4 as its third data register."""
+    if stride == 1:
+        return _dw_wide_block(n, stride, offsets, step, out_c, post, sign_free)
+    lines = dw_asm_block(n, stride, offsets, step, out_c, post, sign_free)
+    return [x.replace("%[r]", "%[p]").replace("%[wa]", "r7").replace("%[d2]", "%[a4]") for x in lines]
+
+
+def dw_asm_cases(out_w: int, out_c: int, plane_w: int, stride: int, sign_free: bool = False) -> tuple[tuple[str, ...], ...]:
+    """Every channel of one output row of a 3x3 depthwise (stride 1 or 2), one assembly per
+    ring case (the slot of kernel row 0), so that one pointer %[p] reaches the three ring rows
+    at immediate offsets and six accumulators fit: dw_cases_step outputs per step (a loop
+    while %[p] != %[end] where a row has more than one step), then the row's last outputs; then
+    %[p], %[o], %[w] move to the next channel and the channel loop goes on unless the record's
+    e had bit 31 set. Registers DW_CASES_REGS, r7 (the weight pair) saved and restored here.
+    Per output of a full step and kernel row: two SMLAxy and half a load (stride 1) against
+    the four-output dw_asm_rows' weights, bias and requantization constants reloaded every
+    four outputs."""
+    post = out_c <= 255
+    n = dw_cases_step(stride)
+    blocks, tail, step = dw_cases_layout(out_w, stride)
+    cases = []
+    for c in range(3):
+        offsets = tuple(((c + k) % 3) * 2 * plane_w for k in range(3))
+        lines = ["push {r7}", "2:"]
+        if blocks == 1:
+            lines += _dw_case_block(n, stride, offsets, step, out_c, post, sign_free)
+        elif blocks:
+            lines.append("1:")
+            lines += _dw_case_block(n, stride, offsets, step, out_c, post, sign_free)
+            lines += ["cmp %[p], %[end]", "bne 1b"]
+        if tail:
+            lines += _dw_case_block(tail, stride, offsets, 0, out_c, post, sign_free)
+        out_moved = out_w * out_c if post else blocks * n * out_c
+        lines.append(f"add %[p], %[p], #{6 * plane_w - blocks * step}")
+        lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
+        if blocks > 1:
+            lines.append(f"add %[end], %[end], #{6 * plane_w}")
+        lines += [f"add %[w], %[w], #{4 * DW_RECORD}", "cmp %[d0], #0", "bge 2b", "pop {r7}"]
+        cases.append(tuple(lines))
+    return tuple(cases)
+
+
+def dw_cases_fit(out_w: int, out_c: int, plane_w: int, stride: int) -> bool:
+    """The immediates of dw_asm_cases encode: ring offsets within LDRD's 1020 bytes, the
+    pointer steps and the output rewind within 4095, stores post-indexed up to 255 bytes or at
+    offsets up to 4095."""
+    blocks, _, step = dw_cases_layout(out_w, stride)
+    n = dw_cases_step(stride)
+    post = out_c <= 255
+    out_moved = out_w * out_c if post else blocks * n * out_c
+    return (4 * plane_w + 4 * (n + 1) <= 1020 and 6 * plane_w <= 4095 and out_moved <= 4096
+            and (post or n * out_c <= 4095) and 6 * plane_w - blocks * step >= 0)
+
+
+def _row_costs(lines: Sequence[str], steps: int) -> int:
+    """Instructions one channel's row executes: each line once, but the step loop (from label
+    1 to its BNE) `steps` times; labels, PUSH and POP (outside the channel loop) excluded."""
+    once = [x for x in lines if not x.endswith(":") and not x.startswith(("push", "pop"))]
+    if "1:" not in lines:
+        return len(once)
+    start, stop = lines.index("1:"), lines.index("bne 1b")
+    return len(once) + (steps - 1) * (stop - start)
+
+
+def same_code_layers(ctx: KernelContext, v: ConvView) -> int:
+    """How many 3x3 depthwise layers of the program have `v`'s shapes, stride and padding: in
+    the int8 form they share one copy of their code (share_dw_code), so each pays its share."""
+    key = (v.in_h, v.in_w, v.in_c, v.out_h, v.out_w, v.sh, v.pad_t, v.pad_l, v.kh, v.kw)
+    n = 0
+    for layer in ctx.p.layers:
+        if layer.op == "DEPTHWISE_CONV_2D":
+            u = conv_view(layer, ctx.consts)
+            n += (u.in_h, u.in_w, u.in_c, u.out_h, u.out_w, u.sh, u.pad_t, u.pad_l, u.kh, u.kw) == key
+    return max(n, 1)
+
+
+def dw_cases_pay(v: ConvView, plane_w: int, rq: Requant, flash_tight: bool, sharing: int = 1) -> tuple[bool, int, int]:
+    """Whether the six-output kernel (dw_asm_cases: three copies of its code, one per ring case)
+    replaces the four-output one (dw_asm_rows, one copy; stride 2: _dw_asm's three copies in a
+    C channel loop), by `larger_form_pays` on counts read off the assembly itself: instructions
+    per channel row times rows and channels, and 4 bytes per instruction of code added, shared
+    by `sharing` layers. Also returns the two counts per inference (new, old)."""
+    blocks, _, _ = dw_cases_layout(v.out_w, v.sh)
+    cases = dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free)
+    new = _row_costs(cases[0], blocks)
+    new_code = 4 * sum(len(c) for c in cases)
+    blocks4 = v.out_w // DW_BLOCK
+    if v.sh == 1 and dw_rows_fit(v.out_w, v.out_c, plane_w):
+        rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
+        old, old_code = _row_costs(rows, blocks4), 4 * len(rows)
+    else:
+        loops, tails = _dw_asm(v, rq, plane_w)
+        if not any(loops) and not any(tails):
+            return True, new, 0  # the C path: the assembly is faster anyway
+        per_step = len(loops[0]) + 2 if loops[0] else 0  # + CMP, BNE
+        old = blocks4 * per_step + len(tails[0]) + 4  # + the C loop per channel
+        old_code = 4 * sum(len(x) + len(y) for x, y in zip(loops, tails))
+    rows_channels = v.out_h * v.out_c
+    gain = (old - new) * rows_channels
+    added = max(0, new_code - old_code) // sharing
+    return larger_form_pays(gain, old * rows_channels, added, flash_tight), new * rows_channels, old * rows_channels
+
+
 def dw_rows_fit(out_w: int, out_c: int, plane_w: int) -> bool:
     """The immediates of dw_asm_rows encode: pointer steps and the output rewind within 4095."""
     post = out_c <= 255
@@ -265,6 +423,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
     asm_loop: tuple[tuple[str, ...], ...] = ()
     asm_tail: tuple[tuple[str, ...], ...] = ()
     asm_rows: tuple[str, ...] = ()
+    asm_cases: tuple[tuple[str, ...], ...] = ()
     unpack = False
     if ctx.t.isa is Isa.DSP:
         # one record per channel: int16 pairs (w0, w1), (w1, w2) per kernel row (6 words),
@@ -275,11 +434,17 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
             pairs[:, 2 * r] = int16_pair(w0, w1)
             pairs[:, 2 * r + 1] = int16_pair(w1, w2)
         records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
-        rows = v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
+        unpack = dw_int8_form(ctx, v, rq)
+        cases = (rq.fast and rq.clamp_is_int8 and dw_cases_fit(v.out_w, v.out_c, plane_w, v.sh) and DW_CASES is not False
+                 and (DW_CASES or dw_cases_pay(v, plane_w, rq, ctx.flash_tight,
+                                               same_code_layers(ctx, v) if unpack else 1)[0]))
+        rows = not cases and v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
+        if cases:
+            asm_cases = dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free)
         if rows:
             asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
+        if rows or cases:
             records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
-        unpack = dw_int8_form(ctx, v, rq)
         if unpack:
             # flash: per channel the 9 int8 weights and e (or the shift), then bias and M as
             # words; the kernel rebuilds the records above in its scratch after the ring
@@ -293,9 +458,9 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
             weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
                                 f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
                                 f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e"
-                                + (" (bit 31: the last channel)" if rows else ""))
+                                + (" (bit 31: the last channel)" if rows or cases else ""))
             table = weights
-        if not rows:
+        if not rows and not cases:
             asm_loop, asm_tail = _dw_asm(v, rq, plane_w)
     else:
         weights = ctx.const(i, "fw", "int16_t", (scale * w).astype(np.int16), f"weights x{scale} [channel][3x3]")
@@ -312,7 +477,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
         out_offset=v.output.offset, scratch_offset=-1, copy_rows=copy_rows, copy_cols=copy_cols,
         asm_loop=asm_loop, asm_tail=asm_tail, asm_blocks=v.out_w // DW_BLOCK if asm_loop or asm_tail or asm_rows else 0,
-        asm_rows=asm_rows, unpack=unpack,
+        asm_rows=asm_rows, asm_cases=asm_cases, unpack=unpack,
     ), sname
 
 

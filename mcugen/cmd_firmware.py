@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import random
@@ -18,7 +19,7 @@ from mcugen import qemu
 from mcugen.bench import BenchResult, bench_elf
 from mcugen import outdir
 from mcugen.boards import BOARDS, Board, get_board, with_origins
-from mcugen.errors import McugenError, ModelError, OutputError, ToolError, UnsupportedError
+from mcugen.errors import LimitError, McugenError, ModelError, OutputError, ToolError, UnsupportedError
 from mcugen.firmware import MANIFEST, FirmwareBuild, ModelInterface, build_firmware
 from mcugen.options import CompileOptions, add_compile_options, options_from_args, parse_size
 
@@ -173,24 +174,71 @@ def run_firmware(args: argparse.Namespace) -> int:
         raise
 
 
+def _generate_and_build(args: argparse.Namespace, board: Board, out: Path, scratch: Path, force: bool,
+                        builtin_from=None, **build_args) -> tuple[FirmwareBuild, Sources]:
+    """Generates the model's C (from a .tflite; a folder of sources is used as it is) and builds
+    the firmware project in `out`. Where that firmware is over the flash limit, with the fast
+    forms of the kernels' constants, the model is generated again with the small forms
+    (`CompileOptions.small_forms`: int8 weights sign-extended as they are read, the shorter
+    tables) and built again, and a note says so; still over, the LimitError names both sizes.
+    `builtin_from(src)`: the built-in inputs of a real board's firmware, read once the
+    sources are known."""
+    opts = options_from_args(args)
+    attempts = [opts]
+    if args.model.suffix == ".tflite" and opts.kernels == "mcugen":
+        attempts.append(dataclasses.replace(opts, small_forms=True))
+    first = None
+    for n, attempt in enumerate(attempts):
+        src = _sources_for(args.model, attempt, scratch / f"model{n}")
+        builtin = builtin_from(src) if builtin_from else None
+        try:
+            build = build_firmware(src.folder, src.name, board, out, extra_cflags=src.cflags, builtin_inputs=builtin,
+                                   force=force, **build_args)
+        except LimitError as e:
+            already_small = src.generated is not None and src.generated.schedule.flash_tight
+            if "of flash" not in str(e) or n + 1 == len(attempts) or already_small:
+                raise LimitError(f"{e} (also with the small forms of every kernel's constants; with the fast ones: "
+                                 f"{first.sizes_text})") if first else e
+            first = _FlashOver(str(e))
+            continue
+        if first:
+            print(f"note: with the fast forms of the kernels' constants the firmware {first.sizes_text}; "
+                  f"built with the small forms (int8 weights sign-extended as read, shorter tables): "
+                  f"{build.sizes.flash} bytes of flash", file=sys.stderr)
+        return build, src
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class _FlashOver:
+    message: str
+
+    @property
+    def sizes_text(self) -> str:
+        """'needs N bytes of flash (...) but the limit is L' out of a LimitError's message."""
+        found = re.search(r"needs (at least )?\d+ bytes of flash.*?but the limit is \d+", self.message)
+        return found.group(0) if found else self.message
+
+
 def _run_firmware(args: argparse.Namespace) -> int:
     board = with_origins(get_board(args.board), args.flash_origin, args.ram_origin)
     out: Path = args.out
     outdir.check(out, args.force)  # before any work: a refused folder is left exactly as it was
-    with tempfile.TemporaryDirectory(prefix="mcugen-firmware-") as scratch:
-        src = _sources_for(args.model, options_from_args(args), Path(scratch) / "model")
-        model_dir, name = src.folder, src.name
-        builtin = None
-        if args.input:
-            if board.emulated:
-                raise UnsupportedError("--input is for real boards (built-in input); emulated boards read inputs at run time")
-            from mcugen.firmware import read_model_interface
 
-            builtin = _read_inputs(args.input, read_model_interface(model_dir, name))
-        build = build_firmware(
-            model_dir, name, board, out, profile=args.profile, extra_cflags=src.cflags,
-            semihosting=True if args.semihosting else None, builtin_inputs=builtin,
-            stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit, force=args.force,
+    def builtin_from(src: Sources):
+        if not args.input:
+            return None
+        if board.emulated:
+            raise UnsupportedError("--input is for real boards (built-in input); emulated boards read inputs at run time")
+        from mcugen.firmware import read_model_interface
+
+        return _read_inputs(args.input, read_model_interface(src.folder, src.name))
+
+    with tempfile.TemporaryDirectory(prefix="mcugen-firmware-") as scratch:
+        build, src = _generate_and_build(
+            args, board, out, Path(scratch), args.force, builtin_from=builtin_from, profile=args.profile,
+            semihosting=True if args.semihosting else None,
+            stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit,
         )
     print(f"{build.elf}")
     _print_sizes(build.sizes, board, None)
@@ -216,9 +264,8 @@ def _bench(args: argparse.Namespace, folder: Path, force: bool = False) -> tuple
         raise UnsupportedError(f"bench runs on emulated boards ({', '.join(b for b in BOARDS if BOARDS[b].emulated)}), not {board.name}")
     outdir.check(folder, force)  # before any work: a refused folder is left exactly as it was
     with tempfile.TemporaryDirectory(prefix="mcugen-bench-model-") as scratch:
-        src = _sources_for(args.model, options_from_args(args), Path(scratch) / "model")
-        build = build_firmware(src.folder, src.name, board, folder, profile=True, extra_cflags=src.cflags,
-                               ram_limit=args.ram_limit, flash_limit=args.flash_limit, force=force)
+        build, src = _generate_and_build(args, board, folder, Path(scratch), force, profile=True,
+                                         ram_limit=args.ram_limit, flash_limit=args.flash_limit)
     inputs = _read_inputs(args.input, build.interface)
     return build, bench_elf(build.elf, board, inputs, timeout=args.timeout), src
 

@@ -57,6 +57,7 @@ class CompileOptions:
     flash_limit: Optional[int] = None
     stream_inputs: bool = False  # inputs read only by a QUANTIZE are quantized in <name>_input_write(), never held whole
     fuse_all: bool = False  # with strategy "fused": every candidate chain, even one that does not lower the arena (tests, calibration)
+    small_forms: bool = False  # every kernel takes the small form of its constants (the firmware was over the flash limit)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -101,6 +102,7 @@ class CompileOptions:
         return {
             "board": self.board, "target": self.kernel_target, "kernels": self.kernels or "generic",
             "strategy": self.strategy, "ram_limit": self.ram_limit, "flash_limit": self.flash_limit,
+            "small_forms": self.small_forms,
             "stream_inputs": self.stream_inputs,
         }
 
@@ -128,7 +130,9 @@ def add_compile_options(p: argparse.ArgumentParser, *, board_required: bool = Fa
     p.add_argument("--ram-limit", type=parse_size, metavar="BYTES",
                    help="RAM the firmware may use (stack + data + arena; default: the board's RAM)")
     p.add_argument("--flash-limit", type=parse_size, metavar="BYTES",
-                   help="flash the firmware may use (default: the board's flash)")
+                   help="flash the firmware may use (default: the board's flash); firmware, bench: if the "
+                        "default build is over it, the model is generated again with the small forms of the "
+                        "kernels' constants (a note says so)")
     p.add_argument("--stream-inputs", action="store_true",
                    help="a model input read only by a QUANTIZE (a float32 or uint8 image) is quantized as the "
                         "application writes it with <name>_input_write(), in pieces, and never held whole in the arena")

@@ -209,7 +209,10 @@ def _totals(chains: Sequence[Chain], costs: Mapping[tuple[int, ...], StepCost], 
 
 def choose_schedule(folded: Graph, pads, cname: str, model_name: str, opts: CompileOptions) -> ScheduleChoice:
     """The chains to fuse for `opts.strategy` under `opts.budget()` (see the module docstring).
-    When the constants do not fit the flash budget, the kernels' small forms are chosen too."""
+    When the constants do not fit the flash budget, or `opts.small_forms` asks for it (the
+    firmware built with the fast forms was over the limit), the kernels' small forms too."""
+    if opts.small_forms and opts.kernels == "mcugen":
+        return _choose(folded, pads, cname, model_name, opts, flash_tight=True)
     choice = _choose(folded, pads, cname, model_name, opts, flash_tight=False)
     budget = choice.budget
     chosen = next(a for a in choice.alternatives if a.chosen)

@@ -109,3 +109,25 @@ def test_plan_that_does_not_fit_is_refused_before_building(tmp_path, capsys):
     assert "flash" in capsys.readouterr().err and not out.exists()
     assert cli_main(["firmware", str(path), "--board", "stm32f746", "-o", str(out)]) == 0
     assert (out / "build" / "person_detect.elf").is_file() and (out / "build" / "person_detect.hex").is_file()
+
+
+def test_flash_limit_between_the_two_forms_builds_the_small_forms(tmp_path, capsys):
+    """A flash limit the default build exceeds, by its code too (which the constants-only check
+    before building cannot see): bench generates the model again with the kernels' small forms,
+    says so, and measures that build, within the limit; below what even those need, one line
+    naming both sizes and exit 2."""
+    path = real_model("mlperf_tiny_kws_ref_model.tflite")
+    assert cli_main(["bench", str(path), "--board", "qemu-mps2-an386", "-o", str(tmp_path / "a"), "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)["flash_bytes"]
+    limit = default - 1024
+    assert cli_main(["bench", str(path), "--board", "qemu-mps2-an386", "-o", str(tmp_path / "b"), "--json",
+                     "--flash-limit", str(limit)]) == 0
+    captured = capsys.readouterr()
+    small = json.loads(captured.out)["flash_bytes"]
+    assert small <= limit < default and json.loads(captured.out)["options"]["small_forms"] is True
+    assert f"needs {default} bytes of flash" in captured.err and "small forms" in captured.err
+    assert cli_main(["bench", str(path), "--board", "qemu-mps2-an386", "-o", str(tmp_path / "c"),
+                     "--flash-limit", str(small - 1)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"needs {small} bytes of flash" in err[0] and "also with the small forms" in err[0]
+    assert f"needs {default} bytes of flash" in err[0] and "Traceback" not in err[0]

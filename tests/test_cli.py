@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import OPS_DIR, REPO
+from helpers import OPS_DIR
 
 CHAIN = OPS_DIR / "chain_conv_dw_conv_add_mean_fc_softmax.tflite"
 

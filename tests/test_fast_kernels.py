@@ -5,7 +5,6 @@ Cortex-M4/M7, Helium on the M55)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shutil
 import subprocess

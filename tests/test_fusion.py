@@ -12,7 +12,6 @@ import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -37,7 +36,7 @@ from mcugen.ir import (
 )
 from mcugen.arena import PlannedSchedule, plan_schedule
 from mcugen.lower import emit, lower
-from mcugen.passes import build_schedule, fold_pads, schedule_buffers, tensor_buffer
+from mcugen.passes import fold_pads, tensor_buffer
 from mcugen.planner import Buffer, Plan, verify
 
 POISON = ("-DMCUGEN_POISON",)

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import OPS_DIR, REPO, SHARED_REAL, build_mobilenet, op_model_entries, real_models
+from helpers import OPS_DIR, SHARED_REAL, build_mobilenet, op_model_entries, real_models
 from mcugen import codegen, driver
-from mcugen.errors import McugenError, UnsupportedError
+from mcugen.errors import McugenError
 from mcugen.arena import needed_aliases, plan_buffers
 from mcugen.lower import lower
 from mcugen.passes import Buffers, Liveness

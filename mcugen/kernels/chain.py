@@ -243,6 +243,27 @@ class ChainPlan:
     scratch_offset: int = -1  # ring_b: the arena offset of the chain's scratch (RingB.scratch_bytes)
 
 
+def patch_word_pieces(kh: int, kw: int, in_c: int, row_stride: int, groups: int) -> tuple[tuple[tuple[int, int, int], ...], ...]:
+    """Stage A's patch (kernel rows of kw * in_c bytes one after the other, zeros after the
+    last) read straight from the input inside it: per word of the patch, its pieces as
+    (offset from the window's first byte, bytes, left shift in bits), runs of 1, 2 or 4 bytes of
+    one kernel row (`row_stride` bytes apart) that the word takes, the zeros left out."""
+    length, row = kh * kw * in_c, kw * in_c
+    words = []
+    for g in range(groups):
+        pieces, b = [], 4 * g
+        while b < min(4 * g + 4, length):
+            ky, j = divmod(b, row)
+            n = 1
+            while b + n < min(4 * g + 4, length) and (b + n) // row == ky and n < 4:
+                n += 1
+            n = 2 if n == 3 else n  # loads of 1, 2 or 4 bytes (LDRB, LDRH, LDR)
+            pieces.append((ky * row_stride + j, n, 8 * (b - 4 * g)))
+            b += n
+        words.append(tuple(pieces))
+    return tuple(words)
+
+
 def _conv_stage(ctx: KernelContext, v: ConvView, i: int, role: str, length: int, direct: bool, calls: int) -> ChainStage:
     """Conv stage A or C (`role`): weights over `length` bytes per output channel, and its table.
     `calls`: how often the stage runs per inference (`int16_weights_pay` weighs the two forms

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from helpers import OPS_DIR
+from test_fast_kernels import run_board, specialised
 from mcugen import driver
-from mcugen.ir import OpType
+from mcugen.emulate import emulate
+from mcugen.ir import DType, Graph, Operator, OpType, Quant, Tensor
 from mcugen.tflite_reader import read_tflite
 from mcugen.validate import validate
 from mcugen.validate_board import runner_kwargs
@@ -174,3 +176,25 @@ int main(void)
     subprocess.run(["gcc", *driver.HOST_CFLAGS, "-I", str(tmp_path), *sources, "-o", str(exe)], check=True)
     done = subprocess.run([str(exe)], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "0", done.stdout
+
+
+@pytest.mark.parametrize("zero_point", [0, 128, 255])
+def test_float_to_uint8_quantize_near_half_steps_on_cortex_m4(zero_point):
+    """The M4's float QUANTIZE to uint8 (its USAT path), against the numpy model of the
+    reference: one float step either side of every half step, the half steps, NaN and -inf."""
+    n = 1800
+    scale = np.float32(0.0123)
+    x = Tensor(0, "x", (1, n), DType.FLOAT32)
+    y = Tensor(1, "y", (1, n), DType.UINT8, Quant(np.array([scale], np.float32), np.array([zero_point], np.int64)))
+    graph = Graph(f"q_u8_{zero_point}", [x, y], [Operator(0, OpType.QUANTIZE, [0], [1])], [0], [1])
+    k = (np.arange(n) // 3) % 600 - 300
+    half = ((k + 0.5) * scale).astype(np.float32)
+    step = np.arange(n) % 3
+    values = np.where(step == 0, np.nextafter(half, np.float32(np.inf)),
+                      np.where(step == 1, np.nextafter(half, np.float32(-np.inf)), half)).astype(np.float32)
+    values[:4] = [np.nan, -np.inf, 0.0, -0.0]
+    runs = [[values.reshape(1, n)]]
+    gen, _ = specialised(graph, "armv7em-dsp")
+    got = run_board(gen, M4, runs)[0][0].reshape(-1)
+    want = np.asarray(emulate(graph, runs[0]).outputs[0]).reshape(-1).astype(np.uint8)
+    assert np.array_equal(got, want), np.flatnonzero(got != want)[:10]

@@ -21,7 +21,7 @@ from mcugen.kernels.conv import (
     thin_loop_fits,
     thin_stride_fits,
 )
-from mcugen.kernels.depthwise import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs
+from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     Requant,

@@ -1,14 +1,14 @@
-"""DEPTHWISE_CONV_2D kernels (3x3, and kh x kw with kw odd): the ring-of-rows plans, their Armv7E-M assembly, their selection.
+"""DEPTHWISE_CONV_2D kernels (3x3, and kh x kw with kw odd): the ring-of-rows plans, their selection, the kh x kw assembly.
 
 The templates that print these plans: templates/c/fast/depthwise.c.j2 (macro depthwise), called
-from layers.c.j2.
+from layers.c.j2. The 3x3 rows' assembly: mcugen.kernels.depthwise_asm.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Sequence
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -24,12 +24,22 @@ from mcugen.kernels.requant import (
     rq_table,
     wrap32,
 )
+from mcugen.kernels.depthwise_asm import (
+    DW_BLOCK,
+    DW_LAST_CHANNEL,
+    DW_RECORD,
+    dw_asm_case_blocks,
+    dw_asm_cases,
+    dw_asm_rows,
+    dw_cases_fit,
+    dw_cases_layout,
+    dw_rows_fit,
+    row_costs,
+)
 from mcugen.lower import Layer
 from mcugen.targets import Isa
 
 
-DW_BLOCK = 4  # outputs of one channel per step of the DSP depthwise assembly
-DW_RECORD = 10  # words per channel in the DSP depthwise stream: 6 weight pairs, bias, M, K, e
 
 
 @dataclass(frozen=True)
@@ -92,249 +102,7 @@ class DepthwisePlan:
 
 
 
-def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out_stride: int,
-                 post_store: bool, sign_free: bool = False) -> tuple[str, ...]:
-    """Armv7E-M instructions for `n` consecutive outputs of one channel of a 3x3 depthwise row.
-
-    Registers (asm operand names): %[r] the channel's ring at the block's first column (words of
-    int16 column pairs), %[w] the channel's record (6 weight pairs (w0,w1),(w1,w2) per kernel
-    row, then bias, M, K, e; everything doubled for the short requantization), %[o] the first
-    output; %[a0..a3] accumulators, %[wa] %[wc] weight pairs, %[d0..d2] ring words.
-    `row_offsets[k]`: byte offset of kernel row k's ring row from %[r]. `step` > 0: %[r] moves
-    on by `step` bytes (post-indexed on the first load). Output j's accumulator starts from the
-    last one's (which holds the bias) so that no copies are needed. Stride 1: output j reads
-    words j//2 and j//2 + 1; stride 2: words j and j + 1 (its third column is the next word's
-    bottom half)."""
-    words = (n - 1) // 2 + 2 if stride == 1 else n + 1
-    first_use = [min(j for j in range(n) if w in _dw_words(j, stride)) for w in range(words)]
-    last_use = [max(j for j in range(n) if w in _dw_words(j, stride)) for w in range(words)]
-    bias = f"%[a{n - 1}]"
-    lines = [f"ldr {bias}, [%[w], #24]"]
-    order = sorted(range(3), key=lambda k: (row_offsets[k] != 0, k))  # the row at offset 0 first
-    moved = 0
-    for row_index, k in enumerate(order):
-        lines.append(f"ldrd %[wa], %[wc], [%[w], #{8 * k}]")
-        loaded: set[int] = set()
-        for j in range(n):
-            for w in sorted(_dw_words(j, stride)):
-                if w in loaded:
-                    continue
-                pair = w + 1 < words and w + 1 not in loaded and (w - 2 < 0 or last_use[w - 2] < j) \
-                    and first_use[w + 1] <= j + 1
-                addr = row_offsets[k] + 4 * w - moved
-                regs = f"%[d{w % 3}], %[d{(w + 1) % 3}]" if pair else f"%[d{w % 3}]"
-                op = "ldrd" if pair else "ldr"
-                if step and not moved and row_index == 0 and w == 0 and addr == 0:
-                    lines.append(f"{op} {regs}, [%[r]], #{step}")
-                    moved = step
-                else:
-                    lines.append(f"{op} {regs}, [%[r], #{addr}]")
-                loaded.update((w, w + 1) if pair else (w,))
-            add = bias if row_index == 0 and j < n - 1 else f"%[a{j}]"
-            if stride == 1:
-                lines += dw_s1_macs(j, f"%[d{(j // 2) % 3}]", f"%[d{(j // 2 + 1) % 3}]", "%[wa]", add)
-            else:
-                lines.append(f"smlad %[a{j}], %[d{j % 3}], %[wa], {add}")
-                lines.append(f"smlabt %[a{j}], %[d{(j + 1) % 3}], %[wc], %[a{j}]")
-    lines += _dw_requant(n, "%[wa]", step, out_stride, post_store, sign_free)
-    return tuple(lines)
-
-
-def dw_s1_macs(j: int, lo: str, hi: str, wa: str, add: str) -> list[str]:
-    """Stride 1, output j of a step, one kernel row: ring words lo = (c_x, c_x+1) and hi =
-    (c_x+2, c_x+3) with x = j rounded down to even, weight pairs wa = (w0, w1), %[wc] = (w1, w2).
-    The first SMLAxy adds to `add` (the bias holder in the first row)."""
-    if j % 2 == 0:
-        return [f"smlad %[a{j}], {lo}, {wa}, {add}", f"smlabt %[a{j}], {hi}, %[wc], %[a{j}]"]
-    return [f"smlatb %[a{j}], {lo}, {wa}, {add}", f"smlad %[a{j}], {hi}, %[wc], %[a{j}]"]
-
-
-def _dw_requant(n: int, wa: str, step: int, out_stride: int, post_store: bool, sign_free: bool) -> list[str]:
-    """The short requantization of accumulators %[a0..] and their stores (post-indexed by
-    out_stride, or at immediate offsets and the output pointer moved when `step`):
-    y = ssat8((SMMLAR(acc, M, K) [+ (acc >> 31)]) >> e), M and K from the record into wa/%[wc],
-    e into %[d0], y in %[d1]."""
-    lines = [f"ldrd {wa}, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
-    for j in range(n):
-        lines.append(f"smmlar %[d1], %[a{j}], {wa}, %[wc]")
-        if not sign_free:
-            lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
-        lines += ["asr %[d1], %[d1], %[d0]", "ssat %[d1], #8, %[d1]"]
-        lines.append(f"strb %[d1], [%[o]], #{out_stride}" if post_store else f"strb %[d1], [%[o], #{j * out_stride}]")
-    if not post_store and step:
-        lines.append(f"add %[o], %[o], #{n * out_stride}")
-    return lines
-
-
-DW_ROWS_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wc": "r4", "d0": "r5", "d1": "r6",
-                "p0": "r8", "p1": "r9", "p2": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)
-DW_LAST_CHANNEL = 1 << 31  # in the record's e: the channel loop of dw_asm_rows ends after it
-
-
-def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -> tuple[str, ...]:
-    """Every channel of one output row of a stride-1 3x3 depthwise in Armv7E-M assembly, whatever
-    ring slots the kernel rows sit in. %[p0..p2] point at channel 0's three ring rows (words of
-    int16 column pairs) and move on 8 bytes per loop step of DW_BLOCK outputs (post-indexed
-    LDRD); the step loop runs while %[p0] != %[end]; then the row's last out_w % DW_BLOCK
-    outputs; then every pointer moves to the next channel (its ring rows, output byte, record)
-    and the channel loop goes on unless the record's e had bit 31 set (the last channel; register
-    shifts read only its low byte). Fourteen registers: r7 carries the weight pair wa, saved and
-    restored here (it may be the frame pointer), every operand is pinned (DW_ROWS_REGS). Record
-    at %[w] (DW_RECORD words): 6 weight pairs, bias, M, K, e (doubled). Output j reads words j//2
-    and j//2 + 1 of each row; two data registers suffice (word 2 replaces word 0 once outputs 0
-    and 1 are done). Stores: post-indexed by out_c up to 255 channels, else immediate offsets."""
-    post = out_c <= 255
-
-    def block(n: int, step: int) -> list[str]:
-        lines = [f"ldr %[a{n - 1}], [%[w], #24]"]  # the bias: every output starts from it
-        for k in range(3):
-            lines.append(f"ldrd r7, %[wc], [%[w], #{8 * k}]")
-            lines.append(f"ldrd %[d0], %[d1], [%[p{k}]], #{step}" if step else f"ldrd %[d0], %[d1], [%[p{k}]]")
-            for j in range(n):
-                if j == 2:  # word 2 into d0: outputs 0 and 1 no longer need word 0
-                    lines.append(f"ldr %[d0], [%[p{k}]]" if step else f"ldr %[d0], [%[p{k}], #8]")
-                lo, hi = ("%[d0]", "%[d1]") if j < 2 else ("%[d1]", "%[d0]")
-                lines += dw_s1_macs(j, lo, hi, "r7", f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]")
-        return lines + _dw_requant(n, "r7", step, out_c, post, sign_free)
-
-    blocks, tail = divmod(out_w, DW_BLOCK)
-    lines = ["push {r7}", "2:"]
-    if blocks:
-        lines.append("1:")
-        lines.extend(block(DW_BLOCK, 4 * DW_BLOCK // 2))
-        lines.extend(["cmp %[p0], %[end]", "bne 1b"])
-    if tail:
-        lines.extend(block(tail, 0))
-    # on to the next channel: its ring rows (3 * plane_w int16 further), output byte, record
-    moved = 8 * blocks
-    ring_step = 6 * plane_w - moved
-    out_moved = out_w * out_c if post else blocks * DW_BLOCK * out_c
-    for k in range(3):
-        lines.append(f"add %[p{k}], %[p{k}], #{ring_step}")
-    lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
-    if blocks:
-        lines.append(f"add %[end], %[end], #{6 * plane_w}")
-    lines.append(f"add %[w], %[w], #{4 * DW_RECORD}")
-    lines.append("cmp %[d0], #0")  # e of the channel just done: negative on the last one
-    lines.append("bge 2b")
-    lines.append("pop {r7}")
-    return tuple(lines)
-
-
-DW_WIDE_BLOCK = 6  # outputs of one channel per step of dw_asm_cases
 DW_CASES: Optional[bool] = None  # True/False: the six-output kernel wherever it encodes / nowhere; None: dw_cases_pay
-DW_CASES_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "a4": "r4", "a5": "r5", "wc": "r6", "d0": "r8",
-                 "d1": "r9", "p": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)
-
-
-def _dw_wide_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c: int, post: bool,
-                   sign_free: bool) -> list[str]:
-    """`n` (<= DW_WIDE_BLOCK) consecutive outputs of one channel, the kernel rows at byte
-    `offsets` from %[p] (one pointer: the ring case is known), two data registers taking the
-    row's words in turn (word w replaces word w - 2, dead by then); %[p] moves on `step` bytes
-    with the first load of the row at offset 0."""
-    last_word = (n - 1) // 2 + 1 if stride == 1 else n
-    lines = [f"ldr %[a{n - 1}], [%[w], #24]"]  # the bias: every output starts from it
-    moved = 0
-    for ri, k in enumerate(sorted(range(3), key=lambda k: (offsets[k] != 0, k))):
-        lines.append(f"ldrd r7, %[wc], [%[w], #{8 * k}]")
-        if step and not moved and offsets[k] == 0:
-            lines.append(f"ldrd %[d0], %[d1], [%[p]], #{step}")
-            moved = step
-        else:
-            lines.append(f"ldrd %[d0], %[d1], [%[p], #{offsets[k] - moved}]")
-        loaded = 2
-        for j in range(n):
-            need = j // 2 + 1 if stride == 1 else j + 1
-            while loaded <= min(need, last_word):
-                lines.append(f"ldr %[d{loaded % 2}], [%[p], #{offsets[k] + 4 * loaded - moved}]")
-                loaded += 1
-            add = f"%[a{n - 1}]" if ri == 0 and j < n - 1 else f"%[a{j}]"
-            if stride == 1:
-                lines += dw_s1_macs(j, f"%[d{(j // 2) % 2}]", f"%[d{(j // 2 + 1) % 2}]", "r7", add)
-            else:
-                lines += [f"smlad %[a{j}], %[d{j % 2}], r7, {add}", f"smlabt %[a{j}], %[d{(j + 1) % 2}], %[wc], %[a{j}]"]
-    return lines + _dw_requant(n, "r7", step, out_c, post, sign_free)
-
-
-def dw_cases_step(stride: int) -> int:
-    """Outputs per step of dw_asm_cases: DW_WIDE_BLOCK on stride 1; on stride 2, where every
-    output needs a new ring word, DW_BLOCK with a third data register (LDRD pairs)."""
-    return DW_WIDE_BLOCK if stride == 1 else DW_BLOCK
-
-
-def dw_cases_layout(out_w: int, stride: int) -> tuple[int, int, int]:
-    """dw_asm_cases' row: (steps, tail outputs, bytes %[p] moves per step)."""
-    n = dw_cases_step(stride)
-    blocks, tail = divmod(out_w, n)
-    return blocks, tail, 2 * stride * n
-
-
-def _dw_case_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c: int, post: bool,
-                   sign_free: bool) -> list[str]:
-    """One step of dw_asm_cases: stride 1 _dw_wide_block; stride 2 dw_asm_block with its ring
-    pointer %[p], r7 for wa and a4 as its third data register."""
-    if stride == 1:
-        return _dw_wide_block(n, stride, offsets, step, out_c, post, sign_free)
-    lines = dw_asm_block(n, stride, offsets, step, out_c, post, sign_free)
-    return [x.replace("%[r]", "%[p]").replace("%[wa]", "r7").replace("%[d2]", "%[a4]") for x in lines]
-
-
-def dw_asm_cases(out_w: int, out_c: int, plane_w: int, stride: int, sign_free: bool = False) -> tuple[tuple[str, ...], ...]:
-    """Every channel of one output row of a 3x3 depthwise (stride 1 or 2), one assembly per
-    ring case (the slot of kernel row 0), so that one pointer %[p] reaches the three ring rows
-    at immediate offsets and six accumulators fit: dw_cases_step outputs per step (a loop
-    while %[p] != %[end] where a row has more than one step), then the row's last outputs; then
-    %[p], %[o], %[w] move to the next channel and the channel loop goes on unless the record's
-    e had bit 31 set. Registers DW_CASES_REGS, r7 (the weight pair) saved and restored here.
-    Per output of a full step and kernel row: two SMLAxy and half a load (stride 1) against
-    the four-output dw_asm_rows' weights, bias and requantization constants reloaded every
-    four outputs."""
-    post = out_c <= 255
-    n = dw_cases_step(stride)
-    blocks, tail, step = dw_cases_layout(out_w, stride)
-    cases = []
-    for c in range(3):
-        offsets = tuple(((c + k) % 3) * 2 * plane_w for k in range(3))
-        lines = ["push {r7}", "2:"]
-        if blocks == 1:
-            lines += _dw_case_block(n, stride, offsets, step, out_c, post, sign_free)
-        elif blocks:
-            lines.append("1:")
-            lines += _dw_case_block(n, stride, offsets, step, out_c, post, sign_free)
-            lines += ["cmp %[p], %[end]", "bne 1b"]
-        if tail:
-            lines += _dw_case_block(tail, stride, offsets, 0, out_c, post, sign_free)
-        out_moved = out_w * out_c if post else blocks * n * out_c
-        lines.append(f"add %[p], %[p], #{6 * plane_w - blocks * step}")
-        lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
-        if blocks > 1:
-            lines.append(f"add %[end], %[end], #{6 * plane_w}")
-        lines += [f"add %[w], %[w], #{4 * DW_RECORD}", "cmp %[d0], #0", "bge 2b", "pop {r7}"]
-        cases.append(tuple(lines))
-    return tuple(cases)
-
-
-def dw_cases_fit(out_w: int, out_c: int, plane_w: int, stride: int) -> bool:
-    """The immediates of dw_asm_cases encode: ring offsets within LDRD's 1020 bytes, the
-    pointer steps and the output rewind within 4095, stores post-indexed up to 255 bytes or at
-    offsets up to 4095."""
-    blocks, _, step = dw_cases_layout(out_w, stride)
-    n = dw_cases_step(stride)
-    post = out_c <= 255
-    out_moved = out_w * out_c if post else blocks * n * out_c
-    return (4 * plane_w + 4 * (n + 1) <= 1020 and 6 * plane_w <= 4095 and out_moved <= 4096
-            and (post or n * out_c <= 4095) and 6 * plane_w - blocks * step >= 0)
-
-
-def _row_costs(lines: Sequence[str], steps: int) -> int:
-    """Instructions one channel's row executes: each line once, but the step loop (from label
-    1 to its BNE) `steps` times; labels, PUSH and POP (outside the channel loop) excluded."""
-    once = [x for x in lines if not x.endswith(":") and not x.startswith(("push", "pop"))]
-    if "1:" not in lines:
-        return len(once)
-    start, stop = lines.index("1:"), lines.index("bne 1b")
-    return len(once) + (steps - 1) * (stop - start)
 
 
 def same_code_layers(ctx: KernelContext, v: ConvView) -> int:
@@ -357,14 +125,14 @@ def dw_cases_pay(v: ConvView, plane_w: int, rq: Requant, flash_tight: bool, shar
     by `sharing` layers. Also returns the two counts per inference (new, old)."""
     blocks, _, _ = dw_cases_layout(v.out_w, v.sh)
     cases = dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free)
-    new = _row_costs(cases[0], blocks)
+    new = row_costs(cases[0], blocks)
     new_code = 4 * sum(len(c) for c in cases)
     blocks4 = v.out_w // DW_BLOCK
     if v.sh == 1 and dw_rows_fit(v.out_w, v.out_c, plane_w):
         rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
-        old, old_code = _row_costs(rows, blocks4), 4 * len(rows)
+        old, old_code = row_costs(rows, blocks4), 4 * len(rows)
     else:
-        loops, tails = _dw_asm(v, rq, plane_w)
+        loops, tails = dw_asm_case_blocks(v, rq, plane_w)
         if not any(loops) and not any(tails):
             return True, new, 0  # the C path: the assembly is faster anyway
         per_step = len(loops[0]) + 2 if loops[0] else 0  # + CMP, BNE
@@ -374,17 +142,6 @@ def dw_cases_pay(v: ConvView, plane_w: int, rq: Requant, flash_tight: bool, shar
     gain = (old - new) * rows_channels
     added = max(0, new_code - old_code) // sharing
     return larger_form_pays(gain, old * rows_channels, added, flash_tight), new * rows_channels, old * rows_channels
-
-
-def dw_rows_fit(out_w: int, out_c: int, plane_w: int) -> bool:
-    """The immediates of dw_asm_rows encode: pointer steps and the output rewind within 4095."""
-    post = out_c <= 255
-    out_moved = out_w * out_c if post else (out_w // DW_BLOCK) * DW_BLOCK * out_c
-    return 6 * plane_w <= 4095 and out_moved <= 4096 and (post or DW_BLOCK * out_c <= 4095)
-
-
-def _dw_words(j: int, stride: int) -> tuple[int, int]:
-    return (j // 2, j // 2 + 1) if stride == 1 else (j, j + 1)
 
 
 def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[DepthwisePlan | GemmConvPlan | ThinConvPlan, str]]:
@@ -461,7 +218,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
                                 + (" (bit 31: the last channel)" if rows or cases else ""))
             table = weights
         if not rows and not cases:
-            asm_loop, asm_tail = _dw_asm(v, rq, plane_w)
+            asm_loop, asm_tail = dw_asm_case_blocks(v, rq, plane_w)
     else:
         weights = ctx.const(i, "fw", "int16_t", (scale * w).astype(np.int16), f"weights x{scale} [channel][3x3]")
         table = ctx.const(i, "rq", "int32_t", rq_table(scale * bias, rq),
@@ -515,26 +272,6 @@ def share_dw_code(plans: list, render) -> list:
     """3x3 DSP depthwise layers in the int8 form that would print the same code share one copy
     (`base.share_identical_code`)."""
     return share_identical_code(plans, render, lambda pl: pl.kind == "depthwise" and pl.unpack)
-
-
-def _dw_asm(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
-    """The DSP depthwise assembly for the three ring cases, or nothing where the C path must
-    do: the general requantization or a narrower activation range (no single SSAT), or
-    offsets the load/store encodings cannot reach (ring rows within LDRD's 1020 bytes,
-    post-indexed STRB up to 255 bytes, else immediate offsets up to 4095)."""
-    c = v.out_c
-    post = c <= 255
-    if not (rq.fast and rq.clamp_is_int8) or 4 * plane_w + 4 * (DW_BLOCK + 1) > 1020 \
-            or (not post and DW_BLOCK * c > 4095):
-        return (), ()
-    step = 4 * v.sh * DW_BLOCK // 2
-    tail = v.out_w % DW_BLOCK
-    loops, tails = [], []
-    for rows in ((0, plane_w, 2 * plane_w), (plane_w, 2 * plane_w, 0), (2 * plane_w, 0, plane_w)):
-        offsets = tuple(2 * r for r in rows)  # bytes
-        loops.append(dw_asm_block(DW_BLOCK, v.sh, offsets, step, c, post, rq.sign_free) if v.out_w >= DW_BLOCK else ())
-        tails.append(dw_asm_block(tail, v.sh, offsets, 0, c, post, rq.sign_free) if tail else ())
-    return tuple(loops), tuple(tails)
 
 
 # ---- kh x kw (kw odd, not 3x3): the ring of kh rows, one assembly for every ring case -------------

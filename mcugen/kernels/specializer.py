@@ -30,8 +30,8 @@ import dataclasses
 from mcugen.kernels.base import KernelContext, KernelPassResult, place_scratch
 from mcugen.kernels.chain import select_chain, patch_word_pieces
 from mcugen.kernels.conv import NARROW_ACC, RQ_E_BITS, select_conv, share_gemm_code
-from mcugen.kernels.depthwise import (DW_BLOCK, DW_CASES_REGS, DW_RECORD, DW_ROWS_REGS, dw_cases_layout, dw_cases_step,
-                                     select_depthwise, share_dw_code)
+from mcugen.kernels.depthwise import select_depthwise, share_dw_code
+from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_CASES_REGS, DW_RECORD, DW_ROWS_REGS, dw_cases_layout, dw_cases_step
 from mcugen.kernels.elementwise import select_add, select_mean, select_softmax
 from mcugen.kernels.fc import FC_UNITS, select_fc
 from mcugen.kernels.tconv import select_transpose_conv

@@ -172,7 +172,7 @@ MUTATIONS = [
     (S2, 0, r"ldr (%\[wa\]), \[%\[w\], #8\]", r"ldr \1, [%[w], #4]"),
     (S2, 1, r"smlad (%\[a0\]), (%\[d0\]), (%\[wa\])", r"smlabb \1, \2, \3"),
     (WIDE, 0, r"add %\[o\], %\[o\], #1040", r"add %[o], %[o], #780"),
-    (WIDE, 1, r"strb (%\[d1\]), \[%\[o\], #260\]", r"strb \1, [%[o], #261]"),
+    (WIDE, 1, r"strb (%\[a1\]), \[%\[o\], #260\]", r"strb \1, [%[o], #261]"),
 ]
 # the int8 weights' unpacking (stride 1: the word of P_t and Q_t+1, stride 2: a stage's half)
 MUTATIONS_INT8 = [

@@ -385,17 +385,20 @@ def dw_k_block(n: int, kh: int, kw: int, stride: int, row_words: int, out_c: int
                     lines.append(f"ldr %[wa], [%[w], #{rw + 4 * t}]")
                 for j in range(n):
                     mac("smlad" if t < m else "smlabt", j, d[(j + t) % 4], "%[wa]")
-    # the short requantization: y = ssat8((SMMLAR(acc, M, K) [+ (acc >> 31)]) >> e)
+    # the short requantization in place, y = ssat8((SMMLAR(acc, M, K) [+ (acc >> 31)]) >> e),
+    # then the stores one after the other (a store after a store pipelines)
     lines += [f"ldrd %[wa], %[wc], [%[w], #{rq_at + 4}]", f"ldr %[d0], [%[w], #{rq_at + 12}]"]
     post = out_c <= 255
     for j in range(n):
         if int8:
             lines.append(f"add %[a{j}], %[a{j}], %[a{j}]")  # the doubled accumulator
-        lines.append(f"smmlar %[d1], %[a{j}], %[wa], %[wc]")
-        if not sign_free:
-            lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
-        lines += ["asr %[d1], %[d1], %[d0]", "ssat %[d1], #8, %[d1]"]
-        lines.append(f"strb %[d1], [%[o]], #{out_c}" if post else f"strb %[d1], [%[o], #{j * out_c}]")
+        if sign_free:
+            lines.append(f"smmlar %[a{j}], %[a{j}], %[wa], %[wc]")
+        else:
+            lines += [f"smmlar %[d1], %[a{j}], %[wa], %[wc]", f"add %[a{j}], %[d1], %[a{j}], asr #31"]
+        lines += [f"asr %[a{j}], %[a{j}], %[d0]", f"ssat %[a{j}], #8, %[a{j}]"]
+    for j in range(n):
+        lines.append(f"strb %[a{j}], [%[o]], #{out_c}" if post else f"strb %[a{j}], [%[o], #{j * out_c}]")
     if not post:
         lines.append(f"add %[o], %[o], #{n * out_c}")
     return lines

@@ -73,17 +73,20 @@ def dw_s1_macs(j: int, lo: str, hi: str, wa: str, add: str) -> list[str]:
 
 
 def _dw_requant(n: int, wa: str, step: int, out_stride: int, post_store: bool, sign_free: bool) -> list[str]:
-    """The short requantization of accumulators %[a0..] and their stores (post-indexed by
-    out_stride, or at immediate offsets and the output pointer moved when `step`):
+    """The short requantization of accumulators %[a0..] in place, then their stores one after
+    the other (a store after a store pipelines: one cycle, not two; post-indexed by out_stride,
+    or at immediate offsets and the output pointer moved when `step`):
     y = ssat8((SMMLAR(acc, M, K) [+ (acc >> 31)]) >> e), M and K from the record into wa/%[wc],
-    e into %[d0], y in %[d1]."""
+    e into %[d0], %[d1] a temporary."""
     lines = [f"ldrd {wa}, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
     for j in range(n):
-        lines.append(f"smmlar %[d1], %[a{j}], {wa}, %[wc]")
-        if not sign_free:
-            lines.append(f"add %[d1], %[d1], %[a{j}], asr #31")
-        lines += ["asr %[d1], %[d1], %[d0]", "ssat %[d1], #8, %[d1]"]
-        lines.append(f"strb %[d1], [%[o]], #{out_stride}" if post_store else f"strb %[d1], [%[o], #{j * out_stride}]")
+        if sign_free:
+            lines.append(f"smmlar %[a{j}], %[a{j}], {wa}, %[wc]")
+        else:
+            lines += [f"smmlar %[d1], %[a{j}], {wa}, %[wc]", f"add %[a{j}], %[d1], %[a{j}], asr #31"]
+        lines += [f"asr %[a{j}], %[a{j}], %[d0]", f"ssat %[a{j}], #8, %[a{j}]"]
+    for j in range(n):
+        lines.append(f"strb %[a{j}], [%[o]], #{out_stride}" if post_store else f"strb %[a{j}], [%[o], #{j * out_stride}]")
     if not post_store and step:
         lines.append(f"add %[o], %[o], #{n * out_stride}")
     return lines

@@ -138,6 +138,7 @@ def narrow_conv_asm(groups: int, shifts: Sequence[int], unroll: int, sign_free: 
     if looped:
         lines += ["ldr r11, [sp, #4]", "cmp r9, r11", "bne 1b"]
     lines.append("pop {r9, r11}")  # r9: the output
+    # requantized in place, then the stores one after the other (a store after a store pipelines)
     for c in range(0, n, 2):
         pair = c + 1 < n
         lines.append("ldm r10!, {r7, r11, r12, lr}" if pair else "ldm r10!, {r11, r12}")
@@ -146,7 +147,8 @@ def narrow_conv_asm(groups: int, shifts: Sequence[int], unroll: int, sign_free: 
             lines.append(f"smmlar {m}, {a}, {m}, {k}")
             if not sign_free:
                 lines.append(f"add {m}, {m}, {a}, asr #31")
-            lines += [f"ssat {m}, #8, {m}, asr #{int(shifts[c + j])}", f"strb {m}, [r9, #{c + j}]"]
+            lines.append(f"ssat {a}, #8, {m}, asr #{int(shifts[c + j])}")
+    lines += [f"strb {acc[c]}, [r9, #{c}]" for c in range(n)]
     lines.append("pop {r7}")
     return tuple(lines)
 

@@ -195,27 +195,37 @@ def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
     chain's channel-major ring: thin_stride_fits)."""
     nx = in_c // 2
     xs = THIN_X_REGS[:nx]
-    temps = sorted([r for r in THIN_TEMPS if r not in xs] + (["r7"] if looped else []), key=_REG_NUMBER.get)
-    lines = ["push {r7}"] if looped else []
+    tail = ["m", "k", "e"] if looped else ["m", "k"]
+    words = ["b"] + [f"w{k}" for k in range(nx)] + tail
+
+    def record_chunks(temps: Sequence[str]) -> list[list[str]]:
+        # chunks of the record: the first fills temps from the accumulator on, the next ones the
+        # temps after it; the requantization words always arrive together
+        chunks: list[list[str]] = []
+        rest = list(words)
+        cap = len(temps)
+        while rest:
+            take = rest[:cap]
+            if "m" in take and tail[-1] not in take:
+                take = take[: take.index("m")]
+            chunks.append(take)
+            rest = rest[len(take):]
+            cap = len(temps) - 1
+        return chunks
+
+    free = [r for r in THIN_TEMPS if r not in xs]
+    # r7 too (saved and restored here: PUSH and POP once per pixel) where the load-multiples
+    # it saves per channel outnumber those two
+    with_r7 = sorted(free + ["r7"], key=_REG_NUMBER.get)
+    use_r7 = looped or (len(record_chunks(free)) - len(record_chunks(with_r7))) * len(shifts) > 2
+    temps = with_r7 if use_r7 else sorted(free, key=_REG_NUMBER.get)
+    chunks = record_chunks(temps)
+    lines = ["push {r7}"] if use_r7 else []
     for g in range(in_c // 4):  # raw words into the odd x registers first (r2 is the pointer)
         lines.append(f"ldr {xs[2 * g + 1]}, [r2, #{4 * g}]")
     for g in range(in_c // 4):
         lines.append(f"sxtb16 {xs[2 * g]}, {xs[2 * g + 1]}")
         lines.append(f"sxtb16 {xs[2 * g + 1]}, {xs[2 * g + 1]}, ror #8")
-    tail = ["m", "k", "e"] if looped else ["m", "k"]
-    words = ["b"] + [f"w{k}" for k in range(nx)] + tail
-    # chunks of the record: the first fills temps from the accumulator on, the next ones the
-    # temps after it; the requantization words always arrive together
-    chunks: list[list[str]] = []
-    rest = list(words)
-    cap = len(temps)
-    while rest:
-        take = rest[:cap]
-        if "m" in take and tail[-1] not in take:
-            take = take[: take.index("m")]
-        chunks.append(take)
-        rest = rest[len(take):]
-        cap = len(temps) - 1
 
     def channel(j: int, e: int) -> list[str]:
         out: list[str] = []
@@ -255,6 +265,8 @@ def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
     else:
         for j, e in enumerate(shifts):
             lines.extend(channel(j, e))
+        if use_r7:
+            lines.append("pop {r7}")
     clobbers = tuple(r for r in sorted(set(temps + list(xs)) - {"r2", "r7"}, key=_REG_NUMBER.get))
     return tuple(lines), clobbers
 

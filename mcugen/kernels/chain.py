@@ -21,7 +21,7 @@ from mcugen.kernels.conv import (
     thin_loop_fits,
     thin_stride_fits,
 )
-from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs
+from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_in_place
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     Requant,
@@ -164,11 +164,7 @@ def ring_b_requant(n: int, channels: int, sign_free: bool, act_min: int = -128, 
     after another takes one cycle on the M4, not two)."""
     lines = ["ldrd r7, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
     for j in range(n):
-        if sign_free:
-            lines.append(f"smmlar %[a{j}], %[a{j}], r7, %[wc]")
-        else:
-            lines += [f"smmlar %[d1], %[a{j}], r7, %[wc]", f"add %[a{j}], %[d1], %[a{j}], asr #31"]
-        lines += [f"asr %[a{j}], %[a{j}], %[d0]", f"ssat %[a{j}], #8, %[a{j}]"]
+        lines += requant_in_place(j, "r7", "%[wc]", sign_free)
         if act_min > -128:
             lines += _clamp(f"%[a{j}]", "lt", act_min)
         if act_max < 127:

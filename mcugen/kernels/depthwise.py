@@ -34,6 +34,7 @@ from mcugen.kernels.depthwise_asm import (
     dw_cases_fit,
     dw_cases_layout,
     dw_rows_fit,
+    requant_in_place,
     row_costs,
 )
 from mcugen.lower import Layer
@@ -392,11 +393,7 @@ def dw_k_block(n: int, kh: int, kw: int, stride: int, row_words: int, out_c: int
     for j in range(n):
         if int8:
             lines.append(f"add %[a{j}], %[a{j}], %[a{j}]")  # the doubled accumulator
-        if sign_free:
-            lines.append(f"smmlar %[a{j}], %[a{j}], %[wa], %[wc]")
-        else:
-            lines += [f"smmlar %[d1], %[a{j}], %[wa], %[wc]", f"add %[a{j}], %[d1], %[a{j}], asr #31"]
-        lines += [f"asr %[a{j}], %[a{j}], %[d0]", f"ssat %[a{j}], #8, %[a{j}]"]
+        lines += requant_in_place(j, "%[wa]", "%[wc]", sign_free)
     for j in range(n):
         lines.append(f"strb %[a{j}], [%[o]], #{out_c}" if post else f"strb %[a{j}], [%[o], #{j * out_c}]")
     if not post:

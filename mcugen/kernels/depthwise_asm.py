@@ -72,19 +72,22 @@ def dw_s1_macs(j: int, lo: str, hi: str, wa: str, add: str) -> list[str]:
     return [f"smlatb %[a{j}], {lo}, {wa}, {add}", f"smlad %[a{j}], {hi}, %[wc], %[a{j}]"]
 
 
+def requant_in_place(j: int, m: str, k: str, sign_free: bool) -> list[str]:
+    """The short requantization of accumulator %[aj] in place: y = ssat8((SMMLAR(acc, M, K)
+    [+ (acc >> 31)]) >> e), M and K in registers `m`, `k`, e in %[d0], %[d1] a temporary."""
+    a = f"%[a{j}]"
+    lines = [f"smmlar {a}, {a}, {m}, {k}"] if sign_free else [f"smmlar %[d1], {a}, {m}, {k}", f"add {a}, %[d1], {a}, asr #31"]
+    return lines + [f"asr {a}, {a}, %[d0]", f"ssat {a}, #8, {a}"]
+
+
 def _dw_requant(n: int, wa: str, step: int, out_stride: int, post_store: bool, sign_free: bool) -> list[str]:
-    """The short requantization of accumulators %[a0..] in place, then their stores one after
-    the other (a store after a store pipelines: one cycle, not two; post-indexed by out_stride,
-    or at immediate offsets and the output pointer moved when `step`):
-    y = ssat8((SMMLAR(acc, M, K) [+ (acc >> 31)]) >> e), M and K from the record into wa/%[wc],
-    e into %[d0], %[d1] a temporary."""
+    """The short requantization of accumulators %[a0..] in place (requant_in_place, M and K from
+    the record into wa/%[wc], e into %[d0]), then their stores one after the other (a store
+    after a store pipelines: one cycle, not two; post-indexed by out_stride, or at immediate
+    offsets and the output pointer moved when `step`)."""
     lines = [f"ldrd {wa}, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
     for j in range(n):
-        if sign_free:
-            lines.append(f"smmlar %[a{j}], %[a{j}], {wa}, %[wc]")
-        else:
-            lines += [f"smmlar %[d1], %[a{j}], {wa}, %[wc]", f"add %[a{j}], %[d1], %[a{j}], asr #31"]
-        lines += [f"asr %[a{j}], %[a{j}], %[d0]", f"ssat %[a{j}], #8, %[a{j}]"]
+        lines += requant_in_place(j, wa, "%[wc]", sign_free)
     for j in range(n):
         lines.append(f"strb %[a{j}], [%[o]], #{out_stride}" if post_store else f"strb %[a{j}], [%[o], #{j * out_stride}]")
     if not post_store and step:

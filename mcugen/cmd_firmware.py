@@ -196,28 +196,17 @@ def _generate_and_build(args: argparse.Namespace, board: Board, out: Path, scrat
                                    force=force, **build_args)
         except LimitError as e:
             already_small = src.generated is not None and src.generated.schedule.flash_tight
-            if "of flash" not in str(e) or n + 1 == len(attempts) or already_small:
+            if e.flash is None or n + 1 == len(attempts) or already_small:
                 raise LimitError(f"{e} (also with the small forms of every kernel's constants; with the fast ones: "
-                                 f"{first.sizes_text})") if first else e
-            first = _FlashOver(str(e))
+                                 f"{first})", e.flash) if first else e
+            first = e.flash
             continue
         if first:
-            print(f"note: with the fast forms of the kernels' constants the firmware {first.sizes_text}; "
+            print(f"note: with the fast forms of the kernels' constants the firmware {first}; "
                   f"built with the small forms (int8 weights sign-extended as read, shorter tables): "
                   f"{build.sizes.flash} bytes of flash", file=sys.stderr)
         return build, src
     raise AssertionError("unreachable")
-
-
-@dataclass(frozen=True)
-class _FlashOver:
-    message: str
-
-    @property
-    def sizes_text(self) -> str:
-        """'needs N bytes of flash (...) but the limit is L' out of a LimitError's message."""
-        found = re.search(r"needs (at least )?\d+ bytes of flash.*?but the limit is \d+", self.message)
-        return found.group(0) if found else self.message
 
 
 def _run_firmware(args: argparse.Namespace) -> int:

@@ -32,7 +32,12 @@ class ToolError(McugenError):
 
 
 class LimitError(McugenError):
-    """The plan does not fit the target's RAM or flash."""
+    """The plan does not fit the target's RAM or flash. `flash`: where the flash is over, what
+    it needs against what it has (one clause of the message), else None."""
+
+    def __init__(self, message: str, flash: str | None = None):
+        super().__init__(message)
+        self.flash = flash
 
 
 class DataError(McugenError):

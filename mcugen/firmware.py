@@ -272,10 +272,12 @@ def check_plan_fits(interface: "ModelInterface", board: Board, model_name: str, 
             f"needs at least {interface.arena_bytes + stack} bytes of RAM (arena {interface.arena_bytes} + "
             f"stack {stack}) but the limit is {ram_limit}"
         )
+    flash = None
     if interface.const_bytes > flash_limit:
-        problems.append(f"needs at least {interface.const_bytes} bytes of flash for constants but the limit is {flash_limit}")
+        flash = f"needs at least {interface.const_bytes} bytes of flash for constants but the limit is {flash_limit}"
+        problems.append(flash)
     if problems:
-        raise LimitError(f"model {model_name} on {board.name} " + "; and ".join(problems) + "; nothing was built")
+        raise LimitError(f"model {model_name} on {board.name} " + "; and ".join(problems) + "; nothing was built", flash)
 
 
 def check_limits(sizes: ElfSizes, board: Board, model_name: str, *, ram_limit: int | None = None,
@@ -290,13 +292,13 @@ def check_limits(sizes: ElfSizes, board: Board, model_name: str, *, ram_limit: i
             f"needs {sizes.ram} bytes of RAM (data {sizes.data} + bss {sizes.bss} + stack {sizes.stack}) "
             f"but the limit is {ram_limit}"
         )
+    flash = None
     if sizes.flash > flash_limit:
-        problems.append(
-            f"needs {sizes.flash} bytes of flash (text {sizes.text} + rodata {sizes.rodata} + "
-            f"data {sizes.data}) but the limit is {flash_limit}"
-        )
+        flash = (f"needs {sizes.flash} bytes of flash (text {sizes.text} + rodata {sizes.rodata} + "
+                 f"data {sizes.data}) but the limit is {flash_limit}")
+        problems.append(flash)
     if problems:
-        raise LimitError(f"model {model_name} on {board.name} " + "; and ".join(problems))
+        raise LimitError(f"model {model_name} on {board.name} " + "; and ".join(problems), flash)
 
 
 def _measure_without_limits(out_dir: Path, board: Board) -> ElfSizes | None:
@@ -326,6 +328,7 @@ def _raise_for_overflow(log: str, board: Board, model_name: str) -> None:
     """LimitError from the linker's "region `X' overflowed by N bytes" lines, if any."""
     by_name = {region.name: region for region in board.regions}
     problems = []
+    flash = None
     for region_name, excess in dict(_OVERFLOW.findall(log)).items():
         region = by_name.get(region_name)
         if region is None:
@@ -335,8 +338,10 @@ def _raise_for_overflow(log: str, board: Board, model_name: str) -> None:
             f"needs {region.length + int(excess)} bytes of {kind} (region {region_name}) "
             f"but {board.name} has {region.length}"
         )
+        if kind == "flash":
+            flash = problems[-1]
     if problems:
-        raise LimitError(f"model {model_name} does not fit {board.name}: " + "; ".join(problems))
+        raise LimitError(f"model {model_name} does not fit {board.name}: " + "; ".join(problems), flash)
 
 
 def build_firmware(

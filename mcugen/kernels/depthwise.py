@@ -15,15 +15,6 @@ import numpy as np
 from mcugen.kernels.base import ConvView, KernelContext, conv_view, larger_form_pays, round_up, share_identical_code
 from mcugen.kernels.cost import family_estimate
 from mcugen.kernels.conv import GemmConvPlan, ThinConvPlan, conv_plan
-from mcugen.kernels.requant import (
-    ACC_LIMIT,
-    Requant,
-    input_magnitude,
-    int16_pair,
-    plan_requant,
-    rq_table,
-    wrap32,
-)
 from mcugen.kernels.depthwise_asm import (
     DW_BLOCK,
     DW_LAST_CHANNEL,
@@ -37,10 +28,17 @@ from mcugen.kernels.depthwise_asm import (
     requant_in_place,
     row_costs,
 )
+from mcugen.kernels.requant import (
+    ACC_LIMIT,
+    Requant,
+    input_magnitude,
+    int16_pair,
+    plan_requant,
+    rq_table,
+    wrap32,
+)
 from mcugen.lower import Layer
 from mcugen.targets import Isa
-
-
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,8 @@ class DepthwisePlan:
     # pointers (post-incremented): a row's loop steps, its last out_w % DW_BLOCK outputs
     asm_rows: tuple[str, ...] = ()
     # DSP, stride 1 or 2: per ring case, every channel of a row through one pointer, six outputs
-    # per step (dw_asm_cases); preferred to asm_rows and asm_loop where it encodes
+    # per step at stride 1, four at stride 2 (dw_asm_cases); taken over asm_rows and asm_loop
+    # where it encodes and pays (dw_cases_pay)
     asm_cases: tuple[tuple[str, ...], ...] = ()
     # kernels other than 3x3 (kh x kw, kw odd; select_depthwise_k): ring rows = kh; per kernel
     # row the DSP's int32 words of weight pairs (dw_k_weights) or the others' kw int16 weights
@@ -118,15 +117,14 @@ def same_code_layers(ctx: KernelContext, v: ConvView) -> int:
     return max(n, 1)
 
 
-def dw_cases_pay(v: ConvView, plane_w: int, rq: Requant, flash_tight: bool, sharing: int = 1) -> tuple[bool, int, int]:
-    """Whether the six-output kernel (dw_asm_cases: three copies of its code, one per ring case)
-    replaces the four-output one (dw_asm_rows, one copy; stride 2: _dw_asm's three copies in a
-    C channel loop), by `larger_form_pays` on counts read off the assembly itself: instructions
-    per channel row times rows and channels, and 4 bytes per instruction of code added, shared
-    by `sharing` layers. Also returns the two counts per inference (new, old)."""
-    blocks, _, _ = dw_cases_layout(v.out_w, v.sh)
-    cases = dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free)
-    new = row_costs(cases[0], blocks)
+def dw_cases_pay(v: ConvView, plane_w: int, rq: Requant, cases: tuple[tuple[str, ...], ...], flash_tight: bool,
+                 sharing: int = 1) -> bool:
+    """Whether the six-output kernel (`cases`: dw_asm_cases, three copies of its code, one per
+    ring case) replaces the four-output one (dw_asm_rows, one copy; stride 2:
+    dw_asm_case_blocks' three copies in a C channel loop), by `larger_form_pays` on counts read
+    off the assembly itself: instructions per channel row times rows and channels, and 4 bytes
+    per instruction of code added, shared by `sharing` layers."""
+    new = row_costs(cases[0], dw_cases_layout(v.out_w, v.sh)[0])
     new_code = 4 * sum(len(c) for c in cases)
     blocks4 = v.out_w // DW_BLOCK
     if v.sh == 1 and dw_rows_fit(v.out_w, v.out_c, plane_w):
@@ -135,14 +133,13 @@ def dw_cases_pay(v: ConvView, plane_w: int, rq: Requant, flash_tight: bool, shar
     else:
         loops, tails = dw_asm_case_blocks(v, rq, plane_w)
         if not any(loops) and not any(tails):
-            return True, new, 0  # the C path: the assembly is faster anyway
+            return True  # the C path: the assembly is faster anyway
         per_step = len(loops[0]) + 2 if loops[0] else 0  # + CMP, BNE
         old = blocks4 * per_step + len(tails[0]) + 4  # + the C loop per channel
         old_code = 4 * sum(len(x) + len(y) for x, y in zip(loops, tails))
     rows_channels = v.out_h * v.out_c
-    gain = (old - new) * rows_channels
     added = max(0, new_code - old_code) // sharing
-    return larger_form_pays(gain, old * rows_channels, added, flash_tight), new * rows_channels, old * rows_channels
+    return larger_form_pays((old - new) * rows_channels, old * rows_channels, added, flash_tight)
 
 
 def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[DepthwisePlan | GemmConvPlan | ThinConvPlan, str]]:
@@ -193,12 +190,13 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
             pairs[:, 2 * r + 1] = int16_pair(w1, w2)
         records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
         unpack = dw_int8_form(ctx, v, rq)
-        cases = (rq.fast and rq.clamp_is_int8 and dw_cases_fit(v.out_w, v.out_c, plane_w, v.sh) and DW_CASES is not False
-                 and (DW_CASES or dw_cases_pay(v, plane_w, rq, ctx.flash_tight,
-                                               same_code_layers(ctx, v) if unpack else 1)[0]))
+        if rq.fast and rq.clamp_is_int8 and dw_cases_fit(v.out_w, v.out_c, plane_w, v.sh) and DW_CASES is not False:
+            candidate = dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free)
+            if DW_CASES or dw_cases_pay(v, plane_w, rq, candidate, ctx.flash_tight,
+                                        same_code_layers(ctx, v) if unpack else 1):
+                asm_cases = candidate
+        cases = bool(asm_cases)
         rows = not cases and v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
-        if cases:
-            asm_cases = dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free)
         if rows:
             asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
         if rows or cases:

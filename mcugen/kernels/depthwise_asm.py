@@ -155,13 +155,12 @@ DW_CASES_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "a4": "r4", "a5
                  "d1": "r9", "p": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)
 
 
-def _dw_wide_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c: int, post: bool,
-                   sign_free: bool) -> list[str]:
-    """`n` (<= DW_WIDE_BLOCK) consecutive outputs of one channel, the kernel rows at byte
-    `offsets` from %[p] (one pointer: the ring case is known), two data registers taking the
-    row's words in turn (word w replaces word w - 2, dead by then); %[p] moves on `step` bytes
-    with the first load of the row at offset 0."""
-    last_word = (n - 1) // 2 + 1 if stride == 1 else n
+def _dw_wide_block(n: int, offsets: Sequence[int], step: int, out_c: int, post: bool, sign_free: bool) -> list[str]:
+    """Stride 1: `n` (<= DW_WIDE_BLOCK) consecutive outputs of one channel, the kernel rows at
+    byte `offsets` from %[p] (one pointer: the ring case is known), two data registers taking
+    the row's words in turn (word w replaces word w - 2, dead by then); %[p] moves on `step`
+    bytes with the first load of the row at offset 0."""
+    last_word = (n - 1) // 2 + 1
     lines = [f"ldr %[a{n - 1}], [%[w], #24]"]  # the bias: every output starts from it
     moved = 0
     for ri, k in enumerate(sorted(range(3), key=lambda k: (offsets[k] != 0, k))):
@@ -173,16 +172,18 @@ def _dw_wide_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c
             lines.append(f"ldrd %[d0], %[d1], [%[p], #{offsets[k] - moved}]")
         loaded = 2
         for j in range(n):
-            need = j // 2 + 1 if stride == 1 else j + 1
-            while loaded <= min(need, last_word):
+            while loaded <= min(j // 2 + 1, last_word):
                 lines.append(f"ldr %[d{loaded % 2}], [%[p], #{offsets[k] + 4 * loaded - moved}]")
                 loaded += 1
             add = f"%[a{n - 1}]" if ri == 0 and j < n - 1 else f"%[a{j}]"
-            if stride == 1:
-                lines += dw_s1_macs(j, f"%[d{(j // 2) % 2}]", f"%[d{(j // 2 + 1) % 2}]", "r7", add)
-            else:
-                lines += [f"smlad %[a{j}], %[d{j % 2}], r7, {add}", f"smlabt %[a{j}], %[d{(j + 1) % 2}], %[wc], %[a{j}]"]
+            lines += dw_s1_macs(j, f"%[d{(j // 2) % 2}]", f"%[d{(j // 2 + 1) % 2}]", "r7", add)
     return lines + _dw_requant(n, "r7", step, out_c, post, sign_free)
+
+
+def ring_case_offsets(plane_w: int) -> tuple[tuple[int, int, int], ...]:
+    """Per ring case (the slot holding kernel row 0), the byte offsets of kernel rows 0, 1, 2
+    from the channel's first ring row (3 rows of plane_w int16 per channel)."""
+    return tuple(tuple(((c + k) % 3) * 2 * plane_w for k in range(3)) for c in range(3))
 
 
 def dw_cases_step(stride: int) -> int:
@@ -203,7 +204,7 @@ def _dw_case_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c
     """One step of dw_asm_cases: stride 1 _dw_wide_block; stride 2 dw_asm_block with its ring
     pointer %[p], r7 for wa and a4 as its third data register."""
     if stride == 1:
-        return _dw_wide_block(n, stride, offsets, step, out_c, post, sign_free)
+        return _dw_wide_block(n, offsets, step, out_c, post, sign_free)
     lines = dw_asm_block(n, stride, offsets, step, out_c, post, sign_free)
     return [x.replace("%[r]", "%[p]").replace("%[wa]", "r7").replace("%[d2]", "%[a4]") for x in lines]
 
@@ -222,8 +223,7 @@ def dw_asm_cases(out_w: int, out_c: int, plane_w: int, stride: int, sign_free: b
     n = dw_cases_step(stride)
     blocks, tail, step = dw_cases_layout(out_w, stride)
     cases = []
-    for c in range(3):
-        offsets = tuple(((c + k) % 3) * 2 * plane_w for k in range(3))
+    for offsets in ring_case_offsets(plane_w):
         lines = ["push {r7}", "2:"]
         if blocks == 1:
             lines += _dw_case_block(n, stride, offsets, step, out_c, post, sign_free)
@@ -278,10 +278,9 @@ def _dw_words(j: int, stride: int) -> tuple[int, int]:
 
 def dw_asm_case_blocks(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
     """The four-output DSP depthwise assembly for the three ring cases (run in a C channel loop),
-    or nothing where the C path must
-    do: the general requantization or a narrower activation range (no single SSAT), or
-    offsets the load/store encodings cannot reach (ring rows within LDRD's 1020 bytes,
-    post-indexed STRB up to 255 bytes, else immediate offsets up to 4095)."""
+    or nothing where the C path must do: the general requantization or a narrower activation
+    range (no single SSAT), or offsets the load/store encodings cannot reach (ring rows within
+    LDRD's 1020 bytes, post-indexed STRB up to 255 bytes, else immediate offsets up to 4095)."""
     c = v.out_c
     post = c <= 255
     if not (rq.fast and rq.clamp_is_int8) or 4 * plane_w + 4 * (DW_BLOCK + 1) > 1020 \
@@ -290,8 +289,7 @@ def dw_asm_case_blocks(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tu
     step = 4 * v.sh * DW_BLOCK // 2
     tail = v.out_w % DW_BLOCK
     loops, tails = [], []
-    for rows in ((0, plane_w, 2 * plane_w), (plane_w, 2 * plane_w, 0), (2 * plane_w, 0, plane_w)):
-        offsets = tuple(2 * r for r in rows)  # bytes
+    for offsets in ring_case_offsets(plane_w):
         loops.append(dw_asm_block(DW_BLOCK, v.sh, offsets, step, c, post, rq.sign_free) if v.out_w >= DW_BLOCK else ())
         tails.append(dw_asm_block(tail, v.sh, offsets, 0, c, post, rq.sign_free) if tail else ())
     return tuple(loops), tuple(tails)

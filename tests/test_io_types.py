@@ -42,6 +42,16 @@ def test_float_input_rounds_half_away_from_zero(tmp_path, board):
     assert report.runs == 1 and report.bit_exact, report.per_run
 
 
+def _around_half_steps(n: int, scale: np.float32) -> np.ndarray:
+    """n float32 values cycling over the half steps k + 1/2 of `scale`, k in -300..299: one
+    float step above each, one below, and the half step itself."""
+    k = (np.arange(n) // 3) % 600 - 300
+    half = ((k + 0.5) * scale).astype(np.float32)
+    step = np.arange(n) % 3
+    return np.where(step == 0, np.nextafter(half, np.float32(np.inf)),
+                    np.where(step == 1, np.nextafter(half, np.float32(-np.inf)), half)).astype(np.float32)
+
+
 def _near_half_way_inputs(tmp_path, model):
     """Inputs where a QUANTIZE that multiplies by 1/scale instead of dividing could round
     differently: one float step either side of each half step, the half steps themselves, values
@@ -51,11 +61,7 @@ def _near_half_way_inputs(tmp_path, model):
     q = next(op for op in g.operators if op.op is OpType.QUANTIZE)
     s = np.float32(g.t(q.outputs[0]).quant.s)
     x = g.t(g.inputs[0])
-    k = (np.arange(x.size) // 3) % 600 - 300
-    half = ((k + 0.5) * s).astype(np.float32)
-    step = np.arange(x.size) % 3
-    values = np.where(step == 0, np.nextafter(half, np.float32(np.inf)),
-                      np.where(step == 1, np.nextafter(half, np.float32(-np.inf)), half)).astype(np.float32)
+    values = _around_half_steps(x.size, s)
     special = np.array([np.nan, 1.0, -np.inf, -np.nan, np.nan, 1e-45, -1e-45, 0.0, -0.0,
                         -3.4e38, 40000 * s, -40000 * s, 32767.5 * s, -32768.5 * s, 511.5 * s, -511.5 * s,
                         127.5 * s, -128.5 * s], dtype=np.float32)
@@ -187,11 +193,7 @@ def test_float_to_uint8_quantize_near_half_steps_on_cortex_m4(zero_point):
     x = Tensor(0, "x", (1, n), DType.FLOAT32)
     y = Tensor(1, "y", (1, n), DType.UINT8, Quant(np.array([scale], np.float32), np.array([zero_point], np.int64)))
     graph = Graph(f"q_u8_{zero_point}", [x, y], [Operator(0, OpType.QUANTIZE, [0], [1])], [0], [1])
-    k = (np.arange(n) // 3) % 600 - 300
-    half = ((k + 0.5) * scale).astype(np.float32)
-    step = np.arange(n) % 3
-    values = np.where(step == 0, np.nextafter(half, np.float32(np.inf)),
-                      np.where(step == 1, np.nextafter(half, np.float32(-np.inf)), half)).astype(np.float32)
+    values = _around_half_steps(n, scale)
     values[:4] = [np.nan, -np.inf, 0.0, -0.0]
     runs = [[values.reshape(1, n)]]
     gen, _ = specialised(graph, "armv7em-dsp")

@@ -65,7 +65,7 @@ def dequantize_params(x: Tensor) -> list:
     """The mcugen_dequantize_params_t of DEQUANTIZE from `x` (int8, uint8 or int16) to float32."""
     return [
         L.ParamValue("size", x.size),
-        L.ParamValue("scale", float(np.float32(x.quant.s)), "double"),
+        L.ParamValue("scale", float(np.float32(x.quant.s)), "float"),
         L.ParamValue("zero_point", x.quant.zp),
     ]
 

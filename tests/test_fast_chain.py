@@ -198,6 +198,7 @@ RING_CASES = {
     "valid_s2": dict(pad=Padding.VALID, stride=2, residual=False, h=11, w=11),
     "stem": dict(stem=True, cin=3, h=13, w=19, mid=16, residual=False, out_c=8),
     "stem_tail2": dict(stem=True, cin=3, h=17, w=15, mid=8, residual=False, out_c=4),
+    "stem_wide": dict(stem=True, cin=3, h=5, w=270, mid=8, residual=False, out_c=4),  # ring rows > 127 bytes
     "patch_cin3": dict(cin=3, mid=8, residual=False, out_c=5, w=6),
     "s1_relu_clamp": dict(h=6, w=10, mid=12, acts=("RELU", "RELU6")),
     "no_a_residual": dict(has_a=False, cin=8, mid=8, h=7, w=9),
@@ -239,10 +240,18 @@ def test_ring_only_where_it_applies():
     for target in ("portable", "mve"):
         _, result = generated(graph, program, target)
         assert next(iter(result.plans.values())).ring_b is None
-    for case in ("stem", "stem_tail2"):  # stage A on patches: three pixels per step
+    for case in ("stem", "stem_tail2", "stem_wide"):  # stage A on patches: three pixels per step
         graph = ring_block(case)
         _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
-        assert next(iter(result.plans.values())).a_triple, case
+        plan = next(iter(result.plans.values()))
+        assert plan.a_triple, case
+        # in one assembly loop where its requantization is short: with the sign correction (no
+        # activation) and without it (ReLU), the clamp of a narrower activation, ring rows of any width
+        assert bool(plan.a3_asm) == plan.a.rq.fast, case
+        assert any(x.startswith(("movlt", "mvnlt", "movgt", "mvngt")) for x in plan.a3_asm) == (not plan.a.rq.clamp_is_int8), case
+        if plan.a3_asm:
+            assert any("asr #31" in x for x in plan.a3_asm) == (not plan.a.rq.sign_free), case
+            assert any(x.startswith("strb r0, [r6], #") for x in plan.a3_asm) == (2 * plan.ring_b.plane_w <= 255), case
     for seed in range(6):
         graph = block(seed, acts=("NONE",), **CASES["no_a_s2"])
         _, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
@@ -281,6 +290,25 @@ def test_ring_chains_bit_exact_on_the_m4():
         inputs = driver.random_inputs(graph, 2, seed=8)
         assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), [emulate(graph, r).outputs for r in inputs],
                           f"{case} on the M4")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_stem_triple_assembly_with_relu_on_the_m4():
+    """Stage A's three-pixel assembly (triple_asm) after a ReLU: no sign correction, with the
+    clamp of an activation narrower than int8 (both bounds) and without it, on the emulated M4."""
+    seen = set()
+    for seed, clamp in ((105, True), (110, True), (125, False)):
+        graph = block(seed, stem=True, cin=3, h=15, w=21, mid=12, residual=False, out_c=4, acts=("RELU", "RELU6"))
+        gen, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
+        plan = next(iter(result.plans.values()))
+        rq = plan.a.rq
+        assert plan.a3_asm and rq.sign_free and rq.clamp_is_int8 == (not clamp) and rq.act_max - rq.act_min > 5, seed
+        assert not any("asr #31" in x for x in plan.a3_asm)
+        seen.update(x.split()[0] for x in plan.a3_asm if x.startswith(("movlt", "mvnlt", "movgt", "mvngt")))
+        inputs = driver.random_inputs(graph, 2, seed=4)
+        assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), [emulate(graph, r).outputs for r in inputs],
+                          f"seed {seed} on the M4")
+    assert {"mvnlt", "movgt"} <= seen or {"movlt", "movgt"} <= seen, seen
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")

@@ -6,6 +6,7 @@ layers.c.j2.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -173,6 +174,55 @@ def ring_b_requant(n: int, channels: int, sign_free: bool, act_min: int = -128, 
     return lines
 
 
+def triple_asm(groups: int, stride: int, pairs: int, sign_free: bool, act_min: int = -128,
+               act_max: int = 127) -> tuple[str, ...]:
+    """Armv7E-M assembly of stage A on three unpacked patches (`a_triple`), every pair of output
+    channels in one loop: %[w] (lr) the int16 weight pairs (per channel pair, channel a's
+    `groups` pairs of words, then channel b's), %[x] (r12) the three pixels' int16 pairs (8 *
+    groups bytes apart), on the stack the three output pointers, the first one's end and the
+    table pointer (rows bias, M, K, e; the bias is the first group's SMLAD addend, so no
+    copies). Per pair: the dot products as the C kernel's, then the short requantization of the
+    six accumulators in place (M, K, e by one LDM per channel; the activation's clamp where it
+    is narrower than int8), then the six stores one after
+    the other (pipelined), `stride` bytes between two channels. Registers: r0-r2 channel a of
+    pixels 0-2, r3-r5 channel b, r6-r11 weights and inputs, r7 saved by the assembly."""
+    g8 = 8 * groups
+    lines = ["push {r7}", "push {r0, r1, r2, r3, r4}", "1:", "ldr r6, [sp, #16]", "ldr r2, [r6, #0]", "ldr r5, [r6, #16]"]
+    for g in range(groups):
+        lines += [f"ldrd r7, r6, [lr, #{8 * g}]", f"ldrd r8, r9, [lr, #{g8 + 8 * g}]"]
+        for p in range(3):
+            first = g == 0
+            lines += [f"ldrd r10, r11, [r12, #{g8 * p + 8 * g}]",
+                      f"smlad r{p}, r10, r7, {'r2' if first else f'r{p}'}", f"smlad r{p}, r11, r6, r{p}",
+                      f"smlad r{p + 3}, r10, r8, {'r5' if first else f'r{p + 3}'}", f"smlad r{p + 3}, r11, r9, r{p + 3}"]
+    lines += [f"add lr, lr, #{2 * g8}", "ldr r11, [sp, #16]"]
+    for half in range(2):
+        lines.append("ldmia r11!, {r6, r7, r8, r9}")  # bias (dead), M, K, e
+        for p in range(3 * half, 3 * half + 3):
+            a = f"r{p}"
+            lines += [f"smmlar {a}, {a}, r7, r8"] if sign_free else ["smmlar r6, " + a + ", r7, r8", f"add {a}, r6, {a}, asr #31"]
+            lines += [f"asr {a}, {a}, r9", f"ssat {a}, #8, {a}"]
+            if act_min > -128:
+                lines += _clamp(a, "lt", act_min)
+            if act_max < 127:
+                lines += _clamp(a, "gt", act_max)
+    lines += ["str r11, [sp, #16]", "ldm sp, {r6, r7, r8}"]
+    post = 2 * stride <= 255
+    for p, o in enumerate(("r6", "r7", "r8")):
+        lines.append(f"strb r{p + 3}, [{o}, #{stride}]")
+        lines.append(f"strb r{p}, [{o}], #{2 * stride}" if post else f"strb r{p}, [{o}]")
+    if not post:
+        lines += [f"add {o}, {o}, #{2 * stride}" for o in ("r6", "r7", "r8")]
+    lines += ["stm sp, {r6, r7, r8}", "ldr r9, [sp, #12]", "cmp r6, r9", "bne 1b", "add sp, sp, #20", "pop {r7}"]
+    return tuple(lines)
+
+
+def triple_asm_fits(groups: int, stride: int) -> bool:
+    """The immediates of triple_asm encode: LDRD offsets up to 1020, the store offset and the
+    pointer steps within 4095."""
+    return 3 * 8 * groups <= 1020 and 16 * groups <= 4095 and 2 * stride <= 4095
+
+
 @dataclass(frozen=True)
 class RingB:
     """DSP stage B of a chain on a channel-major ring: A writes each output pixel's channels
@@ -236,6 +286,7 @@ class ChainPlan:
     c_narrow: Optional["NarrowCode"] = None  # DSP: stage C with few output channels (likewise)
     ring_b: Optional[RingB] = None  # DSP: stage B on a channel-major ring (RingB), else pixel by pixel
     a_triple: bool = False  # DSP ring, A on patches: three pixels unpacked into int16 pairs, two channels per step
+    a3_asm: tuple[str, ...] = ()  # a_triple with the short requantization: every channel pair in one assembly loop (triple_asm)
     scratch_offset: int = -1  # ring_b: the arena offset of the chain's scratch (RingB.scratch_bytes)
 
 
@@ -436,6 +487,10 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
         a_triple=bool(ring) and a_stage is not None and not a_stage.direct and not a_stage.int8_weights
         and a_stage.v.out_w >= 3 and 3 * 8 * a_stage.groups <= 1020,
     )
+    if plan.a_triple and plan.a.rq.fast and plan.a.v.out_c >= 2 and triple_asm_fits(plan.a.groups, plan.ring_b.plane_w):
+        rq = plan.a.rq
+        plan = dataclasses.replace(plan, a3_asm=triple_asm(plan.a.groups, plan.ring_b.plane_w, plan.a.v.out_c // 2,
+                                                           rq.sign_free, rq.act_min, rq.act_max))
     if ring:
         # the ring and the block of pixels take more than the portable kernel's ring of A rows:
         # the kernel states its scratch (the schedule plans it with the chain, keyed by its operators)

@@ -22,7 +22,7 @@ from mcugen.kernels.conv import (
     thin_loop_fits,
     thin_stride_fits,
 )
-from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_in_place
+from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, asm_clamp, dw_s1_macs, requant_in_place
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     Requant,
@@ -151,13 +151,6 @@ def ring_b_asm(n: int, stride: int, plane_w: int, channels: int, sign_free: bool
     return tuple(lines)
 
 
-def _clamp(reg: str, cond: str, bound: int) -> list[str]:
-    """reg = bound where reg `cond` bound (lt: the lower bound, gt: the upper one), an IT block."""
-    cmp = f"cmp {reg}, #{bound}" if bound >= 0 else f"cmn {reg}, #{-bound}"
-    mov = f"mov{cond} {reg}, #{bound}" if bound >= 0 else f"mvn{cond} {reg}, #{-bound - 1}"
-    return [cmp, f"it {cond}", mov]
-
-
 def ring_b_requant(n: int, channels: int, sign_free: bool, act_min: int = -128, act_max: int = 127) -> list[str]:
     """The short requantization of accumulators %[a0..a(n-1)] in place, y = ssat8((SMMLAR(acc,
     M, K) [+ (acc >> 31)]) >> e) (M, K, e from the record at %[w] into r7, %[wc], %[d0]) and the
@@ -167,9 +160,9 @@ def ring_b_requant(n: int, channels: int, sign_free: bool, act_min: int = -128, 
     for j in range(n):
         lines += requant_in_place(j, "r7", "%[wc]", sign_free)
         if act_min > -128:
-            lines += _clamp(f"%[a{j}]", "lt", act_min)
+            lines += asm_clamp(f"%[a{j}]", "lt", act_min)
         if act_max < 127:
-            lines += _clamp(f"%[a{j}]", "gt", act_max)
+            lines += asm_clamp(f"%[a{j}]", "gt", act_max)
     lines += [f"strb %[a{j}], [%[o], #{j * channels}]" for j in range(n)]
     return lines
 
@@ -203,9 +196,9 @@ def triple_asm(groups: int, stride: int, pairs: int, sign_free: bool, act_min: i
             lines += [f"smmlar {a}, {a}, r7, r8"] if sign_free else ["smmlar r6, " + a + ", r7, r8", f"add {a}, r6, {a}, asr #31"]
             lines += [f"asr {a}, {a}, r9", f"ssat {a}, #8, {a}"]
             if act_min > -128:
-                lines += _clamp(a, "lt", act_min)
+                lines += asm_clamp(a, "lt", act_min)
             if act_max < 127:
-                lines += _clamp(a, "gt", act_max)
+                lines += asm_clamp(a, "gt", act_max)
     lines += ["str r11, [sp, #16]", "ldm sp, {r6, r7, r8}"]
     post = 2 * stride <= 255
     for p, o in enumerate(("r6", "r7", "r8")):

@@ -12,6 +12,7 @@ from typing import ClassVar, Optional, Sequence
 import numpy as np
 
 from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, conv_view, round_up, share_identical_code
+from mcugen.kernels.gemm_asm import RQ_E_BITS, dot_registers, gemm_dot_asm, gemm_dot_fits
 from mcugen.kernels.requant import (
     Requant,
     input_magnitude,
@@ -59,6 +60,18 @@ class GemmConvPlan:
     rq_words: int = 4  # words per channel of the table: 4 (bias, M, K or shift, e), 3 (no e) or 2 (bias and e in one word, M: see rq_table_words)
     shared: bool = False  # later layers call this layer's code with their own weights and table (`share_gemm_code`)
     code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
+    dot_asm: tuple[tuple[str, ...], ...] = ()  # DSP, short form: the block's and the tail's channel loop in assembly (gemm_dot_asm)
+
+    @property
+    def dot_registers(self) -> tuple[str, tuple[str, ...]]:
+        """dot_asm's weight pointer register and clobbers (gemm_asm.dot_registers)."""
+        return dot_registers(self.full_unroll)
+
+    def dot_lines(self, pixels: int) -> tuple[str, ...]:
+        """The channel loop in assembly for the block of `pixels` (the block or the tail), or ()."""
+        if not self.dot_asm:
+            return ()
+        return self.dot_asm[0] if pixels == self.block else self.dot_asm[1]
 
     @property
     def e_from_k(self) -> bool:
@@ -367,7 +380,6 @@ def _choose_block(npix: int, blocks: Sequence[int] = _BLOCKS, groups: int = 1) -
 # only where the instructions that saves per byte of flash reach INSTRUCTIONS_PER_FLASH_BYTE.
 E_FROM_K_INSTRUCTIONS = 3
 E_UNPACK_INSTRUCTIONS = 5  # measured on MobileNet v2: ~8 against four words, ~2.3 against three
-RQ_E_BITS = 5  # e in 1..31
 
 
 def rq_table_words(rq: Requant, blocks: int, flash_tight: bool, bias: Optional[np.ndarray] = None) -> int:
@@ -473,11 +485,16 @@ def conv_plan(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[GemmCon
                           + (", e" if rq_words == 4 else ""))
     scratch_bytes = groups * block * 8 + groups * 4  # int16 pairs + a byte patch
     sname = ctx.scratch_for(i, scratch_bytes)
+    dot_asm: tuple[tuple[str, ...], ...] = ()
+    unroll = groups if full_unroll else _unroll(groups)
+    if ctx.t.isa is Isa.DSP and rq.fast and all(gemm_dot_fits(n, v.out_c, full_unroll) for n in (block, tail) if n):
+        dot_asm = tuple(gemm_dot_asm(n, groups, unroll, full_unroll, v.out_c, doubled, rq_words, rq) if n else ()
+                        for n in (block, tail))
     return GemmConvPlan(
         name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, pointwise=pointwise, v=v, groups=groups,
         block=block, tail=tail, npix=npix, rq=rq, weights=weights, table=table, scratch_bytes=scratch_bytes,
         in_offset=v.input.offset, out_offset=v.output.offset, scratch_offset=-1, word_taps=v.in_c % 4 == 0,
-        unroll=groups if full_unroll else _unroll(groups), doubled=doubled, full_unroll=full_unroll, rq_words=rq_words,
+        unroll=unroll, doubled=doubled, full_unroll=full_unroll, rq_words=rq_words, dot_asm=dot_asm,
     ), sname
 
 

@@ -72,6 +72,13 @@ def dw_s1_macs(j: int, lo: str, hi: str, wa: str, add: str) -> list[str]:
     return [f"smlatb %[a{j}], {lo}, {wa}, {add}", f"smlad %[a{j}], {hi}, %[wc], %[a{j}]"]
 
 
+def asm_clamp(reg: str, cond: str, bound: int) -> list[str]:
+    """reg = bound where reg `cond` bound (lt: the lower bound, gt: the upper one), an IT block."""
+    cmp = f"cmp {reg}, #{bound}" if bound >= 0 else f"cmn {reg}, #{-bound}"
+    mov = f"mov{cond} {reg}, #{bound}" if bound >= 0 else f"mvn{cond} {reg}, #{-bound - 1}"
+    return [cmp, f"it {cond}", mov]
+
+
 def requant_in_place(j: int, m: str, k: str, sign_free: bool) -> list[str]:
     """The short requantization of accumulator %[aj] in place: y = ssat8((SMMLAR(acc, M, K)
     [+ (acc >> 31)]) >> e), M and K in registers `m`, `k`, e in %[d0], %[d1] a temporary."""

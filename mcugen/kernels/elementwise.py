@@ -6,6 +6,7 @@ from layers.c.j2.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -46,10 +47,41 @@ class AddPlan:
     output_offset: int
     act_min: int
     act_max: int
+    # the short form computes the doubled sum the output's SMMLAR takes in one pass (add_doubled_sum):
+    k1_fold: int = 0  # K of input 1's SMMLAR with the other input's constant folded in
+    k2_fold: int = 0
+    sum_const: int = 0  # the constant added to the doubled sum where neither input takes an SMMLAR
 
     @property
     def clamp_is_int8(self) -> bool:
         return self.act_min == -128 and self.act_max == 127
+
+    def shift_input(self, n: int) -> bool:
+        """Input n (1 or 2) of the short form has multiplier 1/2 (2^30) and no shift: its term is
+        (x + offset) << (left_shift - 1), a shift, no SMMLAR."""
+        m, k, e = (self.m1, self.k1, self.e1) if n == 1 else (self.m2, self.k2, self.e2)
+        return self.fast and m == 1 << 30 and k == 0 and e == 0 and self.left_shift >= 1
+
+
+def add_doubled_sum(plan: "AddPlan") -> tuple[int, int, int]:
+    """(k1_fold, k2_fold, sum_const) of the short form's doubled sum 2 (rq1 + rq2), computed as
+    D1 + D2 [+ sum_const]: an input on the shift gives D = x << left_shift, its constant
+    offset << left_shift (even) going into the other input's K where that leaves room (times 2^e:
+    ((t + c 2^e) >> (e - 1)) & -2 = ((t >> (e - 1)) & -2) + 2c for even 2c, and 2 (t + c) = 2t + 2c
+    for e = 0), else into sum_const; an input on an SMMLAR gives D = ((t + sign) >> (e - 1)) & -2
+    (e >= 1) or 2t (e = 0), t = SMMLAR((x << (left_shift + 1)) + (offset << (left_shift + 1)), M, K).
+    The values are those of the two-step form, so its proof of exactness holds."""
+    c = sum(o << plan.left_shift for n, o in ((1, plan.input1_offset), (2, plan.input2_offset)) if plan.shift_input(n))
+    ks = {1: plan.k1, 2: plan.k2}
+    for n, off, m, k, e in ((1, plan.input1_offset, plan.m1, plan.k1, plan.e1), (2, plan.input2_offset, plan.m2, plan.k2, plan.e2)):
+        if plan.shift_input(n) or not c:
+            continue
+        folded = k + (c // 2) * (1 << e)  # c is even: left_shift >= 1
+        u = input_magnitude(off) << (plan.left_shift + 1)
+        if abs(folded) + ((u * m) >> 32) + 2 < 2**31:  # room for the product and the sign
+            ks[n] = folded
+            return ks[1], ks[2], 0
+    return ks[1], ks[2], c
 
 
 @dataclass(frozen=True)
@@ -105,10 +137,14 @@ def add_plan(name: str, index: int, isa: str, size: int, off1: int, off2: int, l
         (k1, e1), (k2, e2), (ko, eo) = short(s1, 0), short(s2, 0), short(so, zp)
     else:
         k1, e1, k2, e2, ko, eo = s1, 0, s2, 0, so, 0
-    return AddPlan(
+    plan = AddPlan(
         name=name, index=index, isa=isa, size=size, input1_offset=off1, input2_offset=off2, left_shift=ls, fast=fast,
         m1=m1, k1=k1, e1=e1, m2=m2, k2=k2, e2=e2, mo=mo, ko=ko, eo=eo, output_offset=zp, act_min=act_min, act_max=act_max,
     )
+    if fast:
+        k1f, k2f, const = add_doubled_sum(plan)
+        plan = dataclasses.replace(plan, k1_fold=k1f, k2_fold=k2f, sum_const=const)
+    return plan
 
 
 def select_add(ctx: KernelContext, layer: Layer) -> Optional[tuple[AddPlan, None]]:

@@ -24,7 +24,7 @@ from mcugen.arena import plan_schedule
 from mcugen.lower import emit, lower
 from mcugen.passes import fold_pads
 from mcugen.kernels import specialize
-from mcugen.kernels.chain import RingB
+from mcugen.kernels.chain import RingB, ring_column_steps
 from mcugen.boards import get_board
 from mcugen.targets import get_target, target_for_board
 
@@ -236,6 +236,7 @@ def test_ring_only_where_it_applies():
     _, result = generated(graph, program)
     plan = next(iter(result.plans.values()))
     assert plan.ring_b is not None and plan.a_thin is not None and plan.a_thin.out_stride == plan.ring_b.plane_w
+    assert plan.a_row_asm and plan.a_row_steps == ring_column_steps(plan.b.v.pad_l)  # the row in one loop
     assert [s.size for s in result.scratch] == [RingB.scratch_bytes(plan.b.v)]
     for target in ("portable", "mve"):
         _, result = generated(graph, program, target)

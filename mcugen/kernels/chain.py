@@ -210,6 +210,31 @@ def triple_asm(groups: int, stride: int, pairs: int, sign_free: bool, act_min: i
     return tuple(lines)
 
 
+RING_COLUMN_STEPS = (2, -1, 2, 1)  # ring byte of column j + 1 minus that of column j, by j % 4 (bits 0 and 1 swapped)
+
+
+def thin_row_asm(code: ThinCode, in_stride: int) -> tuple[str, ...]:
+    """Stage A's row on the ring by the thin kernel (in line, r7 unused) in one assembly loop over
+    its pixels: r7 walks the input `in_stride` bytes a pixel (the pixel's loads read it instead of
+    r2) up to the end in r3, r1 the pixel's ring column, moved on by RING_COLUMN_STEPS with the
+    word of signed byte steps in r4 (ring_column_steps) rotated a byte per pixel; on the stack the
+    record stream's start, the input's end and that word (pushed from r0, r3, r4)."""
+    assert not code.looped and not any("r7" in x for x in code.lines)
+    body = [x.replace("[r2, #", "[r7, #") for x in code.lines]
+    lines = ["push {r7}", "mov r7, r2", "push {r0, r3, r4}", "1:", "ldr r0, [sp]", *body,
+             f"add r7, r7, #{in_stride}", "ldr r2, [sp, #8]", "sxtb r3, r2", "add r1, r1, r3", "ror r2, r2, #8",
+             "str r2, [sp, #8]", "ldr r3, [sp, #4]", "cmp r7, r3", "bne 1b", "add sp, sp, #12", "pop {r7}"]
+    return tuple(lines)
+
+
+def ring_column_steps(first_column: int) -> int:
+    """The word of thin_row_asm: byte k the step after the column (first_column + k) % 4."""
+    word = 0
+    for k in range(4):
+        word |= (RING_COLUMN_STEPS[(first_column + k) % 4] & 0xFF) << (8 * k)
+    return word
+
+
 def triple_asm_fits(groups: int, stride: int) -> bool:
     """The immediates of triple_asm encode: LDRD offsets up to 1020, the store offset and the
     pointer steps within 4095."""
@@ -280,6 +305,8 @@ class ChainPlan:
     ring_b: Optional[RingB] = None  # DSP: stage B on a channel-major ring (RingB), else pixel by pixel
     a_triple: bool = False  # DSP ring, A on patches: three pixels unpacked into int16 pairs, two channels per step
     a3_asm: tuple[str, ...] = ()  # a_triple with the short requantization: every channel pair in one assembly loop (triple_asm)
+    a_row_asm: tuple[str, ...] = ()  # DSP ring, a_thin in line: the row's pixels in one assembly loop (thin_row_asm)
+    a_row_steps: int = 0  # its word of ring column steps (ring_column_steps)
     scratch_offset: int = -1  # ring_b: the arena offset of the chain's scratch (RingB.scratch_bytes)
 
 
@@ -480,6 +507,10 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
         a_triple=bool(ring) and a_stage is not None and not a_stage.direct and not a_stage.int8_weights
         and a_stage.v.out_w >= 3 and 3 * 8 * a_stage.groups <= 1020,
     )
+    if plan.a_thin is not None and plan.ring_b is not None and not plan.a_thin.looped \
+            and not any("r7" in x for x in plan.a_thin.lines) and plan.a.v.sw * plan.a.v.in_c <= 4095:
+        plan = dataclasses.replace(plan, a_row_asm=thin_row_asm(plan.a_thin, plan.a.v.sw * plan.a.v.in_c),
+                                   a_row_steps=ring_column_steps(plan.b.v.pad_l))
     if plan.a_triple and plan.a.rq.fast and plan.a.v.out_c >= 2 and triple_asm_fits(plan.a.groups, plan.ring_b.plane_w):
         rq = plan.a.rq
         plan = dataclasses.replace(plan, a3_asm=triple_asm(plan.a.groups, plan.ring_b.plane_w, plan.a.v.out_c // 2,

@@ -1,4 +1,4 @@
-"""Armv7E-M assembly of the GEMM convolution's channel loop (fully unrolled dot products): the instructions and when they apply.
+"""Armv7E-M assembly of the GEMM convolution's channel loop (dot products in line or in a group loop): the instructions and when they apply.
 
 `mcugen.kernels.conv` decides per layer; templates/c/fast/conv.c.j2 (macro dot) prints the lines.
 """
@@ -21,7 +21,8 @@ def gemm_dot_fits(pixels: int, out_c: int, full_unroll: bool) -> bool:
 
 def _stores(P: int, out_c: int) -> list[str]:
     """The P outputs r0.. of a channel to pixels out_c bytes apart from [r8], r8 one byte on:
-    immediate offsets, or (beyond 4095) out_c in r10 and 3 out_c / 5 out_c in r11."""
+    immediate offsets, or (beyond 4095) register offsets: out_c in r10 (also shifted by 1 and
+    2), 3 out_c in r11, 5 out_c in r9."""
     if (P - 1) * out_c - 1 <= 4095:
         return ["strb r0, [r8], #1"] + [f"strb r{p}, [r8, #{p * out_c - 1}]" for p in range(1, P)]
     lines = [f"movw r10, #{out_c}"]

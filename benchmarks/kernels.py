@@ -19,7 +19,7 @@ the generated model (code and constants of the model's objects in the linked ima
 linker map: the invoke function, the layers, the weights, the kernel library; the CMSIS-NN
 library's objects count as the kernel library of the cmsis-nn build). Then the goals.
 
-Models: MobileNet v2 alpha 0.35 at 96x96 and alpha 1.0 at 224x224 (1000 classes, int8, built
+Models: MobileNet v2 alpha 0.35 at 96x96 and alpha 1.0 at 224x224 (10 classes, int8, built
 with `mcugen model mobilenet_v2` into --work and reused), or the .tflite files given; plus a
 sweep of one-layer models (built with TensorFlow into --work and reused: pointwise 1x1 and
 depthwise 3x3, 5x5 and 7x7, stride 1 and 2, SAME, RELU6) for the kernel sizes MobileNet v2

@@ -22,7 +22,7 @@ from mcugen.kernels.conv import (
     thin_loop_fits,
     thin_stride_fits,
 )
-from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, asm_clamp, dw_s1_macs, requant_in_place
+from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_lines
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     Requant,
@@ -158,11 +158,7 @@ def ring_b_requant(n: int, channels: int, sign_free: bool, act_min: int = -128, 
     after another takes one cycle on the M4, not two)."""
     lines = ["ldrd r7, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
     for j in range(n):
-        lines += requant_in_place(j, "r7", "%[wc]", sign_free)
-        if act_min > -128:
-            lines += asm_clamp(f"%[a{j}]", "lt", act_min)
-        if act_max < 127:
-            lines += asm_clamp(f"%[a{j}]", "gt", act_max)
+        lines += requant_lines(f"%[a{j}]", "r7", "%[wc]", "%[d0]", "%[d1]", sign_free, act_min, act_max)
     lines += [f"strb %[a{j}], [%[o], #{j * channels}]" for j in range(n)]
     return lines
 
@@ -192,13 +188,7 @@ def triple_asm(groups: int, stride: int, pairs: int, sign_free: bool, act_min: i
     for half in range(2):
         lines.append("ldmia r11!, {r6, r7, r8, r9}")  # bias (dead), M, K, e
         for p in range(3 * half, 3 * half + 3):
-            a = f"r{p}"
-            lines += [f"smmlar {a}, {a}, r7, r8"] if sign_free else ["smmlar r6, " + a + ", r7, r8", f"add {a}, r6, {a}, asr #31"]
-            lines += [f"asr {a}, {a}, r9", f"ssat {a}, #8, {a}"]
-            if act_min > -128:
-                lines += asm_clamp(a, "lt", act_min)
-            if act_max < 127:
-                lines += asm_clamp(a, "gt", act_max)
+            lines += requant_lines(f"r{p}", "r7", "r8", "r9", "r6", sign_free, act_min, act_max)
     lines += ["str r11, [sp, #16]", "ldm sp, {r6, r7, r8}"]
     post = 2 * stride <= 255
     for p, o in enumerate(("r6", "r7", "r8")):

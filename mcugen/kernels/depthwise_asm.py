@@ -79,12 +79,23 @@ def asm_clamp(reg: str, cond: str, bound: int) -> list[str]:
     return [cmp, f"it {cond}", mov]
 
 
+def requant_lines(a: str, m: str, k: str, e: str, tmp: str, sign_free: bool, act_min: int = -128,
+                  act_max: int = 127) -> list[str]:
+    """The short requantization of accumulator register `a` in place: y = ssat8((SMMLAR(acc, M, K)
+    [+ (acc >> 31)]) >> e), M, K, e in registers `m`, `k`, `e`, `tmp` a temporary (not with
+    `sign_free`), then the activation's clamp where it is narrower than int8 (asm_clamp)."""
+    lines = [f"smmlar {a}, {a}, {m}, {k}"] if sign_free else [f"smmlar {tmp}, {a}, {m}, {k}", f"add {a}, {tmp}, {a}, asr #31"]
+    lines += [f"asr {a}, {a}, {e}", f"ssat {a}, #8, {a}"]
+    if act_min > -128:
+        lines += asm_clamp(a, "lt", act_min)
+    if act_max < 127:
+        lines += asm_clamp(a, "gt", act_max)
+    return lines
+
+
 def requant_in_place(j: int, m: str, k: str, sign_free: bool) -> list[str]:
-    """The short requantization of accumulator %[aj] in place: y = ssat8((SMMLAR(acc, M, K)
-    [+ (acc >> 31)]) >> e), M and K in registers `m`, `k`, e in %[d0], %[d1] a temporary."""
-    a = f"%[a{j}]"
-    lines = [f"smmlar {a}, {a}, {m}, {k}"] if sign_free else [f"smmlar %[d1], {a}, {m}, {k}", f"add {a}, %[d1], {a}, asr #31"]
-    return lines + [f"asr {a}, {a}, %[d0]", f"ssat {a}, #8, {a}"]
+    """requant_lines for accumulator %[aj], e in %[d0], %[d1] a temporary, no clamp."""
+    return requant_lines(f"%[a{j}]", m, k, "%[d0]", "%[d1]", sign_free)
 
 
 def _dw_requant(n: int, wa: str, step: int, out_stride: int, post_store: bool, sign_free: bool) -> list[str]:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from mcugen.kernels.depthwise_asm import asm_clamp
+from mcugen.kernels.depthwise_asm import requant_lines
 from mcugen.kernels.requant import Requant
 
 RQ_E_BITS = 5  # the two-word table: e in 1..31 in the low bits of the bias word
@@ -117,12 +117,7 @@ def gemm_dot_asm(pixels: int, groups: int, unroll: int, full_unroll: bool, out_c
         a = f"r{p}"
         if not doubled:
             lines.append(f"add {a}, {a}, {a}")
-        lines += [f"smmlar {a}, {a}, r10, r11"] if rq.sign_free else ["smmlar r9, " + a + ", r10, r11", f"add {a}, r9, {a}, asr #31"]
-        lines += [f"asr {a}, {a}, {e}", f"ssat {a}, #8, {a}"]
-        if rq.act_min > -128:
-            lines += asm_clamp(a, "lt", rq.act_min)
-        if rq.act_max < 127:
-            lines += asm_clamp(a, "gt", rq.act_max)
+        lines += requant_lines(a, "r10", "r11", e, "r9", rq.sign_free, rq.act_min, rq.act_max)
     lines.append("ldr r8, [sp, #4]")
     lines += _stores(P, out_c)
     lines += ["str r8, [sp, #4]", "ldr r9, [sp, #8]", "cmp r8, r9", "bne 2b", f"add sp, sp, #{4 * len(FRAME)}", "pop {r7}"]

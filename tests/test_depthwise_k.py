@@ -31,7 +31,7 @@ from mcugen import driver
 from mcugen.emulate import emulate
 from mcugen.ir import Activation, Padding
 from mcugen.kernels import depthwise as dw_module
-from mcugen.kernels.depthwise import DW_BLOCK, dw_asm_k, dw_k_weights
+from mcugen.kernels.depthwise import DW_BLOCK, dw_asm_k, dw_k_rebuild, dw_k_weights, rebuild_words
 from mcugen.kernels.requant import wrap32
 from mcugen.tflite_reader import read_tflite
 
@@ -135,20 +135,57 @@ def int8_weights(request, monkeypatch):
     return request.param
 
 
-def test_depthwise_k_bit_exact_on_the_host(int8_weights):
+@pytest.fixture(params=[False, True], ids=["records-in-flash", "compact"])
+def compact(request, monkeypatch):
+    """Both places of the DSP kernel's records: flash, or rebuilt in scratch from the int8
+    weights (dw_k_compact)."""
+    monkeypatch.setattr(dw_module, "DW_K_COMPACT", request.param)
+    return request.param
+
+
+def test_the_rebuild_makes_the_records_weight_words():
+    """The compact form's rebuild steps (dw_k_rebuild, computed on bytes as the C code does)
+    give dw_k_weights' words for every kernel shape, stride and form, int8 extremes included."""
+    rng = np.random.default_rng(2)
+    for kh, kw in ((5, 5), (7, 7), (3, 5), (5, 3), (1, 3), (9, 9), (3, 7)):
+        for s in (1, 2):
+            for int8 in (False, True):
+                w = rng.integers(-128, 128, size=(6, kh * kw))
+                w[0], w[1] = -128, 127
+                scale = 1 if int8 else 2
+                want = dw_k_weights(scale * w, kh, kw, s, int8)
+                steps = dw_k_rebuild(kw, s, int8)
+                row_words = want.shape[1] // kh
+                assert sorted({k for _, k, _ in steps} | {k + 1 for kind, k, _ in steps if kind == "pairs16"}) \
+                    == list(range(row_words))
+                got = rebuild_words(w, steps, kh, kw, row_words, scale)
+                assert np.array_equal(got, want), (kh, kw, s, int8)
+
+
+def test_depthwise_k_bit_exact_on_the_host(int8_weights, compact):
     graph = depthwise_k_graph(3)
     gen, plans = dsp_plans(graph, "depthwise")
-    assert all(pl.int8_weights == int8_weights for pl in plans)
+    assert all(pl.int8_weights == int8_weights and bool(pl.rebuild) == compact for pl in plans)
     runs = driver.random_inputs(graph, 2, seed=4)
     assert_equal_runs(run_host(gen, runs), [emulate(graph, r).outputs for r in runs], "kh x kw depthwise (C path)")
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_depthwise_k_assembly_bit_exact_on_the_m4(int8_weights):
+def test_depthwise_k_assembly_bit_exact_on_the_m4(int8_weights, compact):
     gen, plans = dsp_plans(depthwise_k_graph(3), "depthwise")
-    assert all(pl.int8_weights == int8_weights and pl.asm_k for pl in plans)
+    assert all(pl.int8_weights == int8_weights and pl.asm_k and bool(pl.rebuild) == compact for pl in plans)
     assert all(("sxtb16" in " ".join(pl.asm_k)) == int8_weights for pl in plans)
     exact_on_host_and_m4(gen, 2, 4, "kh x kw depthwise")
+
+
+def test_the_compact_form_is_the_default_where_it_is_exact():
+    """By default every kh x kw layer on the assembly path keeps int8 weights in flash
+    (kh*kw + 1 bytes and two words per channel) and its scratch holds the rebuilt records."""
+    _, plans = dsp_plans(depthwise_k_graph(3), "depthwise")
+    for pl in plans:
+        assert pl.rebuild, pl.name
+        ring = pl.v.out_c * pl.ring * pl.plane_w * 2
+        assert pl.scratch_bytes == ring + 4 * pl.record * pl.v.out_c
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc (scripts/setup.sh)")

@@ -89,6 +89,10 @@ class DepthwisePlan:
     record: int = DW_RECORD
     asm_k: tuple[str, ...] = ()
     int8_weights: bool = False  # DSP kh x kw: the weight words hold int8 bytes (dw_k_weights)
+    # DSP kh x kw in the compact form (dw_k_compact): how the kernel rebuilds each kernel row's
+    # weight words in scratch after the ring from the int8 weights in flash (dw_k_rebuild); empty:
+    # the records are in flash
+    rebuild: tuple[tuple[str, int, int], ...] = ()
     # DSP 3x3: the int8 form in flash (`weights`: per channel 9 int8 weights and e or the
     # shift; `table`: bias and M), the records rebuilt in scratch after the ring at each call
     unpack: bool = False
@@ -441,6 +445,81 @@ def dw_k_int8_weights(ctx: KernelContext, v: ConvView) -> bool:
     return not larger_form_pays(small - large, small, 4 * kh * (words16 - words8) * v.out_c, ctx.flash_tight)
 
 
+# DSP kh x kw: the compact form (True: int8 weights in flash, the records rebuilt in scratch at
+# each call) or the records in flash (False) wherever the compact form is exact; None: dw_k_compact
+DW_K_COMPACT: Optional[bool] = None
+DW_K_REBUILD_WORD = 4  # instructions the rebuild spends per weight word (a load, two to three ALU, a store)
+DW_K_REBUILD_CHANNEL = 14  # ... and per channel (bias, M, K, e, the loop)
+
+
+def dw_k_rebuild(kw: int, stride: int, int8: bool) -> tuple[tuple[str, int, int], ...]:
+    """How the compact form's rebuild makes the weight words of one kernel row (dw_k_weights, in
+    record order) from the row's int8 weights w[0..kw-1] in flash: per step (kind, word, byte
+    offset of the four bytes x it loads; a channel's weights come first, so the last row's last
+    load may run up to two bytes past them). Kinds: "pq8": the bytes (x0, x1, x1, x2) (an int8
+    word of P_t, Q_t+1; stride 2 also P_m-1, Q_m); "perm8": (x0, x2, x1, x3) (stride 2, P_t and
+    P_t+1); "qz8": (x0, 0, x1, 0) (stride 2, Q_m and the zero pair); "pair16": the int16 pair
+    (x0, x1); "pairs16": the pairs (x0, x1) and (x1, x2), two words. int16 pairs are doubled where
+    the record's are (the template's)."""
+    m = (kw - 1) // 2
+    if int8 and stride == 1:
+        return tuple(("pq8", u, 2 * u) for u in range(m))
+    if int8:
+        steps = []
+        for u in range((m + 2) // 2):
+            if 2 * u + 1 < m:
+                steps.append(("perm8", u, 4 * u))
+            elif 2 * u + 1 == m:
+                steps.append(("pq8", u, 2 * m - 2))
+            else:
+                steps.append(("qz8", u, 2 * m - 1))
+        return tuple(steps)
+    if stride == 1:
+        return tuple(("pairs16", t, t) for t in range(0, kw - 1, 2))
+    return tuple(("pair16", t, 2 * t) for t in range(m)) + (("pair16", m, 2 * m - 1),)
+
+
+def rebuild_words(weights: np.ndarray, steps: tuple[tuple[str, int, int], ...], kh: int, kw: int,
+                  row_words: int, scale: int) -> np.ndarray:
+    """What dw_k_rebuild's steps make of int8 weights [C][kh*kw], row by row (as the C code
+    computes it, on bytes): the weight words per channel [C][kh*row_words], int32 wrapped."""
+    b = np.concatenate([weights.astype(np.int64) & 0xFF, np.zeros((weights.shape[0], 4), np.int64)], axis=1)
+    s8 = ((b ^ 0x80) - 0x80) * scale & 0xFFFF
+    out = np.zeros((weights.shape[0], kh * row_words), np.int64)
+    for r in range(kh):
+        for kind, k, o in steps:
+            k, o = k + r * row_words, o + r * kw
+            x0, x1, x2, x3 = b[:, o], b[:, o + 1], b[:, o + 2], b[:, o + 3]
+            if kind == "pq8":
+                out[:, k] = x0 | x1 << 8 | x1 << 16 | x2 << 24
+            elif kind == "perm8":
+                out[:, k] = x0 | x2 << 8 | x1 << 16 | x3 << 24
+            elif kind == "qz8":
+                out[:, k] = x0 | x1 << 16
+            else:
+                out[:, k] = s8[:, o] | s8[:, o + 1] << 16
+                if kind == "pairs16":
+                    out[:, k + 1] = s8[:, o + 1] | s8[:, o + 2] << 16
+    return wrap32(out)
+
+
+def dw_k_compact(ctx: KernelContext, v: ConvView, rq: Requant, record: int, row_words: int, small: Optional[float]) -> bool:
+    """DSP kh x kw with the assembly: whether the layer keeps its weights as int8 in flash
+    (kh*kw weights and e per channel, bias and M as words) and rebuilds its `record`-word records
+    in scratch after the ring at each call (dw_k_rebuild), rather than keeping the records in
+    flash: unless `larger_form_pays` for the rebuild's instructions (DW_K_REBUILD_WORD per weight
+    word, DW_K_REBUILD_CHANNEL per channel) against the bytes the records add. Only where the
+    rebuild is exact (K = (2 zero_point + 1) 2^(e-1), as the 3x3 int8 form's)."""
+    if not rq.fast or rq.e.min() < 1 or rq.e.max() > 31 or not np.array_equal(wrap32((2 * rq.output_offset + 1) << (rq.e.astype(np.int64) - 1)),
+                                         rq.k.astype(np.int64)):
+        return False
+    if DW_K_COMPACT is not None:
+        return DW_K_COMPACT
+    rebuild = v.out_c * (DW_K_REBUILD_WORD * v.kh * row_words + DW_K_REBUILD_CHANNEL)
+    added = v.out_c * (4 * record - (v.kh * v.kw + 1 + 8))
+    return not larger_form_pays(rebuild, small if small is not None else 2 * v.macs, added, ctx.flash_tight)
+
+
 def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
                        int8_weights: Optional[bool] = None) -> Optional[tuple[DepthwisePlan, str]]:
     """kh x kw DEPTHWISE_CONV_2D other than 3x3 (kw odd, both up to DW_K_MAX, multiplier 1,
@@ -480,17 +559,33 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
     i = layer.index
     names = "P0, Q1, P1, Q2, ..., Qm" if s == 1 else "P0, P1, ..., Qm"
     form = "int8 bytes (a.lo, b.lo, a.hi, b.hi) of two pairs a, b per word" if int8 else f"x{scale} int16 pairs"
-    weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
-                        f"per channel: weights as {form} per kernel row ({names}; P_t = (w2t, w2t+1), "
-                        f"Q_t = (w2t-1, w2t)), then (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
     scratch_bytes = v.out_c * kh * plane_w * 2  # the ring: kh rows per channel
+    x = [v.macs, v.out_h * v.out_w * v.out_c, v.in_h * v.in_w * v.in_c, 1]
+    rebuild: tuple[tuple[str, int, int], ...] = ()
+    if asm and dw_k_compact(ctx, v, rq, records.shape[1], row_words,
+                            family_estimate(ctx.t.isa.value, f"depthwise/{kh}x{kw}/s{s}" + ("/i8" if int8 else ""), x)):
+        # flash: per channel the kh*kw int8 weights and e, then bias and M as words; the kernel
+        # rebuilds the records in its scratch after the ring
+        rebuild = dw_k_rebuild(kw, s, int8)
+        w8 = np.concatenate([w, rq.e[:, None]], axis=1).astype(np.int8).reshape(-1)
+        weights = ctx.const(i, "w8", "int8_t", np.concatenate([w8, np.zeros(4, np.int8)]),
+                            f"per channel: weights [{kh}x{kw}], then e (the kernel rebuilds its {records.shape[1]}-word "
+                            f"records in scratch; 4 bytes of padding at the end for its word loads)")
+        table = ctx.const(i, "bm", "int32_t", records[:, kh * row_words:kh * row_words + 2].astype(np.int32),
+                          f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier")
+        scratch_bytes += 4 * records.shape[1] * v.out_c
+    else:
+        weights = table = ctx.const(
+            i, "fw", "int32_t", records.astype(np.int32),
+            f"per channel: weights as {form} per kernel row ({names}; P_t = (w2t, w2t+1), "
+            f"Q_t = (w2t-1, w2t)), then (bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e")
     sname = ctx.scratch_for(i, scratch_bytes)
     return DepthwisePlan(
         name=f"{ctx.name}_l{i}_dw", index=i, isa=ctx.t.isa.value, v=v, plane_h=plane_h, plane_w=plane_w, rq=rq,
-        weights=weights, table=weights, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
+        weights=weights, table=table, scratch_bytes=scratch_bytes, in_offset=v.input.offset,
         out_offset=v.output.offset, scratch_offset=-1, copy_rows=min(v.in_h, plane_h - v.pad_t),
         copy_cols=min(v.in_w, (v.out_w - 1) * s + kw - v.pad_l), asm_blocks=v.out_w // DW_BLOCK,
-        ring=kh, row_words=row_words, record=records.shape[1], asm_k=asm, int8_weights=int8,
+        ring=kh, row_words=row_words, record=records.shape[1], asm_k=asm, int8_weights=int8, rebuild=rebuild,
     ), sname
 
 

@@ -11,8 +11,17 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, conv_view, round_up, share_identical_code
+from mcugen.kernels.base import (
+    INSTRUCTIONS_PER_FLASH_BYTE,
+    ConvView,
+    KernelContext,
+    conv_view,
+    larger_form_pays,
+    round_up,
+    share_identical_code,
+)
 from mcugen.kernels.gemm_asm import RQ_E_BITS, dot_registers, gemm_dot_asm, gemm_dot_fits
+from mcugen.kernels.thin_rebuild import thin_compact_exact, thin_compact_words, thin_rebuild_asm, thin_rebuild_cost
 from mcugen.kernels.requant import (
     Requant,
     input_magnitude,
@@ -183,6 +192,13 @@ class ThinConvPlan:
     code: Optional[ThinCode]
     scratch_offset: int = -1
     narrow: Optional[NarrowCode] = None  # few output channels instead: the narrow kernel
+    # the compact form (mcugen.kernels.thin_rebuild): `weights` holds int8 weights, the records
+    # are rebuilt in scratch by this assembly at each call (k_odd = 2 zero_point + 1)
+    rebuild: tuple[str, ...] = ()
+    k_odd: int = 0
+    compact_words: int = 0  # words per channel of the compact form
+    shared: bool = False  # later layers call this layer's code with their own weights (share_thin_code)
+    code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
 
 
 THIN_LOOP_UNROLL = 4  # output channels per iteration of the looped thin kernel
@@ -459,7 +475,8 @@ def conv_plan(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[GemmCon
         ), sname
     if (ctx.t.isa is Isa.DSP and pointwise and rq.fast and rq.clamp_is_int8
             and thin_loop_fits(v.in_c)):
-        return _thin_conv(ctx, v, i, w, bias, rq, npix), ctx.scratch_for(i, 0)  # no scratch (4 bytes)
+        plan, scratch = _thin_conv(ctx, v, i, w, bias, rq, npix)
+        return plan, ctx.scratch_for(i, scratch)  # no scratch: 4 bytes
     if (ctx.t.isa is Isa.DSP and pointwise and rq.fast and rq.clamp_is_int8
             and narrow_conv_fits(v.in_c, v.out_c)):
         code = narrow_code(ctx, v, i, "fw", w, bias, rq)
@@ -537,12 +554,46 @@ def narrow_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarra
                       out_c=v.out_c, groups_per_step=unroll)
 
 
-def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.ndarray, rq: Requant, npix: int) -> ThinConvPlan:
-    code = thin_code(ctx, v, i, "fw", w, bias, rq)
+THIN_COMPACT: Optional[bool] = None  # True/False: the thin kernel's compact form wherever it is exact / nowhere; None: per layer
+
+
+def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.ndarray, rq: Requant,
+               npix: int) -> tuple[ThinConvPlan, int]:
+    """The thin kernel for a whole layer, and its scratch bytes. Looped, its records may be
+    rebuilt in scratch from the compact form (int8 weights in flash; thin_rebuild) unless
+    `larger_form_pays` for the rebuild's instructions against the bytes the records add."""
+    looped = not thin_conv_fits(v.in_c, v.out_c)
+    compact = looped and thin_compact_exact(rq)
+    if compact and THIN_COMPACT is None:
+        rebuild = thin_rebuild_cost(v.in_c, v.out_c)
+        small = npix * v.out_c * (v.in_c // 2 + 6) + rebuild  # per pixel and channel: the SMLADs, load, requantization
+        compact = not larger_form_pays(rebuild, small, 4 * (v.in_c // 4 + 1) * v.out_c, ctx.flash_tight)
+    elif compact:
+        compact = THIN_COMPACT
+    if not compact:
+        code = thin_code(ctx, v, i, "fw", w, bias, rq)
+        return ThinConvPlan(
+            name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, v=v, npix=npix, rq=rq, weights=code.records,
+            table=code.records, code=code,
+        ), 0
+    records = thin_records(w, bias, rq, True)
+    packed = thin_compact_words(records, w)
+    name = ctx.const(i, "fp", "int32_t", packed.astype(np.int32),
+                     "per channel: (bias + input_offset*sum(w)) x2, the int8 weights 4 per word, multiplier, "
+                     "e | (e - 1) << 8 (bit 31: the loop's last channel); the kernel rebuilds its records in scratch")
+    lines, clobbers = thin_conv_asm(v.in_c, rq.e, True, rq.sign_free)
+    code = ThinCode(records="(const int32_t *)scratch", record_words=records.shape[1], lines=lines, clobbers=clobbers,
+                    shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=True)
     return ThinConvPlan(
-        name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, v=v, npix=npix, rq=rq, weights=code.records,
-        table=code.records, code=code,
-    )
+        name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, v=v, npix=npix, rq=rq, weights=name, table=name,
+        code=code, rebuild=thin_rebuild_asm(v.in_c), k_odd=2 * rq.output_offset + 1, compact_words=packed.shape[1],
+    ), 4 * records.shape[1] * v.out_c
+
+
+def share_thin_code(plans: list, render) -> list:
+    """Thin layers in the compact form that would print the same code share one copy
+    (`base.share_identical_code`)."""
+    return share_identical_code(plans, render, lambda pl: pl.kind == "thin_conv" and bool(pl.rebuild))
 
 
 def share_gemm_code(plans: list, render) -> list:

@@ -29,7 +29,7 @@ import dataclasses
 
 from mcugen.kernels.base import KernelContext, KernelPassResult, place_scratch
 from mcugen.kernels.chain import select_chain, patch_word_pieces
-from mcugen.kernels.conv import NARROW_ACC, RQ_E_BITS, select_conv, share_gemm_code
+from mcugen.kernels.conv import NARROW_ACC, RQ_E_BITS, THIN_LOOP_UNROLL, select_conv, share_gemm_code, share_thin_code
 from mcugen.kernels.depthwise import select_depthwise, share_dw_code
 from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_CASES_REGS, DW_RECORD, DW_ROWS_REGS, dw_cases_layout, dw_cases_step
 from mcugen.kernels.elementwise import select_add, select_mean, select_softmax
@@ -113,12 +113,13 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        rq_e_bits=RQ_E_BITS, dw_unpack=any(getattr(pl, "unpack", False) for pl in plans), emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK,
+        rq_e_bits=RQ_E_BITS, thin_unroll=THIN_LOOP_UNROLL, dw_unpack=any(getattr(pl, "unpack", False) for pl in plans), emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK,
         dw_cases_regs=DW_CASES_REGS, patch_word_pieces=patch_word_pieces, dw_cases_step=dw_cases_step, dw_cases_layout=dw_cases_layout, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records") if hasattr(x, a)},
     )
     conv_module = env.get_template("c/fast/conv.c.j2").make_module(ctx)
     dw_module = env.get_template("c/fast/depthwise.c.j2").make_module(ctx)
     plans = share_gemm_code(plans, conv_module.gemm_conv)
+    plans = share_thin_code(plans, conv_module.thin_conv)
     ctx["plans"] = plans = share_dw_code(plans, dw_module.depthwise)
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),

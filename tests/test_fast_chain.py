@@ -24,7 +24,9 @@ from mcugen.arena import plan_schedule
 from mcugen.lower import emit, lower
 from mcugen.passes import fold_pads
 from mcugen.kernels import specialize
+from mcugen.kernels import chain as chain_module
 from mcugen.kernels.chain import RingB, ring_column_steps
+from mcugen.kernels.depthwise_asm import DW_RECORD
 from mcugen.boards import get_board
 from mcugen.targets import get_target, target_for_board
 
@@ -148,7 +150,7 @@ def test_only_supported_chains_are_replaced():
     if plan.ring_b is None:
         assert result.program.arena_bytes == program.arena_bytes, "the chain needs no scratch beyond the plan's"
     else:  # planned without the schedule's extra scratch: the ring goes after the plan (see test_ring_scratch_...)
-        assert result.program.arena_bytes == -(-program.arena_bytes // 16) * 16 + RingB.scratch_bytes(plan.b.v)
+        assert result.program.arena_bytes == -(-program.arena_bytes // 16) * 16 + plan.ring_b.scratch(plan.b.v)
     odd = block(2, mid=10)
     _, result = generated(odd, lower(odd, "net", strategy="fused", fusion="all"))
     assert not chain_kernels(result)
@@ -220,8 +222,15 @@ def ring_block(case: str) -> Graph:
     raise AssertionError(f"{case}: no draw takes stage B on the ring")
 
 
+@pytest.fixture(params=[True, False], ids=["b-compact", "b-records-in-flash"])
+def b_compact(request, monkeypatch):
+    """Both places of stage B's records: rebuilt in scratch from the int8 form, or in flash."""
+    monkeypatch.setattr(chain_module, "CHAIN_B_COMPACT", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("case", sorted(RING_CASES))
-def test_ring_chain_bit_exact_on_the_host(case):
+def test_ring_chain_bit_exact_on_the_host(case, b_compact):
     """The ring's C99 stand-in (the assembly's twin) and stage A's strided stores."""
     graph = ring_block(case)
     check_host(graph, lower(graph, "net", strategy="fused", fusion="all"), runs=2, seed=7)
@@ -237,7 +246,9 @@ def test_ring_only_where_it_applies():
     plan = next(iter(result.plans.values()))
     assert plan.ring_b is not None and plan.a_thin is not None and plan.a_thin.out_stride == plan.ring_b.plane_w
     assert plan.a_row_asm and plan.a_row_steps == ring_column_steps(plan.b.v.pad_l)  # the row in one loop
-    assert [s.size for s in result.scratch] == [RingB.scratch_bytes(plan.b.v)]
+    assert plan.ring_b.compact, "by default stage B's records are rebuilt from the int8 form"
+    assert [s.size for s in result.scratch] == [plan.ring_b.scratch(plan.b.v)]
+    assert plan.ring_b.scratch(plan.b.v) >= RingB.scratch_bytes(plan.b.v) + 4 * DW_RECORD * plan.b.v.out_c
     for target in ("portable", "mve"):
         _, result = generated(graph, program, target)
         assert next(iter(result.plans.values())).ring_b is None
@@ -282,12 +293,13 @@ def test_ring_scratch_is_planned_with_the_chain():
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_ring_chains_bit_exact_on_the_m4():
+def test_ring_chains_bit_exact_on_the_m4(b_compact):
     """The ring's assembly (every block and tail width, both strides) on the emulated M4."""
     for case in sorted(RING_CASES):
         graph = ring_block(case)
         gen, result = generated(graph, lower(graph, "net", strategy="fused", fusion="all"))
-        assert next(iter(result.plans.values())).ring_b is not None
+        plan = next(iter(result.plans.values()))
+        assert plan.ring_b is not None and plan.ring_b.compact == b_compact
         inputs = driver.random_inputs(graph, 2, seed=8)
         assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), [emulate(graph, r).outputs for r in inputs],
                           f"{case} on the M4")

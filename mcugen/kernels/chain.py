@@ -12,7 +12,15 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE, ConvView, KernelContext, chain_stage_view, layer_params, round_up
+from mcugen.kernels.base import (
+    INSTRUCTIONS_PER_FLASH_BYTE,
+    ConvView,
+    KernelContext,
+    chain_stage_view,
+    larger_form_pays,
+    layer_params,
+    round_up,
+)
 from mcugen.kernels.conv import (
     NarrowCode,
     ThinCode,
@@ -247,6 +255,14 @@ class RingB:
     records: str  # per channel: 6 int16 weight pairs x2, bias x2, M, K, e (bit 31: the last channel)
     block: tuple[str, ...]  # assembly of DW_BLOCK outputs of every channel
     tail: tuple[str, ...]  # of the row's last out_w % DW_BLOCK outputs (empty: none)
+    # the compact form (chain_b_compact): the 3x3 depthwise int8 form in flash (`w8`: 9 weights and
+    # e per channel, `bm`: bias x2 and M), the records rebuilt at `records_at` in the chain's scratch
+    # (after the ring and the pixels) at each call by mcugen_dw3_records; `records` is then the
+    # expression of that address in stage B's function (from its `out`, the pixels)
+    w8: str = ""
+    bm: str = ""
+    k_odd: int = 0
+    records_at: int = 0
 
     @property
     def regs(self) -> dict[str, str]:
@@ -255,6 +271,32 @@ class RingB:
     @staticmethod
     def scratch_bytes(b: ConvView) -> int:
         return RING_B_SLOTS * b.out_c * ring_b_plane_w(b) + DW_BLOCK * b.out_c
+
+    @property
+    def compact(self) -> bool:
+        return bool(self.w8)
+
+    def scratch(self, b: ConvView) -> int:
+        """The chain's scratch: the ring and the pixels (scratch_bytes), then the compact form's records."""
+        return self.records_at + 4 * DW_RECORD * b.out_c if self.compact else RingB.scratch_bytes(b)
+
+
+CHAIN_B_COMPACT: Optional[bool] = None  # True/False: stage B's compact form wherever it is exact / nowhere; None: per chain
+CHAIN_B_REBUILD = 37  # instructions per channel of mcugen_dw3_records (its loop, as GCC -O2 compiles it)
+
+
+def chain_b_compact(ctx: KernelContext, v: ConvView, rq) -> bool:
+    """Whether stage B on the ring keeps the 3x3 depthwise int8 form in flash (18 bytes per channel
+    instead of 40) and rebuilds its records in scratch at each call: where K follows from e
+    (K = (2 zero_point + 1) 2^(e-1)), unless `larger_form_pays` for the rebuild's instructions."""
+    e = rq.e.astype(np.int64)
+    if not (e.min() >= 1 and e.max() <= 31
+            and np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64))):
+        return False
+    if CHAIN_B_COMPACT is not None:
+        return CHAIN_B_COMPACT
+    rebuild = CHAIN_B_REBUILD * v.out_c
+    return not larger_form_pays(rebuild, 3 * v.macs + rebuild, (4 * DW_RECORD - 18) * v.out_c, ctx.flash_tight)
 
 
 @dataclass(frozen=True)
@@ -408,13 +450,23 @@ def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[Cha
         pairs[:, 2 * r + 1] = int16_pair(w1, w2)
     records = np.concatenate([wrap32(pairs), rq_table(2 * bias, rq).astype(np.int64)], axis=1)
     records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # the channel loop's end
-    name = ctx.const(i, "b_fw", "int32_t", records.astype(np.int32),
-                     "stage B per channel: weights x2 as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
-                     "(bias + input_offset*sum(w)) x2, multiplier, K or shift, e (bit 31: the last channel)")
     pw = ring_b_plane_w(v)
     tail = v.out_w % DW_BLOCK
+    extra: dict = {}
+    if chain_b_compact(ctx, v, rq):
+        name = w8 = ctx.const(i, "b_w8", "int8_t", np.concatenate([w, rq.e[:, None]], axis=1).astype(np.int8),
+                              "stage B per channel: weights [3x3], then e (the chain rebuilds the records in its scratch)")
+        bm = ctx.const(i, "b_bm", "int32_t", records[:, 6:8].astype(np.int32),
+                       "stage B per channel: (bias + input_offset*sum(w)) x2, multiplier")
+        pixels_at = RING_B_SLOTS * v.out_c * pw
+        at = round_up(pixels_at + DW_BLOCK * v.out_c, 4)
+        extra = dict(w8=w8, bm=bm, k_odd=2 * rq.output_offset + 1, records_at=at, records=f"(out + {at - pixels_at})")
+    else:
+        name = ctx.const(i, "b_fw", "int32_t", records.astype(np.int32),
+                         "stage B per channel: weights x2 as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
+                         "(bias + input_offset*sum(w)) x2, multiplier, K or shift, e (bit 31: the last channel)")
     ring = RingB(
-        plane_w=pw, records=name,
+        plane_w=pw, records=extra.pop("records", name), **extra,
         block=ring_b_asm(DW_BLOCK, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max) if v.out_w >= DW_BLOCK else (),
         tail=ring_b_asm(tail, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max) if tail else (),
     )
@@ -508,5 +560,5 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
     if ring:
         # the ring and the block of pixels take more than the portable kernel's ring of A rows:
         # the kernel states its scratch (the schedule plans it with the chain, keyed by its operators)
-        return plan, ctx.scratch_for(i, RingB.scratch_bytes(b))
+        return plan, ctx.scratch_for(i, plan.ring_b.scratch(b))
     return plan, None

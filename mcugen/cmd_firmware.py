@@ -152,10 +152,14 @@ def _read_inputs(files: Sequence[Path | str], interface: ModelInterface) -> list
     return inputs
 
 
-def _print_sizes(build_sizes, board: Board, stack_bytes: int | None) -> None:
+def _print_sizes(build_sizes, board: Board, stack_bytes: int | None, ram_limit: int | None = None,
+                 flash_limit: int | None = None) -> None:
+    """The build's flash and RAM against the budget: --flash-limit / --ram-limit where given, else the board's."""
     s = build_sizes
-    print(f"flash: {s.flash} bytes (text {s.text}, rodata {s.rodata}, data {s.data}) of {board.flash_limit}")
-    print(f"RAM:   {s.ram} bytes (data {s.data}, bss {s.bss}, stack {s.stack}) of {board.ram_limit}")
+    flash = f"{flash_limit} (--flash-limit)" if flash_limit is not None else f"{board.flash_limit} ({board.name})"
+    ram = f"{ram_limit} (--ram-limit)" if ram_limit is not None else f"{board.ram_limit} ({board.name})"
+    print(f"flash: {s.flash} bytes (text {s.text}, rodata {s.rodata}, data {s.data}) of {flash}")
+    print(f"RAM:   {s.ram} bytes (data {s.data}, bss {s.bss}, stack {s.stack}) of {ram}")
     if stack_bytes is not None:
         print(f"stack used by invoke: {stack_bytes} bytes")
 
@@ -230,7 +234,7 @@ def _run_firmware(args: argparse.Namespace) -> int:
             stack_bytes=args.stack, ram_limit=args.ram_limit, flash_limit=args.flash_limit,
         )
     print(f"{build.elf}")
-    _print_sizes(build.sizes, board, None)
+    _print_sizes(build.sizes, board, None, args.ram_limit, args.flash_limit)
     if not board.emulated:
         output = "semihosting (mcugen flash --semihosting)" if build.semihosting else "SEGGER RTT (e.g. pyocd rtt)"
         print(f"results and the DWT cycle count are printed over {output}; flash with: mcugen flash {out}")
@@ -392,7 +396,8 @@ def run_bench(args: argparse.Namespace) -> int:
     for note in record.get("notes", []):
         print(note)
     _print_bench_table(record)
-    _print_sizes(build.sizes, build.board, result.stack_bytes)
+    _print_sizes(build.sizes, build.board, result.stack_bytes, getattr(args, "ram_limit", None),
+                 getattr(args, "flash_limit", None))
     return 0
 
 

@@ -126,6 +126,12 @@ def test_flash_limit_between_the_two_forms_builds_the_small_forms(tmp_path, caps
     small = json.loads(captured.out)["flash_bytes"]
     assert small <= limit < default and json.loads(captured.out)["options"]["small_forms"] is True
     assert f"needs {default} bytes of flash" in captured.err and "small forms" in captured.err
+    # the table's size lines name the budget the build was held to
+    assert cli_main(["bench", str(path), "--board", "qemu-mps2-an386", "-o", str(tmp_path / "b"), "--force",
+                     "--flash-limit", str(limit)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(ln.startswith(f"flash: {small} bytes") and ln.endswith(f"of {limit} (--flash-limit)") for ln in lines)
+    assert any(ln.startswith("RAM: ") and ln.endswith("(qemu-mps2-an386)") for ln in lines)
     assert cli_main(["bench", str(path), "--board", "qemu-mps2-an386", "-o", str(tmp_path / "c"),
                      "--flash-limit", str(small - 1)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -6,6 +6,7 @@ thin_conv), called from layers.c.j2.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Sequence
 
@@ -70,11 +71,14 @@ class GemmConvPlan:
     shared: bool = False  # later layers call this layer's code with their own weights and table (`share_gemm_code`)
     code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
     dot_asm: tuple[tuple[str, ...], ...] = ()  # DSP, short form: the block's and the tail's channel loop in assembly (gemm_dot_asm)
+    # the input channels are an argument of the code (its gather and channel loop), not constants:
+    # 1x1 layers that differ only in them share the code (share_gemm_code)
+    in_arg: bool = False
 
     @property
     def dot_registers(self) -> tuple[str, tuple[str, ...]]:
         """dot_asm's weight pointer register and clobbers (gemm_asm.dot_registers)."""
-        return dot_registers(self.full_unroll)
+        return dot_registers(self.full_unroll, self.in_arg)
 
     def dot_lines(self, pixels: int) -> tuple[str, ...]:
         """The channel loop in assembly for the block of `pixels` (the block or the tail), or ()."""
@@ -596,7 +600,43 @@ def share_thin_code(plans: list, render) -> list:
     return share_identical_code(plans, render, lambda pl: pl.kind == "thin_conv" and bool(pl.rebuild))
 
 
+def _in_arg_candidate(pl) -> bool:
+    """A DSP 1x1 GEMM layer whose channel loop is assembly with the group loop: its input channels
+    can be an argument (GemmConvPlan.in_arg)."""
+    return (pl.kind == "gemm_conv" and pl.isa == "dsp" and pl.pointwise and pl.word_taps and not pl.full_unroll
+            and bool(pl.dot_asm))
+
+
+def _with_in_arg(pl):
+    """`pl` with its input channels an argument: the channel loops read the row length from their frame."""
+    lines = tuple(gemm_dot_asm(n, pl.groups, pl.unroll, False, pl.v.out_c, pl.doubled, pl.rq_words, pl.rq, len_arg=True)
+                  if n else () for n in (pl.block, pl.tail))
+    return dataclasses.replace(pl, in_arg=True, dot_asm=lines)
+
+
+SHARE_IN_ARG = True  # 1x1 GEMM layers that differ only in their input channels share code (share_gemm_code)
+
+
 def share_gemm_code(plans: list, render) -> list:
     """GEMM layers (DSP and portable targets) that would print the same code share one copy
-    (`base.share_identical_code`)."""
-    return share_identical_code(plans, render, lambda pl: pl.kind == "gemm_conv" and pl.isa != "mve")
+    (`base.share_identical_code`). First, DSP 1x1 layers that would print the same code but for
+    their input channels (and so their MACs) take them as an argument (`in_arg`: one more
+    instruction per channel and block of pixels) and share one copy: the first such layer
+    owns it."""
+    out = list(plans)
+    if SHARE_IN_ARG:
+        groups: dict[str, list[int]] = {}
+        for n, pl in enumerate(plans):
+            if _in_arg_candidate(pl):
+                key = _with_in_arg(pl)
+                key = dataclasses.replace(key, name="mcugen_shape", index=0, weights="W", table="T", groups=0,
+                                          v=dataclasses.replace(pl.v, in_c=0), scratch_bytes=0)
+                groups.setdefault(str(render(key)), []).append(n)
+        for members in groups.values():
+            if len({plans[n].v.in_c for n in members}) < 2:
+                continue  # the same input channels too: share_identical_code below
+            first, *rest = members
+            out[first] = dataclasses.replace(_with_in_arg(plans[first]), shared=True)
+            for n in rest:
+                out[n] = dataclasses.replace(_with_in_arg(plans[n]), code_of=plans[first].name)
+    return share_identical_code(out, render, lambda pl: pl.kind == "gemm_conv" and pl.isa != "mve" and not pl.in_arg)

@@ -43,11 +43,11 @@ _REGS = {True: {"wh": "r6", "s": "r12", "w": "lr", "e": "r12"},
          False: {"wh": "r5", "s": "r6", "w": "r12", "wend": "lr", "e": "lr"}}
 
 
-def dot_registers(full_unroll: bool) -> tuple[str, tuple[str, ...]]:
+def dot_registers(full_unroll: bool, len_arg: bool = False) -> tuple[str, tuple[str, ...]]:
     """The register the C wrapper pins the weight pointer to, and the registers it declares
-    clobbered (r0-r4 carry the frame in, r7 the assembly saves)."""
+    clobbered (r0-r4 carry the frame in, and r5 with `len_arg`; r7 the assembly saves)."""
     w = _REGS[full_unroll]["w"]
-    return w, tuple(r for r in ("r5", "r6", "r8", "r9", "r10", "r11", "r12", "lr") if r != w)
+    return w, tuple(r for r in ("r5", "r6", "r8", "r9", "r10", "r11", "r12", "lr") if r != w and not (len_arg and r == "r5"))
 
 
 def _group(P: int, R: dict, first: bool) -> list[str]:
@@ -69,7 +69,7 @@ def _group(P: int, R: dict, first: bool) -> list[str]:
 
 
 def gemm_dot_asm(pixels: int, groups: int, unroll: int, full_unroll: bool, out_c: int, doubled: bool, rq_words: int,
-                 rq: Requant) -> tuple[str, ...]:
+                 rq: Requant, len_arg: bool = False) -> tuple[str, ...]:
     """Every output channel of a block of `pixels` in one loop: per channel the bias from the
     table (the two-word row: shifted down by RQ_E_BITS) as the first group's SMLAD addend, the
     `groups` groups of 4 taps (in line, or `unroll` per iteration of a loop; one word of int8
@@ -81,17 +81,25 @@ def gemm_dot_asm(pixels: int, groups: int, unroll: int, full_unroll: bool, out_c
     Registers (_REGS): r0-r5 accumulators, r7 / wh the weight pairs (r7 saved by the
     assembly), r8-r11 inputs, s the scratch, w the weights (rows follow each other), wend the
     end of a row; table, output, its end, scratch and 2 zero_point + 1 on the stack (FRAME,
-    pushed from r0-r4)."""
+    pushed from r0-r4). `len_arg` (with the loop): the row's length in bytes is not a constant but
+    a sixth word of the frame, pushed from r5, so that layers that differ only in it share the
+    code (one more instruction per channel)."""
     assert rq.fast and gemm_dot_fits(pixels, out_c, full_unroll) and rq_words in (2, 3, 4)
+    assert not (len_arg and full_unroll)
     P, R = pixels, _REGS[full_unroll]
-    lines = ["push {r7}", "push {r0, r1, r2, r3, r4}", "2:", "ldr r8, [sp]", f"ldr {R['s']}, [sp, #12]", "ldr r0, [r8]"]
+    frame = len(FRAME) + (1 if len_arg else 0)
+    lines = ["push {r7}", "push {r0, r1, r2, r3, r4, r5}" if len_arg else "push {r0, r1, r2, r3, r4}", "2:",
+             "ldr r8, [sp]", f"ldr {R['s']}, [sp, #12]", "ldr r0, [r8]"]
     if rq_words == 2:
         lines.append(f"asr r0, r0, #{RQ_E_BITS}")
     if full_unroll:
         for g in range(groups):
             lines += _group(P, R, g == 0 and P >= 2)
     else:
-        lines.append(f"add {R['wend']}, {R['w']}, #{4 * groups}")
+        if len_arg:
+            lines += [f"ldr {R['wend']}, [sp, #{4 * len(FRAME)}]", f"add {R['wend']}, {R['w']}, {R['wend']}"]
+        else:
+            lines.append(f"add {R['wend']}, {R['w']}, #{4 * groups}")
         peel = P >= 2 and groups > unroll  # the first iteration's groups, the first one from a0
         if peel:
             for u in range(unroll):
@@ -120,5 +128,5 @@ def gemm_dot_asm(pixels: int, groups: int, unroll: int, full_unroll: bool, out_c
         lines += requant_lines(a, "r10", "r11", e, "r9", rq.sign_free, rq.act_min, rq.act_max)
     lines.append("ldr r8, [sp, #4]")
     lines += _stores(P, out_c)
-    lines += ["str r8, [sp, #4]", "ldr r9, [sp, #8]", "cmp r8, r9", "bne 2b", f"add sp, sp, #{4 * len(FRAME)}", "pop {r7}"]
+    lines += ["str r8, [sp, #4]", "ldr r9, [sp, #8]", "cmp r8, r9", "bne 2b", f"add sp, sp, #{4 * frame}", "pop {r7}"]
     return tuple(lines)

@@ -209,6 +209,11 @@ RING_CASES = {
 }
 
 
+def gen_files(graph: Graph, program) -> dict:
+    """The generated files of `program` for the DSP target."""
+    return generated(graph, program)[0].files
+
+
 def ring_block(case: str) -> Graph:
     """The first of a few seeded graphs of `case` whose chain takes the ring (the quantization
     is drawn adversarially: not every draw proves the short requantization)."""
@@ -247,6 +252,12 @@ def test_ring_only_where_it_applies():
     assert plan.ring_b is not None and plan.a_thin is not None and plan.a_thin.out_stride == plan.ring_b.plane_w
     assert plan.a_row_asm and plan.a_row_steps == ring_column_steps(plan.b.v.pad_l)  # the row in one loop
     assert plan.ring_b.compact, "by default stage B's records are rebuilt from the int8 form"
+    # the invoke comment says what this kernel does and holds, not the portable kernel's ring
+    text = next(v for k, v in gen_files(graph, program).items() if k == "net.c")
+    c, pw = plan.b.v.out_c, plan.ring_b.plane_w
+    assert f"ring: 3 slots x {c} channels x {pw} bytes = {3 * c * pw} bytes of B's input" in text
+    assert f"then B's records rebuilt from flash ({40 * c} bytes)" in text and "one pixel at a time" not in text
+    assert "blocks of 4 output pixels, every channel per step" in text
     assert [s.size for s in result.scratch] == [plan.ring_b.scratch(plan.b.v)]
     assert plan.ring_b.scratch(plan.b.v) >= RingB.scratch_bytes(plan.b.v) + 4 * DW_RECORD * plan.b.v.out_c
     for target in ("portable", "mve"):

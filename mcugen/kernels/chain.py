@@ -281,6 +281,25 @@ class RingB:
         return self.records_at + 4 * DW_RECORD * b.out_c if self.compact else RingB.scratch_bytes(b)
 
 
+def ring_comment(lines: list[str], plan: "ChainPlan") -> list[str]:
+    """The lowered chain's comment lines (mcugen.lower) for the kernel with stage B on the ring:
+    B runs blocks of DW_BLOCK output pixels, every channel per step, and the scratch is the
+    ring's slots, the pixels and (compact) B's rebuilt records, not the portable kernel's ring."""
+    rb, c = plan.ring_b, plan.b.v.out_c
+    slots = RING_B_SLOTS * c * rb.plane_w
+    ring = (f"  ring: {RING_B_SLOTS} slots x {c} channels x {rb.plane_w} bytes = {slots} bytes of B's input, "
+            f"channel-major, then {DW_BLOCK} pixels of B's output ({DW_BLOCK * c} bytes)"
+            + (f", then B's records rebuilt from flash ({4 * DW_RECORD * c} bytes)" if rb.compact else ""))
+    out = []
+    for line in lines:
+        if line.startswith("  B: ") and line.endswith(", one pixel at a time"):
+            line = line[: -len(", one pixel at a time")] + f", blocks of {DW_BLOCK} output pixels, every channel per step"
+        elif line.startswith(("  ring: ", "  pixel buffer: ")):
+            line = ring
+        out.append(line)
+    return out
+
+
 CHAIN_B_COMPACT: Optional[bool] = None  # True/False: stage B's compact form wherever it is exact / nowhere; None: per chain
 CHAIN_B_REBUILD = 37  # instructions per channel of mcugen_dw3_records (its loop, as GCC -O2 compiles it)
 

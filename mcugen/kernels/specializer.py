@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 from mcugen.kernels.base import KernelContext, KernelPassResult, place_scratch
-from mcugen.kernels.chain import select_chain, patch_word_pieces
+from mcugen.kernels.chain import patch_word_pieces, ring_comment, select_chain
 from mcugen.kernels.conv import NARROW_ACC, RQ_E_BITS, THIN_LOOP_UNROLL, select_conv, share_gemm_code, share_thin_code
 from mcugen.kernels.depthwise import select_depthwise, share_dw_code
 from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_CASES_REGS, DW_RECORD, DW_ROWS_REGS, dw_cases_layout, dw_cases_step
@@ -86,8 +86,10 @@ def specialize(program: Program, target: Target, flash_tight: bool = False) -> K
             args = [layer.args[1], layer.args[19], scratch]
         else:
             args = list(layer.args[1:3])
+        # a chain on the ring says what its kernel does and holds, not what the portable one would
+        comment = ring_comment(layer.comment, pl) if pl.kind == "chain" and pl.ring_b is not None else layer.comment
         layers.append(dataclasses.replace(
-            layer, kernel=pl.name, kernel_group=None, params_type=None, params=[], args=args,
+            layer, kernel=pl.name, kernel_group=None, params_type=None, params=[], args=args, comment=comment,
         ))
     still_used = {a.cname for l in layers for a in l.args if isinstance(a, ConstArg)}
     consts = [c for c in program.consts if c.cname not in replaced_consts or c.cname in still_used] + ctx.new_consts

@@ -36,6 +36,7 @@ from mcugen.kernels.requant import (
     Requant,
     int16_pair,
     input_magnitude,
+    k_follows_from_e,
     mve_table,
     plan_requant,
     rq_table,
@@ -301,16 +302,14 @@ def ring_comment(lines: list[str], plan: "ChainPlan") -> list[str]:
 
 
 CHAIN_B_COMPACT: Optional[bool] = None  # True/False: stage B's compact form wherever it is exact / nowhere; None: per chain
-CHAIN_B_REBUILD = 37  # instructions per channel of mcugen_dw3_records (its loop, as GCC -O2 compiles it)
+CHAIN_B_REBUILD = 31  # instructions per channel of mcugen_dw3_records (its assembly loop, short requantization)
 
 
 def chain_b_compact(ctx: KernelContext, v: ConvView, rq) -> bool:
     """Whether stage B on the ring keeps the 3x3 depthwise int8 form in flash (18 bytes per channel
     instead of 40) and rebuilds its records in scratch at each call: where K follows from e
     (K = (2 zero_point + 1) 2^(e-1)), unless `larger_form_pays` for the rebuild's instructions."""
-    e = rq.e.astype(np.int64)
-    if not (e.min() >= 1 and e.max() <= 31
-            and np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64))):
+    if not k_follows_from_e(rq):
         return False
     if CHAIN_B_COMPACT is not None:
         return CHAIN_B_COMPACT

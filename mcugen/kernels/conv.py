@@ -22,10 +22,11 @@ from mcugen.kernels.base import (
     share_identical_code,
 )
 from mcugen.kernels.gemm_asm import RQ_E_BITS, dot_registers, gemm_dot_asm, gemm_dot_fits
-from mcugen.kernels.thin_rebuild import thin_compact_exact, thin_compact_words, thin_rebuild_asm, thin_rebuild_cost
+from mcugen.kernels.thin_rebuild import thin_compact_words, thin_rebuild_asm, thin_rebuild_cost
 from mcugen.kernels.requant import (
     Requant,
     input_magnitude,
+    k_follows_from_e,
     mve_table,
     plan_requant,
     rq_table,
@@ -567,7 +568,7 @@ def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.
     rebuilt in scratch from the compact form (int8 weights in flash; thin_rebuild) unless
     `larger_form_pays` for the rebuild's instructions against the bytes the records add."""
     looped = not thin_conv_fits(v.in_c, v.out_c)
-    compact = looped and thin_compact_exact(rq)
+    compact = looped and k_follows_from_e(rq)
     if compact and THIN_COMPACT is None:
         rebuild = thin_rebuild_cost(v.in_c, v.out_c)
         small = npix * v.out_c * (v.in_c // 2 + 6) + rebuild  # per pixel and channel: the SMLADs, load, requantization
@@ -626,17 +627,16 @@ def share_gemm_code(plans: list, render) -> list:
     out = list(plans)
     if SHARE_IN_ARG:
         groups: dict[str, list[int]] = {}
-        for n, pl in enumerate(plans):
-            if _in_arg_candidate(pl):
-                key = _with_in_arg(pl)
-                key = dataclasses.replace(key, name="mcugen_shape", index=0, weights="W", table="T", groups=0,
-                                          v=dataclasses.replace(pl.v, in_c=0), scratch_bytes=0)
-                groups.setdefault(str(render(key)), []).append(n)
+        variants = {n: _with_in_arg(pl) for n, pl in enumerate(plans) if _in_arg_candidate(pl)}
+        for n, var in variants.items():
+            key = dataclasses.replace(var, name="mcugen_shape", index=0, weights="W", table="T", groups=0,
+                                      v=dataclasses.replace(var.v, in_c=0), scratch_bytes=0)
+            groups.setdefault(str(render(key)), []).append(n)
         for members in groups.values():
             if len({plans[n].v.in_c for n in members}) < 2:
                 continue  # the same input channels too: share_identical_code below
             first, *rest = members
-            out[first] = dataclasses.replace(_with_in_arg(plans[first]), shared=True)
+            out[first] = dataclasses.replace(variants[first], shared=True)
             for n in rest:
-                out[n] = dataclasses.replace(_with_in_arg(plans[n]), code_of=plans[first].name)
+                out[n] = dataclasses.replace(variants[n], code_of=plans[first].name)
     return share_identical_code(out, render, lambda pl: pl.kind == "gemm_conv" and pl.isa != "mve" and not pl.in_arg)

@@ -32,6 +32,7 @@ from mcugen.kernels.requant import (
     ACC_LIMIT,
     Requant,
     input_magnitude,
+    k_follows_from_e,
     int16_pair,
     plan_requant,
     rq_table,
@@ -510,8 +511,7 @@ def dw_k_compact(ctx: KernelContext, v: ConvView, rq: Requant, record: int, row_
     flash: unless `larger_form_pays` for the rebuild's instructions (DW_K_REBUILD_WORD per weight
     word, DW_K_REBUILD_CHANNEL per channel) against the bytes the records add. Only where the
     rebuild is exact (K = (2 zero_point + 1) 2^(e-1), as the 3x3 int8 form's)."""
-    if not rq.fast or rq.e.min() < 1 or rq.e.max() > 31 or not np.array_equal(wrap32((2 * rq.output_offset + 1) << (rq.e.astype(np.int64) - 1)),
-                                         rq.k.astype(np.int64)):
+    if not k_follows_from_e(rq):
         return False
     if DW_K_COMPACT is not None:
         return DW_K_COMPACT

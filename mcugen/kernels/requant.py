@@ -122,6 +122,15 @@ def rq_table(bias: np.ndarray, rq: Requant) -> np.ndarray:
     return np.stack([wrap32(bias), rq.multiplier.astype(np.int64), third.astype(np.int64), rq.e.astype(np.int64)], axis=1).astype(np.int32)
 
 
+def k_follows_from_e(rq: Requant) -> bool:
+    """Whether a short requantization's K is (2 zero_point + 1) 2^(e-1) for every channel, e in
+    1..31: the compact forms store e and rebuild K from it (depthwise kh x kw, the thin kernel,
+    the chains' stage B)."""
+    e = rq.e.astype(np.int64)
+    return bool(rq.fast and e.min() >= 1 and e.max() <= 31
+                and np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)))
+
+
 def mve_table(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, channels_padded: int) -> np.ndarray:
     """The MVE kernels' table, per block of 4 channels (padded with zeros): bias[4], M[4],
     left shift[4], -right shift[4], mask[4] (-1 where the right shift is > 0), so that one

@@ -5,26 +5,19 @@ The looped thin kernel (mcugen.kernels.conv.thin_conv_asm) reads per output chan
 Its compact form keeps per channel 3 + in_c/4 words in flash: 2*bias', the int8 weights four to a
 word (taps 4g..4g+3, low byte first), M, and the word e | (e - 1) << 8 (bit 31 on the loop's last
 channel, as the record's). The rebuild makes each pair by SXTB16 (ROR 8) and SADD16 and K from
-e - 1: K = (2 zero_point + 1) << (e - 1), where that is the layer's K (thin_compact_exact).
+e - 1: K = (2 zero_point + 1) << (e - 1), where that is the layer's K (requant.k_follows_from_e).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mcugen.kernels.requant import Requant, wrap32
+from mcugen.kernels.requant import wrap32
 
 # instructions of thin_rebuild_asm per channel: the loads, stores and loop, and per group of four
 # input channels (two SXTB16, two SADD16)
 THIN_REBUILD_CHANNEL = 8
 THIN_REBUILD_GROUP = 4
-
-
-def thin_compact_exact(rq: Requant) -> bool:
-    """Whether K follows from e for every channel, the shifts in 1..31."""
-    e = rq.e.astype(np.int64)
-    return bool(rq.fast and e.min() >= 1 and e.max() <= 31
-                and np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)))
 
 
 def thin_compact_words(records: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -287,15 +287,7 @@ def _add(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:
     (s1, z1), (s2, z2), (so, zo) = _quant_of(ctx, t1), _quant_of(ctx, t2), _quant_of(ctx, out)
     p = quant.add_params(s1, s2, so)
     x1, x2 = _broadcast_pair(ctx, vals[0], vals[1], out)
-    shifted1 = quant.wrap_int32((x1 - z1) << p.left_shift)
-    shifted2 = quant.wrap_int32((x2 - z2) << p.left_shift)
-    scaled1 = quant.multiply_by_quantized_multiplier_smaller_than_one_exp(shifted1, p.input1_multiplier, p.input1_shift)
-    scaled2 = quant.multiply_by_quantized_multiplier_smaller_than_one_exp(shifted2, p.input2_multiplier, p.input2_shift)
-    raw_sum = quant.wrap_int32(np.asarray(scaled1) + np.asarray(scaled2))
-    acc = np.asarray(
-        quant.multiply_by_quantized_multiplier_smaller_than_one_exp(raw_sum, p.output_multiplier, p.output_shift)
-    )
-    return _finish(ctx, acc + zo, out, a.activation)
+    return _finish(ctx, quant.add_int8(x1, x2, -z1, -z2, p) + zo, out, a.activation)
 
 
 def _sub_or_squared_difference(ctx: _Ctx, vals: list[Optional[np.ndarray]]) -> np.ndarray:

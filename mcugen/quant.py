@@ -262,6 +262,18 @@ def add_params(input1_scale: float, input2_scale: float, output_scale: float, le
     return AddParams(left_shift, m1, sh1, m2, sh2, mo, sho)
 
 
+def add_int8(x1: IntLike, x2: IntLike, offset1: int, offset2: int, p: AddParams) -> np.ndarray:
+    """TFLite's reference int8 ADD before the output offset and the clamp: each input plus its
+    offset, shifted left by p.left_shift and scaled by its multiplier, the sum scaled by the
+    output multiplier (every step int32 as the reference computes it)."""
+    shifted1 = wrap_int32((_i64(x1) + offset1) << p.left_shift)
+    shifted2 = wrap_int32((_i64(x2) + offset2) << p.left_shift)
+    scaled1 = multiply_by_quantized_multiplier_smaller_than_one_exp(shifted1, p.input1_multiplier, p.input1_shift)
+    scaled2 = multiply_by_quantized_multiplier_smaller_than_one_exp(shifted2, p.input2_multiplier, p.input2_shift)
+    raw_sum = wrap_int32(np.asarray(scaled1) + np.asarray(scaled2))
+    return np.asarray(multiply_by_quantized_multiplier_smaller_than_one_exp(raw_sum, p.output_multiplier, p.output_shift))
+
+
 def squared_difference_params(input1_scale: float, input2_scale: float, output_scale: float) -> AddParams:
     """SQUARED_DIFFERENCE int8 (TFLite squared_difference.cc Prepare, left shift 7): the inputs as
     for ADD; out = twice_max^2 / (2**14 * s_out), all through QuantizeMultiplierSmallerThanOneExp."""

@@ -43,7 +43,7 @@ from mcugen.kernels import conv as conv_module
 from mcugen.kernels import depthwise as dw_module
 from mcugen.kernels.base import KernelContext, larger_form_pays
 from mcugen.kernels.conv import select_conv
-from mcugen.kernels.depthwise import DW_INT8_BYTES, DW_RECORD, select_depthwise
+from mcugen.kernels.depthwise import DW3_W8_PAD, DW_INT8_BYTES, DW_RECORD, select_depthwise
 from mcugen.kernels.requant import ACC_LIMIT, fast_requant_exact, mve_table, plan_requant
 from mcugen.lower import lower
 from mcugen.targets import EMULATE_DSP_MACRO, get_target, target_for_board, target_for_cpu
@@ -444,7 +444,7 @@ def test_mobilenet_depthwise_layers_keep_int8_weights_by_default(mobilenet):
     plans = [pl for pl in result.plans.values() if pl.kind == "depthwise"]
     assert plans and all(pl.unpack for pl in plans)
     sizes = {c.cname: c.values.nbytes for c in result.program.consts}
-    assert all(sizes[pl.weights] + sizes[pl.table] == DW_INT8_BYTES * pl.v.out_c for pl in plans)
+    assert all(sizes[pl.weights] + sizes[pl.table] == DW_INT8_BYTES * pl.v.out_c + DW3_W8_PAD for pl in plans)
 
 
 def test_layers_replaced_constants_repacked_and_scratch_placed():
@@ -583,7 +583,7 @@ def test_depthwise_assembly_bit_exact_on_the_m4(int8_form, cases, monkeypatch):
     assert all(pl.unpack == int8_form for pl in plans)
     sizes = {c.cname: c.values.nbytes for c in gen.program.consts}
     assert all(sizes[pl.weights] + (sizes[pl.table] if pl.unpack else 0)
-               == (DW_INT8_BYTES if pl.unpack else 4 * DW_RECORD) * pl.v.out_c for pl in plans)
+               == (DW_INT8_BYTES * pl.v.out_c + DW3_W8_PAD if pl.unpack else 4 * DW_RECORD * pl.v.out_c) for pl in plans)
     assert ("mcugen_dw3_records(" in gen.files["net_layers.c"]) == int8_form
     assert len(plans) == len(DW_ASM_CASES) and all(pl.asm_loop or pl.asm_tail or pl.asm_rows or pl.asm_cases
                                                    for pl in plans), "every case must take the assembly path"

@@ -26,17 +26,18 @@ from mcugen.kernels.conv import (
     ThinCode,
     narrow_code,
     narrow_conv_fits,
+    rq_e_packs,
     thin_code,
     thin_loop_fits,
     thin_stride_fits,
 )
+from mcugen.kernels.depthwise import DW_INT8_BYTES, dw3_int8_consts
 from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_lines
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     Requant,
     int16_pair,
     input_magnitude,
-    k_follows_from_e,
     mve_table,
     plan_requant,
     rq_table,
@@ -305,16 +306,17 @@ CHAIN_B_COMPACT: Optional[bool] = None  # True/False: stage B's compact form whe
 CHAIN_B_REBUILD = 31  # instructions per channel of mcugen_dw3_records (its assembly loop, short requantization)
 
 
-def chain_b_compact(ctx: KernelContext, v: ConvView, rq) -> bool:
-    """Whether stage B on the ring keeps the 3x3 depthwise int8 form in flash (18 bytes per channel
-    instead of 40) and rebuilds its records in scratch at each call: where K follows from e
-    (K = (2 zero_point + 1) 2^(e-1)), unless `larger_form_pays` for the rebuild's instructions."""
-    if not k_follows_from_e(rq):
+def chain_b_compact(ctx: KernelContext, v: ConvView, rq, bias: np.ndarray) -> bool:
+    """Whether stage B on the ring keeps the 3x3 depthwise int8 form in flash (DW_INT8_BYTES per
+    channel instead of 40) and rebuilds its records in scratch at each call: where e rides in the
+    doubled bias's word and K follows from it (`rq_e_packs`), unless `larger_form_pays` for the
+    rebuild's instructions."""
+    if not rq_e_packs(2 * bias, rq):
         return False
     if CHAIN_B_COMPACT is not None:
         return CHAIN_B_COMPACT
     rebuild = CHAIN_B_REBUILD * v.out_c
-    return not larger_form_pays(rebuild, 3 * v.macs + rebuild, (4 * DW_RECORD - 18) * v.out_c, ctx.flash_tight)
+    return not larger_form_pays(rebuild, 3 * v.macs + rebuild, (4 * DW_RECORD - DW_INT8_BYTES) * v.out_c, ctx.flash_tight)
 
 
 @dataclass(frozen=True)
@@ -471,11 +473,8 @@ def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[Cha
     pw = ring_b_plane_w(v)
     tail = v.out_w % DW_BLOCK
     extra: dict = {}
-    if chain_b_compact(ctx, v, rq):
-        name = w8 = ctx.const(i, "b_w8", "int8_t", np.concatenate([w, rq.e[:, None]], axis=1).astype(np.int8),
-                              "stage B per channel: weights [3x3], then e (the chain rebuilds the records in its scratch)")
-        bm = ctx.const(i, "b_bm", "int32_t", records[:, 6:8].astype(np.int32),
-                       "stage B per channel: (bias + input_offset*sum(w)) x2, multiplier")
+    if chain_b_compact(ctx, v, rq, bias):
+        name = w8, bm = dw3_int8_consts(ctx, i, "b_", w, 2 * bias, rq, "stage B: ")
         pixels_at = RING_B_SLOTS * v.out_c * pw
         at = round_up(pixels_at + DW_BLOCK * v.out_c, 4)
         extra = dict(w8=w8, bm=bm, k_odd=2 * rq.output_offset + 1, records_at=at, records=f"(out + {at - pixels_at})")

@@ -14,7 +14,7 @@ import numpy as np
 
 from mcugen.kernels.base import ConvView, KernelContext, conv_view, larger_form_pays, round_up, share_identical_code
 from mcugen.kernels.cost import family_estimate
-from mcugen.kernels.conv import GemmConvPlan, ThinConvPlan, conv_plan
+from mcugen.kernels.conv import RQ_E_BITS, GemmConvPlan, ThinConvPlan, conv_plan, rq_e_packs, rq_table_packed
 from mcugen.kernels.depthwise_asm import (
     DW_BLOCK,
     DW_LAST_CHANNEL,
@@ -194,7 +194,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
             pairs[:, 2 * r] = int16_pair(w0, w1)
             pairs[:, 2 * r + 1] = int16_pair(w1, w2)
         records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
-        unpack = dw_int8_form(ctx, v, rq)
+        unpack = dw_int8_form(ctx, v, rq, scale * bias)
         if rq.fast and rq.clamp_is_int8 and dw_cases_fit(v.out_w, v.out_c, plane_w, v.sh) and DW_CASES is not False:
             candidate = dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free)
             if DW_CASES or dw_cases_pay(v, plane_w, rq, candidate, ctx.flash_tight,
@@ -207,14 +207,9 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         if rows or cases:
             records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
         if unpack:
-            # flash: per channel the 9 int8 weights and e (or the shift), then bias and M as
-            # words; the kernel rebuilds the records above in its scratch after the ring
-            third = rq.e if rq.fast else rq.shift
-            weights = ctx.const(i, "w8", "int8_t", np.concatenate([w, third[:, None]], axis=1).astype(np.int8),
-                                f"per channel: weights [3x3], then {'e' if rq.fast else 'the shift'} "
-                                f"(the kernel rebuilds its {DW_RECORD}-word records in scratch)")
-            table = ctx.const(i, "bm", "int32_t", records[:, 6:8].astype(np.int32),
-                              f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier")
+            # flash: the int8 form (dw3_int8_consts); the kernel rebuilds the records above in
+            # its scratch after the ring
+            weights, table = dw3_int8_consts(ctx, i, "", w, scale * bias, rq, "")
         else:
             weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
                                 f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
@@ -243,24 +238,47 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
 
 
 DW_INT8_FORM: Optional[bool] = None  # DSP 3x3: the int8 form (True) or the records (False) everywhere; None: per layer
-DW_INT8_BYTES = 18  # flash per channel of the 3x3 int8 form: 9 weights and e (int8), bias and M (int32)
+DW_INT8_BYTES = 17  # flash per channel of the 3x3 int8 form: 9 weights (int8), bias with e and M (int32)
+DW3_W8_PAD = 3  # bytes after the last channel's weights: the rebuild reads each kernel row as a word
 
 
-def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant) -> bool:
+def dw3_int8_consts(ctx: KernelContext, i: int, prefix: str, w: np.ndarray, tbias: np.ndarray, rq: Requant,
+                    what: str) -> tuple[str, str]:
+    """The constants of the 3x3 depthwise int8 form (`<prefix>w8`, `<prefix>bm`), which
+    mcugen_dw3_records rebuilds into DW_RECORD-word records: short requantization, the 9 int8
+    weights per channel (DW3_W8_PAD bytes of padding at the end) and per channel the table's bias
+    `tbias` shifted left by RQ_E_BITS with e in the bits freed (K follows from e), then M
+    (`rq_e_packs` must hold); the general form, 9 weights and the shift per channel, bias and M."""
+    if rq.fast:
+        w8 = np.concatenate([w.reshape(-1), np.zeros(DW3_W8_PAD)])
+        packed = rq_table_packed(tbias, rq)[1:].reshape(-1, 2)
+        bias_note = f"* 2^{RQ_E_BITS} + e"
+        w8_note = f"weights [3x3] per channel ({DW3_W8_PAD} bytes of padding at the end)"
+    else:
+        w8 = np.concatenate([w, rq.shift[:, None]], axis=1).reshape(-1)
+        packed = np.stack([wrap32(np.asarray(tbias, np.int64)), rq.multiplier.astype(np.int64)], axis=1)
+        bias_note = ""
+        w8_note = "per channel: weights [3x3], then the shift"
+    scale = "x2" if rq.fast else ""
+    weights = ctx.const(i, prefix + "w8", "int8_t", w8.astype(np.int8),
+                        f"{what}{w8_note} (the kernel rebuilds its {DW_RECORD}-word records in scratch)")
+    table = ctx.const(i, prefix + "bm", "int32_t", packed.astype(np.int32),
+                      f"{what}per channel: (bias + input_offset*sum(w)) {scale} {bias_note}, multiplier".replace("  ", " "))
+    return weights, table
+
+
+def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant, tbias: np.ndarray) -> bool:
     """DSP 3x3: whether the layer keeps its weights int8 in flash (DW_INT8_BYTES per channel)
     and rebuilds its DW_RECORD-word records in scratch at each call, rather than keeping the
     records in flash. The rebuild costs instructions per channel (the "/u8" row of the cost
     table, per output channel), the records 4 * DW_RECORD - DW_INT8_BYTES bytes per channel more:
-    the int8 form unless `larger_form_pays`. Only where the rebuild is exact: K = (2 zero_point
-    + 1) 2^(e-1) and e (or the general form's shift) fit int8. No estimate: the int8 form.
-    DW_INT8_FORM forces either form where it is exact."""
-    third = rq.e if rq.fast else rq.shift
-    if np.abs(third).max() > 127:
+    the int8 form unless `larger_form_pays`. Only where the rebuild is exact: short form, e rides
+    in the table's bias `tbias` and K follows from it (`rq_e_packs`); general form, the shift fits
+    int8. No estimate: the int8 form. DW_INT8_FORM forces either form where it is exact."""
+    if rq.fast and not rq_e_packs(tbias, rq):
         return False
-    if rq.fast:
-        e = rq.e.astype(np.int64)
-        if not np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)):
-            return False
+    if not rq.fast and np.abs(rq.shift).max() > 127:
+        return False
     if DW_INT8_FORM is not None:
         return DW_INT8_FORM
     out = v.out_h * v.out_w * v.out_c

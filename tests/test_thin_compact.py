@@ -15,7 +15,7 @@ from test_fast_kernels import THIN_CASES, Builder, dsp_plans, exact_on_host_and_
 
 from mcugen.ir import Activation, Conv2DAttrs, OpType, Padding
 from mcugen.kernels import conv as conv_module
-from mcugen.kernels.conv import thin_records
+from mcugen.kernels.conv import rq_e_packs, thin_loop_last, thin_records
 from mcugen.kernels.requant import k_follows_from_e, plan_requant
 from mcugen.kernels.thin_rebuild import (
     THIN_REBUILD_CLOBBERS,
@@ -27,8 +27,9 @@ from mcugen.kernels.thin_rebuild import (
 
 
 def test_the_rebuild_gives_back_the_records():
-    """For 4, 8, 12 and 16 input channels, weights at the int8 extremes, both output zero point
-    signs and the loop's last-channel bit: the compact form rebuilt equals thin_records."""
+    """For 4, 8, 12 and 16 input channels, weights at the int8 extremes, biases at the edge of what
+    the bias word holds with e, both output zero point signs: the compact form (e in the bias word)
+    rebuilt, with the last channel's bit 31 set as the C sets it, equals thin_records."""
     rng = np.random.default_rng(3)
     for in_c in (4, 8, 12, 16):
         for out_c, zp in ((9, -128), (40, 17)):
@@ -36,20 +37,18 @@ def test_the_rebuild_gives_back_the_records():
             w[0, :] = -128
             w[1, :] = 127
             bias = rng.integers(-2**20, 2**20, size=out_c)
+            bias[2], bias[3] = -2**25 // 2, 2**25 // 2 - 1 - 127 * in_c * 128  # doubled: the word's limits
             m = rng.integers(2**30, 2**31 - 1, size=out_c)
             shift = -rng.integers(1, 12, size=out_c)
             rq = plan_requant(np.full(out_c, 1000), m, shift, zp, -128, 127)
             assert rq.fast and k_follows_from_e(rq)
             records = thin_records(w, bias, rq, True)
+            assert rq_e_packs(records[:, 0], rq)
             assert (records[:, -1] < 0).sum() == 1, "bit 31 on the loop's last channel"
             packed = thin_compact_words(records, w)
-            assert packed.shape == (out_c, 3 + in_c // 4)
-            rebuilt = rebuild_records(packed, 2 * zp + 1)
-            assert np.array_equal(rebuilt[:, :-1], records[:, :-1].astype(np.int64)), (in_c, out_c, zp)
-            # e's word: e and bit 31 as the record's (what the kernel reads), e - 1 in bits 8..15
-            e_word = rebuilt[:, -1] & 0xFFFFFFFF
-            assert np.array_equal(e_word & 0x800000FF, records[:, -1].astype(np.int64) & 0xFFFFFFFF)
-            assert np.array_equal((e_word >> 8) & 0xFF, rq.e - 1)
+            assert packed.shape == (out_c, 2 + in_c // 4)
+            rebuilt = rebuild_records(packed, 2 * zp + 1, thin_loop_last(out_c))
+            assert np.array_equal(rebuilt, records.astype(np.int64)), (in_c, out_c, zp)
 
 
 def test_the_rebuild_assembly_keeps_its_registers():
@@ -96,13 +95,13 @@ def test_compact_thin_layers_bit_exact_on_the_host_and_the_m4(compact):
 
 
 def test_the_compact_form_is_the_default_for_looped_layers():
-    """By default (no flash pressure) a looped thin layer keeps 3 + in_c/4 words per channel in
+    """By default (no flash pressure) a looped thin layer keeps 2 + in_c/4 words per channel in
     flash instead of 4 + in_c/2: its rebuild costs a few percent of the layer at most."""
     from test_fast_kernels import thin_conv_graph
 
     _, plans = dsp_plans(thin_conv_graph(5, [(12, 12, 16, 96), (6, 6, 8, 130)]), "conv")
     for pl in plans:
-        assert pl.code.looped and pl.rebuild and pl.compact_words == 3 + pl.v.in_c // 4
+        assert pl.code.looped and pl.rebuild and pl.compact_words == 2 + pl.v.in_c // 4
 
 
 def same_shape_graph(seed: int):

@@ -202,6 +202,11 @@ class ThinConvPlan:
     rebuild: tuple[str, ...] = ()
     k_odd: int = 0
     compact_words: int = 0  # words per channel of the compact form
+
+    @property
+    def loop_last(self) -> Optional[int]:
+        """The channel whose rebuilt e gets bit 31 (thin_loop_last), or None."""
+        return thin_loop_last(self.v.out_c)
     shared: bool = False  # later layers call this layer's code with their own weights (share_thin_code)
     code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
 
@@ -316,11 +321,18 @@ def thin_records(w: np.ndarray, bias: np.ndarray, rq: Requant, looped: bool) -> 
             rq.k.astype(np.int64)[:, None]]
     if looped:
         e = rq.e.astype(np.int64).copy()
-        full = out_c // THIN_LOOP_UNROLL * THIN_LOOP_UNROLL
-        if full:
-            e[full - 1] |= 1 << 31
+        last = thin_loop_last(out_c)
+        if last is not None:
+            e[last] |= 1 << 31
         cols.append(wrap32(e)[:, None])
     return np.concatenate(cols, axis=1)
+
+
+def thin_loop_last(out_c: int) -> Optional[int]:
+    """The looped thin kernel's last channel in the loop (THIN_LOOP_UNROLL per step; the rest in
+    line after it), whose e has bit 31: None where no whole step fits."""
+    full = out_c // THIN_LOOP_UNROLL * THIN_LOOP_UNROLL
+    return full - 1 if full else None
 
 
 def thin_conv_fits(in_c: int, out_c: int) -> bool:
@@ -417,13 +429,12 @@ def rq_table_words(rq: Requant, blocks: int, flash_tight: bool, bias: Optional[n
 
 
 def rq_e_packs(bias: np.ndarray, rq: Requant) -> bool:
-    """The two-word row is exact: the bias survives the shift by RQ_E_BITS, e fits its bits, and
-    K = (2 zero_point + 1) 2^(e-1)."""
+    """Whether e can ride in the low RQ_E_BITS of each channel's bias word (the GEMM two-word row,
+    the thin kernel's compact form, the 3x3 depthwise int8 form): every bias survives the shift by
+    RQ_E_BITS and K follows from e (requant.k_follows_from_e: e in 1..31)."""
     b = wrap32(np.asarray(bias, np.int64))
-    e = rq.e.astype(np.int64)
     lim = 1 << (31 - RQ_E_BITS)
-    return bool(rq.fast and np.all((b >= -lim) & (b < lim)) and np.all((e >= 1) & (e < (1 << RQ_E_BITS)))
-                and np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)))
+    return bool(k_follows_from_e(rq) and np.all((b >= -lim) & (b < lim)))
 
 
 def rq_table_packed(bias: np.ndarray, rq: Requant) -> np.ndarray:
@@ -568,11 +579,12 @@ def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.
     rebuilt in scratch from the compact form (int8 weights in flash; thin_rebuild) unless
     `larger_form_pays` for the rebuild's instructions against the bytes the records add."""
     looped = not thin_conv_fits(v.in_c, v.out_c)
-    compact = looped and k_follows_from_e(rq)
+    records = thin_records(w, bias, rq, True) if looped else None
+    compact = looped and rq_e_packs(records[:, 0], rq)
     if compact and THIN_COMPACT is None:
         rebuild = thin_rebuild_cost(v.in_c, v.out_c)
         small = npix * v.out_c * (v.in_c // 2 + 6) + rebuild  # per pixel and channel: the SMLADs, load, requantization
-        compact = not larger_form_pays(rebuild, small, 4 * (v.in_c // 4 + 1) * v.out_c, ctx.flash_tight)
+        compact = not larger_form_pays(rebuild, small, 4 * (v.in_c // 4 + 2) * v.out_c, ctx.flash_tight)
     elif compact:
         compact = THIN_COMPACT
     if not compact:
@@ -581,11 +593,10 @@ def _thin_conv(ctx: KernelContext, v: ConvView, i: int, w: np.ndarray, bias: np.
             name=f"{ctx.name}_l{i}_conv", index=i, isa=ctx.t.isa.value, v=v, npix=npix, rq=rq, weights=code.records,
             table=code.records, code=code,
         ), 0
-    records = thin_records(w, bias, rq, True)
     packed = thin_compact_words(records, w)
     name = ctx.const(i, "fp", "int32_t", packed.astype(np.int32),
-                     "per channel: (bias + input_offset*sum(w)) x2, the int8 weights 4 per word, multiplier, "
-                     "e | (e - 1) << 8 (bit 31: the loop's last channel); the kernel rebuilds its records in scratch")
+                     f"per channel: (bias + input_offset*sum(w)) x2 * 2^{RQ_E_BITS} + e, the int8 weights 4 per word, "
+                     "multiplier; the kernel rebuilds its records in scratch")
     lines, clobbers = thin_conv_asm(v.in_c, rq.e, True, rq.sign_free)
     code = ThinCode(records="(const int32_t *)scratch", record_words=records.shape[1], lines=lines, clobbers=clobbers,
                     shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=True)

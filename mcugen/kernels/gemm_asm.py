@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 from mcugen.kernels.depthwise_asm import requant_lines
-from mcugen.kernels.requant import Requant
-
-RQ_E_BITS = 5  # the two-word table: e in 1..31 in the low bits of the bias word
+from mcugen.kernels.requant import RQ_E_BITS, Requant
 FRAME = ("q", "out", "end", "scratch", "kodd")  # the words the assembly keeps on the stack, in order
 
 

@@ -122,6 +122,9 @@ def rq_table(bias: np.ndarray, rq: Requant) -> np.ndarray:
     return np.stack([wrap32(bias), rq.multiplier.astype(np.int64), third.astype(np.int64), rq.e.astype(np.int64)], axis=1).astype(np.int32)
 
 
+RQ_E_BITS = 5  # e in 1..31 in the low bits of a bias word (the GEMM two-word table, the compact forms)
+
+
 def k_follows_from_e(rq: Requant) -> bool:
     """Whether a short requantization's K is (2 zero_point + 1) 2^(e-1) for every channel, e in
     1..31: the compact forms store e and rebuild K from it (depthwise kh x kw, the thin kernel,

@@ -2,59 +2,66 @@
 
 The looped thin kernel (mcugen.kernels.conv.thin_conv_asm) reads per output channel a record of
 3 + in_c/2 + 1 words: 2*bias', the weights x2 as int16 pairs (t4g, t4g+2), (t4g+1, t4g+3), M, K, e.
-Its compact form keeps per channel 3 + in_c/4 words in flash: 2*bias', the int8 weights four to a
-word (taps 4g..4g+3, low byte first), M, and the word e | (e - 1) << 8 (bit 31 on the loop's last
-channel, as the record's). The rebuild makes each pair by SXTB16 (ROR 8) and SADD16 and K from
-e - 1: K = (2 zero_point + 1) << (e - 1), where that is the layer's K (requant.k_follows_from_e).
+Its compact form keeps per channel 2 + in_c/4 words in flash: 2*bias' shifted left by RQ_E_BITS with
+e in the bits freed, the int8 weights four to a word (taps 4g..4g+3, low byte first), and M. The
+rebuild makes each pair by SXTB16 (ROR 8) and SADD16, the bias by ASR, e by AND and K from e - 1:
+K = (2 zero_point + 1) << (e - 1), where that is the layer's K (requant.k_follows_from_e); the C
+around it then sets bit 31 of e of the loop's last channel (conv.thin_loop_last).
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from mcugen.kernels.requant import wrap32
+from mcugen.kernels.requant import RQ_E_BITS, wrap32
 
 # instructions of thin_rebuild_asm per channel: the loads, stores and loop, and per group of four
 # input channels (two SXTB16, two SADD16)
-THIN_REBUILD_CHANNEL = 8
+THIN_REBUILD_CHANNEL = 10
 THIN_REBUILD_GROUP = 4
 
 
 def thin_compact_words(records: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The compact form [out_c][3 + in_c/4] of the looped thin records `records` (thin_records,
-    whose last word is e with bit 31 on the loop's last channel) for int8 weights `w` [out_c][in_c]."""
+    """The compact form [out_c][2 + in_c/4] of the looped thin records `records` (thin_records,
+    whose last word is e, bit 31 on the loop's last channel) for int8 weights `w` [out_c][in_c];
+    the biases must survive the shift by RQ_E_BITS (conv.rq_e_packs)."""
     out_c, in_c = w.shape
     b = (np.asarray(w, np.int64) & 0xFF).reshape(out_c, in_c // 4, 4)
     words = b[..., 0] | b[..., 1] << 8 | b[..., 2] << 16 | b[..., 3] << 24
-    e_word = records[:, -1].astype(np.int64) & 0xFFFFFFFF
-    e = e_word & 0xFF
-    return wrap32(np.concatenate([records[:, :1].astype(np.int64), words, records[:, -3:-2].astype(np.int64),
-                                  (e_word | (e - 1) << 8)[:, None]], axis=1))
+    e = records[:, -1].astype(np.int64) & 0xFF
+    bias_e = records[:, 0].astype(np.int64) * (1 << RQ_E_BITS) + e
+    return wrap32(np.concatenate([bias_e[:, None], words, records[:, -3:-2].astype(np.int64)], axis=1))
 
 
-def rebuild_records(compact: np.ndarray, k_odd: int) -> np.ndarray:
-    """What the rebuild makes of the compact form (as the C fallback computes it): the records,
-    e's word still with e - 1 in bits 8..15 (the kernel reads its low byte and bit 31)."""
+def rebuild_records(compact: np.ndarray, k_odd: int, last: Optional[int]) -> np.ndarray:
+    """What the rebuild makes of the compact form (as the C fallback computes it), with bit 31
+    of channel `last`'s e set as the C around the rebuild sets it (conv.thin_loop_last): the records."""
     out_c, n = compact.shape
     c = compact.astype(np.int64) & 0xFFFFFFFF
-    cols = [c[:, :1]]
-    for g in range(1, n - 2):
+    signed = np.asarray(compact, np.int64)
+    cols = [(signed[:, :1] >> RQ_E_BITS)]
+    for g in range(1, n - 1):
         x = c[:, g]
         for sh in (0, 8):  # SXTB16, then SXTB16 ROR 8: bytes sh/8 and sh/8 + 2, doubled
             lo = (((x >> sh) & 0xFF) ^ 0x80) - 0x80
             hi = (((x >> (sh + 16)) & 0xFF) ^ 0x80) - 0x80
             cols.append(((2 * lo) & 0xFFFF | ((2 * hi) & 0xFFFF) << 16)[:, None])
-    e_word = c[:, -1]
-    cols += [c[:, -2:-1], ((k_odd << ((e_word >> 8) & 0xFF)) & 0xFFFFFFFF)[:, None], e_word[:, None]]
+    e = c[:, 0] & ((1 << RQ_E_BITS) - 1)
+    e_word = e.copy()
+    if last is not None:
+        e_word[last] |= 1 << 31
+    cols += [c[:, -1:], ((k_odd << (e - 1)) & 0xFFFFFFFF)[:, None], e_word[:, None]]
     return wrap32(np.concatenate(cols, axis=1))
 
 
 def thin_rebuild_asm(in_c: int) -> tuple[str, ...]:
     """The rebuild loop, Armv7E-M: r0 the compact form, r1 the records (scratch), r2 their end,
     r3 2 zero_point + 1; r4-r6 and r8-r12 clobbered, r7 untouched. Per channel in chunks of at most
-    two groups: a load-multiple of the chunk's words (the first also takes 2*bias', the last M and
-    e), the pairs in place by SXTB16 and SADD16 in ascending registers, K = r3 << (e - 1) (bits 8..15
-    of e's word; a register shift reads its low byte), a store-multiple."""
+    two groups: a load-multiple of the chunk's words (the first also takes the bias word, which
+    gives e by AND and the bias by ASR; the last also M), the pairs in place by SXTB16 and SADD16 in
+    ascending registers, K = r3 << (e - 1), a store-multiple."""
     groups = in_c // 4
     assert 1 <= groups <= 4, in_c
     chunks = [tuple(range(g, min(g + 2, groups))) for g in range(0, groups, 2)]
@@ -63,8 +70,10 @@ def thin_rebuild_asm(in_c: int) -> tuple[str, ...]:
         first, last = n == 0, n == len(chunks) - 1
         lead = ["r4"] if first else []
         src = ["r5", "r6"][:len(chunk)] if first else ["r4", "r5"][:len(chunk)]
-        tail = ["r10", "r12"] if last else []
+        tail = ["r10"] if last else []
         lines.append(f"ldm r0!, {{{', '.join(lead + src + tail)}}}")
+        if first:
+            lines += [f"and r12, r4, #{(1 << RQ_E_BITS) - 1}", f"asr r4, r4, #{RQ_E_BITS}"]
         if len(chunk) == 2:
             a, b = src
             out = [a, b, "r8", "r9"]
@@ -76,7 +85,7 @@ def thin_rebuild_asm(in_c: int) -> tuple[str, ...]:
             lines += [f"sxtb16 {b}, {a}, ror #8", f"sxtb16 {a}, {a}"]
         lines += [f"sadd16 {r}, {r}, {r}" for r in out]
         if last:
-            lines += ["lsr r11, r12, #8", "lsl r11, r3, r11"]
+            lines += ["sub r11, r12, #1", "lsl r11, r3, r11"]
         lines.append(f"stm r1!, {{{', '.join(lead + out + (['r10', 'r11', 'r12'] if last else []))}}}")
     lines += ["cmp r1, r2", "bne 1b"]
     return tuple(lines)

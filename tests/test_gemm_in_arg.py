@@ -69,3 +69,55 @@ def test_without_the_argument_each_row_length_has_its_code(monkeypatch):
     gen, _ = specialised(in_arg_graph(3), "armv7em-dsp")
     text = gen.files["net_layers.c"]
     assert "int32_t in_c" not in text and "add lr, r12, lr" not in text
+
+
+# groups of (h, w, activation, output zero point) x (in_c, out_c) that differ in their output
+# channels (and inputs): blocks of 4 with the group loop; blocks of 5 and a tail of 4, the output
+# strides past what one register offset shifted covers
+OUT_GROUPS = [
+    ((6, 6, Activation.NONE, 3), ((96, 24), (144, 32), (144, 24))),
+    ((3, 3, Activation.NONE, -5), ((192, 56), (336, 112))),
+]
+
+
+def out_arg_graph(seed: int):
+    b = Builder(seed)
+    outs = []
+    for (h, w, act, zp), shapes in OUT_GROUPS:
+        for cin, cout in shapes:
+            x = b.input((1, h, w, cin))
+            q = b.act_quant(float(b.tensors[x].quant.s) * 1.3, zp)
+            outs.append(b.conv(x, cout, (1, 1), (1, 1), (1, 1), Padding.SAME, act, q=q, per_channel=True))
+    return b.graph(outs, name=f"outarg{seed}")
+
+
+def test_the_frame_carries_the_output_width():
+    """With out_arg a seventh frame word (r6) holds the output channels: the stores take register
+    offsets from it (three instructions more per channel), and r6 is an operand, not a clobber."""
+    rq = plan_requant(np.full(8, 1000), np.full(8, 2**30), np.full(8, -8), 0, -128, 127)
+    ins = gemm_dot_asm(5, 24, 4, False, 56, False, 2, rq, len_arg=True)
+    both = gemm_dot_asm(5, 24, 4, False, 56, False, 2, rq, len_arg=True, out_arg=True)
+    assert "push {r0, r1, r2, r3, r4, r5, r6}" in both and both[-2] == f"add sp, sp, #{4 * (len(FRAME) + 2)}"
+    assert f"ldr r10, [sp, #{4 * (len(FRAME) + 1)}]" in both and "strb r4, [r8, r10, lsl #2]" in both
+    assert not any("#55" in ln or "#111" in ln for ln in both) and "strb r1, [r8, #55]" in ins
+    assert len(both) == len(ins) + 3
+    assert "r6" in dot_registers(False, True)[1] and "r6" not in dot_registers(False, True, True)[1]
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+def test_layers_differing_in_output_channels_share_and_stay_exact_on_the_m4():
+    gen, _ = specialised(out_arg_graph(4), "armv7em-dsp")
+    text = gen.files["net_layers.c"]
+    owners = re.findall(r"static void (net_l\d+_conv)_run\(.*int32_t in_c, int32_t out_c\)", text)
+    assert len(owners) == len(OUT_GROUPS), owners
+    for owner, (_, shapes) in zip(owners, OUT_GROUPS):
+        calls = re.findall(rf"{owner}_run\(input, output, scratch, \w+, \w+, (\d+), (\d+)\);", text)
+        assert sorted((int(a), int(b)) for a, b in calls) == sorted(shapes), (owner, calls)
+    exact_on_host_and_m4(gen, 2, 6, "1x1 layers sharing code, input and output channels arguments")
+
+
+def test_without_the_output_argument_each_width_has_its_code(monkeypatch):
+    monkeypatch.setattr(conv_module, "SHARE_OUT_ARG", False)
+    gen, _ = specialised(out_arg_graph(4), "armv7em-dsp")
+    text = gen.files["net_layers.c"]
+    assert "int32_t out_c" not in text and "int32_t in_c" in text

@@ -75,11 +75,14 @@ class GemmConvPlan:
     # the input channels are an argument of the code (its gather and channel loop), not constants:
     # 1x1 layers that differ only in them share the code (share_gemm_code)
     in_arg: bool = False
+    # the output channels too (with in_arg): the stores by register offsets; 1x1 layers that differ
+    # in them share the code
+    out_arg: bool = False
 
     @property
     def dot_registers(self) -> tuple[str, tuple[str, ...]]:
         """dot_asm's weight pointer register and clobbers (gemm_asm.dot_registers)."""
-        return dot_registers(self.full_unroll, self.in_arg)
+        return dot_registers(self.full_unroll, self.in_arg, self.out_arg)
 
     def dot_lines(self, pixels: int) -> tuple[str, ...]:
         """The channel loop in assembly for the block of `pixels` (the block or the tail), or ()."""
@@ -619,14 +622,33 @@ def _in_arg_candidate(pl) -> bool:
             and bool(pl.dot_asm))
 
 
-def _with_in_arg(pl):
-    """`pl` with its input channels an argument: the channel loops read the row length from their frame."""
-    lines = tuple(gemm_dot_asm(n, pl.groups, pl.unroll, False, pl.v.out_c, pl.doubled, pl.rq_words, pl.rq, len_arg=True)
-                  if n else () for n in (pl.block, pl.tail))
-    return dataclasses.replace(pl, in_arg=True, dot_asm=lines)
+def _with_args(pl, out_arg: bool = False):
+    """`pl` with its input channels (and, `out_arg`, its output channels) arguments: the channel
+    loops read them from their frame."""
+    lines = tuple(gemm_dot_asm(n, pl.groups, pl.unroll, False, pl.v.out_c, pl.doubled, pl.rq_words, pl.rq, len_arg=True,
+                               out_arg=out_arg) if n else () for n in (pl.block, pl.tail))
+    return dataclasses.replace(pl, in_arg=True, out_arg=out_arg, dot_asm=lines)
 
 
 SHARE_IN_ARG = True  # 1x1 GEMM layers that differ only in their input channels share code (share_gemm_code)
+SHARE_OUT_ARG: Optional[bool] = None  # ... and in their output channels: True/False always / never; None: by cost
+OUT_ARG_INSTRUCTIONS = 3  # per channel and block of pixels: the stores' offsets from the frame (gemm_dot_asm)
+DOT_LINE_BYTES = 4  # flash per line of the channel loop's assembly (DSP instructions are 32-bit)
+
+
+def _out_arg_pays(plans: list, members: list[int]) -> bool:
+    """Whether layers that differ in their output channels share one copy of the code: the
+    stores' offsets cost OUT_ARG_INSTRUCTIONS per channel and block of every member, against the
+    copies of the channel loops (and gathers) the others no longer print; unless
+    `larger_form_pays` for the copies."""
+    if SHARE_OUT_ARG is not None:
+        return SHARE_OUT_ARG
+    cost = sum(OUT_ARG_INSTRUCTIONS * plans[n].v.out_c * (plans[n].npix // plans[n].block + (1 if plans[n].tail else 0))
+               for n in members)
+    copies = {(plans[n].v.out_c, plans[n].v.in_c) for n in members}
+    saved = (len(copies) - 1) * DOT_LINE_BYTES * sum(len(lines) for lines in plans[members[0]].dot_asm)
+    small = sum(plans[n].v.macs for n in members) + cost
+    return not larger_form_pays(cost, small, saved, False)
 
 
 def share_gemm_code(plans: list, render) -> list:
@@ -634,19 +656,30 @@ def share_gemm_code(plans: list, render) -> list:
     (`base.share_identical_code`). First, DSP 1x1 layers that would print the same code but for
     their input channels (and so their MACs) take them as an argument (`in_arg`: one more
     instruction per channel and block of pixels) and share one copy: the first such layer
-    owns it."""
+    owns it; so do those that differ in their output channels too (`out_arg`, where
+    `_out_arg_pays`)."""
     out = list(plans)
-    if SHARE_IN_ARG:
-        groups: dict[str, list[int]] = {}
-        variants = {n: _with_in_arg(pl) for n, pl in enumerate(plans) if _in_arg_candidate(pl)}
-        for n, var in variants.items():
-            key = dataclasses.replace(var, name="mcugen_shape", index=0, weights="W", table="T", groups=0,
-                                      v=dataclasses.replace(var.v, in_c=0), scratch_bytes=0)
-            groups.setdefault(str(render(key)), []).append(n)
-        for members in groups.values():
-            if len({plans[n].v.in_c for n in members}) < 2:
-                continue  # the same input channels too: share_identical_code below
-            first, *rest = members
+    groups: dict[str, list[int]] = {}
+    candidates = [n for n, pl in enumerate(plans) if _in_arg_candidate(pl)]
+    for n in candidates:
+        var = _with_args(plans[n], out_arg=True)
+        key = dataclasses.replace(var, name="mcugen_shape", index=0, weights="W", table="T", groups=0,
+                                  v=dataclasses.replace(var.v, in_c=0, out_c=0), scratch_bytes=0)
+        groups.setdefault(str(render(key)), []).append(n)
+    for members in groups.values():
+        outs = {plans[n].v.out_c for n in members}
+        if len(outs) > 1 and not _out_arg_pays(plans, members):
+            # share only within each output width (in_arg where their inputs differ)
+            parts = [[n for n in members if plans[n].v.out_c == oc] for oc in sorted(outs)]
+        else:
+            parts = [members]
+        for part in parts:
+            ins = {plans[n].v.in_c for n in part}
+            out_arg = len({plans[n].v.out_c for n in part}) > 1
+            if (len(ins) < 2 and not out_arg) or not (SHARE_IN_ARG or out_arg):
+                continue  # the same channels: share_identical_code below
+            first, *rest = part
+            variants = {n: _with_args(plans[n], out_arg) for n in part}
             out[first] = dataclasses.replace(variants[first], shared=True)
             for n in rest:
                 out[n] = dataclasses.replace(variants[n], code_of=plans[first].name)

@@ -17,13 +17,13 @@ def gemm_dot_fits(pixels: int, out_c: int, full_unroll: bool) -> bool:
     return 1 <= pixels <= (6 if full_unroll else 5) and out_c < 65536
 
 
-def _stores(P: int, out_c: int) -> list[str]:
+def _stores(P: int, out_c: int, out_at: int = 0) -> list[str]:
     """The P outputs r0.. of a channel to pixels out_c bytes apart from [r8], r8 one byte on:
-    immediate offsets, or (beyond 4095) register offsets: out_c in r10 (also shifted by 1 and
-    2), 3 out_c in r11, 5 out_c in r9."""
-    if (P - 1) * out_c - 1 <= 4095:
+    immediate offsets, or (beyond 4095, or out_c an argument: the frame word at `out_at`) register
+    offsets: out_c in r10 (also shifted by 1 and 2), 3 out_c in r11, 5 out_c in r9."""
+    if not out_at and (P - 1) * out_c - 1 <= 4095:
         return ["strb r0, [r8], #1"] + [f"strb r{p}, [r8, #{p * out_c - 1}]" for p in range(1, P)]
-    lines = [f"movw r10, #{out_c}"]
+    lines = [f"ldr r10, [sp, #{out_at}]" if out_at else f"movw r10, #{out_c}"]
     offsets = {1: "r10", 2: "r10, lsl #1", 4: "r10, lsl #2"}
     if P > 3:
         lines.append("add r11, r10, r10, lsl #1")
@@ -41,11 +41,14 @@ _REGS = {True: {"wh": "r6", "s": "r12", "w": "lr", "e": "r12"},
          False: {"wh": "r5", "s": "r6", "w": "r12", "wend": "lr", "e": "lr"}}
 
 
-def dot_registers(full_unroll: bool, len_arg: bool = False) -> tuple[str, tuple[str, ...]]:
+def dot_registers(full_unroll: bool, len_arg: bool = False, out_arg: bool = False) -> tuple[str, tuple[str, ...]]:
     """The register the C wrapper pins the weight pointer to, and the registers it declares
-    clobbered (r0-r4 carry the frame in, and r5 with `len_arg`; r7 the assembly saves)."""
+    clobbered (r0-r4 carry the frame in, and r5 with `len_arg`, r6 with `out_arg`; r7 the
+    assembly saves)."""
     w = _REGS[full_unroll]["w"]
-    return w, tuple(r for r in ("r5", "r6", "r8", "r9", "r10", "r11", "r12", "lr") if r != w and not (len_arg and r == "r5"))
+    args = {"r5"} if len_arg else set()
+    args |= {"r6"} if out_arg else set()
+    return w, tuple(r for r in ("r5", "r6", "r8", "r9", "r10", "r11", "r12", "lr") if r != w and r not in args)
 
 
 def _group(P: int, R: dict, first: bool) -> list[str]:
@@ -67,7 +70,7 @@ def _group(P: int, R: dict, first: bool) -> list[str]:
 
 
 def gemm_dot_asm(pixels: int, groups: int, unroll: int, full_unroll: bool, out_c: int, doubled: bool, rq_words: int,
-                 rq: Requant, len_arg: bool = False) -> tuple[str, ...]:
+                 rq: Requant, len_arg: bool = False, out_arg: bool = False) -> tuple[str, ...]:
     """Every output channel of a block of `pixels` in one loop: per channel the bias from the
     table (the two-word row: shifted down by RQ_E_BITS) as the first group's SMLAD addend, the
     `groups` groups of 4 taps (in line, or `unroll` per iteration of a loop; one word of int8
@@ -81,12 +84,14 @@ def gemm_dot_asm(pixels: int, groups: int, unroll: int, full_unroll: bool, out_c
     end of a row; table, output, its end, scratch and 2 zero_point + 1 on the stack (FRAME,
     pushed from r0-r4). `len_arg` (with the loop): the row's length in bytes is not a constant but
     a sixth word of the frame, pushed from r5, so that layers that differ only in it share the
-    code (one more instruction per channel)."""
+    code (one more instruction per channel). `out_arg` (with `len_arg`): the output channels too,
+    a seventh word pushed from r6, the stores by register offsets (three more instructions per
+    channel and block)."""
     assert rq.fast and gemm_dot_fits(pixels, out_c, full_unroll) and rq_words in (2, 3, 4)
-    assert not (len_arg and full_unroll)
+    assert not (len_arg and full_unroll) and (len_arg or not out_arg)
     P, R = pixels, _REGS[full_unroll]
-    frame = len(FRAME) + (1 if len_arg else 0)
-    lines = ["push {r7}", "push {r0, r1, r2, r3, r4, r5}" if len_arg else "push {r0, r1, r2, r3, r4}", "2:",
+    frame = len(FRAME) + (1 if len_arg else 0) + (1 if out_arg else 0)
+    lines = ["push {r7}", f"push {{{', '.join(f'r{r}' for r in range(frame))}}}", "2:",
              "ldr r8, [sp]", f"ldr {R['s']}, [sp, #12]", "ldr r0, [r8]"]
     if rq_words == 2:
         lines.append(f"asr r0, r0, #{RQ_E_BITS}")
@@ -125,6 +130,6 @@ def gemm_dot_asm(pixels: int, groups: int, unroll: int, full_unroll: bool, out_c
             lines.append(f"add {a}, {a}, {a}")
         lines += requant_lines(a, "r10", "r11", e, "r9", rq.sign_free, rq.act_min, rq.act_max)
     lines.append("ldr r8, [sp, #4]")
-    lines += _stores(P, out_c)
+    lines += _stores(P, out_c, 4 * (frame - 1) if out_arg else 0)
     lines += ["str r8, [sp, #4]", "ldr r9, [sp, #8]", "cmp r8, r9", "bne 2b", f"add sp, sp, #{4 * frame}", "pop {r7}"]
     return tuple(lines)

@@ -150,7 +150,7 @@ def test_only_supported_chains_are_replaced():
     if plan.ring_b is None:
         assert result.program.arena_bytes == program.arena_bytes, "the chain needs no scratch beyond the plan's"
     else:  # planned without the schedule's extra scratch: the ring goes after the plan (see test_ring_scratch_...)
-        assert result.program.arena_bytes == -(-program.arena_bytes // 16) * 16 + plan.ring_b.scratch(plan.b.v)
+        assert result.program.arena_bytes == -(-program.arena_bytes // 16) * 16 + plan.scratch_bytes()
     odd = block(2, mid=10)
     _, result = generated(odd, lower(odd, "net", strategy="fused", fusion="all"))
     assert not chain_kernels(result)
@@ -258,8 +258,8 @@ def test_ring_only_where_it_applies():
     assert f"ring: 3 slots x {c} channels x {pw} bytes = {3 * c * pw} bytes of B's input" in text
     assert f"then B's records rebuilt from flash ({40 * c} bytes)" in text and "one pixel at a time" not in text
     assert "blocks of 4 output pixels, every channel per step" in text
-    assert [s.size for s in result.scratch] == [plan.ring_b.scratch(plan.b.v)]
-    assert plan.ring_b.scratch(plan.b.v) >= RingB.scratch_bytes(plan.b.v) + 4 * DW_RECORD * plan.b.v.out_c
+    assert [s.size for s in result.scratch] == [plan.scratch_bytes()]
+    assert plan.scratch_bytes() >= RingB.scratch_bytes(plan.b.v) + 4 * DW_RECORD * plan.b.v.out_c
     for target in ("portable", "mve"):
         _, result = generated(graph, program, target)
         assert next(iter(result.plans.values())).ring_b is None
@@ -404,9 +404,12 @@ def test_a_chain_without_a_specialised_kernel_is_named_with_its_cost(tmp_path, c
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_thin_chain_stages_bit_exact_on_the_m4():
+@pytest.mark.parametrize("compact", [True, False], ids=["records-rebuilt", "records-in-flash"])
+def test_thin_chain_stages_bit_exact_on_the_m4(compact, monkeypatch):
     # stage C with few output channels takes the narrow kernel; with a residual ADD both write a
-    # pixel on the stack first
+    # pixel on the stack first; stage A's and C's records compact in flash and rebuilt in the
+    # chain's scratch (mcugen_thin_records, mcugen_narrow_records) or kept as they are read
+    monkeypatch.setattr(chain_module, "CHAIN_RECORDS_COMPACT", compact)
     cases = [(1, 7, 6, 8, 16, 8, False), (2, 8, 9, 4, 12, 16, False), (1, 5, 3, 16, 8, 4, False),
              (1, 4, 3, 16, 100, 8, False), (2, 5, 6, 8, 40, 16, False), (1, 5, 4, 8, 48, 8, False),
              (2, 6, 5, 8, 24, 11, False), (1, 6, 5, 8, 48, 8, True), (1, 5, 7, 8, 16, 8, True)]
@@ -420,6 +423,13 @@ def test_thin_chain_stages_bit_exact_on_the_m4():
         assert ("its inputs in registers, every output channel in line" in text) == (mid <= 16), "thin stage C"
         assert ("channels per pass accumulating in registers" in text) == (mid > 16 and mid * out_c <= 1024)
         assert ("then the ADD with the residual, element by element" in text) == residual
+        plan = next(iter(result.plans.values()))
+        if plan.ring_b is not None:
+            a_inline = plan.a_thin is not None and not plan.a_thin.looped  # looped: its own compact form
+            c_inline = plan.c_narrow is not None or (plan.c_thin is not None and not plan.c_thin.looped)
+            assert (plan.a_records is not None) == (compact and a_inline)
+            assert (plan.c_records is not None) == (compact and c_inline)
+            assert ("mcugen_thin_records(" in text) == (compact and (a_inline or plan.c_thin is not None))
         inputs = driver.random_inputs(graph, 2, seed=6)
         want = [emulate(graph, r).outputs for r in inputs]
         assert_equal_runs(run_host(gen, inputs), want, f"{graph.name} on the host")

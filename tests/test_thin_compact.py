@@ -15,9 +15,16 @@ from test_fast_kernels import THIN_CASES, Builder, dsp_plans, exact_on_host_and_
 
 from mcugen.ir import Activation, Conv2DAttrs, OpType, Padding
 from mcugen.kernels import conv as conv_module
-from mcugen.kernels.conv import rq_e_packs, thin_loop_last, thin_records
+from mcugen.kernels.conv import (
+    narrow_compact_words,
+    rebuild_narrow_records,
+    rq_e_packs,
+    thin_loop_last,
+    thin_records,
+)
 from mcugen.kernels.requant import k_follows_from_e, plan_requant
 from mcugen.kernels.thin_rebuild import (
+    rebuild_inline_records,
     THIN_REBUILD_CLOBBERS,
     rebuild_records,
     thin_compact_words,
@@ -131,3 +138,37 @@ def test_same_shaped_thin_layers_share_their_code(compact):
     assert text.count('"sadd16 r') == sum(sum("sadd16" in ln for ln in thin_rebuild_asm(pl.v.in_c)) for pl in plans[::2]), \
         "one rebuild per shape"
     exact_on_host_and_m4(gen, 2, 4, "thin layers sharing code")
+
+
+def test_chain_stage_records_rebuilt_from_their_compact_form():
+    """The chains' stage A / C records in the compact form (e in the bias word, int8 weights four
+    to a word): the in-line thin kernel's (4..16 inputs) and the narrow kernel's (passes of 8
+    channels, a partial last pass) rebuilt as mcugen_thin_records / mcugen_narrow_records do equal
+    the records the kernels read (thin_records, narrow_code's words, computed here again)."""
+    from mcugen.kernels.requant import sxtb16_pairs, wrap32
+
+    rng = np.random.default_rng(5)
+    for in_c, out_c, zp in ((8, 48, -128), (16, 8, 3), (4, 20, 17), (48, 8, -7), (48, 16, 0), (40, 13, -128)):
+        w = rng.integers(-128, 128, size=(out_c, in_c))
+        w[0, :] = -128
+        bias = rng.integers(-2**18, 2**18, size=out_c)
+        m = rng.integers(2**30, 2**31 - 1, size=out_c)
+        rq = plan_requant(np.full(out_c, 1000), m, -rng.integers(1, 12, size=out_c), zp, -128, 127)
+        assert rq_e_packs(2 * bias, rq)
+        if in_c <= 16:
+            records = thin_records(w, bias, rq, False)
+            packed = thin_compact_words(records, w, rq.e)
+            assert packed.shape == (out_c, 2 + in_c // 4)
+            assert np.array_equal(rebuild_inline_records(packed, 2 * zp + 1), records.astype(np.int64))
+        words = []
+        w2 = 2 * w.reshape(out_c, in_c // 4, 4)
+        for first in range(0, out_c, 8):
+            chans = list(range(first, min(first + 8, out_c)))
+            words += [int(x) for x in wrap32(2 * bias[chans])]
+            words += [int(x) for x in sxtb16_pairs(w2[chans]).transpose(1, 0, 2).reshape(-1)]
+            for c in chans:
+                words += [int(rq.multiplier[c]), int(rq.k[c])]
+        compact = narrow_compact_words(w, bias, rq)
+        assert compact.size == out_c * (2 + in_c // 4)
+        got = rebuild_narrow_records(compact, in_c, out_c, 2 * zp + 1)
+        assert np.array_equal(got, wrap32(np.array(words, np.int64))), (in_c, out_c)

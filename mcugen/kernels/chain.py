@@ -25,16 +25,20 @@ from mcugen.kernels.conv import (
     NarrowCode,
     ThinCode,
     narrow_code,
+    narrow_compact_words,
     narrow_conv_fits,
     rq_e_packs,
+    thin_records,
     thin_code,
     thin_loop_fits,
     thin_stride_fits,
 )
 from mcugen.kernels.depthwise import DW_INT8_BYTES, dw3_int8_consts
+from mcugen.kernels.thin_rebuild import thin_compact_words
 from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_lines
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
+    RQ_E_BITS,
     Requant,
     int16_pair,
     input_magnitude,
@@ -286,12 +290,15 @@ class RingB:
 def ring_comment(lines: list[str], plan: "ChainPlan") -> list[str]:
     """The lowered chain's comment lines (mcugen.lower) for the kernel with stage B on the ring:
     B runs blocks of DW_BLOCK output pixels, every channel per step, and the scratch is the
-    ring's slots, the pixels and (compact) B's rebuilt records, not the portable kernel's ring."""
+    ring's slots, the pixels and (compact) B's, A's and C's rebuilt records, not the portable
+    kernel's ring."""
     rb, c = plan.ring_b, plan.b.v.out_c
     slots = RING_B_SLOTS * c * rb.plane_w
     ring = (f"  ring: {RING_B_SLOTS} slots x {c} channels x {rb.plane_w} bytes = {slots} bytes of B's input, "
             f"channel-major, then {DW_BLOCK} pixels of B's output ({DW_BLOCK * c} bytes)"
-            + (f", then B's records rebuilt from flash ({4 * DW_RECORD * c} bytes)" if rb.compact else ""))
+            + (f", then B's records rebuilt from flash ({4 * DW_RECORD * c} bytes)" if rb.compact else "")
+            + "".join(f", then {st}'s records rebuilt from flash ({4 * r.words} bytes)"
+                      for r, st in ((plan.a_records, "A"), (plan.c_records, "C")) if r is not None))
     out = []
     for line in lines:
         if line.startswith("  B: ") and line.endswith(", one pixel at a time"):
@@ -360,6 +367,72 @@ class ChainPlan:
     a_row_asm: tuple[str, ...] = ()  # DSP ring, a_thin in line: the row's pixels in one assembly loop (thin_row_asm)
     a_row_steps: int = 0  # its word of ring column steps (ring_column_steps)
     scratch_offset: int = -1  # ring_b: the arena offset of the chain's scratch (RingB.scratch_bytes)
+    # ring_b: stage A's thin records / stage C's thin or narrow records kept compact in flash and
+    # rebuilt in the chain's scratch after B's at each call (StageRecords)
+    a_records: Optional["StageRecords"] = None
+    c_records: Optional["StageRecords"] = None
+
+    def scratch_bytes(self) -> int:
+        """ring_b: the chain's scratch: the ring, the pixels, B's records, then A's and C's."""
+        ends = [r.at + 4 * r.words for r in (self.a_records, self.c_records) if r is not None]
+        return max([self.ring_b.scratch(self.b.v)] + ends)
+
+
+@dataclass(frozen=True)
+class StageRecords:
+    """A chain stage's records in the compact form: `src` holds per channel the bias word with e
+    (RQ_E_BITS) and the int8 weights four to a word (thin: per channel, then M; narrow: per pass,
+    narrow_compact_words), which mcugen_thin_records / mcugen_narrow_records rebuild into `words`
+    record words at byte `at` of the chain's scratch (K = k_odd << (e - 1))."""
+
+    kind: str  # "thin" or "narrow"
+    src: str
+    at: int
+    words: int
+    in_c: int
+    out_c: int
+    k_odd: int
+    arg: str  # the name the stage's function takes the records by
+
+
+CHAIN_RECORDS_COMPACT: Optional[bool] = None  # True/False: stages A and C compact wherever exact / nowhere; None: by cost
+THIN_RECORDS_CHANNEL = 8  # instructions of mcugen_thin_records per channel, and per group of 4 inputs
+THIN_RECORDS_GROUP = 6
+NARROW_RECORDS_GROUP = 6  # of mcugen_narrow_records per group of 4 inputs and channel, and per channel
+NARROW_RECORDS_CHANNEL = 8
+
+
+def _compact_stage(ctx: KernelContext, i: int, role: str, code, w: np.ndarray, bias: np.ndarray, rq: Requant,
+                   at: int, arg: str, uses: int) -> tuple[object, Optional[StageRecords]]:
+    """Stage A's or C's code (ThinCode in line, or NarrowCode) with its records compact in flash
+    (StageRecords at byte `at` of the scratch, read through the function argument `arg`) where
+    exact (rq_e_packs) and `larger_form_pays` does not keep them: the rebuild runs once per call,
+    the records are read `uses` times (pixels)."""
+    narrow = isinstance(code, NarrowCode)
+    if not narrow and code.looped:
+        return code, None
+    out_c, in_c = w.shape
+    if not rq_e_packs(2 * np.asarray(bias, np.int64), rq):
+        return code, None
+    words = out_c * (3 + in_c // 2)  # per channel bias, in_c / 2 weight pairs, M, K (both kernels)
+    if narrow:
+        compact = narrow_compact_words(w, bias, rq)
+        cost = out_c * (NARROW_RECORDS_CHANNEL + NARROW_RECORDS_GROUP * (in_c // 4))
+    else:
+        compact = thin_compact_words(thin_records(w, bias, rq, False), w, rq.e).reshape(-1)
+        cost = out_c * (THIN_RECORDS_CHANNEL + THIN_RECORDS_GROUP * (in_c // 4))
+    if CHAIN_RECORDS_COMPACT is False:
+        return code, None
+    if CHAIN_RECORDS_COMPACT is None and larger_form_pays(cost, uses * out_c * in_c // 2 + cost,
+                                                          4 * (words - compact.size), ctx.flash_tight):
+        return code, None
+    ctx.drop_consts({code.records})
+    src = ctx.const(i, role + "c", "int32_t", compact.astype(np.int32),
+                    f"the compact form of {role}'s records: per {'pass of <= 8 channels' if narrow else 'channel'} "
+                    f"(bias + input_offset*sum(w)) x2 * 2^{RQ_E_BITS} + e, the int8 weights 4 per word, multiplier "
+                    "(the chain rebuilds the records in its scratch)")
+    rec = StageRecords("narrow" if narrow else "thin", src, at, words, in_c, out_c, 2 * rq.output_offset + 1, arg)
+    return dataclasses.replace(code, records=arg), rec
 
 
 def patch_word_pieces(kh: int, kw: int, in_c: int, row_stride: int, groups: int) -> tuple[tuple[tuple[int, int, int], ...], ...]:
@@ -575,7 +648,21 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
         plan = dataclasses.replace(plan, a3_asm=triple_asm(plan.a.groups, plan.ring_b.plane_w, plan.a.v.out_c // 2,
                                                            rq.sign_free, rq.act_min, rq.act_max))
     if ring:
+        at = round_up(plan.ring_b.scratch(b), 4)
+        if plan.a_thin is not None:
+            wa = plan.a.v.weights.reshape(plan.a.v.out_c, plan.a.v.in_c)
+            a_thin, a_rec = _compact_stage(ctx, i, "a_thin", plan.a_thin, wa,
+                                           plan.a.v.bias + plan.a.v.input_offset * wa.sum(axis=1), plan.a.rq, at,
+                                           "a_rec", plan.a.v.out_h * plan.a.v.out_w)
+            plan = dataclasses.replace(plan, a_thin=a_thin, a_records=a_rec)
+            at += 4 * a_rec.words if a_rec else 0
+        if plan.c_thin is not None or plan.c_narrow is not None:
+            wc = c.weights.reshape(c.out_c, c.in_c)
+            code, c_rec = _compact_stage(ctx, i, "c_thin" if plan.c_thin else "c_narrow", plan.c_thin or plan.c_narrow,
+                                         wc, c.bias + c.input_offset * wc.sum(axis=1), c_stage.rq, at, "c_rec",
+                                         c.out_h * c.out_w)
+            plan = dataclasses.replace(plan, c_records=c_rec, **{"c_thin" if plan.c_thin else "c_narrow": code})
         # the ring and the block of pixels take more than the portable kernel's ring of A rows:
         # the kernel states its scratch (the schedule plans it with the chain, keyed by its operators)
-        return plan, ctx.scratch_for(i, plan.ring_b.scratch(b))
+        return plan, ctx.scratch_for(i, plan.scratch_bytes())
     return plan, None

@@ -22,7 +22,7 @@ from mcugen.kernels.base import (
     share_identical_code,
 )
 from mcugen.kernels.gemm_asm import RQ_E_BITS, dot_registers, gemm_dot_asm, gemm_dot_fits
-from mcugen.kernels.thin_rebuild import thin_compact_words, thin_rebuild_asm, thin_rebuild_cost
+from mcugen.kernels.thin_rebuild import bias_with_e, int8_quads, thin_compact_words, thin_rebuild_asm, thin_rebuild_cost
 from mcugen.kernels.requant import (
     Requant,
     input_magnitude,
@@ -571,6 +571,43 @@ def narrow_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarra
                      "channel the weights x2 as int16 pairs (t0,t2),(t1,t3), per channel multiplier, K")
     return NarrowCode(records=name, passes=tuple(passes), shifts=tuple(int(e) for e in rq.e), in_c=v.in_c,
                       out_c=v.out_c, groups_per_step=unroll)
+
+
+def narrow_compact_words(w: np.ndarray, bias: np.ndarray, rq: Requant) -> np.ndarray:
+    """The narrow kernel's records (narrow_code) in the compact form that mcugen_narrow_records
+    rebuilds: per pass of <= 8 channels the bias words (2*bias' * 2^RQ_E_BITS + e), per group of 4
+    inputs and channel one word of the 4 int8 weights, per channel M (rq_e_packs must hold for
+    2 * bias)."""
+    out_c, in_c = w.shape
+    quads = int8_quads(w)  # [channel][group]
+    be = bias_with_e(wrap32(2 * np.asarray(bias, np.int64)), rq.e)
+    words: list[int] = []
+    for first in range(0, out_c, len(NARROW_ACC)):
+        chans = list(range(first, min(first + len(NARROW_ACC), out_c)))
+        words += [int(x) for x in be[chans]]
+        words += [int(x) for x in quads[chans].T.reshape(-1)]  # [group][channel]
+        words += [int(rq.multiplier[c]) for c in chans]
+    return wrap32(np.array(words, np.int64))
+
+
+def rebuild_narrow_records(compact: np.ndarray, in_c: int, out_c: int, k_odd: int) -> np.ndarray:
+    """What mcugen_narrow_records makes of the compact form: narrow_code's record words."""
+    c = [int(x) for x in np.asarray(compact, np.int64)]
+    out: list[int] = []
+    at = 0
+    for first in range(0, out_c, len(NARROW_ACC)):
+        n = min(len(NARROW_ACC), out_c - first)
+        be = c[at:at + n]
+        at += n
+        out += [x >> RQ_E_BITS for x in be]
+        for q in c[at:at + n * (in_c // 4)]:
+            taps = np.array([((((q & 0xFFFFFFFF) >> (8 * k)) & 0xFF) ^ 0x80) - 0x80 for k in range(4)], np.int64)
+            out += [int(v) for v in sxtb16_pairs(2 * taps)]  # SXTB16 (ROR 8), doubled
+        at += n * (in_c // 4)
+        for k in range(n):
+            out += [c[at + k], (k_odd << ((be[k] & ((1 << RQ_E_BITS) - 1)) - 1)) & 0xFFFFFFFF]
+        at += n
+    return wrap32(np.array(out, np.int64))
 
 
 THIN_COMPACT: Optional[bool] = None  # True/False: the thin kernel's compact form wherever it is exact / nowhere; None: per layer

@@ -105,7 +105,8 @@ def specialize(program: Program, target: Target, flash_tight: bool = False) -> K
 def _plan_parts(pl) -> list:
     """A plan and, for a chain, its stages (each with its own constants)."""
     if pl.kind == "chain":
-        return [pl] + [st for st in (pl.a, pl.b, pl.c, pl.a_thin, pl.c_thin, pl.c_narrow, pl.ring_b) if st is not None]
+        return [pl] + [st for st in (pl.a, pl.b, pl.c, pl.a_thin, pl.c_thin, pl.c_narrow, pl.ring_b, pl.a_records,
+                                     pl.c_records) if st is not None]
     return [pl]
 
 
@@ -117,7 +118,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
         rq_e_bits=RQ_E_BITS, thin_unroll=THIN_LOOP_UNROLL, thin_rebuild_clobbers=THIN_REBUILD_CLOBBERS, add_shifts=sorted({pl.linear.shift for pl in plans if pl.kind == "add" and pl.shared_linear}), dw_unpack=any(getattr(pl, "unpack", False) or (getattr(pl, "ring_b", None) is not None and pl.ring_b.compact) for pl in plans), emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK,
-        dw_cases_regs=DW_CASES_REGS, patch_word_pieces=patch_word_pieces, dw_cases_step=dw_cases_step, dw_cases_layout=dw_cases_layout, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records", "w8", "bm") if hasattr(x, a)},
+        dw_cases_regs=DW_CASES_REGS, patch_word_pieces=patch_word_pieces, dw_cases_step=dw_cases_step, dw_cases_layout=dw_cases_layout, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records", "w8", "bm", "src") if hasattr(x, a)},
     )
     conv_module = env.get_template("c/fast/conv.c.j2").make_module(ctx)
     dw_module = env.get_template("c/fast/depthwise.c.j2").make_module(ctx)

@@ -23,16 +23,35 @@ THIN_REBUILD_CHANNEL = 10
 THIN_REBUILD_GROUP = 4
 
 
-def thin_compact_words(records: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The compact form [out_c][2 + in_c/4] of the looped thin records `records` (thin_records,
-    whose last word is e, bit 31 on the loop's last channel) for int8 weights `w` [out_c][in_c];
-    the biases must survive the shift by RQ_E_BITS (conv.rq_e_packs)."""
-    out_c, in_c = w.shape
-    b = (np.asarray(w, np.int64) & 0xFF).reshape(out_c, in_c // 4, 4)
-    words = b[..., 0] | b[..., 1] << 8 | b[..., 2] << 16 | b[..., 3] << 24
-    e = records[:, -1].astype(np.int64) & 0xFF
-    bias_e = records[:, 0].astype(np.int64) * (1 << RQ_E_BITS) + e
-    return wrap32(np.concatenate([bias_e[:, None], words, records[:, -3:-2].astype(np.int64)], axis=1))
+def int8_quads(w: np.ndarray) -> np.ndarray:
+    """Int8 weights [rows][4k] as words of four, low byte first: [rows][k]."""
+    rows, n = w.shape
+    b = (np.asarray(w, np.int64) & 0xFF).reshape(rows, n // 4, 4)
+    return b[..., 0] | b[..., 1] << 8 | b[..., 2] << 16 | b[..., 3] << 24
+
+
+def bias_with_e(bias: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Bias words shifted left by RQ_E_BITS with e in the bits freed (conv.rq_e_packs must hold)."""
+    return np.asarray(bias, np.int64) * (1 << RQ_E_BITS) + (np.asarray(e, np.int64) & ((1 << RQ_E_BITS) - 1))
+
+
+def thin_compact_words(records: np.ndarray, w: np.ndarray, e: Optional[np.ndarray] = None) -> np.ndarray:
+    """The compact form [out_c][2 + in_c/4] of the thin records `records` (thin_records) for int8
+    weights `w` [out_c][in_c]: looped (e None), the records end in M, K, e (bit 31 on the loop's
+    last channel); in line, in M, K, and `e` is the requantization's. The biases must survive the
+    shift by RQ_E_BITS (conv.rq_e_packs)."""
+    m_at = -3 if e is None else -2
+    if e is None:
+        e = records[:, -1].astype(np.int64) & 0xFF
+    return wrap32(np.concatenate([bias_with_e(records[:, 0], e)[:, None], int8_quads(w),
+                                  records[:, m_at:m_at + 1].astype(np.int64)], axis=1))
+
+
+def rebuild_inline_records(compact: np.ndarray, k_odd: int) -> np.ndarray:
+    """What mcugen_thin_records makes of the in-line thin kernel's compact form: the records
+    (2*bias', the weight pairs x2, M, K)."""
+    looped = rebuild_records(compact, k_odd, None)
+    return looped[:, :-1]
 
 
 def rebuild_records(compact: np.ndarray, k_odd: int, last: Optional[int]) -> np.ndarray:

@@ -32,7 +32,6 @@ from mcugen.kernels.requant import (
     ACC_LIMIT,
     Requant,
     input_magnitude,
-    k_follows_from_e,
     int16_pair,
     plan_requant,
     rq_table,
@@ -522,19 +521,21 @@ def rebuild_words(weights: np.ndarray, steps: tuple[tuple[str, int, int], ...], 
     return wrap32(out)
 
 
-def dw_k_compact(ctx: KernelContext, v: ConvView, rq: Requant, record: int, row_words: int, small: Optional[float]) -> bool:
+def dw_k_compact(ctx: KernelContext, v: ConvView, rq: Requant, record: int, row_words: int, small: Optional[float],
+                 tbias: np.ndarray) -> bool:
     """DSP kh x kw with the assembly: whether the layer keeps its weights as int8 in flash
-    (kh*kw weights and e per channel, bias and M as words) and rebuilds its `record`-word records
+    (kh*kw weights per channel, the bias word with e and M as words) and rebuilds its `record`-word records
     in scratch after the ring at each call (dw_k_rebuild), rather than keeping the records in
     flash: unless `larger_form_pays` for the rebuild's instructions (DW_K_REBUILD_WORD per weight
     word, DW_K_REBUILD_CHANNEL per channel) against the bytes the records add. Only where the
-    rebuild is exact (K = (2 zero_point + 1) 2^(e-1), as the 3x3 int8 form's)."""
-    if not k_follows_from_e(rq):
+    rebuild is exact: e rides in the table's bias word `tbias` and K = (2 zero_point + 1) 2^(e-1)
+    (rq_e_packs, as the 3x3 int8 form's)."""
+    if not rq_e_packs(tbias, rq):
         return False
     if DW_K_COMPACT is not None:
         return DW_K_COMPACT
     rebuild = v.out_c * (DW_K_REBUILD_WORD * v.kh * row_words + DW_K_REBUILD_CHANNEL)
-    added = v.out_c * (4 * record - (v.kh * v.kw + 1 + 8))
+    added = v.out_c * (4 * record - (v.kh * v.kw + 8))
     return not larger_form_pays(rebuild, small if small is not None else 2 * v.macs, added, ctx.flash_tight)
 
 
@@ -580,17 +581,18 @@ def select_depthwise_k(ctx: KernelContext, layer: Layer, v: ConvView,
     scratch_bytes = v.out_c * kh * plane_w * 2  # the ring: kh rows per channel
     x = [v.macs, v.out_h * v.out_w * v.out_c, v.in_h * v.in_w * v.in_c, 1]
     rebuild: tuple[tuple[str, int, int], ...] = ()
+    tbias = records[:, kh * row_words]
     if asm and dw_k_compact(ctx, v, rq, records.shape[1], row_words,
-                            family_estimate(ctx.t.isa.value, f"depthwise/{kh}x{kw}/s{s}" + ("/i8" if int8 else ""), x)):
-        # flash: per channel the kh*kw int8 weights and e, then bias and M as words; the kernel
+                            family_estimate(ctx.t.isa.value, f"depthwise/{kh}x{kw}/s{s}" + ("/i8" if int8 else ""), x),
+                            tbias):
+        # flash: per channel the kh*kw int8 weights, then the bias word with e and M; the kernel
         # rebuilds the records in its scratch after the ring
         rebuild = dw_k_rebuild(kw, s, int8)
-        w8 = np.concatenate([w, rq.e[:, None]], axis=1).astype(np.int8).reshape(-1)
-        weights = ctx.const(i, "w8", "int8_t", np.concatenate([w8, np.zeros(4, np.int8)]),
-                            f"per channel: weights [{kh}x{kw}], then e (the kernel rebuilds its {records.shape[1]}-word "
+        weights = ctx.const(i, "w8", "int8_t", np.concatenate([w.reshape(-1), np.zeros(4)]).astype(np.int8),
+                            f"per channel: weights [{kh}x{kw}] (the kernel rebuilds its {records.shape[1]}-word "
                             f"records in scratch; 4 bytes of padding at the end for its word loads)")
-        table = ctx.const(i, "bm", "int32_t", records[:, kh * row_words:kh * row_words + 2].astype(np.int32),
-                          f"per channel: (bias + input_offset*sum(w)) x{scale}, multiplier")
+        table = ctx.const(i, "bm", "int32_t", rq_table_packed(tbias, rq)[1:].astype(np.int32),
+                          f"per channel: (bias + input_offset*sum(w)) x{scale} * 2^{RQ_E_BITS} + e, multiplier")
         scratch_bytes += 4 * records.shape[1] * v.out_c
     else:
         weights = table = ctx.const(

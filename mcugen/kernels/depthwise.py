@@ -22,8 +22,10 @@ from mcugen.kernels.depthwise_asm import (
     dw_asm_case_blocks,
     dw_asm_cases,
     dw_asm_rows,
+    dw_c_arg_fits,
     dw_cases_fit,
     dw_cases_layout,
+    dw_cases_step,
     dw_rows_fit,
     requant_in_place,
     row_costs,
@@ -98,6 +100,10 @@ class DepthwisePlan:
     unpack: bool = False
     shared: bool = False  # later layers call this layer's code with their own constants (share_dw_code)
     code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
+    # DSP 3x3 int8 form: the channel count is an argument of the code (its loops, the ring's and the
+    # records' offsets, the assembly's stores by register offsets), so that layers that differ in it
+    # share one copy (share_dw_code)
+    c_arg: bool = False
 
     @property
     def asm_regs(self) -> dict[str, str]:
@@ -289,10 +295,68 @@ def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant, tbias: np.ndarray
     return not larger_form_pays(small - large, small, (4 * DW_RECORD - DW_INT8_BYTES) * v.out_c, ctx.flash_tight)
 
 
+SHARE_C_ARG: Optional[bool] = None  # 3x3 layers that differ in their channels share code: True/False always / never; None: by cost
+C_ARG_INSTRUCTIONS = 1  # per channel and output row whose store group has more than 3 outputs (c_arg_stores)
+DW_LINE_BYTES = 4  # flash per line of a row kernel's assembly (DSP instructions are 32-bit)
+
+
+def _c_arg_candidate(pl) -> bool:
+    """A DSP 3x3 layer in the int8 form whose row kernel can take its channel count as an argument."""
+    return (pl.kind == "depthwise" and pl.isa == "dsp" and pl.unpack and not pl.row_words
+            and bool(pl.asm_cases or pl.asm_rows) and pl.v.out_c % 4 == 0
+            and dw_c_arg_fits(pl.v.out_w, pl.v.sh, not pl.asm_cases))
+
+
+def _with_c_arg(pl):
+    """`pl` with its channel count an argument: the row kernel's stores by register offsets."""
+    v = pl.v
+    if pl.asm_cases:
+        return dataclasses.replace(pl, c_arg=True, asm_cases=dw_asm_cases(v.out_w, v.out_c, pl.plane_w, v.sh,
+                                                                         pl.rq.sign_free, c_arg=True))
+    return dataclasses.replace(pl, c_arg=True, asm_rows=dw_asm_rows(v.out_w, v.out_c, pl.plane_w, pl.rq.sign_free,
+                                                                     c_arg=True))
+
+
+def _c_arg_pays(plans: list, members: list[int]) -> bool:
+    """Whether layers that differ in their channel count share one copy of the code: the stores
+    cost C_ARG_INSTRUCTIONS per channel and output row (where a store group has more than three
+    outputs) in every member, against the copies of the row kernel the others no longer print;
+    unless `larger_form_pays` for the copies."""
+    if SHARE_C_ARG is not None:
+        return SHARE_C_ARG
+    cost = 0
+    for n in members:
+        v = plans[n].v
+        group = min(v.out_w, dw_cases_step(v.sh)) if plans[n].asm_cases else v.out_w
+        cost += C_ARG_INSTRUCTIONS * v.out_c * v.out_h * (1 if group > 3 else 0)
+    copies = len({plans[n].v.out_c for n in members}) - 1
+    first = plans[members[0]]
+    lines = sum(len(c) for c in first.asm_cases) if first.asm_cases else len(first.asm_rows)
+    small = sum(2 * plans[n].v.macs for n in members) + cost
+    return not larger_form_pays(cost, small, copies * DW_LINE_BYTES * lines, False)
+
+
 def share_dw_code(plans: list, render) -> list:
     """3x3 DSP depthwise layers in the int8 form that would print the same code share one copy
-    (`base.share_identical_code`)."""
-    return share_identical_code(plans, render, lambda pl: pl.kind == "depthwise" and pl.unpack)
+    (`base.share_identical_code`); first, those that would print the same code but for their
+    channel count take it as an argument (`c_arg`) where `_c_arg_pays`, the first such layer
+    owning the code."""
+    out = list(plans)
+    groups: dict[str, list[int]] = {}
+    for n, pl in enumerate(plans):
+        if _c_arg_candidate(pl):
+            var = _with_c_arg(pl)
+            key = dataclasses.replace(var, name="mcugen_shape", index=0, weights="W", table="T", scratch_bytes=0,
+                                      v=dataclasses.replace(var.v, out_c=0, in_c=0))
+            groups.setdefault(str(render(key)), []).append(n)
+    for members in groups.values():
+        if len({plans[n].v.out_c for n in members}) < 2 or not _c_arg_pays(plans, members):
+            continue  # the same channels (share_identical_code below), or the copies pay
+        first, *rest = members
+        out[first] = dataclasses.replace(_with_c_arg(plans[first]), shared=True)
+        for n in rest:
+            out[n] = dataclasses.replace(_with_c_arg(plans[n]), code_of=plans[first].name)
+    return share_identical_code(out, render, lambda pl: pl.kind == "depthwise" and pl.unpack and not pl.c_arg)
 
 
 # ---- kh x kw (kw odd, not 3x3): the ring of kh rows, one assembly for every ring case -------------

@@ -6,7 +6,7 @@ templates/c/fast/depthwise.c.j2 prints.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from mcugen.kernels.base import ConvView
 from mcugen.kernels.requant import Requant
@@ -15,7 +15,7 @@ DW_BLOCK = 4  # outputs of one channel per step of the DSP depthwise assembly
 DW_RECORD = 10  # words per channel in the DSP depthwise stream: 6 weight pairs, bias, M, K, e
 
 
-def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out_stride: int,
+def dw_asm_block(n: int, stride: int, row_offsets: Sequence[int], step: int, out_stride: Optional[int],
                  post_store: bool, sign_free: bool = False) -> tuple[str, ...]:
     """Armv7E-M instructions for `n` consecutive outputs of one channel of a 3x3 depthwise row.
 
@@ -98,14 +98,16 @@ def requant_in_place(j: int, m: str, k: str, sign_free: bool) -> list[str]:
     return requant_lines(f"%[a{j}]", m, k, "%[d0]", "%[d1]", sign_free)
 
 
-def _dw_requant(n: int, wa: str, step: int, out_stride: int, post_store: bool, sign_free: bool) -> list[str]:
+def _dw_requant(n: int, wa: str, step: int, out_stride: Optional[int], post_store: bool, sign_free: bool) -> list[str]:
     """The short requantization of accumulators %[a0..] in place (requant_in_place, M and K from
     the record into wa/%[wc], e into %[d0]), then their stores one after the other (a store
     after a store pipelines: one cycle, not two; post-indexed by out_stride, or at immediate
-    offsets and the output pointer moved when `step`)."""
+    offsets and the output pointer moved when `step`; out_stride None: c_arg_stores)."""
     lines = [f"ldrd {wa}, %[wc], [%[w], #28]", "ldr %[d0], [%[w], #36]"]
     for j in range(n):
         lines += requant_in_place(j, wa, "%[wc]", sign_free)
+    if out_stride is None:
+        return lines + c_arg_stores(n, wa)
     for j in range(n):
         lines.append(f"strb %[a{j}], [%[o]], #{out_stride}" if post_store else f"strb %[a{j}], [%[o], #{j * out_stride}]")
     if not post_store and step:
@@ -113,12 +115,35 @@ def _dw_requant(n: int, wa: str, step: int, out_stride: int, post_store: bool, s
     return lines
 
 
+def c_arg_stores(n: int, tmp: str) -> list[str]:
+    """The stores of `n` <= 6 outputs of one channel when the channel count C is an argument (in
+    %[end], which the row then does not need: one store group per row, dw_c_arg_fits): output j
+    at %[o] + j C by register offsets (C, 2C, 4C from %[o]; 3C and 5C from `tmp` = %[o] + C, free
+    once M is used), then %[o] one byte on: one instruction more than the post-indexed stores and
+    their rewind where n > 3, none otherwise."""
+    assert 1 <= n <= 6
+    lines = [f"add {tmp}, %[o], %[end]"] if n > 3 else []
+    at = {0: "[%[o]]", 1: "[%[o], %[end]]", 2: "[%[o], %[end], lsl #1]", 3: f"[{tmp}, %[end], lsl #1]",
+          4: "[%[o], %[end], lsl #2]", 5: f"[{tmp}, %[end], lsl #2]"}
+    return lines + [f"strb %[a{j}], {at[j]}" for j in range(n)] + ["add %[o], %[o], #1"]
+
+
+def dw_c_arg_fits(out_w: int, stride: int, rows: bool) -> bool:
+    """Whether a 3x3 row kernel can take its channel count as an argument (in %[end]): one store
+    group per row, no step loop reading %[end] (dw_asm_rows: fewer than DW_BLOCK outputs;
+    dw_asm_cases: at most one step and no tail, or only the tail)."""
+    if rows:
+        return out_w < DW_BLOCK
+    blocks, tail, _ = dw_cases_layout(out_w, stride)
+    return (blocks == 1 and tail == 0) or blocks == 0
+
+
 DW_ROWS_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "wc": "r4", "d0": "r5", "d1": "r6",
                 "p0": "r8", "p1": "r9", "p2": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)
 DW_LAST_CHANNEL = 1 << 31  # in the record's e: the channel loop of dw_asm_rows ends after it
 
 
-def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -> tuple[str, ...]:
+def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False, c_arg: bool = False) -> tuple[str, ...]:
     """Every channel of one output row of a stride-1 3x3 depthwise in Armv7E-M assembly, whatever
     ring slots the kernel rows sit in. %[p0..p2] point at channel 0's three ring rows (words of
     int16 column pairs) and move on 8 bytes per loop step of DW_BLOCK outputs (post-indexed
@@ -129,7 +154,9 @@ def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -
     restored here (it may be the frame pointer), every operand is pinned (DW_ROWS_REGS). Record
     at %[w] (DW_RECORD words): 6 weight pairs, bias, M, K, e (doubled). Output j reads words j//2
     and j//2 + 1 of each row; two data registers suffice (word 2 replaces word 0 once outputs 0
-    and 1 are done). Stores: post-indexed by out_c up to 255 channels, else immediate offsets."""
+    and 1 are done). Stores: post-indexed by out_c up to 255 channels, else immediate offsets;
+    `c_arg` (dw_c_arg_fits): the channel count in %[end], c_arg_stores."""
+    assert not c_arg or dw_c_arg_fits(out_w, 1, True)
     post = out_c <= 255
 
     def block(n: int, step: int) -> list[str]:
@@ -142,7 +169,7 @@ def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -
                     lines.append(f"ldr %[d0], [%[p{k}]]" if step else f"ldr %[d0], [%[p{k}], #8]")
                 lo, hi = ("%[d0]", "%[d1]") if j < 2 else ("%[d1]", "%[d0]")
                 lines += dw_s1_macs(j, lo, hi, "r7", f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]")
-        return lines + _dw_requant(n, "r7", step, out_c, post, sign_free)
+        return lines + _dw_requant(n, "r7", step, None if c_arg else out_c, post, sign_free)
 
     blocks, tail = divmod(out_w, DW_BLOCK)
     lines = ["push {r7}", "2:"]
@@ -158,7 +185,8 @@ def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -
     out_moved = out_w * out_c if post else blocks * DW_BLOCK * out_c
     for k in range(3):
         lines.append(f"add %[p{k}], %[p{k}], #{ring_step}")
-    lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
+    if not c_arg:  # c_arg_stores leave %[o] on the next channel
+        lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
     if blocks:
         lines.append(f"add %[end], %[end], #{6 * plane_w}")
     lines.append(f"add %[w], %[w], #{4 * DW_RECORD}")
@@ -173,7 +201,8 @@ DW_CASES_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "a4": "r4", "a5
                  "d1": "r9", "p": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)
 
 
-def _dw_wide_block(n: int, offsets: Sequence[int], step: int, out_c: int, post: bool, sign_free: bool) -> list[str]:
+def _dw_wide_block(n: int, offsets: Sequence[int], step: int, out_c: Optional[int], post: bool,
+                   sign_free: bool) -> list[str]:
     """Stride 1: `n` (<= DW_WIDE_BLOCK) consecutive outputs of one channel, the kernel rows at
     byte `offsets` from %[p] (one pointer: the ring case is known), two data registers taking
     the row's words in turn (word w replaces word w - 2, dead by then); %[p] moves on `step`
@@ -217,7 +246,7 @@ def dw_cases_layout(out_w: int, stride: int) -> tuple[int, int, int]:
     return blocks, tail, 2 * stride * n
 
 
-def _dw_case_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c: int, post: bool,
+def _dw_case_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c: Optional[int], post: bool,
                    sign_free: bool) -> list[str]:
     """One step of dw_asm_cases: stride 1 _dw_wide_block; stride 2 dw_asm_block with its ring
     pointer %[p], r7 for wa and a4 as its third data register."""
@@ -227,7 +256,8 @@ def _dw_case_block(n: int, stride: int, offsets: Sequence[int], step: int, out_c
     return [x.replace("%[r]", "%[p]").replace("%[wa]", "r7").replace("%[d2]", "%[a4]") for x in lines]
 
 
-def dw_asm_cases(out_w: int, out_c: int, plane_w: int, stride: int, sign_free: bool = False) -> tuple[tuple[str, ...], ...]:
+def dw_asm_cases(out_w: int, out_c: int, plane_w: int, stride: int, sign_free: bool = False,
+                 c_arg: bool = False) -> tuple[tuple[str, ...], ...]:
     """Every channel of one output row of a 3x3 depthwise (stride 1 or 2), one assembly per
     ring case (the slot of kernel row 0), so that one pointer %[p] reaches the three ring rows
     at immediate offsets and six accumulators fit: dw_cases_step outputs per step (a loop
@@ -236,24 +266,27 @@ def dw_asm_cases(out_w: int, out_c: int, plane_w: int, stride: int, sign_free: b
     e had bit 31 set. Registers DW_CASES_REGS, r7 (the weight pair) saved and restored here.
     Per output of a full step and kernel row: two SMLAxy and half a load (stride 1) against
     the four-output dw_asm_rows' weights, bias and requantization constants reloaded every
-    four outputs."""
+    four outputs. `c_arg` (dw_c_arg_fits): the channel count in %[end], c_arg_stores."""
+    assert not c_arg or dw_c_arg_fits(out_w, stride, False)
     post = out_c <= 255
+    stores = None if c_arg else out_c
     n = dw_cases_step(stride)
     blocks, tail, step = dw_cases_layout(out_w, stride)
     cases = []
     for offsets in ring_case_offsets(plane_w):
         lines = ["push {r7}", "2:"]
         if blocks == 1:
-            lines += _dw_case_block(n, stride, offsets, step, out_c, post, sign_free)
+            lines += _dw_case_block(n, stride, offsets, step, stores, post, sign_free)
         elif blocks:
             lines.append("1:")
-            lines += _dw_case_block(n, stride, offsets, step, out_c, post, sign_free)
+            lines += _dw_case_block(n, stride, offsets, step, stores, post, sign_free)
             lines += ["cmp %[p], %[end]", "bne 1b"]
         if tail:
-            lines += _dw_case_block(tail, stride, offsets, 0, out_c, post, sign_free)
+            lines += _dw_case_block(tail, stride, offsets, 0, stores, post, sign_free)
         out_moved = out_w * out_c if post else blocks * n * out_c
         lines.append(f"add %[p], %[p], #{6 * plane_w - blocks * step}")
-        lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
+        if not c_arg:  # c_arg_stores leave %[o] on the next channel
+            lines.append(f"sub %[o], %[o], #{out_moved - 1}" if out_moved > 1 else "add %[o], %[o], #1")
         if blocks > 1:
             lines.append(f"add %[end], %[end], #{6 * plane_w}")
         lines += [f"add %[w], %[w], #{4 * DW_RECORD}", "cmp %[d0], #0", "bge 2b", "pop {r7}"]

@@ -1,7 +1,7 @@
 """Fused chain kernels (conv A? -> 3x3 depthwise B -> 1x1 C [-> ADD]): the stages' plans and the chain's selection.
 
 The templates that print these plans: templates/c/fast/chain.c.j2 (macro chain), called from
-layers.c.j2.
+layers.c.j2; the rebuilds of the compact stage records: templates/c/fast/records.c.j2.
 """
 
 from __future__ import annotations

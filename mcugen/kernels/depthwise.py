@@ -1,7 +1,8 @@
 """DEPTHWISE_CONV_2D kernels (3x3, and kh x kw with kw odd): the ring-of-rows plans, their selection, the kh x kw assembly.
 
 The templates that print these plans: templates/c/fast/depthwise.c.j2 (macro depthwise), called
-from layers.c.j2. The 3x3 rows' assembly: mcugen.kernels.depthwise_asm.
+from layers.c.j2 (the 3x3 int8 form's rebuild: records.c.j2). The 3x3 rows' assembly:
+mcugen.kernels.depthwise_asm.
 """
 
 from __future__ import annotations

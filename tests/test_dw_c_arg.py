@@ -9,6 +9,7 @@ import re
 import pytest
 
 from test_fast_kernels import Builder, exact_on_host_and_m4, have_qemu, specialised  # noqa: I001
+from test_gemm_in_arg import shared_calls
 
 from mcugen.ir import Activation, Padding
 from mcugen.kernels import depthwise as dw_module
@@ -71,12 +72,9 @@ def test_layers_differing_in_channels_share_and_stay_exact_on_the_m4(cases, monk
     monkeypatch.setattr(dw_module, "DW_CASES", cases)
     gen, _ = specialised(c_arg_graph(2), "armv7em-dsp")
     text = gen.files["net_layers.c"]
-    owners = re.findall(r"static void (net_l\d+_dw)_run\(.*int32_t C\)", text)
+    owners = shared_calls(text, "dw", "int32_t C", 1)
     groups = GROUPS if cases else GROUPS[3:]
-    assert len(owners) == len(groups), owners
-    for owner, (_, channels) in zip(owners, groups):
-        calls = re.findall(rf"{owner}_run\(input, output, scratch, \w+, \w+, (\d+)\);", text)
-        assert sorted(int(c) for c in calls) == sorted(channels), (owner, calls)
+    assert list(owners.values()) == [sorted((c,) for c in channels) for _, channels in groups], owners
     assert ("[%[o], %[end], lsl #2]" in text) == cases and "[%[o], %[end], lsl #1]" in text
     exact_on_host_and_m4(gen, 2, 3, "3x3 depthwise layers sharing code, channels an argument")
 

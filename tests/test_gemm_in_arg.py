@@ -27,6 +27,18 @@ PAIRS = [
 ]
 
 
+def shared_calls(text: str, kind: str, params: str, nargs: int) -> dict[str, list[tuple[int, ...]]]:
+    """The layers whose `<kind>_run` (its parameters ending in `params`) other layers call, and
+    per such owner the sorted trailing integer arguments of every call to it."""
+    owners = re.findall(rf"static void (net_l\d+_{kind})_run\(.*{params}\)", text)
+    args = ", ".join([r"(\d+)"] * nargs)
+    out = {}
+    for owner in owners:
+        calls = re.findall(rf"{owner}_run\(input, output, scratch, \w+, \w+, {args}\);", text)
+        out[owner] = sorted(tuple(int(x) for x in (c if isinstance(c, tuple) else (c,))) for c in calls)
+    return out
+
+
 def in_arg_graph(seed: int):
     b = Builder(seed)
     outs = []
@@ -55,11 +67,8 @@ def test_the_frame_carries_the_row_length():
 def test_layers_differing_in_input_channels_share_and_stay_exact_on_the_m4():
     gen, _ = specialised(in_arg_graph(3), "armv7em-dsp")
     text = gen.files["net_layers.c"]
-    owners = re.findall(r"static void (net_l\d+_conv)_run\(.*int32_t in_c\)", text)
-    assert len(owners) == len(PAIRS), owners
-    for owner, (_, cins) in zip(owners, PAIRS):
-        calls = re.findall(rf"{owner}_run\(input, output, scratch, \w+, \w+, (\d+)\);", text)
-        assert sorted(int(c) for c in calls) == sorted(cins), (owner, calls)
+    owners = shared_calls(text, "conv", "int32_t in_c", 1)
+    assert list(owners.values()) == [sorted((c,) for c in cins) for _, cins in PAIRS], owners
     assert "add lr, r12, lr" in text
     exact_on_host_and_m4(gen, 2, 5, "1x1 layers sharing code, input channels an argument")
 
@@ -108,11 +117,8 @@ def test_the_frame_carries_the_output_width():
 def test_layers_differing_in_output_channels_share_and_stay_exact_on_the_m4():
     gen, _ = specialised(out_arg_graph(4), "armv7em-dsp")
     text = gen.files["net_layers.c"]
-    owners = re.findall(r"static void (net_l\d+_conv)_run\(.*int32_t in_c, int32_t out_c\)", text)
-    assert len(owners) == len(OUT_GROUPS), owners
-    for owner, (_, shapes) in zip(owners, OUT_GROUPS):
-        calls = re.findall(rf"{owner}_run\(input, output, scratch, \w+, \w+, (\d+), (\d+)\);", text)
-        assert sorted((int(a), int(b)) for a, b in calls) == sorted(shapes), (owner, calls)
+    owners = shared_calls(text, "conv", "int32_t in_c, int32_t out_c", 2)
+    assert list(owners.values()) == [sorted(shapes) for _, shapes in OUT_GROUPS], owners
     exact_on_host_and_m4(gen, 2, 6, "1x1 layers sharing code, input and output channels arguments")
 
 

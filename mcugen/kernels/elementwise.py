@@ -39,7 +39,9 @@ def linear_add(table: np.ndarray, lo: int, hi: int, slope1: float, slope2: float
     """The one-rounding form of an ADD whose outputs for every pair (x1, x2) are `table[x1 + 128,
     x2 + 128]` (clamped to lo..hi), or None where none near the real slopes fits.
 
-    For a shift s, the coefficients a, b are tried within `reach` of slope * 2**s; each pair then
+    For a shift s (the one keeping the products below 2**30, then up to two more bits of
+    precision, then one less), the coefficients a, b are tried within `reach` of slope * 2**s;
+    each pair then
     bounds c: y 2**s <= x1 a + x2 b + c where y > lo, x1 a + x2 b + c < (y + 1) 2**s where y < hi
     (the clamped ends bound one side only). The pairs separate, so the bounds over x2 are taken once
     per b and those over x1 per a; c is the middle of what is left, and the form is then evaluated
@@ -48,16 +50,18 @@ def linear_add(table: np.ndarray, lo: int, hi: int, slope1: float, slope2: float
     reach_all = abs(slope1) + abs(slope2)
     if not reach_all > 0:
         return None
-    top = int(np.floor(np.log2(2**29 / (128 * reach_all))))  # the sum stays below 2**30
+    # the shift where the products stay below 2**30 first (layers of like scales then share one
+    # kernel per shift), then up to the most the products leave room for (c is checked), then one less
+    base = int(np.floor(np.log2(2**29 / (128 * reach_all))))
     t = np.asarray(table, np.int64)
 
     def near(v: float) -> list[int]:
         r = int(round(v))
         return [r + d for d in sorted(range(-reach, reach + 1), key=abs)]
 
-    for shift in (top, top - 1):
+    for shift in (base, base + 1, base + 2, base - 1):
         if shift < 1:
-            break
+            continue
         low = np.where(t > lo, t << shift, -big)
         high = np.where(t < hi, (t + 1) << shift, big)
         for b in near(slope2 * 2**shift):

@@ -294,25 +294,40 @@ def fc_view(layer: Layer, consts: dict[str, ConstArray]) -> FcView:
     )
 
 
+ASM_LINE_BYTES = 4  # flash per line of a kernel's DSP assembly (the SMLAD family are 32-bit instructions)
+
+
+def placeholder_key(pl, render, **shape) -> str:
+    """The code `render` prints for `pl` with its name, index, weights and table replaced by
+    placeholders (and the fields in `shape` replaced too): equal keys, shareable code."""
+    return str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T", **shape)))
+
+
+def group_by_key(keys: dict[int, str]) -> list[list[int]]:
+    """The plan indices of `keys` (index -> placeholder_key) grouped by equal key, in order."""
+    groups: dict[str, list[int]] = {}
+    for n, key in keys.items():
+        groups.setdefault(key, []).append(n)
+    return list(groups.values())
+
+
+def own_and_call(out: list, members: Sequence[int], variants) -> None:
+    """In `out`, the first of `members` owns one copy of the code (`shared`) and the others call
+    it (`code_of`), each as its plan in `variants` (index -> plan)."""
+    first, *rest = members
+    out[first] = dataclasses.replace(variants[first], shared=True)
+    for n in rest:
+        out[n] = dataclasses.replace(variants[n], code_of=variants[first].name)
+
+
 def share_identical_code(plans: list, render, takes) -> list:
     """The plans for which `takes(plan)` holds and that would print the same code but for their
     name, index, weights and table calling the first such layer's code (`shared`, `code_of`):
     one copy of the code in flash, two more arguments per call. `render(plan)` prints a plan's
     C; equal text with those replaced by placeholders is what decides."""
-    owners: dict[str, str] = {}  # key -> the name of the layer that owns the code
-    users: dict[str, list[int]] = {}
-    for n, pl in enumerate(plans):
-        if not takes(pl):
-            continue
-        key = str(render(dataclasses.replace(pl, name="mcugen_shape", index=0, weights="W", table="T")))
-        owners.setdefault(key, pl.name)
-        users.setdefault(key, []).append(n)
     out = list(plans)
-    for key, members in users.items():
-        if len(members) < 2:
-            continue
-        first, *rest = members
-        out[first] = dataclasses.replace(plans[first], shared=True)
-        for n in rest:
-            out[n] = dataclasses.replace(plans[n], code_of=owners[key])
+    keys = {n: placeholder_key(pl, render) for n, pl in enumerate(plans) if takes(pl)}
+    for members in group_by_key(keys):
+        if len(members) > 1:
+            own_and_call(out, members, plans)
     return out

@@ -13,16 +13,27 @@ from typing import ClassVar, Optional, Sequence
 import numpy as np
 
 from mcugen.kernels.base import (
+    ASM_LINE_BYTES,
     INSTRUCTIONS_PER_FLASH_BYTE,
     ConvView,
     KernelContext,
     conv_view,
+    group_by_key,
     larger_form_pays,
+    own_and_call,
+    placeholder_key,
     round_up,
     share_identical_code,
 )
 from mcugen.kernels.gemm_asm import RQ_E_BITS, dot_registers, gemm_dot_asm, gemm_dot_fits
-from mcugen.kernels.thin_rebuild import bias_with_e, int8_quads, thin_compact_words, thin_rebuild_asm, thin_rebuild_cost
+from mcugen.kernels.thin_rebuild import (
+    bias_with_e,
+    doubled_pairs,
+    int8_quads,
+    thin_compact_words,
+    thin_rebuild_asm,
+    thin_rebuild_cost,
+)
 from mcugen.kernels.requant import (
     Requant,
     input_magnitude,
@@ -205,13 +216,13 @@ class ThinConvPlan:
     rebuild: tuple[str, ...] = ()
     k_odd: int = 0
     compact_words: int = 0  # words per channel of the compact form
+    shared: bool = False  # later layers call this layer's code with their own weights (share_thin_code)
+    code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
 
     @property
     def loop_last(self) -> Optional[int]:
         """The channel whose rebuilt e gets bit 31 (thin_loop_last), or None."""
         return thin_loop_last(self.v.out_c)
-    shared: bool = False  # later layers call this layer's code with their own weights (share_thin_code)
-    code_of: str = ""  # the earlier layer whose code this one calls (its own code is not emitted)
 
 
 THIN_LOOP_UNROLL = 4  # output channels per iteration of the looped thin kernel
@@ -443,8 +454,7 @@ def rq_e_packs(bias: np.ndarray, rq: Requant) -> bool:
 def rq_table_packed(bias: np.ndarray, rq: Requant) -> np.ndarray:
     """The two-word table: 2 zero_point + 1 (K's odd factor; a word, so that layers that share
     code need not print it), then per channel [bias * 2^RQ_E_BITS + e, M] (rq_e_packs must hold)."""
-    b = wrap32(np.asarray(bias, np.int64))
-    rows = np.stack([b * (1 << RQ_E_BITS) + rq.e.astype(np.int64), rq.multiplier.astype(np.int64)], axis=1)
+    rows = np.stack([bias_with_e(wrap32(np.asarray(bias, np.int64)), rq.e), rq.multiplier.astype(np.int64)], axis=1)
     return np.concatenate([[2 * rq.output_offset + 1], rows.reshape(-1)]).astype(np.int32)
 
 
@@ -600,9 +610,8 @@ def rebuild_narrow_records(compact: np.ndarray, in_c: int, out_c: int, k_odd: in
         be = c[at:at + n]
         at += n
         out += [x >> RQ_E_BITS for x in be]
-        for q in c[at:at + n * (in_c // 4)]:
-            taps = np.array([((((q & 0xFFFFFFFF) >> (8 * k)) & 0xFF) ^ 0x80) - 0x80 for k in range(4)], np.int64)
-            out += [int(v) for v in sxtb16_pairs(2 * taps)]  # SXTB16 (ROR 8), doubled
+        lo, hi = doubled_pairs(np.array(c[at:at + n * (in_c // 4)], np.int64))
+        out += [int(v) for v in np.stack([lo, hi], axis=1).reshape(-1)]
         at += n * (in_c // 4)
         for k in range(n):
             out += [c[at + k], (k_odd << ((be[k] & ((1 << RQ_E_BITS) - 1)) - 1)) & 0xFFFFFFFF]
@@ -670,7 +679,6 @@ def _with_args(pl, out_arg: bool = False):
 SHARE_IN_ARG = True  # 1x1 GEMM layers that differ only in their input channels share code (share_gemm_code)
 SHARE_OUT_ARG: Optional[bool] = None  # ... and in their output channels: True/False always / never; None: by cost
 OUT_ARG_INSTRUCTIONS = 3  # per channel and block of pixels: the stores' offsets from the frame (gemm_dot_asm)
-DOT_LINE_BYTES = 4  # flash per line of the channel loop's assembly (DSP instructions are 32-bit)
 
 
 def _out_arg_pays(plans: list, members: list[int]) -> bool:
@@ -683,7 +691,7 @@ def _out_arg_pays(plans: list, members: list[int]) -> bool:
     cost = sum(OUT_ARG_INSTRUCTIONS * plans[n].v.out_c * (plans[n].npix // plans[n].block + (1 if plans[n].tail else 0))
                for n in members)
     copies = {(plans[n].v.out_c, plans[n].v.in_c) for n in members}
-    saved = (len(copies) - 1) * DOT_LINE_BYTES * sum(len(lines) for lines in plans[members[0]].dot_asm)
+    saved = (len(copies) - 1) * ASM_LINE_BYTES * sum(len(lines) for lines in plans[members[0]].dot_asm)
     small = sum(plans[n].v.macs for n in members) + cost
     return not larger_form_pays(cost, small, saved, False)
 
@@ -696,14 +704,10 @@ def share_gemm_code(plans: list, render) -> list:
     owns it; so do those that differ in their output channels too (`out_arg`, where
     `_out_arg_pays`)."""
     out = list(plans)
-    groups: dict[str, list[int]] = {}
-    candidates = [n for n, pl in enumerate(plans) if _in_arg_candidate(pl)]
-    for n in candidates:
-        var = _with_args(plans[n], out_arg=True)
-        key = dataclasses.replace(var, name="mcugen_shape", index=0, weights="W", table="T", groups=0,
-                                  v=dataclasses.replace(var.v, in_c=0, out_c=0), scratch_bytes=0)
-        groups.setdefault(str(render(key)), []).append(n)
-    for members in groups.values():
+    both = {n: _with_args(pl, out_arg=True) for n, pl in enumerate(plans) if _in_arg_candidate(pl)}
+    keys = {n: placeholder_key(var, render, groups=0, v=dataclasses.replace(var.v, in_c=0, out_c=0), scratch_bytes=0)
+            for n, var in both.items()}
+    for members in group_by_key(keys):
         outs = {plans[n].v.out_c for n in members}
         if len(outs) > 1 and not _out_arg_pays(plans, members):
             # share only within each output width (in_arg where their inputs differ)
@@ -711,13 +715,8 @@ def share_gemm_code(plans: list, render) -> list:
         else:
             parts = [members]
         for part in parts:
-            ins = {plans[n].v.in_c for n in part}
             out_arg = len({plans[n].v.out_c for n in part}) > 1
-            if (len(ins) < 2 and not out_arg) or not (SHARE_IN_ARG or out_arg):
+            if (len({plans[n].v.in_c for n in part}) < 2 and not out_arg) or not (SHARE_IN_ARG or out_arg):
                 continue  # the same channels: share_identical_code below
-            first, *rest = part
-            variants = {n: _with_args(plans[n], out_arg) for n in part}
-            out[first] = dataclasses.replace(variants[first], shared=True)
-            for n in rest:
-                out[n] = dataclasses.replace(variants[n], code_of=plans[first].name)
+            own_and_call(out, part, both if out_arg else {n: _with_args(plans[n]) for n in part})
     return share_identical_code(out, render, lambda pl: pl.kind == "gemm_conv" and pl.isa != "mve" and not pl.in_arg)

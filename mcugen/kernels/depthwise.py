@@ -13,7 +13,18 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from mcugen.kernels.base import ConvView, KernelContext, conv_view, larger_form_pays, round_up, share_identical_code
+from mcugen.kernels.base import (
+    ASM_LINE_BYTES,
+    ConvView,
+    KernelContext,
+    conv_view,
+    group_by_key,
+    larger_form_pays,
+    own_and_call,
+    placeholder_key,
+    round_up,
+    share_identical_code,
+)
 from mcugen.kernels.cost import family_estimate
 from mcugen.kernels.conv import RQ_E_BITS, GemmConvPlan, ThinConvPlan, conv_plan, rq_e_packs, rq_table_packed
 from mcugen.kernels.depthwise_asm import (
@@ -298,7 +309,6 @@ def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant, tbias: np.ndarray
 
 SHARE_C_ARG: Optional[bool] = None  # 3x3 layers that differ in their channels share code: True/False always / never; None: by cost
 C_ARG_INSTRUCTIONS = 1  # per channel and output row whose store group has more than 3 outputs (c_arg_stores)
-DW_LINE_BYTES = 4  # flash per line of a row kernel's assembly (DSP instructions are 32-bit)
 
 
 def _c_arg_candidate(pl) -> bool:
@@ -334,7 +344,7 @@ def _c_arg_pays(plans: list, members: list[int]) -> bool:
     first = plans[members[0]]
     lines = sum(len(c) for c in first.asm_cases) if first.asm_cases else len(first.asm_rows)
     small = sum(2 * plans[n].v.macs for n in members) + cost
-    return not larger_form_pays(cost, small, copies * DW_LINE_BYTES * lines, False)
+    return not larger_form_pays(cost, small, copies * ASM_LINE_BYTES * lines, False)
 
 
 def share_dw_code(plans: list, render) -> list:
@@ -343,20 +353,12 @@ def share_dw_code(plans: list, render) -> list:
     channel count take it as an argument (`c_arg`) where `_c_arg_pays`, the first such layer
     owning the code."""
     out = list(plans)
-    groups: dict[str, list[int]] = {}
-    for n, pl in enumerate(plans):
-        if _c_arg_candidate(pl):
-            var = _with_c_arg(pl)
-            key = dataclasses.replace(var, name="mcugen_shape", index=0, weights="W", table="T", scratch_bytes=0,
-                                      v=dataclasses.replace(var.v, out_c=0, in_c=0))
-            groups.setdefault(str(render(key)), []).append(n)
-    for members in groups.values():
-        if len({plans[n].v.out_c for n in members}) < 2 or not _c_arg_pays(plans, members):
-            continue  # the same channels (share_identical_code below), or the copies pay
-        first, *rest = members
-        out[first] = dataclasses.replace(_with_c_arg(plans[first]), shared=True)
-        for n in rest:
-            out[n] = dataclasses.replace(_with_c_arg(plans[n]), code_of=plans[first].name)
+    variants = {n: _with_c_arg(pl) for n, pl in enumerate(plans) if _c_arg_candidate(pl)}
+    keys = {n: placeholder_key(var, render, scratch_bytes=0, v=dataclasses.replace(var.v, out_c=0, in_c=0))
+            for n, var in variants.items()}
+    for members in group_by_key(keys):
+        if len({plans[n].v.out_c for n in members}) > 1 and _c_arg_pays(plans, members):
+            own_and_call(out, members, variants)  # else the same channels (below), or the copies pay
     return share_identical_code(out, render, lambda pl: pl.kind == "depthwise" and pl.unpack and not pl.c_arg)
 
 

@@ -41,9 +41,8 @@ def linear_add(table: np.ndarray, lo: int, hi: int, slope1: float, slope2: float
 
     For a shift s (the one keeping the products below 2**30, then up to two more bits of
     precision, then one less), the coefficients a, b are tried within `reach` of slope * 2**s;
-    each pair then
-    bounds c: y 2**s <= x1 a + x2 b + c where y > lo, x1 a + x2 b + c < (y + 1) 2**s where y < hi
-    (the clamped ends bound one side only). The pairs separate, so the bounds over x2 are taken once
+    each pair then bounds c: y 2**s <= x1 a + x2 b + c where y > lo, x1 a + x2 b + c < (y + 1) 2**s
+    where y < hi (the clamped ends bound one side only). The pairs separate, so the bounds over x2 are taken once
     per b and those over x1 per a; c is the middle of what is left, and the form is then evaluated
     on every pair against the table."""
     big = 1 << 62

@@ -35,6 +35,18 @@ def bias_with_e(bias: np.ndarray, e: np.ndarray) -> np.ndarray:
     return np.asarray(bias, np.int64) * (1 << RQ_E_BITS) + (np.asarray(e, np.int64) & ((1 << RQ_E_BITS) - 1))
 
 
+def doubled_pairs(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What SXTB16 and SXTB16 ROR 8 make of words of four int8 weights, each pair doubled (SADD16):
+    the int16 pairs (t0, t2) and (t1, t3) as unsigned words."""
+    x = np.asarray(words, np.int64) & 0xFFFFFFFF
+    out = []
+    for sh in (0, 8):  # bytes sh/8 and sh/8 + 2
+        lo = (((x >> sh) & 0xFF) ^ 0x80) - 0x80
+        hi = (((x >> (sh + 16)) & 0xFF) ^ 0x80) - 0x80
+        out.append((2 * lo) & 0xFFFF | ((2 * hi) & 0xFFFF) << 16)
+    return out[0], out[1]
+
+
 def thin_compact_words(records: np.ndarray, w: np.ndarray, e: Optional[np.ndarray] = None) -> np.ndarray:
     """The compact form [out_c][2 + in_c/4] of the thin records `records` (thin_records) for int8
     weights `w` [out_c][in_c]: looped (e None), the records end in M, K, e (bit 31 on the loop's
@@ -62,11 +74,7 @@ def rebuild_records(compact: np.ndarray, k_odd: int, last: Optional[int]) -> np.
     signed = np.asarray(compact, np.int64)
     cols = [(signed[:, :1] >> RQ_E_BITS)]
     for g in range(1, n - 1):
-        x = c[:, g]
-        for sh in (0, 8):  # SXTB16, then SXTB16 ROR 8: bytes sh/8 and sh/8 + 2, doubled
-            lo = (((x >> sh) & 0xFF) ^ 0x80) - 0x80
-            hi = (((x >> (sh + 16)) & 0xFF) ^ 0x80) - 0x80
-            cols.append(((2 * lo) & 0xFFFF | ((2 * hi) & 0xFFFF) << 16)[:, None])
+        cols += [p[:, None] for p in doubled_pairs(c[:, g])]
     e = c[:, 0] & ((1 << RQ_E_BITS) - 1)
     e_word = e.copy()
     if last is not None:

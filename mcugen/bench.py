@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -195,7 +196,8 @@ class BenchResult:
     mcugen_invoke_end (the model's N_invoke() plus a call/return and a few marker
     instructions). `layers[i]`: from the entry of mcugen_layer_begin(i) to the entry of
     mcugen_layer_end(i), so each includes about 5 instructions of marker overhead; empty
-    unless the firmware was built with profile=True. `total_instructions`: the whole run,
+    unless the firmware was built with profile=True (bench_firmware: from that build, the rest
+    from the one without markers). `total_instructions`: the whole run,
     boot and semihosting file I/O included. Sizes are in bytes.
 
     `estimated_cycles` / `layer_cycles` / `total_cycles`: the same windows in cycles
@@ -323,6 +325,26 @@ def plugin_arguments(elf: Path, log: Path, timing: Timing | None = None) -> str:
             continue
         parts.append(f"m{index}=0x{symbol.value & ~1:x}")
     return ",".join(part.replace(",", ",,") for part in parts)
+
+
+def bench_firmware(
+    elf: Path,
+    profiled_elf: Path,
+    board: Board,
+    inputs: Sequence[bytes],
+    *,
+    timeout: float = qemu.DEFAULT_TIMEOUT_S,
+) -> BenchResult:
+    """Measures the firmware as it ships (`elf`, built without per-layer markers: the flash,
+    instructions, cycles, stack and outputs a user's board sees, the numbers `firmware` prints)
+    and takes the per-layer counts from the same sources built with the markers
+    (`profiled_elf`, profile=True), whose calls add code to invoke and instructions to each
+    layer. ToolError if the two builds' outputs differ."""
+    plain = bench_elf(elf, board, inputs, timeout=timeout)
+    profiled = bench_elf(profiled_elf, board, inputs, timeout=timeout)
+    if plain.outputs != profiled.outputs:
+        raise ToolError(f"{Path(elf).name}: the outputs with and without the per-layer markers differ")
+    return dataclasses.replace(plain, layers=profiled.layers, layer_cycles=profiled.layer_cycles)
 
 
 def bench_elf(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mcugen import qemu
-from mcugen.bench import BenchResult, bench_elf
+from mcugen.bench import BenchResult, bench_firmware
 from mcugen import outdir
 from mcugen.boards import BOARDS, Board, get_board, with_origins
 from mcugen.errors import LimitError, McugenError, ModelError, OutputError, ToolError, UnsupportedError
@@ -257,10 +257,14 @@ def _bench(args: argparse.Namespace, folder: Path, force: bool = False) -> tuple
         raise UnsupportedError(f"bench runs on emulated boards ({', '.join(b for b in BOARDS if BOARDS[b].emulated)}), not {board.name}")
     outdir.check(folder, force)  # before any work: a refused folder is left exactly as it was
     with tempfile.TemporaryDirectory(prefix="mcugen-bench-model-") as scratch:
-        build, src = _generate_and_build(args, board, folder, Path(scratch), force, profile=True,
+        # `folder` gets the firmware exactly as `firmware` builds it (its flash and instructions
+        # are the ones reported); the per-layer counts come from a copy with the markers
+        build, src = _generate_and_build(args, board, folder, Path(scratch), force,
                                          ram_limit=args.ram_limit, flash_limit=args.flash_limit)
-    inputs = _read_inputs(args.input, build.interface)
-    return build, bench_elf(build.elf, board, inputs, timeout=args.timeout), src
+        profiled = build_firmware(src.folder, src.name, board, Path(scratch) / "profiled", extra_cflags=src.cflags,
+                                  profile=True)
+        inputs = _read_inputs(args.input, build.interface)
+        return build, bench_firmware(build.elf, profiled.elf, board, inputs, timeout=args.timeout), src
 
 
 def record_stack_bytes(build: FirmwareBuild, stack_bytes: int) -> bool:

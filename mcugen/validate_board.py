@@ -18,7 +18,8 @@ def _firmware(gen, board, work: Path, profile: bool = False):
 
     model_dir = work / "model"
     codegen.write_files(gen.files, model_dir)
-    return build_firmware(model_dir, gen.program.name, board, work / "firmware", profile=profile, extra_cflags=gen.cflags)
+    folder = "firmware-profiled" if profile else "firmware"
+    return build_firmware(model_dir, gen.program.name, board, work / folder, profile=profile, extra_cflags=gen.cflags)
 
 
 def _to_bytes(gen, arrays) -> list[bytes]:
@@ -73,24 +74,26 @@ class BoardMeasurement:
 
 def measure(model_path, board_name: str, seed: int | None = None, strategy: str = "auto", kernels: str | None = "mcugen",
             generated=None) -> BoardMeasurement:
-    """Instruction counts (whole inference and per layer), flash and RAM on an emulated board,
+    """Instruction counts (whole inference and per layer), flash and RAM on an emulated board
+    (bench_firmware: the firmware as `firmware` builds it, the layers from a build with markers),
     with the kernels specialised for the board's CPU (or `kernels=None`: generic portable C).
     `generated`: code already generated from `model_path` (then it is measured as it is)."""
     from mcugen import driver
-    from mcugen.bench import bench_elf
+    from mcugen.bench import bench_firmware
     from mcugen.options import CompileOptions
 
     board = get_board(board_name)
     gen = generated or driver.build(model_path, options=CompileOptions(board=board_name, strategy=strategy, kernels=kernels))
     with tempfile.TemporaryDirectory(prefix="mcugen-measure-") as tmp:
-        fw = _firmware(gen, board, Path(tmp), profile=True)
+        fw = _firmware(gen, board, Path(tmp))
+        profiled = _firmware(gen, board, Path(tmp), profile=True)
         if seed is None:  # what `mcugen bench` measures when given no input
             from mcugen.cmd_firmware import default_inputs
 
             inputs = default_inputs(fw.interface.input_bytes)
         else:
             inputs = _to_bytes(gen, driver.random_inputs(gen.graph, 1, seed)[0])
-        b = bench_elf(fw.elf, board, inputs)
+        b = bench_firmware(fw.elf, profiled.elf, board, inputs)
     return BoardMeasurement(
         board=board.name,
         instructions=b.instructions,

@@ -268,6 +268,30 @@ def test_cli_bench_and_flash_on_an_emulated_board(tmp_path, capsys):
     assert f"output 0: {expected_tiny(EDGE_INPUT).hex()}" in capsys.readouterr().out
 
 
+def test_bench_measures_the_firmware_as_built_without_markers(tmp_path, capsys):
+    """bench reports the flash and instructions of the firmware `firmware` builds (no per-layer
+    markers: their calls are code and instructions a user's firmware does not have); its layers
+    come from a build with the markers."""
+    import json
+
+    assert cli_main(["bench", str(TINY), "--board", "qemu-mps2-an386", "-o", str(tmp_path / "b"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert cli_main(["firmware", str(TINY), "--board", "qemu-mps2-an386", "--out", str(tmp_path / "fw")]) == 0
+    printed = int(re.search(r"flash: (\d+) bytes", capsys.readouterr().out).group(1))
+    plain = elf_sizes(tmp_path / "fw" / "build" / "tiny.elf")
+    assert record["flash_bytes"] == printed == plain.text + plain.rodata + plain.data
+    assert elf_sizes(tmp_path / "b" / "build" / "tiny.elf") == plain
+    assert read_elf(tmp_path / "b" / "build" / "tiny.elf").symbol("mcugen_layer_begin") is None
+    profiled = build_firmware(TINY, "tiny", get_board("qemu-mps2-an386"), tmp_path / "p", profile=True)
+    with_markers = elf_sizes(profiled.elf)
+    assert with_markers.text > plain.text
+    from mcugen.cmd_firmware import default_inputs
+
+    result = bench_elf(profiled.elf, profiled.board, default_inputs(profiled.interface.input_bytes))
+    assert record["instructions"] < result.instructions and len(record["layers"]) == len(result.layers) == 2
+    assert [l["instructions"] for l in record["layers"]] == result.layers
+
+
 def test_cli_reads_npy_inputs(tmp_path, capsys):
     import numpy as np
 

@@ -327,6 +327,10 @@ def plugin_arguments(elf: Path, log: Path, timing: Timing | None = None) -> str:
     return ",".join(part.replace(",", ",,") for part in parts)
 
 
+LAYER_MARKER_INSTRUCTIONS = 8  # at most, in each layer's count: the begin marker's body, the end marker's call
+LAYER_MARKER_CYCLES = 16  # ... and their cycles (a call and a return are taken branches)
+
+
 def bench_firmware(
     elf: Path,
     profiled_elf: Path,
@@ -339,7 +343,8 @@ def bench_firmware(
     instructions, cycles, stack and outputs a user's board sees, the numbers `firmware` prints)
     and takes the per-layer counts from the same sources built with the markers
     (`profiled_elf`, profile=True), whose calls add code to invoke and instructions to each
-    layer. ToolError if the two builds' outputs differ."""
+    layer (at most LAYER_MARKER_INSTRUCTIONS each: the layers may add up to a little more than the
+    whole). ToolError if the two builds' outputs differ."""
     plain = bench_elf(elf, board, inputs, timeout=timeout)
     profiled = bench_elf(profiled_elf, board, inputs, timeout=timeout)
     if plain.outputs != profiled.outputs:

@@ -16,6 +16,7 @@ from mcugen.kernels.base import (
     INSTRUCTIONS_PER_FLASH_BYTE,
     ConvView,
     KernelContext,
+    group_by_key,
     chain_stage_view,
     larger_form_pays,
     layer_params,
@@ -34,7 +35,7 @@ from mcugen.kernels.conv import (
     thin_stride_fits,
 )
 from mcugen.kernels.depthwise import DW_INT8_BYTES, dw3_int8_consts
-from mcugen.kernels.thin_rebuild import thin_compact_words
+from mcugen.kernels.thin_rebuild import thin_compact_words, uniform_compact_words
 from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_lines
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
@@ -366,6 +367,7 @@ class ChainPlan:
     a3_asm: tuple[str, ...] = ()  # a_triple with the short requantization: every channel pair in one assembly loop (triple_asm)
     a_row_asm: tuple[str, ...] = ()  # DSP ring, a_thin in line: the row's pixels in one assembly loop (thin_row_asm)
     a_row_steps: int = 0  # its word of ring column steps (ring_column_steps)
+    a_row_fn: str = ""  # a_row_asm: the earlier chain whose row function this one calls (share_a_rows; "": its own)
     scratch_offset: int = -1  # ring_b: the arena offset of the chain's scratch (RingB.scratch_bytes)
     # ring_b: stage A's thin records / stage C's thin or narrow records kept compact in flash and
     # rebuilt in the chain's scratch after B's at each call (StageRecords)
@@ -391,10 +393,12 @@ class StageRecords:
     words: int
     in_c: int
     out_c: int
-    k_odd: int
+    k_odd: int  # uniform: (2 zero_point + 1) 2^(E - 1)
     arg: str  # the name the stage's function takes the records by
+    uniform: bool = False  # thin, one shift E for every channel: d = E - e in the bias word (ThinCode.uniform)
 
 
+CHAIN_A_UNIFORM = True  # stage A in line with one shift for every channel where exact (requant.uniform_shift)
 CHAIN_RECORDS_COMPACT: Optional[bool] = None  # True/False: stages A and C compact wherever exact / nowhere; None: by cost
 THIN_RECORDS_CHANNEL = 8  # instructions of mcugen_thin_records per channel, and per group of 4 inputs
 THIN_RECORDS_GROUP = 6
@@ -415,9 +419,16 @@ def _compact_stage(ctx: KernelContext, i: int, role: str, code, w: np.ndarray, b
     if not rq_e_packs(2 * np.asarray(bias, np.int64), rq):
         return code, None
     words = out_c * (3 + in_c // 2)  # per channel bias, in_c / 2 weight pairs, M, K (both kernels)
+    uniform = 0 if narrow else code.uniform
+    k_odd = 2 * rq.output_offset + 1
     if narrow:
         compact = narrow_compact_words(w, bias, rq)
         cost = out_c * (NARROW_RECORDS_CHANNEL + NARROW_RECORDS_GROUP * (in_c // 4))
+    elif uniform:
+        compact = uniform_compact_words(w, 2 * np.asarray(bias, np.int64), uniform - rq.e.astype(np.int64),
+                                        rq.multiplier).reshape(-1)
+        k_odd <<= uniform - 1
+        cost = out_c * (THIN_RECORDS_CHANNEL + THIN_RECORDS_GROUP * (in_c // 4))
     else:
         compact = thin_compact_words(thin_records(w, bias, rq, False), w, rq.e).reshape(-1)
         cost = out_c * (THIN_RECORDS_CHANNEL + THIN_RECORDS_GROUP * (in_c // 4))
@@ -427,11 +438,12 @@ def _compact_stage(ctx: KernelContext, i: int, role: str, code, w: np.ndarray, b
                                                           4 * (words - compact.size), ctx.flash_tight):
         return code, None
     ctx.drop_consts({code.records})
+    low = f"E - e (E = {uniform})" if uniform else "e"
     src = ctx.const(i, role + "c", "int32_t", compact.astype(np.int32),
                     f"the compact form of {role}'s records: per {'pass of <= 8 channels' if narrow else 'channel'} "
-                    f"(bias + input_offset*sum(w)) x2 * 2^{RQ_E_BITS} + e, the int8 weights 4 per word, multiplier "
+                    f"(bias + input_offset*sum(w)) x2 * 2^{RQ_E_BITS} + {low}, the int8 weights 4 per word, multiplier "
                     "(the chain rebuilds the records in its scratch)")
-    rec = StageRecords("narrow" if narrow else "thin", src, at, words, in_c, out_c, 2 * rq.output_offset + 1, arg)
+    rec = StageRecords("narrow" if narrow else "thin", src, at, words, in_c, out_c, k_odd, arg, bool(uniform))
     return dataclasses.replace(code, records=arg), rec
 
 
@@ -604,7 +616,7 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
             ctx.drop_consts({a_stage.weights, a_stage.table})
             wa = a.weights.reshape(a.out_c, a.in_c)
             a_thin = thin_code(ctx, a, i, "a_thin", wa, a.bias + a.input_offset * wa.sum(axis=1), a_stage.rq,
-                               a_stride)
+                               a_stride, uniform=CHAIN_A_UNIFORM)
     else:
         in_row = b.in_w * b.in_c
     residual = None
@@ -666,3 +678,19 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
         # the kernel states its scratch (the schedule plans it with the chain, keyed by its operators)
         return plan, ctx.scratch_for(i, plan.scratch_bytes())
     return plan, None
+
+
+def share_a_rows(plans: list) -> list:
+    """Chains whose stage A rows print the same function call the first one's (`a_row_fn`): the
+    thin kernel in line on a ring of one row stride, with its records by argument (rebuilt from
+    the compact form) and one shift for every channel (ThinCode.uniform: requant.uniform_shift
+    picks the largest, so that chains of like shifts agree). The row function takes the row's
+    input, its end, the first ring column and the word of column steps as arguments, so that
+    nothing else of the chain is in it; one copy in flash, no instruction more."""
+    keys = {n: repr((pl.a_thin, pl.a_row_asm, pl.a.v.sw * pl.a.v.in_c)) for n, pl in enumerate(plans)
+            if isinstance(pl, ChainPlan) and pl.a_row_asm and pl.a_records is not None and pl.a_thin.uniform}
+    out = list(plans)
+    for first, *rest in group_by_key(keys):
+        for n in rest:
+            out[n] = dataclasses.replace(plans[n], a_row_fn=plans[first].name)
+    return out

@@ -42,6 +42,9 @@ from mcugen.kernels.requant import (
     plan_requant,
     rq_table,
     sxtb16_pairs,
+    uniform_k,
+    uniform_scale,
+    uniform_shift,
     wrap32,
 )
 from mcugen.lower import Layer
@@ -134,6 +137,9 @@ class ThinCode:
     out_c: int
     looped: bool = False  # THIN_LOOP_UNROLL channels per iteration (else every channel in line)
     out_stride: int = 1  # bytes between two output channels
+    # in line, one shift E for every channel (requant.uniform_shift; 0: each channel's e): the
+    # records scaled per channel by 2^(E - e + 1), K' = uniform_k, SMMLA for SMMLAR
+    uniform: int = 0
 
 
 NARROW_ACC = ("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8")  # up to 8 output channels per pass
@@ -230,7 +236,8 @@ _REG_NUMBER = {f"r{n}": n for n in range(13)} | {"lr": 14}
 
 
 def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
-                  sign_free: bool = False, out_stride: int = 1) -> tuple[tuple[str, ...], tuple[str, ...]]:
+                  sign_free: bool = False, out_stride: int = 1,
+                  truncating: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The assembly of one pixel of a thin pointwise convolution and the registers it clobbers.
 
     r0: the record stream, r1: the pixel's output, r2: its input. Input word g (taps 4g..4g+3)
@@ -245,7 +252,9 @@ def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
     e (bit 31 set on the loop's last channel: register shifts read only the low byte, and the
     loop ends when the loaded e is negative), stores post-indexed; the channels past the last
     full iteration follow in line. `out_stride`: bytes between two output channels (a fused
-    chain's channel-major ring: thin_stride_fits)."""
+    chain's channel-major ring: thin_stride_fits). `truncating`: SMMLA in place of SMMLAR (the
+    records of one uniform shift, requant.uniform_shift; sign-free only)."""
+    assert not truncating or (sign_free and not looped)
     nx = in_c // 2
     xs = THIN_X_REGS[:nx]
     tail = ["m", "k", "e"] if looped else ["m", "k"]
@@ -291,7 +300,7 @@ def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
                 if name.startswith("w"):
                     out.append(f"smlad {where['b']}, {xs[int(name[1:])]}, {where[name]}, {where['b']}")
         acc, m, kk = where["b"], where["m"], where["k"]
-        out.append(f"smmlar {m}, {acc}, {m}, {kk}")
+        out.append(f"{'smmla' if truncating else 'smmlar'} {m}, {acc}, {m}, {kk}")
         if not sign_free:
             out.append(f"add {m}, {m}, {acc}, asr #31")
         if looped:
@@ -324,15 +333,18 @@ def thin_conv_asm(in_c: int, shifts: Sequence[int], looped: bool = False,
     return tuple(lines), clobbers
 
 
-def thin_records(w: np.ndarray, bias: np.ndarray, rq: Requant, looped: bool) -> np.ndarray:
+def thin_records(w: np.ndarray, bias: np.ndarray, rq: Requant, looped: bool, uniform: int = 0) -> np.ndarray:
     """The thin kernel's record stream, [out_c][words]: 2*bias', weight pairs x2 in the input
     registers' order ((t4g, t4g+2), (t4g+1, t4g+3)), M, K (and, looped, e with bit 31 on the
-    loop's last channel)."""
+    loop's last channel). `uniform` E (in line): bias and weights x 2^(E - e + 1) instead of x2,
+    and K' (requant.uniform_shift)."""
     out_c, in_c = w.shape
-    g = (2 * np.asarray(w, np.int64)).reshape(out_c, in_c // 4, 4)
+    scale = uniform_scale(rq, uniform)[:, None] if uniform else 2
+    k = uniform_k(rq, uniform) if uniform else rq.k.astype(np.int64)
+    g = (scale * np.asarray(w, np.int64)).reshape(out_c, in_c // 4, 4)
     pairs = sxtb16_pairs(g).reshape(out_c, -1)
-    cols = [wrap32(2 * np.asarray(bias, np.int64))[:, None], wrap32(pairs), rq.multiplier.astype(np.int64)[:, None],
-            rq.k.astype(np.int64)[:, None]]
+    cols = [wrap32(scale * np.asarray(bias, np.int64)[:, None]), wrap32(pairs), rq.multiplier.astype(np.int64)[:, None],
+            wrap32(k)[:, None]]
     if looped:
         e = rq.e.astype(np.int64).copy()
         last = thin_loop_last(out_c)
@@ -545,19 +557,26 @@ def conv_plan(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[GemmCon
 
 
 def thin_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant,
-              out_stride: int = 1) -> ThinCode:
+              out_stride: int = 1, uniform: bool = False) -> ThinCode:
     """The thin kernel for 1x1 convolution `v` (weights `w` [out_c][in_c], folded `bias`): its
     records as constant `role` and its assembly, channels in line where they fit, else looped;
-    output channels `out_stride` bytes apart."""
+    output channels `out_stride` bytes apart. `uniform`: in line with one shift for every
+    channel where requant.uniform_shift finds one (code that does not depend on the channels'
+    shifts, which layers of one shape can share)."""
     looped = not thin_conv_fits(v.in_c, v.out_c)
-    records = thin_records(w, bias, rq, looped)
+    top = 0
+    if uniform and not looped:
+        top = uniform_shift(rq, np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(np.asarray(w, np.int64)).sum(axis=1))
+    records = thin_records(w, bias, rq, looped, top)
+    scale = f"x2^(E-e+1) (E = {top})" if top else "x2"
     name = ctx.const(i, role, "int32_t", records.astype(np.int32),
-                     "per channel: (bias + input_offset*sum(w)) x2, weights x2 as int16 pairs "
+                     f"per channel: (bias + input_offset*sum(w)) {scale}, weights {scale} as int16 pairs "
                      "(t4g,t4g+2),(t4g+1,t4g+3), multiplier, K" + (", e (bit 31: the loop's last channel)" if looped else ""))
-    lines, clobbers = thin_conv_asm(v.in_c, rq.e, looped, rq.sign_free, out_stride)
+    shifts = [top] * v.out_c if top else rq.e
+    lines, clobbers = thin_conv_asm(v.in_c, shifts, looped, rq.sign_free, out_stride, truncating=bool(top))
     return ThinCode(records=name, record_words=records.shape[1], lines=lines, clobbers=clobbers,
-                    shifts=tuple(int(e) for e in rq.e), in_c=v.in_c, out_c=v.out_c, looped=looped,
-                    out_stride=out_stride)
+                    shifts=tuple(int(e) for e in shifts), in_c=v.in_c, out_c=v.out_c, looped=looped,
+                    out_stride=out_stride, uniform=top)
 
 
 def narrow_code(ctx: KernelContext, v: ConvView, i: int, role: str, w: np.ndarray, bias: np.ndarray, rq: Requant) -> NarrowCode:

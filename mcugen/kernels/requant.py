@@ -134,6 +134,44 @@ def k_follows_from_e(rq: Requant) -> bool:
                 and np.array_equal(wrap32((2 * rq.output_offset + 1) << (e - 1)), rq.k.astype(np.int64)))
 
 
+UNIFORM_MAX_STEP = 7  # d = E - e <= 7: the int8 weights times 2^(d+1) still fit int16 pairs
+
+
+def uniform_shift(rq: Requant, acc_bound: np.ndarray) -> int:
+    """One right shift E for every channel of a sign-free short requantization, or 0 where none
+    exists: each channel's accumulator scaled by 2^(d+1), d = E - e in 1..UNIFORM_MAX_STEP (its
+    weights and bias; uniform_scale), and SMMLA (truncating) in place of
+    SMMLAR with K' = uniform_k. Exact: for every integer a (the channel's accumulator),
+    (SMMLA(2^(d+1) a, M, K') >> E) = floor((2^(d+1) a M + K' 2^32) / 2^(32+E)) and with
+    K' = 2^(d-1) + K 2^d that is floor((2 a M + 2^31 + K 2^32) / 2^(32+e)) = SMMLAR(2a, M, K) >> e,
+    the sign-free short form (Requant.sign_free; nested floors of divisions by powers of two are
+    one floor). No overflow: 2^(d+1) |a| < 2^31 and |K'| < 2^31 are checked. The kernel then
+    takes E as an immediate of SSAT, one instruction fewer than a shift by register, and
+    channels whose shifts differed run the same code. E is the largest that fits (min(e) +
+    UNIFORM_MAX_STEP, less where the scaled accumulator would overflow), so that layers of like
+    shifts agree on it and can share that code."""
+    if not rq.sign_free:
+        return 0
+    e = rq.e.astype(np.int64)
+    bound = np.asarray(acc_bound, np.int64)
+    for top in range(min(int(e.min()) + UNIFORM_MAX_STEP, 31), int(e.max()), -1):
+        d = top - e
+        if np.all((bound + 1) << (d + 1) < 2**31) and np.all(np.abs(uniform_k(rq, top)) < 2**31):
+            return top
+    return 0
+
+
+def uniform_scale(rq: Requant, top: int) -> np.ndarray:
+    """Per channel 2^(d+1), d = top - e: the factor of its weights and bias (uniform_shift)."""
+    return np.int64(1) << (top - rq.e.astype(np.int64) + 1)
+
+
+def uniform_k(rq: Requant, top: int) -> np.ndarray:
+    """Per channel K' = 2^(d-1) + K 2^d (uniform_shift), as int64."""
+    d = top - rq.e.astype(np.int64)
+    return (np.int64(1) << (d - 1)) + rq.k.astype(np.int64) * (np.int64(1) << d)
+
+
 def mve_table(bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, channels_padded: int) -> np.ndarray:
     """The MVE kernels' table, per block of 4 channels (padded with zeros): bias[4], M[4],
     left shift[4], -right shift[4], mask[4] (-1 where the right shift is > 0), so that one

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 
 from mcugen.kernels.base import KernelContext, KernelPassResult, place_scratch
-from mcugen.kernels.chain import patch_word_pieces, ring_comment, select_chain
+from mcugen.kernels.chain import patch_word_pieces, ring_comment, select_chain, share_a_rows
 from mcugen.kernels.conv import NARROW_ACC, RQ_E_BITS, THIN_LOOP_UNROLL, select_conv, share_gemm_code, share_thin_code
 from mcugen.kernels.depthwise import select_depthwise, share_dw_code
 from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_CASES_REGS, DW_RECORD, DW_ROWS_REGS, dw_cases_layout, dw_cases_step
@@ -124,7 +124,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     dw_module = env.get_template("c/fast/depthwise.c.j2").make_module(ctx)
     plans = share_gemm_code(plans, conv_module.gemm_conv)
     plans = share_thin_code(plans, conv_module.thin_conv)
-    ctx["plans"] = plans = share_dw_code(plans, dw_module.depthwise)
+    ctx["plans"] = plans = share_a_rows(share_dw_code(plans, dw_module.depthwise))
     return {
         f"{program.name}_layers.h": env.get_template("c/fast/layers.h.j2").render(ctx),
         f"{program.name}_layers.c": env.get_template("c/fast/layers.c.j2").render(ctx),

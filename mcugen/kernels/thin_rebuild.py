@@ -59,11 +59,32 @@ def thin_compact_words(records: np.ndarray, w: np.ndarray, e: Optional[np.ndarra
                                   records[:, m_at:m_at + 1].astype(np.int64)], axis=1))
 
 
-def rebuild_inline_records(compact: np.ndarray, k_odd: int) -> np.ndarray:
+def rebuild_inline_records(compact: np.ndarray, k_odd: int, uniform: bool = False) -> np.ndarray:
     """What mcugen_thin_records makes of the in-line thin kernel's compact form: the records
-    (2*bias', the weight pairs x2, M, K)."""
-    looped = rebuild_records(compact, k_odd, None)
-    return looped[:, :-1]
+    (2*bias', the weight pairs x2, M, K). `uniform` (one shift E for every channel,
+    requant.uniform_shift): the low bits hold d = E - e instead of e, bias and pairs are
+    scaled by 2^d more, and K' = k + 2^(d-1) with `k_odd` = (2 zero_point + 1) 2^(E-1)."""
+    if not uniform:
+        return rebuild_records(compact, k_odd, None)[:, :-1]
+    out_c, n = compact.shape
+    signed = np.asarray(compact, np.int64)
+    d = (signed[:, 0] & ((1 << RQ_E_BITS) - 1))[:, None]
+    cols = [(signed[:, :1] >> RQ_E_BITS) << d]
+    for g in range(1, n - 1):
+        for p in doubled_pairs(signed[:, g] & 0xFFFFFFFF):
+            lo = ((p & 0xFFFF) ^ 0x8000) - 0x8000
+            hi = ((p >> 16) ^ 0x8000) - 0x8000
+            cols.append(((lo[:, None] << d) & 0xFFFF) | ((hi[:, None] << d) & 0xFFFF) << 16)
+    cols += [signed[:, -1:], k_odd + (np.int64(1) << (d - 1))]
+    return wrap32(np.concatenate(cols, axis=1))
+
+
+def uniform_compact_words(w: np.ndarray, bias2: np.ndarray, d: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The in-line thin kernel's compact form with one shift for every channel
+    (rebuild_inline_records with `uniform`): per channel 2*bias' * 2^RQ_E_BITS + d, the int8
+    weights four to a word, M."""
+    return wrap32(np.concatenate([bias_with_e(bias2, d)[:, None], int8_quads(w),
+                                  np.asarray(m, np.int64)[:, None]], axis=1))
 
 
 def rebuild_records(compact: np.ndarray, k_odd: int, last: Optional[int]) -> np.ndarray:

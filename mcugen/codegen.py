@@ -79,6 +79,18 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def quantize_f32_ranges(program: Program) -> set[tuple[int, int]]:
+    """The (qmin, qmax) of every float32 QUANTIZE the model runs (layers and input writers):
+    mcugen_quantize_f32 keeps the fast path of those only."""
+    calls = [(l.kernel, l.params) for l in program.layers] + [(w.kernel, w.params) for w in program.writers]
+    ranges = set()
+    for kernel, params in calls:
+        if kernel == "mcugen_quantize_f32":
+            values = {p.name: p.value for p in params}
+            ranges.add((int(values["qmin"]), int(values["qmax"])))
+    return ranges
+
+
 def render_model(program: Program, graph: Graph) -> dict[str, str]:
     """File name -> contents of the model library for `program`."""
     env = environment()
@@ -91,6 +103,7 @@ def render_model(program: Program, graph: Graph) -> dict[str, str]:
         U=program.name.upper(),
         version=__version__,
         kernels=set(program.kernel_groups),
+        quantize_f32_ranges=quantize_f32_ranges(program),
         io_quant=io_quant,
         macs=graph.macs(),
     )

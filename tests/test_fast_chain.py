@@ -259,7 +259,7 @@ def test_ring_only_where_it_applies():
     assert f"then B's records rebuilt from flash ({40 * c} bytes)" in text and "one pixel at a time" not in text
     assert "blocks of 4 output pixels, every channel per step" in text
     assert [s.size for s in result.scratch] == [plan.scratch_bytes()]
-    assert plan.scratch_bytes() >= RingB.scratch_bytes(plan.b.v) + 4 * DW_RECORD * plan.b.v.out_c
+    assert plan.scratch_bytes() >= plan.ring_b.scratch_bytes(plan.b.v) + 4 * DW_RECORD * plan.b.v.out_c
     for target in ("portable", "mve"):
         _, result = generated(graph, program, target)
         assert next(iter(result.plans.values())).ring_b is None

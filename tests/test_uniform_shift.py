@@ -16,6 +16,7 @@ from test_fast_kernels import Builder, assert_equal_runs, have_qemu, run_board, 
 from mcugen import driver
 from mcugen.emulate import emulate
 from mcugen.ir import Activation, Padding
+from mcugen.kernels.chain import ring_b_plane_w
 from mcugen.kernels.conv import thin_records
 from mcugen.kernels.requant import UNIFORM_MAX_STEP, plan_requant, uniform_k, uniform_scale, uniform_shift
 from mcugen.kernels.thin_rebuild import rebuild_inline_records, uniform_compact_words
@@ -92,10 +93,11 @@ def test_the_uniform_compact_records_rebuild_to_the_records():
         assert np.array_equal(rebuild_inline_records(compact, k, uniform=True), records.astype(np.int64)), (in_c, out_c)
 
 
-def two_blocks(seed: int, *, h=8, w=8, cin=8, mid=48):
-    """Two inverted residual blocks of one shape (1x1 expand with ReLU6 -> 3x3 depthwise -> 1x1
-    project, the second with the residual ADD), with the same scales: their chains' stage A rows
-    (ReLU6: sign-free) take one shift and print the same function."""
+def two_blocks(seed: int, *, h=8, w=8, cin=8, mid=48, first_stride=1):
+    """Two inverted residual blocks (1x1 expand with ReLU6 -> 3x3 depthwise -> 1x1 project, then
+    the ADD of both outputs) with the same scales: their chains' stage A rows (ReLU6: sign-free)
+    take one shift; with `first_stride` 2 the first block's ring is wider than the second's
+    (shared_plane_w widens the second's) and both print the same row function."""
     b = Builder(seed)
     q_mid = b.act_quant(6.0 / 255.0, -128)
     q_out = b.act_quant(0.05, 3)
@@ -104,6 +106,7 @@ def two_blocks(seed: int, *, h=8, w=8, cin=8, mid=48):
     ys = []
     y = x
     for n in range(2):
+        stride = first_stride if n == 0 else 1
         t = b.conv(y, mid, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.RELU6, per_channel=False, q=q_mid)
         wt, bias = b.ops[-1].inputs[1:3]
         if n == 0:
@@ -111,7 +114,7 @@ def two_blocks(seed: int, *, h=8, w=8, cin=8, mid=48):
         else:  # the first expansion's weight scales: the same shifts, so one uniform E
             b.tensors[wt] = dataclasses.replace(b.tensors[wt], quant=w_quant)
             b.tensors[bias] = dataclasses.replace(b.tensors[bias], quant=b_quant)
-        t = b.dw(t, (3, 3), (1, 1), (1, 1), 1, Padding.SAME, Activation.RELU6, q=q_mid)
+        t = b.dw(t, (3, 3), (stride, stride), (1, 1), 1, Padding.SAME, Activation.RELU6, q=q_mid)
         z = b.conv(t, cin, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE, q=q_out)
         ys.append(z)
         y = z
@@ -119,30 +122,34 @@ def two_blocks(seed: int, *, h=8, w=8, cin=8, mid=48):
     return b.graph([out], name=f"twoblocks{seed}")
 
 
-def _shared(seed: int):
-    graph = two_blocks(seed)
+def _shared(seed: int, first_stride: int = 1):
+    graph = two_blocks(seed, first_stride=first_stride, w=16 if first_stride == 2 else 8)
     program = lower(graph, "net", strategy="fused", fusion="all")
     gen, result = generated(graph, program, "armv7em-dsp")
     assert len(chain_kernels(result)) == 2
     plans = [p for p in result.plans.values() if type(p).__name__ == "ChainPlan"]
     assert all(p.a_thin is not None and p.a_thin.uniform for p in plans)
     first, second = plans
+    assert first.ring_b.plane_w == second.ring_b.plane_w == ring_b_plane_w(first.b.v)
+    if first_stride == 2:  # the second chain's own ring is narrower: widened to the first's
+        assert ring_b_plane_w(second.b.v) < second.ring_b.plane_w
     text = gen.files["net_layers.c"]  # share_a_rows runs as the layers are printed
     assert f"static void {first.name}_a_row(" in text and f"static void {second.name}_a_row(" not in text
     assert text.count(f"{first.name}_a_row(input + row") == 2  # both chains call the one copy
     return graph, gen
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_chains_share_their_stage_a_row_bit_exact_on_the_host(seed):
-    graph, gen = _shared(seed)
+@pytest.mark.parametrize("seed,first_stride", [(0, 1), (1, 1), (2, 2), (3, 2)])
+def test_chains_share_their_stage_a_row_bit_exact_on_the_host(seed, first_stride):
+    graph, gen = _shared(seed, first_stride)
     inputs = driver.random_inputs(graph, 2, seed=seed)
     assert_equal_runs(run_host(gen, inputs), [emulate(graph, r).outputs for r in inputs], graph.name)
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_chains_share_their_stage_a_row_bit_exact_on_the_m4():
-    graph, gen = _shared(2)
+@pytest.mark.parametrize("first_stride", [1, 2])
+def test_chains_share_their_stage_a_row_bit_exact_on_the_m4(first_stride):
+    graph, gen = _shared(2, first_stride)
     inputs = driver.random_inputs(graph, 2, seed=5)
     assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), [emulate(graph, r).outputs for r in inputs],
                       f"{graph.name} on the M4")

@@ -275,9 +275,8 @@ class RingB:
     def regs(self) -> dict[str, str]:
         return RING_B_REGS
 
-    @staticmethod
-    def scratch_bytes(b: ConvView) -> int:
-        return RING_B_SLOTS * b.out_c * ring_b_plane_w(b) + DW_BLOCK * b.out_c
+    def scratch_bytes(self, b: ConvView) -> int:
+        return RING_B_SLOTS * b.out_c * self.plane_w + DW_BLOCK * b.out_c
 
     @property
     def compact(self) -> bool:
@@ -285,7 +284,7 @@ class RingB:
 
     def scratch(self, b: ConvView) -> int:
         """The chain's scratch: the ring and the pixels (scratch_bytes), then the compact form's records."""
-        return self.records_at + 4 * DW_RECORD * b.out_c if self.compact else RingB.scratch_bytes(b)
+        return self.records_at + 4 * DW_RECORD * b.out_c if self.compact else self.scratch_bytes(b)
 
 
 def ring_comment(lines: list[str], plan: "ChainPlan") -> list[str]:
@@ -536,10 +535,45 @@ def _dw_stage(ctx: KernelContext, v: ConvView, i: int) -> ChainStage:
     return ChainStage(v=v, rq=rq, weights=weights, table=table, length=0, direct=False, x_lo=x_lo, x_hi=x_hi)
 
 
-def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[ChainStage, RingB]]:
-    """Stage B on the channel-major ring (RingB; DSP, short requantization, offsets that encode),
-    or None: its records are the layer-by-layer 3x3 kernel's (DW_RECORD words per channel,
-    weights and bias doubled)."""
+CHAIN_SHARED_RING = True  # chains whose stage A is the same 1x1 take the widest of their rings (shared_plane_w)
+
+
+def _thin_a_shape(layer: Layer, consts) -> Optional[tuple]:
+    """A chain's stage A as the thin kernel sees it (1x1 without padding, its input and output
+    channels and strides), or None."""
+    p = layer_params(layer)
+    if layer.op != "CHAIN" or not int(p["has_a"]) or int(p["fc.enabled"]) or not int(p["has_c"]):
+        return None
+    a = chain_stage_view(layer, consts, "a")
+    if a.depthwise or (a.kh, a.kw, a.pad_t, a.pad_l) != (1, 1, 0, 0):
+        return None
+    return a.in_c, a.out_c, a.sh, a.sw
+
+
+def shared_plane_w(ctx: KernelContext, layer: Layer, b: ConvView) -> int:
+    """Stage B's ring row width: its own (ring_b_plane_w), or the widest of the model's chains
+    whose stage A is the same 1x1 (the main job's 8 -> 48 expansions at 48 and 24 columns) where
+    that still encodes (ring_b_fits): their stage A rows then store at the same offsets and
+    print the same function, which share_a_rows lets them share; the ring takes
+    RING_B_SLOTS x channels x the difference more scratch."""
+    own = ring_b_plane_w(b)
+    shape = _thin_a_shape(layer, ctx.consts)
+    if not CHAIN_SHARED_RING or shape is None:
+        return own
+    widths = [own]
+    for other in ctx.p.layers:
+        if other.index != layer.index and _thin_a_shape(other, ctx.consts) == shape:
+            ob = chain_stage_view(other, ctx.consts, "b")
+            if ob.depthwise and ob.kh == 3 and ob.kw == 3 and ob.out_c == b.out_c and ring_b_fits(ob):
+                widths.append(ring_b_plane_w(ob))
+    wide = max(widths)
+    return wide if wide - 8 <= 255 else own
+
+
+def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int, pw: int) -> Optional[tuple[ChainStage, RingB]]:
+    """Stage B on the channel-major ring (RingB; DSP, short requantization, offsets that encode)
+    with rows of `pw` bytes (at least ring_b_plane_w), or None: its records are the
+    layer-by-layer 3x3 kernel's (DW_RECORD words per channel, weights and bias doubled)."""
     if not (ctx.t.isa is Isa.DSP and ring_b_fits(v)):
         return None
     w = v.weights.reshape(9, v.out_c).T  # [channel][tap]
@@ -555,7 +589,6 @@ def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int) -> Optional[tuple[Cha
         pairs[:, 2 * r + 1] = int16_pair(w1, w2)
     records = np.concatenate([wrap32(pairs), rq_table(2 * bias, rq).astype(np.int64)], axis=1)
     records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # the channel loop's end
-    pw = ring_b_plane_w(v)
     tail = v.out_w % DW_BLOCK
     extra: dict = {}
     if chain_b_compact(ctx, v, rq, bias):
@@ -596,7 +629,7 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
     a_stage, patch_bytes, a_thin = None, 0, None
     # without A the input rows are transposed into the ring: worth it at stride 1 (each copied
     # element feeds 9 MACs), not at stride 2 (2.25)
-    ring = _ring_b_stage(ctx, b, i) if int(p["has_a"]) or b.sw == 1 else None
+    ring = _ring_b_stage(ctx, b, i, shared_plane_w(ctx, layer, b)) if int(p["has_a"]) or b.sw == 1 else None
     a_stride = ring[1].plane_w if ring else 1  # bytes between two output channels of stage A
     if int(p["has_a"]):
         a = chain_stage_view(layer, ctx.consts, "a")

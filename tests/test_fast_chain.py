@@ -25,7 +25,7 @@ from mcugen.lower import emit, lower
 from mcugen.passes import fold_pads
 from mcugen.kernels import specialize
 from mcugen.kernels import chain as chain_module
-from mcugen.kernels.chain import RingB, ring_column_steps
+from mcugen.kernels.chain import ring_column_steps
 from mcugen.kernels.depthwise_asm import DW_RECORD
 from mcugen.boards import get_board
 from mcugen.targets import get_target, target_for_board

@@ -1,7 +1,8 @@
 """One shift for every channel (mcugen.kernels.requant.uniform_shift): the scaled SMMLA form equals
 TFLite's requantization for every accumulator, its compact records rebuild to what the kernel reads,
-and fused chains whose stage A rows then print the same function share it (share_a_rows), bit-exact
-on the host and the emulated M4."""
+fused chains whose stage A rows then print the same function share it (share_a_rows), and the 3x3
+depthwise kernels (every form: six or four outputs per step, row pointers, records in flash or
+rebuilt from int8) and the chains' stage B run it, bit-exact on the host and the emulated M4."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import numpy as np
 import pytest
 
 from test_fast_chain import chain_kernels, generated
-from test_fast_kernels import Builder, assert_equal_runs, have_qemu, run_board, run_host
+from test_fast_kernels import DW_ASM_CASES, Builder, assert_equal_runs, dsp_plans, exact_on_host_and_m4, have_qemu, \
+    run_board, run_host
 
 from mcugen import driver
 from mcugen.emulate import emulate
 from mcugen.ir import Activation, Padding
+from mcugen.kernels import depthwise as dw_module
 from mcugen.kernels.chain import ring_b_plane_w
 from mcugen.kernels.conv import thin_records
 from mcugen.kernels.requant import UNIFORM_MAX_STEP, plan_requant, uniform_k, uniform_scale, uniform_shift
@@ -114,7 +117,7 @@ def two_blocks(seed: int, *, h=8, w=8, cin=8, mid=48, first_stride=1):
         else:  # the first expansion's weight scales: the same shifts, so one uniform E
             b.tensors[wt] = dataclasses.replace(b.tensors[wt], quant=w_quant)
             b.tensors[bias] = dataclasses.replace(b.tensors[bias], quant=b_quant)
-        t = b.dw(t, (3, 3), (stride, stride), (1, 1), 1, Padding.SAME, Activation.RELU6, q=q_mid)
+        t = b.dw(t, (3, 3), (stride, stride), (1, 1), 1, Padding.SAME, Activation.RELU6, per_channel=False, q=q_mid)
         z = b.conv(t, cin, (1, 1), (1, 1), (1, 1), Padding.SAME, Activation.NONE, q=q_out)
         ys.append(z)
         y = z
@@ -129,6 +132,7 @@ def _shared(seed: int, first_stride: int = 1):
     assert len(chain_kernels(result)) == 2
     plans = [p for p in result.plans.values() if type(p).__name__ == "ChainPlan"]
     assert all(p.a_thin is not None and p.a_thin.uniform for p in plans)
+    assert all(p.b.rq.truncating and p.ring_b is not None for p in plans)  # stage B: one shift too
     first, second = plans
     assert first.ring_b.plane_w == second.ring_b.plane_w == ring_b_plane_w(first.b.v)
     if first_stride == 2:  # the second chain's own ring is narrower: widened to the first's
@@ -153,3 +157,71 @@ def test_chains_share_their_stage_a_row_bit_exact_on_the_m4(first_stride):
     inputs = driver.random_inputs(graph, 2, seed=5)
     assert_equal_runs(run_board(gen, "qemu-mps2-an386", inputs), [emulate(graph, r).outputs for r in inputs],
                       f"{graph.name} on the M4")
+
+
+def uniform_dw_graph(seed: int):
+    """One 3x3 depthwise branch per test_fast_kernels.DW_ASM_CASES entry with per-tensor weights
+    and the output zero point -128 (sign-free): every layer has one shift for all its channels."""
+    b = Builder(seed)
+    outs = []
+    for h, w, c, s, pad in DW_ASM_CASES:
+        x = b.input((1, h, w, c))
+        scale = float(b.tensors[x].quant.s * b.rng.uniform(0.5, 2.0))
+        outs.append(b.dw(x, (3, 3), (s, s), (1, 1), 1, pad, Activation.NONE, per_channel=False,
+                         q=b.act_quant(scale, -128)))
+    return b.graph(outs, name=f"dwuni{seed}")
+
+
+@pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
+@pytest.mark.parametrize("int8_form", [True, False], ids=["int8-form", "records"])
+@pytest.mark.parametrize("cases", [True, False], ids=["six-per-step", "four-per-step"])
+def test_uniform_depthwise_bit_exact_on_the_host_and_the_m4(int8_form, cases, monkeypatch):
+    monkeypatch.setattr(dw_module, "DW_INT8_FORM", int8_form)
+    monkeypatch.setattr(dw_module, "DW_CASES", cases)
+    gen, plans = dsp_plans(uniform_dw_graph(7), "depthwise")
+    assert plans and all(pl.rq.truncating and pl.unpack == int8_form for pl in plans)
+    text = gen.files["net_layers.c"]
+    assert '"smmla %[a' in text and '"smmlar %[a' not in text  # the row kernels' requantization
+    if int8_form:
+        assert all(pl.dw3_args[1] == int(pl.rq.e[0]) for pl in plans)
+    for pl in plans:  # no shift by register left in the row kernels
+        lines = [x for code in (pl.asm_cases or pl.asm_loop or (pl.asm_rows,)) for x in code] + list(pl.asm_rows)
+        assert not any(x.startswith("asr %[a") for x in lines)
+    exact_on_host_and_m4(gen, 2, 4, "uniform depthwise")
+
+
+def test_uniform_only_where_every_layer_of_the_shape_has_it(monkeypatch):
+    """A layer takes one shift only if every depthwise layer of its shapes (whose code it may
+    share) takes the same one: with DW_UNIFORM off, none; a layer of one shape whose shifts are
+    too far apart keeps the other of that shape on the shift by register."""
+    monkeypatch.setattr(dw_module, "DW_UNIFORM", False)
+    _, plans = dsp_plans(uniform_dw_graph(7), "depthwise")
+    assert not any(pl.rq.truncating for pl in plans)
+    monkeypatch.setattr(dw_module, "DW_UNIFORM", True)
+    b = Builder(3)
+    outs = []
+    for n in range(2):
+        x = b.input((1, 6, 6, 16))
+        y = b.dw(x, (3, 3), (1, 1), (1, 1), 1, Padding.SAME, Activation.NONE, per_channel=n == 0,
+                 q=b.act_quant(float(b.tensors[x].quant.s), -128))
+        if n == 0:  # weight scales over five decades: shifts far further apart than UNIFORM_MAX_STEP
+            wt, bias = b.ops[-1].inputs[1:3]
+            scales = np.geomspace(1e-6, 1e-1, 16).astype(np.float32)
+            b.tensors[wt] = dataclasses.replace(b.tensors[wt], quant=dataclasses.replace(b.tensors[wt].quant, scale=scales))
+            bias_scales = (b.tensors[x].quant.scale[0] * scales).astype(np.float32)
+            b.tensors[bias] = dataclasses.replace(b.tensors[bias], quant=dataclasses.replace(b.tensors[bias].quant,
+                                                                                             scale=bias_scales))
+        outs.append(y)
+    graph = b.graph(outs, name="mixed")
+    program = lower(graph, "net", strategy="layerwise")
+    from mcugen.kernels.base import KernelContext
+    from mcugen.kernels.depthwise import _dw3_requant
+    from mcugen.targets import get_target
+
+    ctx = KernelContext(program, get_target("armv7em-dsp"))
+    layers = [l for l in program.layers if l.op == "DEPTHWISE_CONV_2D"]
+    views = [dw_module.conv_view(l, ctx.consts) for l in layers]
+    own = [uniform_shift(_dw3_requant(v)[3], _dw3_requant(v)[2]) for v in views]
+    plans = [dw_module.select_depthwise(ctx, l)[0] for l in layers]
+    assert own[0] == 0 and own[1] > 0, own  # per-channel scales: shifts too far apart; per-tensor: one
+    assert not any(pl.rq.truncating for pl in plans)

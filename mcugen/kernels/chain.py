@@ -34,9 +34,10 @@ from mcugen.kernels.conv import (
     thin_loop_fits,
     thin_stride_fits,
 )
-from mcugen.kernels.depthwise import DW_INT8_BYTES, dw3_int8_consts
+from mcugen.kernels import depthwise as depthwise_module
+from mcugen.kernels.depthwise import DW_INT8_BYTES, dw3_int8_consts, dw3_rebuild_args, scale_note, uniform_packs
 from mcugen.kernels.thin_rebuild import thin_compact_words, uniform_compact_words
-from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_lines
+from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_lines, rq_lines
 from mcugen.kernels.elementwise import AddPlan, add_plan
 from mcugen.kernels.requant import (
     RQ_E_BITS,
@@ -47,6 +48,7 @@ from mcugen.kernels.requant import (
     plan_requant,
     rq_table,
     sxtb16_pairs,
+    uniform_requant,
     wrap32,
 )
 from mcugen.lower import Layer
@@ -270,6 +272,7 @@ class RingB:
     bm: str = ""
     k_odd: int = 0
     records_at: int = 0
+    top: int = 0  # one shift for every channel (mcugen_dw3_records' `top`, depthwise.dw3_rebuild_args)
 
     @property
     def regs(self) -> dict[str, str]:
@@ -313,12 +316,12 @@ CHAIN_B_COMPACT: Optional[bool] = None  # True/False: stage B's compact form whe
 CHAIN_B_REBUILD = 31  # instructions per channel of mcugen_dw3_records (its assembly loop, short requantization)
 
 
-def chain_b_compact(ctx: KernelContext, v: ConvView, rq, bias: np.ndarray) -> bool:
+def chain_b_compact(ctx: KernelContext, v: ConvView, rq, bias: np.ndarray, scale=2) -> bool:
     """Whether stage B on the ring keeps the 3x3 depthwise int8 form in flash (DW_INT8_BYTES per
     channel instead of 40) and rebuilds its records in scratch at each call: where e rides in the
-    doubled bias's word and K follows from it (`rq_e_packs`), unless `larger_form_pays` for the
-    rebuild's instructions."""
-    if not rq_e_packs(2 * bias, rq):
+    doubled bias's word and K follows from it (`rq_e_packs`; one shift for every channel: where
+    uniform_packs), unless `larger_form_pays` for the rebuild's instructions."""
+    if not (uniform_packs(bias) if rq.truncating else rq_e_packs(2 * bias, rq)):
         return False
     if CHAIN_B_COMPACT is not None:
         return CHAIN_B_COMPACT
@@ -582,28 +585,36 @@ def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int, pw: int) -> Optional[
     rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
     if not rq.fast:
         return None
+    scale = 2
+    if depthwise_module.DW_UNIFORM and rq.clamp_is_int8:
+        rq_u, scale_u = uniform_requant(rq, acc_bound)
+        if rq_u is not None:  # one shift for every channel: each channel's weights and bias x 2^(E-e+1)
+            rq, scale = rq_u, scale_u
     pairs = np.zeros((v.out_c, 6), np.int64)
     for r in range(3):
-        w0, w1, w2 = (2 * w[:, 3 * r + k] for k in range(3))
+        w0, w1, w2 = (scale * w[:, 3 * r + k] for k in range(3))
         pairs[:, 2 * r] = int16_pair(w0, w1)
         pairs[:, 2 * r + 1] = int16_pair(w1, w2)
-    records = np.concatenate([wrap32(pairs), rq_table(2 * bias, rq).astype(np.int64)], axis=1)
+    records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
     records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # the channel loop's end
     tail = v.out_w % DW_BLOCK
     extra: dict = {}
-    if chain_b_compact(ctx, v, rq, bias):
-        name = w8, bm = dw3_int8_consts(ctx, i, "b_", w, 2 * bias, rq, "stage B: ")
+    if chain_b_compact(ctx, v, rq, bias, scale):
+        name = w8, bm = dw3_int8_consts(ctx, i, "b_", w, scale * bias, rq, "stage B: ", scale)
         pixels_at = RING_B_SLOTS * v.out_c * pw
         at = round_up(pixels_at + DW_BLOCK * v.out_c, 4)
-        extra = dict(w8=w8, bm=bm, k_odd=2 * rq.output_offset + 1, records_at=at, records=f"(out + {at - pixels_at})")
+        k_odd, top = dw3_rebuild_args(rq)
+        extra = dict(w8=w8, bm=bm, k_odd=k_odd, top=top, records_at=at, records=f"(out + {at - pixels_at})")
     else:
         name = ctx.const(i, "b_fw", "int32_t", records.astype(np.int32),
-                         "stage B per channel: weights x2 as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
-                         "(bias + input_offset*sum(w)) x2, multiplier, K or shift, e (bit 31: the last channel)")
+                         f"stage B per channel: weights {scale_note(scale, rq)} as int16 pairs (w0,w1),(w1,w2) for "
+                         f"rows 0..2, then (bias + input_offset*sum(w)) {scale_note(scale, rq)}, multiplier, K or shift, "
+                         "e (bit 31: the last channel)")
     ring = RingB(
         plane_w=pw, records=extra.pop("records", name), **extra,
-        block=ring_b_asm(DW_BLOCK, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max) if v.out_w >= DW_BLOCK else (),
-        tail=ring_b_asm(tail, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max) if tail else (),
+        block=rq_lines(ring_b_asm(DW_BLOCK, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max), rq)
+        if v.out_w >= DW_BLOCK else (),
+        tail=rq_lines(ring_b_asm(tail, v.sw, pw, v.out_c, rq.sign_free, rq.act_min, rq.act_max), rq) if tail else (),
     )
     stage = ChainStage(v=v, rq=rq, weights=name, table=name, length=0, direct=False, x_lo=0, x_hi=v.out_w - 1, scale=2)
     return stage, ring

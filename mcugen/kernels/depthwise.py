@@ -41,6 +41,7 @@ from mcugen.kernels.depthwise_asm import (
     dw_rows_fit,
     requant_in_place,
     row_costs,
+    rq_lines,
 )
 from mcugen.kernels.requant import (
     ACC_LIMIT,
@@ -49,8 +50,11 @@ from mcugen.kernels.requant import (
     int16_pair,
     plan_requant,
     rq_table,
+    uniform_requant,
+    uniform_shift,
     wrap32,
 )
+from mcugen.kernels.thin_rebuild import bias_with_e
 from mcugen.lower import Layer
 from mcugen.targets import Isa
 
@@ -122,9 +126,38 @@ class DepthwisePlan:
         """The registers the kh x kw assembly pins its operands to (the template declares them)."""
         return DW_K_REGS
 
+    @property
+    def dw3_args(self) -> tuple[int, int]:
+        """The int8 form's last two arguments of mcugen_dw3_records (dw3_rebuild_args)."""
+        return dw3_rebuild_args(self.rq)
+
 
 
 DW_CASES: Optional[bool] = None  # True/False: the six-output kernel wherever it encodes / nowhere; None: dw_cases_pay
+
+
+def _dw3_requant(v: ConvView) -> tuple[np.ndarray, np.ndarray, np.ndarray, Requant]:
+    """A 3x3 depthwise layer's weights [C][9], folded bias, accumulator bound and requantization."""
+    w = v.weights.reshape(9, v.out_c).T
+    bias = v.bias + v.input_offset * w.sum(axis=1)
+    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
+    return w, bias, acc_bound, plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+
+
+def _group_uniform(ctx: KernelContext, v: ConvView) -> bool:
+    """Whether the 3x3 layer takes one shift for every channel: where it has one
+    (uniform_shift) and so does, with the same E, every layer of its shapes but the channels,
+    whose code it may share (share_dw_code: the shift is an immediate of that code)."""
+    key = (v.in_h, v.in_w, v.out_h, v.out_w, v.sh, v.pad_t, v.pad_l, v.kh, v.kw)
+    tops = set()
+    for layer in ctx.p.layers:
+        if layer.op == "DEPTHWISE_CONV_2D":
+            u = conv_view(layer, ctx.consts)
+            if (u.in_h, u.in_w, u.out_h, u.out_w, u.sh, u.pad_t, u.pad_l, u.kh, u.kw) == key \
+                    and u.depth_multiplier == 1 and u.batches == 1:
+                _, _, bound, rq = _dw3_requant(u)
+                tops.add(uniform_shift(rq, bound) if rq.fast and rq.clamp_is_int8 else 0)
+    return len(tops) == 1 and 0 not in tops
 
 
 def same_code_layers(ctx: KernelContext, v: ConvView) -> int:
@@ -179,11 +212,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
     if not (v.batches == 1 and v.kh == 3 and v.kw == 3 and v.dh == 1 and v.dw == 1 and v.depth_multiplier == 1
             and v.sh == v.sw and v.sh in (1, 2)):
         return select_depthwise_k(ctx, layer, v)
-    w = v.weights.reshape(9, v.out_c).T  # [C][9]
-    sum_w = w.sum(axis=1)
-    bias = v.bias + v.input_offset * sum_w
-    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
-    rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    w, bias, acc_bound, rq = _dw3_requant(v)
     s = v.sh
     plane_h = (v.out_h - 1) * s + 3
     # columns read: two outputs at a time read words up to (x+1)*s + 3 (stride 1) / 2x*s+5
@@ -197,6 +226,8 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
         # the vector requantization is exact for any shift: no doubling, TFLite's shift
         rq = plan_requant(np.full(v.out_c, ACC_LIMIT), v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
     scale = 2 if rq.fast else 1  # the short requantization wants a doubled accumulator
+    if ctx.t.isa is Isa.DSP and rq.fast and rq.clamp_is_int8 and DW_UNIFORM and _group_uniform(ctx, v):
+        rq, scale = uniform_requant(rq, acc_bound)  # one shift for every channel: weights and bias x 2^(E-e+1)
     asm_loop: tuple[tuple[str, ...], ...] = ()
     asm_tail: tuple[tuple[str, ...], ...] = ()
     asm_rows: tuple[str, ...] = ()
@@ -211,26 +242,26 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
             pairs[:, 2 * r] = int16_pair(w0, w1)
             pairs[:, 2 * r + 1] = int16_pair(w1, w2)
         records = np.concatenate([wrap32(pairs), rq_table(scale * bias, rq).astype(np.int64)], axis=1)
-        unpack = dw_int8_form(ctx, v, rq, scale * bias)
+        unpack = dw_int8_form(ctx, v, rq, scale * bias, scale)
         if rq.fast and rq.clamp_is_int8 and dw_cases_fit(v.out_w, v.out_c, plane_w, v.sh) and DW_CASES is not False:
-            candidate = dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free)
+            candidate = tuple(rq_lines(x, rq) for x in dw_asm_cases(v.out_w, v.out_c, plane_w, v.sh, rq.sign_free))
             if DW_CASES or dw_cases_pay(v, plane_w, rq, candidate, ctx.flash_tight,
                                         same_code_layers(ctx, v) if unpack else 1):
                 asm_cases = candidate
         cases = bool(asm_cases)
         rows = not cases and v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
         if rows:
-            asm_rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
+            asm_rows = rq_lines(dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free), rq)
         if rows or cases:
             records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
         if unpack:
             # flash: the int8 form (dw3_int8_consts); the kernel rebuilds the records above in
             # its scratch after the ring
-            weights, table = dw3_int8_consts(ctx, i, "", w, scale * bias, rq, "")
+            weights, table = dw3_int8_consts(ctx, i, "", w, scale * bias, rq, "", scale)
         else:
             weights = ctx.const(i, "fw", "int32_t", records.astype(np.int32),
-                                f"per channel: weights x{scale} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
-                                f"(bias + input_offset*sum(w)) x{scale}, multiplier, K or shift, e"
+                                f"per channel: weights {scale_note(scale, rq)} as int16 pairs (w0,w1),(w1,w2) for rows 0..2, then "
+                                f"(bias + input_offset*sum(w)) {scale_note(scale, rq)}, multiplier, K or shift, e"
                                 + (" (bit 31: the last channel)" if rows or cases else ""))
             table = weights
         if not rows and not cases:
@@ -254,18 +285,59 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
     ), sname
 
 
+DW_UNIFORM = True  # DSP 3x3: one shift for every channel where requant.uniform_requant finds one
+
+
+def uniform_d(scale) -> np.ndarray:
+    """d = E - e of each channel from its scale 2^(d+1) (requant.uniform_scale)."""
+    return np.round(np.log2(np.asarray(scale, np.float64))).astype(np.int64) - 1
+
+
+def uniform_packs(bias: np.ndarray) -> bool:
+    """Whether the unscaled biases survive the shift by RQ_E_BITS (d in the bits freed)."""
+    b = np.asarray(bias, np.int64)
+    return bool(np.all(np.abs(b) < 1 << (31 - RQ_E_BITS - 1)))
+
+
+def scale_note(scale, rq: Requant) -> str:
+    """How a constant's comment names its factor: x2, x1, or per channel 2^(E-e+1)."""
+    return f"x2^(E-e+1) (E = {int(rq.e[0])})" if rq.truncating else f"x{scale}"
+
+
 DW_INT8_FORM: Optional[bool] = None  # DSP 3x3: the int8 form (True) or the records (False) everywhere; None: per layer
 DW_INT8_BYTES = 17  # flash per channel of the 3x3 int8 form: 9 weights (int8), bias with e and M (int32)
 DW3_W8_PAD = 3  # bytes after the last channel's weights: the rebuild reads each kernel row as a word
 
 
+def dw3_rebuild_args(rq: Requant) -> tuple[int, int]:
+    """mcugen_dw3_records' `k_odd` and `top`: 2 zero_point + 1 and 0 (the short form), (2
+    zero_point + 1) 2^(E-1) and E (one shift E for every channel), 0 and 0 (the general form)."""
+    if rq.truncating:
+        top = int(rq.e[0])
+        return (2 * rq.output_offset + 1) << (top - 1), top
+    return (2 * rq.output_offset + 1 if rq.fast else 0), 0
+
+
 def dw3_int8_consts(ctx: KernelContext, i: int, prefix: str, w: np.ndarray, tbias: np.ndarray, rq: Requant,
-                    what: str) -> tuple[str, str]:
+                    what: str, scale=2) -> tuple[str, str]:
     """The constants of the 3x3 depthwise int8 form (`<prefix>w8`, `<prefix>bm`), which
     mcugen_dw3_records rebuilds into DW_RECORD-word records: short requantization, the 9 int8
     weights per channel (DW3_W8_PAD bytes of padding at the end) and per channel the table's bias
     `tbias` shifted left by RQ_E_BITS with e in the bits freed (K follows from e), then M
-    (`rq_e_packs` must hold); the general form, 9 weights and the shift per channel, bias and M."""
+    (`rq_e_packs` must hold); the general form, 9 weights and the shift per channel, bias and M.
+    One shift for every channel (rq.truncating, the weights and `tbias` scaled by `scale` =
+    2^(d+1)): the bias word holds the unscaled bias * 2^RQ_E_BITS + d (uniform_packs)."""
+    if rq.truncating:
+        w8 = np.concatenate([w.reshape(-1), np.zeros(DW3_W8_PAD)])
+        packed = np.stack([bias_with_e(np.asarray(tbias, np.int64) // scale, uniform_d(scale)),
+                           rq.multiplier.astype(np.int64)], axis=1)
+        bias_note = f"(bias + input_offset*sum(w)) * 2^{RQ_E_BITS} + d (d = E - e, E = {int(rq.e[0])}; the rebuild scales by 2^(d+1))"
+        w8_note = f"weights [3x3] per channel ({DW3_W8_PAD} bytes of padding at the end)"
+        weights = ctx.const(i, prefix + "w8", "int8_t", w8.astype(np.int8),
+                            f"{what}{w8_note} (the kernel rebuilds its {DW_RECORD}-word records in scratch)")
+        table = ctx.const(i, prefix + "bm", "int32_t", wrap32(packed).astype(np.int32),
+                          f"{what}per channel: {bias_note}, multiplier")
+        return weights, table
     if rq.fast:
         w8 = np.concatenate([w.reshape(-1), np.zeros(DW3_W8_PAD)])
         packed = rq_table_packed(tbias, rq)[1:].reshape(-1, 2)
@@ -284,15 +356,19 @@ def dw3_int8_consts(ctx: KernelContext, i: int, prefix: str, w: np.ndarray, tbia
     return weights, table
 
 
-def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant, tbias: np.ndarray) -> bool:
+def dw_int8_form(ctx: KernelContext, v: ConvView, rq: Requant, tbias: np.ndarray, scale=2) -> bool:
     """DSP 3x3: whether the layer keeps its weights int8 in flash (DW_INT8_BYTES per channel)
     and rebuilds its DW_RECORD-word records in scratch at each call, rather than keeping the
     records in flash. The rebuild costs instructions per channel (the "/u8" row of the cost
     table, per output channel), the records 4 * DW_RECORD - DW_INT8_BYTES bytes per channel more:
     the int8 form unless `larger_form_pays`. Only where the rebuild is exact: short form, e rides
     in the table's bias `tbias` and K follows from it (`rq_e_packs`); general form, the shift fits
-    int8. No estimate: the int8 form. DW_INT8_FORM forces either form where it is exact."""
-    if rq.fast and not rq_e_packs(tbias, rq):
+    int8. No estimate: the int8 form. DW_INT8_FORM forces either form where it is exact. One
+    shift for every channel: where uniform_packs."""
+    if rq.truncating:
+        if not uniform_packs(np.asarray(tbias, np.int64) // scale):
+            return False
+    elif rq.fast and not rq_e_packs(tbias, rq):
         return False
     if not rq.fast and np.abs(rq.shift).max() > 127:
         return False
@@ -322,10 +398,10 @@ def _with_c_arg(pl):
     """`pl` with its channel count an argument: the row kernel's stores by register offsets."""
     v = pl.v
     if pl.asm_cases:
-        return dataclasses.replace(pl, c_arg=True, asm_cases=dw_asm_cases(v.out_w, v.out_c, pl.plane_w, v.sh,
-                                                                         pl.rq.sign_free, c_arg=True))
-    return dataclasses.replace(pl, c_arg=True, asm_rows=dw_asm_rows(v.out_w, v.out_c, pl.plane_w, pl.rq.sign_free,
-                                                                     c_arg=True))
+        cases = dw_asm_cases(v.out_w, v.out_c, pl.plane_w, v.sh, pl.rq.sign_free, c_arg=True)
+        return dataclasses.replace(pl, c_arg=True, asm_cases=tuple(rq_lines(x, pl.rq) for x in cases))
+    return dataclasses.replace(pl, c_arg=True, asm_rows=rq_lines(dw_asm_rows(v.out_w, v.out_c, pl.plane_w,
+                                                                             pl.rq.sign_free, c_arg=True), pl.rq))
 
 
 def _c_arg_pays(plans: list, members: list[int]) -> bool:

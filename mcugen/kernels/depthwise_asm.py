@@ -93,6 +93,27 @@ def requant_lines(a: str, m: str, k: str, e: str, tmp: str, sign_free: bool, act
     return lines
 
 
+def uniform_lines(lines: Sequence[str], top: int) -> tuple[str, ...]:
+    """`lines` with every sign-free short requantization (requant_lines: SMMLAR a, a, M, K;
+    ASR a, a, e; SSAT a, #8, a) in the form of one shift for every channel
+    (requant.uniform_requant): SMMLA a, a, M, K'; SSAT a, #8, a, ASR #top, one instruction
+    fewer per output. The records must hold the scaled weights and bias and K'."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        x = lines[i]
+        if x.startswith("smmlar "):
+            a, src, m, k = (r.strip() for r in x[len("smmlar "):].split(","))
+            assert src == a and lines[i + 1].startswith(f"asr {a}, {a}, ") and lines[i + 2] == f"ssat {a}, #8, {a}", \
+                lines[i: i + 3]
+            out += [f"smmla {a}, {a}, {m}, {k}", f"ssat {a}, #8, {a}, asr #{top}"]
+            i += 3
+        else:
+            out.append(x)
+            i += 1
+    return tuple(out)
+
+
 def requant_in_place(j: int, m: str, k: str, sign_free: bool) -> list[str]:
     """requant_lines for accumulator %[aj], e in %[d0], %[d1] a temporary, no clamp."""
     return requant_lines(f"%[a{j}]", m, k, "%[d0]", "%[d1]", sign_free)
@@ -343,4 +364,9 @@ def dw_asm_case_blocks(v: ConvView, rq: Requant, plane_w: int) -> tuple[tuple[tu
     for offsets in ring_case_offsets(plane_w):
         loops.append(dw_asm_block(DW_BLOCK, v.sh, offsets, step, c, post, rq.sign_free) if v.out_w >= DW_BLOCK else ())
         tails.append(dw_asm_block(tail, v.sh, offsets, 0, c, post, rq.sign_free) if tail else ())
-    return tuple(loops), tuple(tails)
+    return tuple(rq_lines(x, rq) for x in loops), tuple(rq_lines(x, rq) for x in tails)
+
+
+def rq_lines(lines: Sequence[str], rq: Requant) -> tuple[str, ...]:
+    """`lines` as `rq` wants them: uniform_lines where it has one shift for every channel."""
+    return uniform_lines(lines, int(rq.e[0])) if rq.truncating else tuple(lines)

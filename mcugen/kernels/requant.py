@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -26,6 +28,9 @@ class Requant:
     act_min: int
     act_max: int
     output_offset: int
+    # one shift for every channel (uniform_requant): e holds E everywhere, k holds K', the kernel
+    # takes SMMLA instead of SMMLAR and the accumulators (weights, bias) are scaled per channel
+    truncating: bool = False
 
     @property
     def clamp_is_int8(self) -> bool:
@@ -135,6 +140,7 @@ def k_follows_from_e(rq: Requant) -> bool:
 
 
 UNIFORM_MAX_STEP = 7  # d = E - e <= 7: the int8 weights times 2^(d+1) still fit int16 pairs
+UNIFORM_PREFERRED = 12  # the E taken where it fits: layers whose shifts allow it agree, so their code can be one
 
 
 def uniform_shift(rq: Requant, acc_bound: np.ndarray) -> int:
@@ -147,18 +153,28 @@ def uniform_shift(rq: Requant, acc_bound: np.ndarray) -> int:
     the sign-free short form (Requant.sign_free; nested floors of divisions by powers of two are
     one floor). No overflow: 2^(d+1) |a| < 2^31 and |K'| < 2^31 are checked. The kernel then
     takes E as an immediate of SSAT, one instruction fewer than a shift by register, and
-    channels whose shifts differed run the same code. E is the largest that fits (min(e) +
-    UNIFORM_MAX_STEP, less where the scaled accumulator would overflow), so that layers of like
-    shifts agree on it and can share that code."""
-    if not rq.sign_free:
+    channels whose shifts differed run the same code. E is the one closest to UNIFORM_PREFERRED
+    (the lower of two) among those that fit (max(e) + 1 up to min(e) + UNIFORM_MAX_STEP, where
+    the scaled accumulator does not overflow), so that layers of like shifts agree on it and can
+    share that code."""
+    if not rq.sign_free or rq.truncating:
         return 0
     e = rq.e.astype(np.int64)
     bound = np.asarray(acc_bound, np.int64)
-    for top in range(min(int(e.min()) + UNIFORM_MAX_STEP, 31), int(e.max()), -1):
-        d = top - e
-        if np.all((bound + 1) << (d + 1) < 2**31) and np.all(np.abs(uniform_k(rq, top)) < 2**31):
-            return top
-    return 0
+    fits = [top for top in range(int(e.max()) + 1, min(int(e.min()) + UNIFORM_MAX_STEP, 31) + 1)
+            if np.all((bound + 1) << (top - e + 1) < 2**31) and np.all(np.abs(uniform_k(rq, top)) < 2**31)]
+    return min(fits, key=lambda top: (abs(top - UNIFORM_PREFERRED), top)) if fits else 0
+
+
+def uniform_requant(rq: Requant, acc_bound: np.ndarray) -> tuple[Optional[Requant], Optional[np.ndarray]]:
+    """The requantization with one shift for every channel (uniform_shift) as a Requant
+    (`truncating`, e = E, k = K') and the per-channel factor of the weights and bias
+    (uniform_scale); (None, None) where there is none."""
+    top = uniform_shift(rq, acc_bound)
+    if not top:
+        return None, None
+    return (dataclasses.replace(rq, k=uniform_k(rq, top).astype(np.int32), e=np.full_like(rq.e, top), truncating=True),
+            uniform_scale(rq, top))
 
 
 def uniform_scale(rq: Requant, top: int) -> np.ndarray:

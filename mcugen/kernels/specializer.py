@@ -53,6 +53,19 @@ SELECT = {
 }
 
 
+def _dw3_tops(plans) -> set[int]:
+    """The `top` arguments the model's calls of mcugen_dw3_records pass (0: each channel's own
+    shift), so that its assembly holds only the paths they take."""
+    tops = set()
+    for pl in plans:
+        if getattr(pl, "kind", "") == "depthwise" and pl.unpack:
+            tops.add(pl.dw3_args[1])
+        ring = getattr(pl, "ring_b", None)
+        if ring is not None and ring.compact:
+            tops.add(ring.top)
+    return tops
+
+
 def specialize(program: Program, target: Target, flash_tight: bool = False) -> KernelPassResult:
     """Replace the layers `target` has specialised kernels for; see the module docstring.
     `flash_tight`: take the smallest form of every kernel's constants (KernelContext)."""
@@ -117,7 +130,7 @@ def render_layers(program: Program, plans: list, target: Target) -> dict[str, st
     env = codegen.environment()
     ctx = dict(
         p=program, plans=plans, target=target, isa=target.isa.value, version=__version__,
-        rq_e_bits=RQ_E_BITS, thin_unroll=THIN_LOOP_UNROLL, thin_rebuild_clobbers=THIN_REBUILD_CLOBBERS, add_shifts=sorted({pl.linear.shift for pl in plans if pl.kind == "add" and pl.shared_linear}), dw_unpack=any(getattr(pl, "unpack", False) or (getattr(pl, "ring_b", None) is not None and pl.ring_b.compact) for pl in plans), emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK,
+        rq_e_bits=RQ_E_BITS, thin_unroll=THIN_LOOP_UNROLL, thin_rebuild_clobbers=THIN_REBUILD_CLOBBERS, add_shifts=sorted({pl.linear.shift for pl in plans if pl.kind == "add" and pl.shared_linear}), dw_unpack=any(getattr(pl, "unpack", False) or (getattr(pl, "ring_b", None) is not None and pl.ring_b.compact) for pl in plans), dw3_tops=_dw3_tops(plans), emulate_macro=EMULATE_DSP_MACRO, narrow_acc=NARROW_ACC, dw_rows_regs=DW_ROWS_REGS, dw_block=DW_BLOCK,
         dw_cases_regs=DW_CASES_REGS, patch_word_pieces=patch_word_pieces, dw_cases_step=dw_cases_step, dw_cases_layout=dw_cases_layout, dw_record=DW_RECORD, ldm4="{%[x0], %[x1], %[x2], %[x3]}", ldm_units="{" + ", ".join(f"%[w{r}]" for r in range(FC_UNITS)) + "}", plan_consts={getattr(x, a) for pl in plans for x in _plan_parts(pl) for a in ("weights", "table", "records", "w8", "bm", "src") if hasattr(x, a)},
     )
     conv_module = env.get_template("c/fast/conv.c.j2").make_module(ctx)

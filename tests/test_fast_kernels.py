@@ -594,8 +594,13 @@ def test_depthwise_assembly_bit_exact_on_the_m4(int8_form, cases, monkeypatch):
         assert {s for s, (blocks, tail) in widths if blocks == 1 and tail == 0} == {1, 2}
         exact_on_host_and_m4(gen, 2, 4, "depthwise cases")
         return
-    # stride 1: one loop over every channel through row pointers; stride 2: per ring case
-    assert all(bool(pl.asm_rows) == (pl.v.sh == 1) for pl in plans)
+    # stride 1, and stride 2 with at most one step of outputs a row (dw_asm_rows_s2): one loop over
+    # every channel through row pointers; the other stride-2 rows: per ring case
+    from mcugen.kernels.depthwise_asm import dw_s2_rows_fit
+
+    assert all(bool(pl.asm_rows) == (pl.v.sh == 1 or dw_s2_rows_fit(pl.v.out_w, pl.v.out_c, pl.plane_w)) for pl in plans)
+    assert {pl.v.sh == 2 and bool(pl.asm_rows) for pl in plans} == {True, False}
+    assert any(pl.v.sh == 2 and pl.asm_loop for pl in plans)
     assert {pl.rq.sign_free for pl in plans if pl.v.sh == 1} == {pl.rq.sign_free for pl in plans if pl.v.sh == 2} == {True, False}
     assert {pl.v.sh for pl in plans if pl.v.out_c > 255} == {1, 2} and any(pl.asm_blocks == 0 for pl in plans)
     exact_on_host_and_m4(gen, 2, 4, "depthwise cases")

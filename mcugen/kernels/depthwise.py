@@ -34,11 +34,13 @@ from mcugen.kernels.depthwise_asm import (
     dw_asm_case_blocks,
     dw_asm_cases,
     dw_asm_rows,
+    dw_asm_rows_s2,
     dw_c_arg_fits,
     dw_cases_fit,
     dw_cases_layout,
     dw_cases_step,
     dw_rows_fit,
+    dw_s2_rows_fit,
     requant_in_place,
     row_costs,
     rq_lines,
@@ -249,9 +251,11 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
                                         same_code_layers(ctx, v) if unpack else 1):
                 asm_cases = candidate
         cases = bool(asm_cases)
-        rows = not cases and v.sh == 1 and rq.fast and rq.clamp_is_int8 and dw_rows_fit(v.out_w, v.out_c, plane_w)
+        rows = not cases and rq.fast and rq.clamp_is_int8 and (
+            dw_rows_fit(v.out_w, v.out_c, plane_w) if v.sh == 1 else DW_S2_ROWS and dw_s2_rows_fit(v.out_w, v.out_c, plane_w))
         if rows:
-            asm_rows = rq_lines(dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free), rq)
+            rows_code = dw_asm_rows if v.sh == 1 else dw_asm_rows_s2
+            asm_rows = rq_lines(rows_code(v.out_w, v.out_c, plane_w, rq.sign_free), rq)
         if rows or cases:
             records[-1, 9] = int(wrap32(np.array([int(records[-1, 9]) | DW_LAST_CHANNEL]))[0])  # C masks it off
         if unpack:
@@ -285,6 +289,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
     ), sname
 
 
+DW_S2_ROWS = True  # DSP 3x3 stride 2 with at most DW_BLOCK + 3 outputs a row: one copy of the code (dw_asm_rows_s2)
 DW_UNIFORM = True  # DSP 3x3: one shift for every channel where requant.uniform_requant finds one
 
 
@@ -390,7 +395,7 @@ C_ARG_INSTRUCTIONS = 1  # per channel and output row whose store group has more 
 def _c_arg_candidate(pl) -> bool:
     """A DSP 3x3 layer in the int8 form whose row kernel can take its channel count as an argument."""
     return (pl.kind == "depthwise" and pl.isa == "dsp" and pl.unpack and not pl.row_words
-            and bool(pl.asm_cases or pl.asm_rows) and pl.v.out_c % 4 == 0
+            and bool(pl.asm_cases or (pl.asm_rows and pl.v.sh == 1)) and pl.v.out_c % 4 == 0
             and dw_c_arg_fits(pl.v.out_w, pl.v.sh, not pl.asm_cases))
 
 

@@ -217,6 +217,50 @@ def dw_asm_rows(out_w: int, out_c: int, plane_w: int, sign_free: bool = False, c
     return tuple(lines)
 
 
+def dw_s2_rows_fit(out_w: int, out_c: int, plane_w: int) -> bool:
+    """dw_asm_rows_s2 applies: at most one step of DW_BLOCK outputs and a tail (no step loop, so
+    that %[end] is free for the third ring word), stores post-indexed (out_c <= 255), the
+    pointer steps and the output rewind within 4095."""
+    return out_w < 2 * DW_BLOCK and out_c <= 255 and 6 * plane_w <= 4095 and out_w * out_c <= 4096
+
+
+def dw_asm_rows_s2(out_w: int, out_c: int, plane_w: int, sign_free: bool = False) -> tuple[str, ...]:
+    """Every channel of one output row of a stride-2 3x3 depthwise with at most DW_BLOCK + 3
+    outputs (dw_s2_rows_fit), whatever ring slots the kernel rows sit in: like dw_asm_rows,
+    %[p0..p2] at channel 0's three ring rows (the template's registers DW_ROWS_REGS, r7 the
+    weight pair), one copy of the code instead of one per ring case. Output j reads words j and
+    j + 1 of each row (columns 2j..2j+2): three data registers in turn, the third %[end] (no
+    step loop here to need it). Per channel: a step of DW_BLOCK outputs where out_w allows,
+    then the rest, at immediate offsets from the row pointers; the stores post-indexed by
+    out_c; then every pointer to the next channel and the loop on unless the record's e had
+    bit 31 set."""
+    assert dw_s2_rows_fit(out_w, out_c, plane_w)
+    data = ("%[d0]", "%[d1]", "%[end]")
+
+    def block(n: int, first: int) -> list[str]:
+        lines = [f"ldr %[a{n - 1}], [%[w], #24]"]  # the bias: every output starts from it
+        for k in range(3):
+            lines.append(f"ldrd r7, %[wc], [%[w], #{8 * k}]")
+            lines.append(f"ldrd {data[0]}, {data[1]}, [%[p{k}], #{4 * first}]")
+            for j in range(n):
+                if j >= 1:  # word j + 1 into the register of word j - 2, no longer read
+                    lines.append(f"ldr {data[(j + 1) % 3]}, [%[p{k}], #{4 * (first + j + 1)}]")
+                add = f"%[a{n - 1}]" if k == 0 and j < n - 1 else f"%[a{j}]"
+                lines += [f"smlad %[a{j}], {data[j % 3]}, r7, {add}", f"smlabt %[a{j}], {data[(j + 1) % 3]}, %[wc], %[a{j}]"]
+        return lines + _dw_requant(n, "r7", 0, out_c, True, sign_free)
+
+    blocks, tail = divmod(out_w, DW_BLOCK)
+    lines = ["push {r7}", "2:"]
+    if blocks:
+        lines += block(DW_BLOCK, 0)
+    if tail:
+        lines += block(tail, blocks * DW_BLOCK)
+    lines += [f"add %[p{k}], %[p{k}], #{6 * plane_w}" for k in range(3)]
+    lines.append(f"sub %[o], %[o], #{out_w * out_c - 1}" if out_w * out_c > 1 else "add %[o], %[o], #1")
+    lines += [f"add %[w], %[w], #{4 * DW_RECORD}", "cmp %[d0], #0", "bge 2b", "pop {r7}"]
+    return tuple(lines)
+
+
 DW_WIDE_BLOCK = 6  # outputs of one channel per step of dw_asm_cases
 DW_CASES_REGS = {"a0": "r0", "a1": "r1", "a2": "r2", "a3": "r3", "a4": "r4", "a5": "r5", "wc": "r6", "d0": "r8",
                  "d1": "r9", "p": "r10", "o": "r11", "w": "r12", "end": "lr"}  # + r7 (wa)

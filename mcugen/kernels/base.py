@@ -17,7 +17,7 @@ SCRATCH_ALIGN = 16
 # with larger constants and a smaller, slower one (chain stage weights as int16 pairs or int8,
 # a requantization table with or without its shift word): the larger form is taken only where
 # it saves at least this many instructions per byte it adds (and never with flash_tight).
-INSTRUCTIONS_PER_FLASH_BYTE = 16
+INSTRUCTIONS_PER_FLASH_BYTE = 64
 # ... and, for the forms that `larger_form_pays` weighs, only where its gain is real: more than
 # this share of the layer's estimated instructions in the smaller form.
 REAL_GAIN = 0.03

@@ -13,6 +13,7 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from mcugen.kernels.base import (
+    ASM_LINE_BYTES,
     INSTRUCTIONS_PER_FLASH_BYTE,
     ConvView,
     KernelContext,
@@ -220,18 +221,63 @@ def triple_asm(groups: int, stride: int, pairs: int, sign_free: bool, act_min: i
 RING_COLUMN_STEPS = (2, -1, 2, 1)  # ring byte of column j + 1 minus that of column j, by j % 4 (bits 0 and 1 swapped)
 
 
-def thin_row_asm(code: ThinCode, in_stride: int) -> tuple[str, ...]:
+def thin_row_asm(code: ThinCode, in_stride: int, unroll: int = 0) -> tuple[str, ...]:
     """Stage A's row on the ring by the thin kernel (in line, r7 unused) in one assembly loop over
     its pixels: r7 walks the input `in_stride` bytes a pixel (the pixel's loads read it instead of
     r2) up to the end in r3, r1 the pixel's ring column, moved on by RING_COLUMN_STEPS with the
     word of signed byte steps in r4 (ring_column_steps) rotated a byte per pixel; on the stack the
-    record stream's start, the input's end and that word (pushed from r0, r3, r4)."""
+    record stream's start, the input's end and that word (pushed from r0, r3, r4).
+
+    `unroll` (one shift for every channel, ThinCode.uniform: every channel's code the same but
+    its store offset): the channels in a loop of `unroll` per step instead of all in line; the
+    input pointer then waits on the stack (pushed from r2) while r7 holds the records' end, r1
+    moves on unroll channels a step and back to the pixel's first one after the loop."""
     assert not code.looped and not any("r7" in x for x in code.lines)
     body = [x.replace("[r2, #", "[r7, #") for x in code.lines]
+    if unroll:
+        first = next(n for n, x in enumerate(body) if x.startswith("ldm r0!"))
+        loads, channels = body[:first], body[first:]
+        per = len(channels) // code.out_c
+        assert code.uniform and code.out_c % unroll == 0 and len(channels) == per * code.out_c
+        stride = code.out_stride
+        return ("push {r7}", "push {r0, r2, r3, r4}", "1:", "ldr r7, [sp, #4]", *loads, "ldr r0, [sp]",
+                f"add r7, r0, #{4 * code.record_words * code.out_c}", "2:", *channels[: per * unroll],
+                f"add r1, r1, #{stride * unroll}", "cmp r0, r7", "bne 2b", f"sub r1, r1, #{stride * code.out_c}",
+                "ldr r7, [sp, #4]", f"add r7, r7, #{in_stride}", "str r7, [sp, #4]", "ldr r2, [sp, #12]", "sxtb r3, r2",
+                "add r1, r1, r3", "ror r2, r2, #8", "str r2, [sp, #12]", "ldr r3, [sp, #8]", "cmp r7, r3", "bne 1b",
+                "add sp, sp, #16", "pop {r7}")
     lines = ["push {r7}", "mov r7, r2", "push {r0, r3, r4}", "1:", "ldr r0, [sp]", *body,
              f"add r7, r7, #{in_stride}", "ldr r2, [sp, #8]", "sxtb r3, r2", "add r1, r1, r3", "ror r2, r2, #8",
              "str r2, [sp, #8]", "ldr r3, [sp, #4]", "cmp r7, r3", "bne 1b", "add sp, sp, #12", "pop {r7}"]
     return tuple(lines)
+
+
+CHAIN_A_ROW_LOOP: Optional[bool] = None  # True/False: stage A rows of one shift looped / in line; None: by cost
+A_ROW_UNROLL = 16  # channels per step of a looped stage A row
+
+
+def a_row_unroll(ctx: KernelContext, layer: Layer, code: ThinCode) -> int:
+    """Channels per step of stage A's row loop (thin_row_asm), 0 for every channel in line:
+    looped where one shift serves every channel (ThinCode.uniform), A_ROW_UNROLL divides the
+    channels and `larger_form_pays` does not keep them in line, weighed over the pixels of every
+    chain whose stage A is the same 1x1 (they share the row, share_a_rows): per pixel the loop
+    costs 5 + 3 instructions per step more, and in line holds the other channels' code."""
+    if not code.uniform or code.out_c % A_ROW_UNROLL or CHAIN_A_ROW_LOOP is False:
+        return 0
+    if CHAIN_A_ROW_LOOP:
+        return A_ROW_UNROLL
+    shape = _thin_a_shape(layer, ctx.consts)
+    pixels = 0
+    for other in ctx.p.layers:
+        if _thin_a_shape(other, ctx.consts) == shape:
+            a = chain_stage_view(other, ctx.consts, "a")
+            pixels += a.out_h * a.out_w
+    loads = next(n for n, x in enumerate(code.lines) if x.startswith("ldm r0!"))  # the pixel's input first
+    per = (len(code.lines) - loads) // code.out_c  # lines of one channel
+    gain = pixels * (5 + 3 * code.out_c // A_ROW_UNROLL)
+    small = pixels * (per * code.out_c + 5 + 3 * code.out_c // A_ROW_UNROLL)
+    added = ASM_LINE_BYTES * per * (code.out_c - A_ROW_UNROLL)
+    return 0 if larger_form_pays(gain, small, added, ctx.flash_tight) else A_ROW_UNROLL
 
 
 def ring_column_steps(first_column: int) -> int:
@@ -697,7 +743,8 @@ def select_chain(ctx: KernelContext, layer: Layer) -> Optional[tuple[ChainPlan, 
     )
     if plan.a_thin is not None and plan.ring_b is not None and not plan.a_thin.looped \
             and not any("r7" in x for x in plan.a_thin.lines) and plan.a.v.sw * plan.a.v.in_c <= 4095:
-        plan = dataclasses.replace(plan, a_row_asm=thin_row_asm(plan.a_thin, plan.a.v.sw * plan.a.v.in_c),
+        unroll = a_row_unroll(ctx, layer, plan.a_thin)
+        plan = dataclasses.replace(plan, a_row_asm=thin_row_asm(plan.a_thin, plan.a.v.sw * plan.a.v.in_c, unroll),
                                    a_row_steps=ring_column_steps(plan.b.v.pad_l))
     if plan.a_triple and plan.a.rq.fast and plan.a.v.out_c >= 2 and triple_asm_fits(plan.a.groups, plan.ring_b.plane_w):
         rq = plan.a.rq

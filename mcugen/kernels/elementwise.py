@@ -13,7 +13,7 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from mcugen import quant
-from mcugen.kernels.base import KernelContext, layer_params
+from mcugen.kernels.base import KernelContext, larger_form_pays, layer_params
 from mcugen.kernels.requant import Requant, fast_requant_exact, input_magnitude, plan_requant
 from mcugen.lower import ArenaArg, Layer
 from mcugen.targets import Isa
@@ -181,7 +181,10 @@ class SoftmaxPlan:
     isa: str
     outer: int
     depth: int
-    table: str
+    table: str  # "": each exponential computed where it is used (softmax_table_pays)
+    input_multiplier: int = 0
+    input_left_shift: int = 0
+    diff_min: int = 0
 
 
 def add_plan(name: str, index: int, isa: str, size: int, off1: int, off2: int, ls: int, m1: int, s1: int,
@@ -265,9 +268,27 @@ def select_softmax(ctx: KernelContext, layer: Layer) -> tuple[SoftmaxPlan, None]
         diff, params.input_multiplier, params.input_left_shift), np.int64)
     exps = np.asarray(quant.exp_on_negative_values(scaled, quant.SOFTMAX_SCALED_DIFF_INTEGER_BITS), np.int64)
     exps = np.where(diff >= params.diff_min, exps, 0)
-    table = ctx.const(layer.index, "exp", "int32_t", exps.astype(np.int32),
-                      "exp(input - row max) in Q0.31 for input - max = 0, -1, ..., -255 (0: skipped)")
+    outer, depth = int(p["outer"]), int(p["depth"])
+    table = ""
+    if softmax_table_pays(outer * depth, ctx.flash_tight):
+        table = ctx.const(layer.index, "exp", "int32_t", exps.astype(np.int32),
+                          "exp(input - row max) in Q0.31 for input - max = 0, -1, ..., -255 (0: skipped)")
     return SoftmaxPlan(
         name=f"{ctx.name}_l{layer.index}_softmax", index=layer.index, isa=ctx.t.isa.value,
-        outer=int(p["outer"]), depth=int(p["depth"]), table=table,
+        outer=outer, depth=depth, table=table, input_multiplier=params.input_multiplier,
+        input_left_shift=params.input_left_shift, diff_min=params.diff_min,
     ), None
+
+
+SOFTMAX_EXP_INSTRUCTIONS = 180  # measured about, one exponential computed (the softmax's _exp, Cortex-M4)
+SOFTMAX_EXP_CODE = 470  # bytes of that function (and its helpers), measured about
+SOFTMAX_TABLE: Optional[bool] = None  # True/False: the table always / never; None: softmax_table_pays
+
+
+def softmax_table_pays(elements: int, flash_tight: bool) -> bool:
+    """Whether SOFTMAX keeps its 256 exponentials as a table in flash (1 KB) rather than computing
+    each where it is used (twice per element, SOFTMAX_EXP_INSTRUCTIONS each): `larger_form_pays`."""
+    if SOFTMAX_TABLE is not None:
+        return SOFTMAX_TABLE
+    gain = 2 * elements * SOFTMAX_EXP_INSTRUCTIONS
+    return larger_form_pays(gain, gain + 40 * elements, 4 * 256 - SOFTMAX_EXP_CODE, flash_tight)

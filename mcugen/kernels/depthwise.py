@@ -163,14 +163,15 @@ def _group_uniform(ctx: KernelContext, v: ConvView) -> bool:
 
 
 def same_code_layers(ctx: KernelContext, v: ConvView) -> int:
-    """How many 3x3 depthwise layers of the program have `v`'s shapes, stride and padding: in
-    the int8 form they share one copy of their code (share_dw_code), so each pays its share."""
-    key = (v.in_h, v.in_w, v.in_c, v.out_h, v.out_w, v.sh, v.pad_t, v.pad_l, v.kh, v.kw)
+    """How many 3x3 depthwise layers of the program have `v`'s shapes, stride and padding but
+    for their channels: in the int8 form they share one copy of their code (share_dw_code, the
+    channel count an argument where it differs), so each pays its share."""
+    key = (v.in_h, v.in_w, v.out_h, v.out_w, v.sh, v.pad_t, v.pad_l, v.kh, v.kw)
     n = 0
     for layer in ctx.p.layers:
         if layer.op == "DEPTHWISE_CONV_2D":
             u = conv_view(layer, ctx.consts)
-            n += (u.in_h, u.in_w, u.in_c, u.out_h, u.out_w, u.sh, u.pad_t, u.pad_l, u.kh, u.kw) == key
+            n += (u.in_h, u.in_w, u.out_h, u.out_w, u.sh, u.pad_t, u.pad_l, u.kh, u.kw) == key
     return max(n, 1)
 
 
@@ -185,8 +186,11 @@ def dw_cases_pay(v: ConvView, plane_w: int, rq: Requant, cases: tuple[tuple[str,
     new_code = 4 * sum(len(c) for c in cases)
     blocks4 = v.out_w // DW_BLOCK
     if v.sh == 1 and dw_rows_fit(v.out_w, v.out_c, plane_w):
-        rows = dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free)
+        rows = rq_lines(dw_asm_rows(v.out_w, v.out_c, plane_w, rq.sign_free), rq)
         old, old_code = row_costs(rows, blocks4), 4 * len(rows)
+    elif v.sh == 2 and DW_S2_ROWS and dw_s2_rows_fit(v.out_w, v.out_c, plane_w):
+        rows = rq_lines(dw_asm_rows_s2(v.out_w, v.out_c, plane_w, rq.sign_free), rq)
+        old, old_code = row_costs(rows, 0), 4 * len(rows)
     else:
         loops, tails = dw_asm_case_blocks(v, rq, plane_w)
         if not any(loops) and not any(tails):

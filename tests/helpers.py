@@ -55,3 +55,12 @@ def build_mobilenet(folder: Path, resolution: int, classes: int, alpha: float = 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return path
+
+
+def fast_forms_rule(monkeypatch, per_byte: int = 16) -> None:
+    """Kernel selection keeps a larger, faster form where it saves `per_byte` instructions per
+    byte (the default, 64, leaves the small test layers on their small forms): for tests of the
+    larger forms' code itself."""
+    from mcugen.kernels import base
+
+    monkeypatch.setattr(base, "INSTRUCTIONS_PER_FLASH_BYTE", per_byte)

@@ -115,7 +115,10 @@ def test_chain_int8_weights_bit_exact_on_the_host(case, target):
     check_host(graph, program, seed=4, target=target, flash_tight=True)
 
 
-def test_int16_weights_only_where_they_pay():
+def test_int16_weights_only_where_they_pay(monkeypatch):
+    from helpers import fast_forms_rule
+
+    fast_forms_rule(monkeypatch)  # the int16 stem and its triple where they pay
     from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE
     from mcugen.kernels.chain import INT8_EXTRA_INSTRUCTIONS, int16_weights_pay
 
@@ -241,10 +244,13 @@ def test_ring_chain_bit_exact_on_the_host(case, b_compact):
     check_host(graph, lower(graph, "net", strategy="fused", fusion="all"), runs=2, seed=7)
 
 
-def test_ring_only_where_it_applies():
+def test_ring_only_where_it_applies(monkeypatch):
     """The ring takes a DSP chain with a stage A, or without one at stride 1 (the input rows
     transposed into it); without A at stride 2, or on the portable and MVE targets, stage B
     stays pixel by pixel; the ring's scratch is what RingB states."""
+    from helpers import fast_forms_rule
+
+    fast_forms_rule(monkeypatch)  # the int16 stem and its triple where they pay
     graph = ring_block("s1_residual")
     program = lower(graph, "net", strategy="fused", fusion="all")
     _, result = generated(graph, program)
@@ -317,9 +323,12 @@ def test_ring_chains_bit_exact_on_the_m4(b_compact):
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_stem_triple_assembly_with_relu_on_the_m4():
+def test_stem_triple_assembly_with_relu_on_the_m4(monkeypatch):
     """Stage A's three-pixel assembly (triple_asm) after a ReLU: no sign correction, with the
     clamp of an activation narrower than int8 (both bounds) and without it, on the emulated M4."""
+    from helpers import fast_forms_rule
+
+    fast_forms_rule(monkeypatch)  # the int16 stem and its triple where they pay
     seen = set()
     for seed, clamp in ((105, True), (110, True), (125, False)):
         graph = block(seed, stem=True, cin=3, h=15, w=21, mid=12, residual=False, out_c=4, acts=("RELU", "RELU6"))

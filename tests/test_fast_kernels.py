@@ -427,12 +427,14 @@ def assert_equal_runs(got, want, what: str) -> None:
 
 
 def test_the_larger_form_only_where_its_gain_is_real_and_pays_for_its_bytes():
-    # 5% of the layer and 20 instructions per byte: kept; not with flash_tight, nor at 2% of the
-    # layer (even at 20 per byte), nor at 10 per byte
-    assert larger_form_pays(5_000, 100_000, 250, False)
-    assert not larger_form_pays(5_000, 100_000, 250, True)
-    assert not larger_form_pays(2_000, 100_000, 100, False)
-    assert not larger_form_pays(5_000, 100_000, 500, False)
+    # 5% of the layer and INSTRUCTIONS_PER_FLASH_BYTE per byte: kept; not with flash_tight, nor at
+    # 2% of the layer (even at that many per byte), nor at one fewer per byte
+    from mcugen.kernels.base import INSTRUCTIONS_PER_FLASH_BYTE as per_byte
+
+    assert larger_form_pays(5_000, 100_000, 5_000 // per_byte, False)
+    assert not larger_form_pays(5_000, 100_000, 5_000 // per_byte, True)
+    assert not larger_form_pays(2_000, 100_000, 2_000 // per_byte, False)
+    assert not larger_form_pays(5_000, 100_000, 5_000 // (per_byte - 1), False)
 
 
 def test_mobilenet_depthwise_layers_keep_int8_weights_by_default(mobilenet):
@@ -681,6 +683,9 @@ def test_short_requant_tables_bit_exact_on_the_m4(packs, monkeypatch):
     store (bias * 32 + e, M) per channel after one word 2 zero_point + 1, and compute K from e;
     where a bias does not survive that shift (forced here), (bias, M, K), the shift from K; layers
     on the exact general form never store the unused fourth word. Bit-exact on the host and the M4."""
+    from helpers import fast_forms_rule
+
+    fast_forms_rule(monkeypatch)  # the four-word table where it pays
     if not packs:
         monkeypatch.setattr(conv_module, "rq_e_packs", lambda bias, rq: False)
     graph = rq_table_graph(3)

@@ -39,7 +39,10 @@ def gemm_graph(seed: int):
 
 
 @pytest.mark.skipif(not have_qemu(), reason="needs qemu-system-arm and arm-none-eabi-gcc (scripts/setup.sh)")
-def test_gemm_channel_loop_assembly_bit_exact_on_the_m4():
+def test_gemm_channel_loop_assembly_bit_exact_on_the_m4(monkeypatch):
+    from helpers import fast_forms_rule
+
+    fast_forms_rule(monkeypatch)  # the four-word table where it pays
     gen, result = specialised(gemm_graph(11), "armv7em-dsp")
     plans = sorted((pl for pl in result.plans.values() if pl.kind == "gemm_conv"), key=lambda pl: pl.index)
     assert len(plans) == len(CASES) and all(pl.rq.fast and pl.dot_asm for pl in plans)

@@ -12,9 +12,9 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
+from mcugen.kernels import base as base_module
 from mcugen.kernels.base import (
     ASM_LINE_BYTES,
-    INSTRUCTIONS_PER_FLASH_BYTE,
     ConvView,
     KernelContext,
     group_by_key,
@@ -70,7 +70,7 @@ def int16_weights_pay(calls: int, flash_tight: bool) -> bool:
     each time) keeps its weights as int16 pairs: not when the flash budget is tight, else when
     the instructions it saves per byte of flash it adds, INT8_EXTRA_INSTRUCTIONS * calls / 4,
     reach INSTRUCTIONS_PER_FLASH_BYTE."""
-    return not flash_tight and INT8_EXTRA_INSTRUCTIONS * calls >= 4 * INSTRUCTIONS_PER_FLASH_BYTE
+    return not flash_tight and INT8_EXTRA_INSTRUCTIONS * calls >= 4 * base_module.INSTRUCTIONS_PER_FLASH_BYTE
 
 
 @dataclass(frozen=True)

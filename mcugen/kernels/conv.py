@@ -12,9 +12,9 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
+from mcugen.kernels import base as base_module
 from mcugen.kernels.base import (
     ASM_LINE_BYTES,
-    INSTRUCTIONS_PER_FLASH_BYTE,
     ConvView,
     KernelContext,
     conv_view,
@@ -451,7 +451,7 @@ def rq_table_words(rq: Requant, blocks: int, flash_tight: bool, bias: Optional[n
     if flash_tight:
         return small
     extra = E_UNPACK_INSTRUCTIONS if small == 2 else E_FROM_K_INSTRUCTIONS
-    return 4 if extra * blocks >= 4 * (4 - small) * INSTRUCTIONS_PER_FLASH_BYTE else small
+    return 4 if extra * blocks >= 4 * (4 - small) * base_module.INSTRUCTIONS_PER_FLASH_BYTE else small
 
 
 def rq_e_packs(bias: np.ndarray, rq: Requant) -> bool:

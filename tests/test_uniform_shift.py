@@ -215,13 +215,13 @@ def test_uniform_only_where_every_layer_of_the_shape_has_it(monkeypatch):
     graph = b.graph(outs, name="mixed")
     program = lower(graph, "net", strategy="layerwise")
     from mcugen.kernels.base import KernelContext
-    from mcugen.kernels.depthwise import _dw3_requant
+    from mcugen.kernels.depthwise import dw3_requant
     from mcugen.targets import get_target
 
     ctx = KernelContext(program, get_target("armv7em-dsp"))
     layers = [l for l in program.layers if l.op == "DEPTHWISE_CONV_2D"]
     views = [dw_module.conv_view(l, ctx.consts) for l in layers]
-    own = [uniform_shift(_dw3_requant(v)[3], _dw3_requant(v)[2]) for v in views]
+    own = [uniform_shift(dw3_requant(v)[3], dw3_requant(v)[2]) for v in views]
     plans = [dw_module.select_depthwise(ctx, l)[0] for l in layers]
     assert own[0] == 0 and own[1] > 0, own  # per-channel scales: shifts too far apart; per-tensor: one
     assert not any(pl.rq.truncating for pl in plans)

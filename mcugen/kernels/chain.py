@@ -36,7 +36,8 @@ from mcugen.kernels.conv import (
     thin_stride_fits,
 )
 from mcugen.kernels import depthwise as depthwise_module
-from mcugen.kernels.depthwise import DW_INT8_BYTES, dw3_int8_consts, dw3_rebuild_args, scale_note, uniform_packs
+from mcugen.kernels.depthwise import (DW_INT8_BYTES, dw3_int8_consts, dw3_rebuild_args, dw3_requant, scale_note,
+                                      uniform_packs)
 from mcugen.kernels.thin_rebuild import thin_compact_words, uniform_compact_words
 from mcugen.kernels.depthwise_asm import DW_BLOCK, DW_LAST_CHANNEL, DW_RECORD, dw_s1_macs, requant_lines, rq_lines
 from mcugen.kernels.elementwise import AddPlan, add_plan
@@ -625,10 +626,7 @@ def _ring_b_stage(ctx: KernelContext, v: ConvView, i: int, pw: int) -> Optional[
     layer-by-layer 3x3 kernel's (DW_RECORD words per channel, weights and bias doubled)."""
     if not (ctx.t.isa is Isa.DSP and ring_b_fits(v)):
         return None
-    w = v.weights.reshape(9, v.out_c).T  # [channel][tap]
-    bias = v.bias + v.input_offset * w.sum(axis=1)
-    acc_bound = np.abs(v.bias) + input_magnitude(v.input_offset) * np.abs(w).sum(axis=1)
-    rq = plan_requant(acc_bound, v.multiplier, v.shift, v.output_offset, v.act_min, v.act_max)
+    w, bias, acc_bound, rq = dw3_requant(v)  # w: [channel][tap]
     if not rq.fast:
         return None
     scale = 2

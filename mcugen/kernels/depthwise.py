@@ -138,7 +138,7 @@ class DepthwisePlan:
 DW_CASES: Optional[bool] = None  # True/False: the six-output kernel wherever it encodes / nowhere; None: dw_cases_pay
 
 
-def _dw3_requant(v: ConvView) -> tuple[np.ndarray, np.ndarray, np.ndarray, Requant]:
+def dw3_requant(v: ConvView) -> tuple[np.ndarray, np.ndarray, np.ndarray, Requant]:
     """A 3x3 depthwise layer's weights [C][9], folded bias, accumulator bound and requantization."""
     w = v.weights.reshape(9, v.out_c).T
     bias = v.bias + v.input_offset * w.sum(axis=1)
@@ -157,7 +157,7 @@ def _group_uniform(ctx: KernelContext, v: ConvView) -> bool:
             u = conv_view(layer, ctx.consts)
             if (u.in_h, u.in_w, u.out_h, u.out_w, u.sh, u.pad_t, u.pad_l, u.kh, u.kw) == key \
                     and u.depth_multiplier == 1 and u.batches == 1:
-                _, _, bound, rq = _dw3_requant(u)
+                _, _, bound, rq = dw3_requant(u)
                 tops.add(uniform_shift(rq, bound) if rq.fast and rq.clamp_is_int8 else 0)
     return len(tops) == 1 and 0 not in tops
 
@@ -218,7 +218,7 @@ def select_depthwise(ctx: KernelContext, layer: Layer) -> Optional[tuple[Depthwi
     if not (v.batches == 1 and v.kh == 3 and v.kw == 3 and v.dh == 1 and v.dw == 1 and v.depth_multiplier == 1
             and v.sh == v.sw and v.sh in (1, 2)):
         return select_depthwise_k(ctx, layer, v)
-    w, bias, acc_bound, rq = _dw3_requant(v)
+    w, bias, acc_bound, rq = dw3_requant(v)
     s = v.sh
     plane_h = (v.out_h - 1) * s + 3
     # columns read: two outputs at a time read words up to (x+1)*s + 3 (stride 1) / 2x*s+5
